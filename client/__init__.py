@@ -1,0 +1,43 @@
+"""The embedrec Python client: synchronous and asyncio, numpy in and out.
+
+Needs only grpcio, protobuf and numpy.
+
+    from client import EmbedrecClient
+    with EmbedrecClient("127.0.0.1:50051") as embedrec:
+        vectors = embedrec.embed(["energy-saving air conditioner"])
+        for item in embedrec.recommend(5, texts=["quiet air conditioner for a bedroom"]):
+            print(item.id, item.score)
+"""
+
+from client.aio import AsyncEmbedrecClient
+from client.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    EmbedrecClientError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+from client.sync import EmbedrecClient
+from client.types import Recommendation, ServerInfo
+
+__all__ = [
+    "AsyncEmbedrecClient",
+    "Cancelled",
+    "DeadlineExceeded",
+    "EmbedrecClient",
+    "EmbedrecClientError",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Overloaded",
+    "Recommendation",
+    "ServerError",
+    "ServerInfo",
+    "Unauthenticated",
+    "Unavailable",
+]

@@ -1,0 +1,115 @@
+"""The asyncio client: the same typed methods as `EmbedrecClient`, awaitable."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from client import types
+from client.channel import DEFAULT_MAX_MESSAGE_BYTES, HEALTH_CHECK_METHOD, channel_options, decode_health_status, encode_health_request
+from client.errors import from_rpc_error
+from client.sync import DEFAULT_TIMEOUT_S
+from embedrec.v1 import embedrec_pb2 as pb
+from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+
+Reply = TypeVar("Reply")
+
+
+class AsyncEmbedrecClient:
+    """An asyncio connection to an embedrec server. Use `async with`, or await `close()`."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Open a channel to `target`; arguments as for EmbedrecClient. Create inside a loop."""
+        merged = channel_options(max_message_bytes, options)
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=merged)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=merged)
+        )
+        self._stub = pb_grpc.EmbedRecStub(self._channel)
+        self._health = self._channel.unary_unary(
+            HEALTH_CHECK_METHOD, request_serializer=encode_health_request, response_deserializer=decode_health_status
+        )
+        self.timeout = timeout
+
+    async def __aenter__(self) -> AsyncEmbedrecClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool | None = None,
+        truncate: bool | None = None,
+        pooling: str | None = None,
+        timeout: float | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Embed `texts`: float32 (len(texts), dim), in order (see EmbedrecClient.embed)."""
+        request = types.embed_request(texts, normalize, truncate, pooling)
+        return types.embeddings_of(await self._call(self._stub.Embed, request, timeout))
+
+    async def similarity(self, query: str, candidates: Sequence[str], *,
+                         timeout: float | None = None) -> npt.NDArray[np.float32]:
+        """Cosine similarity of `query` with each candidate."""
+        request = types.similarity_request(query, candidates, None)
+        return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
+
+    async def similarity_pairs(self, pairs: Sequence[tuple[str, str]], *,
+                               timeout: float | None = None) -> npt.NDArray[np.float32]:
+        """Cosine similarity of each (a, b) pair."""
+        request = types.similarity_request(None, None, pairs)
+        return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
+
+    async def recommend(
+        self,
+        k: int = 10,
+        *,
+        vector: npt.ArrayLike | None = None,
+        vector_weight: float | None = None,
+        texts: types.Weighted = None,
+        item_ids: types.Weighted = None,
+        exclude_ids: Iterable[str] = (),
+        exclude_history: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[types.Recommendation]:
+        """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
+        request = types.recommend_request(
+            k, vector=vector, vector_weight=vector_weight, texts=texts, item_ids=item_ids,
+            exclude_ids=exclude_ids, exclude_history=exclude_history,
+        )
+        return types.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
+
+    async def info(self, *, timeout: float | None = None) -> types.ServerInfo:
+        """The model, provider, item matrix and limits the server runs with."""
+        return types.info_of(await self._call(self._stub.Info, pb.InfoRequest(), timeout))
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status of `service` ("" is the whole server)."""
+        return str(await self._call(self._health, service, timeout))
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, timeout: float | None) -> Reply:
+        try:
+            return await method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None

@@ -1,0 +1,139 @@
+"""CLI subcommands that call a running server: embed, similarity, recommend, info, health.
+
+Readable output by default, `--json` for scripts. Texts come from arguments, or from a file or
+standard input (one per line) with `--file` (`-` for stdin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from client.errors import EmbedrecClientError
+from client.sync import DEFAULT_TIMEOUT_S, EmbedrecClient
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"embedrec {prog}", description=description)
+    parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
+    texts = list(getattr(arguments, name) or [])
+    if arguments.file is not None:
+        handle = sys.stdin if str(arguments.file) == "-" else Path(arguments.file).open(encoding="utf-8")
+        with handle:
+            texts += [line.rstrip("\n") for line in handle if line.strip()]
+    return texts
+
+
+def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any],
+         show: Callable[[Any], str]) -> int:
+    try:
+        with EmbedrecClient(arguments.target, timeout=arguments.timeout) as client:
+            result = action(client)
+    except EmbedrecClientError as error:
+        print(f"embedrec: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(_jsonable(result), ensure_ascii=False, indent=2) if arguments.json else show(result))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_jsonable(entry) for entry in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def embed_main(argv: Sequence[str]) -> int:
+    """`embedrec embed TEXT… [--file F]`: print each text's vector (first values) and norm."""
+    parser = _parser("embed", "Embed texts.")
+    parser.add_argument("texts", nargs="*", help="texts to embed")
+    parser.add_argument("--file", help="read texts from a file, one per line ('-': stdin)")
+    parser.add_argument("--no-normalize", action="store_true", help="return raw pooled vectors")
+    arguments = parser.parse_args(argv)
+    texts = _texts(arguments)
+    normalize = False if arguments.no_normalize else None
+
+    def show(vectors: Any) -> str:
+        rows = [f"{len(vectors)} vectors, dim {vectors.shape[1] if vectors.ndim == 2 else 0}"]
+        for text, vector in zip(texts, vectors, strict=True):
+            head = ", ".join(f"{value:+.4f}" for value in vector[:4])
+            rows.append(f"[{head}, …] |v|={float((vector ** 2).sum()) ** 0.5:.3f}  {text[:60]}")
+        return "\n".join(rows)
+
+    return _run(arguments, lambda client: client.embed(texts, normalize=normalize), show)
+
+
+def similarity_main(argv: Sequence[str]) -> int:
+    """`embedrec similarity QUERY CANDIDATE…`: cosine similarity of the query with each."""
+    parser = _parser("similarity", "Cosine similarity of a query and candidate texts.")
+    parser.add_argument("query", help="the query text")
+    parser.add_argument("candidates", nargs="*", help="texts compared with the query")
+    parser.add_argument("--file", help="read candidates from a file, one per line ('-': stdin)")
+    arguments = parser.parse_args(argv)
+    candidates = _texts(arguments, "candidates")
+
+    def show(scores: Any) -> str:
+        return "\n".join(f"{score:+.4f}  {text[:70]}" for text, score in zip(candidates, scores, strict=True))
+
+    return _run(arguments, lambda client: client.similarity(arguments.query, candidates), show)
+
+
+def recommend_main(argv: Sequence[str]) -> int:
+    """`embedrec recommend --text T… --item ID… [-k N]`: top-k items for that profile."""
+    parser = _parser("recommend", "Recommend catalog items for a user profile.")
+    parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    parser.add_argument("--text", action="append", default=[], help="interest, history or query text (repeatable)")
+    parser.add_argument("--item", action="append", default=[], help="id of an item the user liked (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], help="item id never to recommend (repeatable)")
+    parser.add_argument("--include-history", action="store_true", help="allow --item ids in the results")
+    arguments = parser.parse_args(argv)
+    if not arguments.text and not arguments.item:
+        parser.error("give at least one --text or --item")
+
+    def show(found: Any) -> str:
+        return "\n".join(f"{rank:>3}. {item.score:+.4f}  {item.id}" for rank, item in enumerate(found, start=1))
+
+    return _run(
+        arguments,
+        lambda client: client.recommend(
+            arguments.k, texts=arguments.text or None, item_ids=arguments.item or None,
+            exclude_ids=arguments.exclude, exclude_history=not arguments.include_history,
+        ),
+        show,
+    )
+
+
+def info_main(argv: Sequence[str]) -> int:
+    """`embedrec info`: the server's model, provider, items and limits."""
+    arguments = _parser("info", "Show what the server runs.").parse_args(argv)
+
+    def show(info: Any) -> str:
+        fields = dataclasses.asdict(info)
+        limits = fields.pop("limits")
+        return "\n".join([f"{name:<22}{value}" for name, value in fields.items()]
+                         + [f"{name:<22}{value}" for name, value in limits.items()])
+
+    return _run(arguments, lambda client: client.info(), show)
+
+
+def health_main(argv: Sequence[str]) -> int:
+    """`embedrec health [--service NAME]`: SERVING or NOT_SERVING; exit 0 only when SERVING."""
+    parser = _parser("health", "Show the server's health status.")
+    parser.add_argument("--service", default="", help="service name ('' for the whole server)")
+    arguments = parser.parse_args(argv)
+    code = _run(arguments, lambda client: client.health(arguments.service), str)
+    return code

@@ -1,0 +1,119 @@
+"""The synchronous client: typed methods, numpy out, a deadline on every call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from client import types
+from client.channel import DEFAULT_MAX_MESSAGE_BYTES, HEALTH_CHECK_METHOD, channel_options, decode_health_status, encode_health_request
+from client.errors import from_rpc_error
+from embedrec.v1 import embedrec_pb2 as pb
+from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+
+Reply = TypeVar("Reply")
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class EmbedrecClient:
+    """A connection to an embedrec server. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Open a channel to `target` (host:port or any gRPC target string).
+
+        `timeout` (seconds) is the default deadline of every call; each method takes its own
+        `timeout` too. `credentials` makes the channel TLS; `options` are extra channel options.
+        """
+        merged = channel_options(max_message_bytes, options)
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=merged)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=merged)
+        )
+        self._stub = pb_grpc.EmbedRecStub(self._channel)
+        self._health = self._channel.unary_unary(
+            HEALTH_CHECK_METHOD, request_serializer=encode_health_request, response_deserializer=decode_health_status
+        )
+        self.timeout = timeout
+
+    def __enter__(self) -> EmbedrecClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool | None = None,
+        truncate: bool | None = None,
+        pooling: str | None = None,
+        timeout: float | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's."""
+        request = types.embed_request(texts, normalize, truncate, pooling)
+        return types.embeddings_of(self._call(self._stub.Embed, request, timeout))
+
+    def similarity(self, query: str, candidates: Sequence[str], *, timeout: float | None = None) -> npt.NDArray[np.float32]:
+        """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
+        request = types.similarity_request(query, candidates, None)
+        return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
+
+    def similarity_pairs(self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None) -> npt.NDArray[np.float32]:
+        """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
+        request = types.similarity_request(None, None, pairs)
+        return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
+
+    def recommend(
+        self,
+        k: int = 10,
+        *,
+        vector: npt.ArrayLike | None = None,
+        vector_weight: float | None = None,
+        texts: types.Weighted = None,
+        item_ids: types.Weighted = None,
+        exclude_ids: Iterable[str] = (),
+        exclude_history: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[types.Recommendation]:
+        """Top-k items for a user described by a vector, texts and/or item ids, best first.
+
+        `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
+        """
+        request = types.recommend_request(
+            k, vector=vector, vector_weight=vector_weight, texts=texts, item_ids=item_ids,
+            exclude_ids=exclude_ids, exclude_history=exclude_history,
+        )
+        return types.recommendations_of(self._call(self._stub.Recommend, request, timeout))
+
+    def info(self, *, timeout: float | None = None) -> types.ServerInfo:
+        """The model, provider, item matrix and limits the server runs with."""
+        return types.info_of(self._call(self._stub.Info, pb.InfoRequest(), timeout))
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status of `service` ("" is the whole server): SERVING, NOT_SERVING, …"""
+        return str(self._call(self._health, service, timeout))
+
+    def _call(self, method: Callable[..., Reply], request: Any, timeout: float | None) -> Reply:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None

@@ -1,0 +1,134 @@
+"""Plain result types of the client, and conversion from and to the protobuf messages.
+
+Shared by the synchronous and the asyncio client, so both speak the same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from embedrec.v1 import embedrec_pb2 as pb
+
+POOLING_NAMES = {pb.POOLING_MEAN: "mean", pb.POOLING_CLS: "cls", pb.POOLING_UNSPECIFIED: "unspecified"}
+POOLING_VALUES = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS, None: pb.POOLING_UNSPECIFIED}
+
+Weighted = Mapping[str, float] | Iterable[str] | None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item: its id and cosine score."""
+
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the server runs: model, provider, items and limits (see InfoResponse)."""
+
+    model_name: str
+    dim: int
+    max_length: int
+    pooling: str
+    normalize: bool
+    provider: str
+    model_sha256: str
+    item_count: int
+    items_sha256: str
+    server_version: str
+    limits: dict[str, int]
+
+
+def embed_request(texts: Sequence[str], normalize: bool | None, truncate: bool | None,
+                  pooling: str | None) -> pb.EmbedRequest:
+    """EmbedRequest for `texts`; None leaves an option to the server's default."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    request = pb.EmbedRequest(texts=list(texts), pooling=POOLING_VALUES[pooling])
+    if normalize is not None:
+        request.normalize = normalize
+    if truncate is not None:
+        request.truncate = truncate
+    return request
+
+
+def embeddings_of(response: pb.EmbedResponse) -> npt.NDArray[np.float32]:
+    """The (n, dim) float32 matrix of an EmbedResponse."""
+    values = np.asarray(response.values, dtype=np.float32)
+    return values.reshape(-1, response.dim) if response.dim else values.reshape(0, 0)
+
+
+def similarity_request(query: str | None, candidates: Sequence[str] | None,
+                       pairs: Sequence[tuple[str, str]] | None) -> pb.SimilarityRequest:
+    """SimilarityRequest in the query form or the pairs form."""
+    if pairs is not None:
+        return pb.SimilarityRequest(pairs=[pb.TextPair(a=a, b=b) for a, b in pairs])
+    return pb.SimilarityRequest(query=query or "", candidates=list(candidates or ()))
+
+
+def recommend_request(
+    k: int,
+    *,
+    vector: npt.ArrayLike | None = None,
+    vector_weight: float | None = None,
+    texts: Weighted = None,
+    item_ids: Weighted = None,
+    exclude_ids: Iterable[str] = (),
+    exclude_history: bool | None = None,
+) -> pb.RecommendRequest:
+    """RecommendRequest; `texts` and `item_ids` are sequences (weight 1) or {value: weight}."""
+    request = pb.RecommendRequest(k=k, exclude_ids=list(exclude_ids))
+    if vector is not None:
+        request.user_vector.extend(np.asarray(vector, dtype=np.float32).ravel().tolist())
+    if vector_weight is not None:
+        request.user_vector_weight = vector_weight
+    for text, weight in _weighted(texts):
+        entry = request.texts.add(text=text)
+        if weight is not None:
+            entry.weight = weight
+    for item_id, weight in _weighted(item_ids):
+        item = request.items.add(id=item_id)
+        if weight is not None:
+            item.weight = weight
+    if exclude_history is not None:
+        request.exclude_history = exclude_history
+    return request
+
+
+def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
+    """The items of a RecommendResponse, best first."""
+    return [Recommendation(item.id, float(item.score)) for item in response.items]
+
+
+def info_of(response: pb.InfoResponse) -> ServerInfo:
+    """A ServerInfo from an InfoResponse."""
+    limit_names = ("max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k",
+                   "max_history_items", "max_exclude_ids")
+    return ServerInfo(
+        model_name=response.model_name,
+        dim=response.dim,
+        max_length=response.max_length,
+        pooling=POOLING_NAMES.get(response.pooling, str(response.pooling)),
+        normalize=response.normalize,
+        provider=response.provider,
+        model_sha256=response.model_sha256,
+        item_count=response.item_count,
+        items_sha256=response.items_sha256,
+        server_version=response.server_version,
+        limits={name: getattr(response, name) for name in limit_names},
+    )
+
+
+def _weighted(values: Weighted) -> list[tuple[str, float | None]]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        raise TypeError("expected a sequence or mapping of strings, not one string")
+    if isinstance(values, Mapping):
+        return [(key, float(weight)) for key, weight in values.items()]
+    return [(value, None) for value in values]

@@ -1,0 +1,53 @@
+"""The `embedrec` command: one entry point, subcommands imported only when run.
+
+`embedrec serve` never imports torch or transformers; only `export-model` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name → (module:function taking argv and returning an exit code, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("server.app:main", "run the gRPC server"),
+    "export-model": ("export.cli:export_model_main", "export a Hugging Face model to validated ONNX"),
+    "export-items": ("export.cli:export_items_main", "embed a catalog into an item matrix"),
+    "embed": ("client.cli:embed_main", "embed texts"),
+    "similarity": ("client.cli:similarity_main", "cosine similarity of a query and candidates, or of pairs"),
+    "recommend": ("client.cli:recommend_main", "recommend items for a user profile"),
+    "info": ("client.cli:info_main", "show the server's model, items and limits"),
+    "health": ("client.cli:health_main", "show the server's health status"),
+}
+
+
+def usage() -> str:
+    """The top-level help text."""
+    lines = ["usage: embedrec <command> [options]   (embedrec <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<14}{help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch `argv` (default: sys.argv[1:]) to a subcommand; return its exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if arguments else 2
+    if arguments[0] in ("-V", "--version"):
+        from embedrec import __version__
+
+        print(f"embedrec {__version__}")
+        return 0
+    name, rest = arguments[0], arguments[1:]
+    if name not in SUBCOMMANDS:
+        print(f"embedrec: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = SUBCOMMANDS[name][0].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return int(function(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the embedrec.v1 contract (scripts/generate_protos.py; do not edit)."""

@@ -1,0 +1,151 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POOLING_UNSPECIFIED: _ClassVar[Pooling]
+    POOLING_MEAN: _ClassVar[Pooling]
+    POOLING_CLS: _ClassVar[Pooling]
+POOLING_UNSPECIFIED: Pooling
+POOLING_MEAN: Pooling
+POOLING_CLS: Pooling
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("texts", "normalize", "truncate", "pooling")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    normalize: bool
+    truncate: bool
+    pooling: Pooling
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("values", "dim", "token_counts")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    dim: int
+    token_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., dim: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TextPair(_message.Message):
+    __slots__ = ("a", "b")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    a: str
+    b: str
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class SimilarityRequest(_message.Message):
+    __slots__ = ("query", "candidates", "pairs")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    candidates: _containers.RepeatedScalarFieldContainer[str]
+    pairs: _containers.RepeatedCompositeFieldContainer[TextPair]
+    def __init__(self, query: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., pairs: _Optional[_Iterable[_Union[TextPair, _Mapping]]] = ...) -> None: ...
+
+class SimilarityResponse(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, scores: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class WeightedText(_message.Message):
+    __slots__ = ("text", "weight")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    weight: float
+    def __init__(self, text: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class WeightedItem(_message.Message):
+    __slots__ = ("id", "weight")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    weight: float
+    def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k")
+    USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    user_vector: _containers.RepeatedScalarFieldContainer[float]
+    user_vector_weight: float
+    texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
+    items: _containers.RepeatedCompositeFieldContainer[WeightedItem]
+    exclude_ids: _containers.RepeatedScalarFieldContainer[str]
+    exclude_history: bool
+    k: int
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ...) -> None: ...
+
+class ScoredItem(_message.Message):
+    __slots__ = ("id", "score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHARS_PER_TEXT_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_HISTORY_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    dim: int
+    max_length: int
+    pooling: Pooling
+    normalize: bool
+    provider: str
+    model_sha256: str
+    item_count: int
+    items_sha256: str
+    server_version: str
+    max_texts_per_request: int
+    max_chars_per_text: int
+    max_total_chars: int
+    max_k: int
+    max_history_items: int
+    max_exclude_ids: int
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ...) -> None: ...

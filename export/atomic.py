@@ -1,0 +1,33 @@
+"""Atomic directory output: build in a hidden sibling directory, then rename into place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def staged_directory(output_dir: Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside `output_dir`; on success, it replaces `output_dir`.
+
+    On an exception the staging directory is removed and `output_dir` is left as it was, so a
+    reader never sees a half-written directory.
+    """
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    staging.chmod(0o755)
+    try:
+        yield staging
+        retired = None
+        if output_dir.exists():
+            retired = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            output_dir.rename(retired)
+        staging.rename(output_dir)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

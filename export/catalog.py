@@ -1,0 +1,129 @@
+"""Reading a catalog (JSON Lines or CSV, optionally gzip-compressed) one row at a time.
+
+Rows are streamed, never loaded whole; `validate_catalog` reports every offender with its line
+number (duplicate ids, empty ids or texts, rows that fail to parse).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+MAX_LISTED_OFFENDERS = 20
+
+
+class CatalogError(Exception):
+    """The catalog has rows that cannot be built; the message lists them."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    """One catalog row: its 1-based line number, id and text (None when a field is unusable)."""
+
+    line: int
+    item_id: str | None
+    text: str | None
+    error: str | None = None
+
+
+def iter_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") -> Iterator[CatalogRow]:
+    """Yield the rows of `path` (.jsonl/.ndjson/.json lines or .csv, each optionally .gz).
+
+    A row that fails to parse is yielded with `error` set, not raised, so validation can list
+    all of them.
+    """
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    compressed = suffixes[-1:] == [".gz"]
+    kind = suffixes[-2] if compressed and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    with _open_text(path, compressed) as handle:
+        if kind == ".csv":
+            yield from _iter_csv(handle, id_field, text_field)
+        else:
+            yield from _iter_jsonl(handle, id_field, text_field)
+
+
+def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") -> int:
+    """Check every row of `path`; return the number of items.
+
+    Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
+    empty ids, empty texts, ids with line breaks, and duplicate ids with their lines.
+    """
+    first_line_of: dict[str, int] = {}
+    problems: dict[str, list[str]] = {"unparsable rows": [], "empty ids": [], "empty texts": [],
+                                      "ids with line breaks": [], "duplicate ids": []}
+    count = 0
+    for row in iter_catalog(path, id_field=id_field, text_field=text_field):
+        count += 1
+        if row.error is not None:
+            problems["unparsable rows"].append(f"line {row.line}: {row.error}")
+            continue
+        if not row.item_id or not row.item_id.strip():
+            problems["empty ids"].append(f"line {row.line}")
+        elif "\n" in row.item_id or "\r" in row.item_id:
+            problems["ids with line breaks"].append(f"line {row.line}")
+        elif row.item_id in first_line_of:
+            problems["duplicate ids"].append(
+                f"{row.item_id!r} (lines {first_line_of[row.item_id]} and {row.line})"
+            )
+        else:
+            first_line_of[row.item_id] = row.line
+        if not row.text or not row.text.strip():
+            problems["empty texts"].append(f"line {row.line}")
+    found = {kind: rows for kind, rows in problems.items() if rows}
+    if found:
+        raise CatalogError(f"{path}: " + "; ".join(_describe(kind, rows) for kind, rows in found.items()))
+    if count == 0:
+        raise CatalogError(f"{path}: the catalog has no rows")
+    return count
+
+
+def _describe(kind: str, rows: list[str]) -> str:
+    listed = ", ".join(rows[:MAX_LISTED_OFFENDERS])
+    more = f" and {len(rows) - MAX_LISTED_OFFENDERS} more" if len(rows) > MAX_LISTED_OFFENDERS else ""
+    return f"{len(rows)} {kind}: {listed}{more}"
+
+
+def _open_text(path: Path, compressed: bool) -> IO[str]:
+    if compressed:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+def _iter_jsonl(handle: IO[str], id_field: str, text_field: str) -> Iterator[CatalogRow]:
+    for line_number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            yield CatalogRow(line_number, None, None, f"invalid JSON ({error.args[0] if error.args else error})")
+            continue
+        if not isinstance(record, dict):
+            yield CatalogRow(line_number, None, None, "not a JSON object")
+            continue
+        yield CatalogRow(line_number, _as_text(record.get(id_field)), _as_text(record.get(text_field)))
+
+
+def _iter_csv(handle: IO[str], id_field: str, text_field: str) -> Iterator[CatalogRow]:
+    reader = csv.DictReader(handle)
+    missing = {id_field, text_field} - set(reader.fieldnames or ())
+    if missing:
+        yield CatalogRow(1, None, None, f"header lacks column(s) {sorted(missing)}")
+        return
+    try:
+        for record in reader:
+            yield CatalogRow(reader.line_num, _as_text(record.get(id_field)), _as_text(record.get(text_field)))
+    except csv.Error as error:
+        yield CatalogRow(reader.line_num, None, None, f"invalid CSV ({error})")
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    return str(value)

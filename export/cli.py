@@ -1,0 +1,89 @@
+"""`embedrec export-model` and `embedrec export-items`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.source import BUNDLED_MODEL
+
+
+def export_model_main(argv: Sequence[str]) -> int:
+    """Export a model (see export.onnx_model.export_model); print its manifest summary."""
+    parser = argparse.ArgumentParser(prog="embedrec export-model", description="Export a BERT-family model to ONNX.")
+    parser.add_argument("--model", default=BUNDLED_MODEL,
+                        help=f"local model directory or hub id (default: {BUNDLED_MODEL}, the packaged MiniLM)")
+    parser.add_argument("--output", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="output directory")
+    parser.add_argument("--max-length", type=int, default=None, help="max tokens per text (default: the model's)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
+    parser.add_argument("--min-cosine", type=float, default=None,
+                        help="fail when ONNX vs PyTorch min cosine is below this (default 0.9999)")
+    parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
+    arguments = parser.parse_args(argv)
+    _configure_logging()
+
+    from export.onnx_model import DEFAULT_MIN_COSINE, export_model
+
+    manifest = export_model(
+        arguments.model,
+        arguments.output,
+        max_length=arguments.max_length,
+        opset=arguments.opset,
+        min_cosine=DEFAULT_MIN_COSINE if arguments.min_cosine is None else arguments.min_cosine,
+        force=arguments.force,
+    )
+    summary = {
+        "output": str(arguments.output),
+        "model": manifest.model_name,
+        "dim": manifest.dim,
+        "max_length": manifest.max_length,
+        "pooling": manifest.pooling,
+        "normalize": manifest.normalize,
+        "validation": manifest.validation,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def export_items_main(argv: Sequence[str]) -> int:
+    """Build an item matrix from a catalog (see export.items.build_items)."""
+    parser = argparse.ArgumentParser(prog="embedrec export-items", description="Embed a catalog into an item matrix.")
+    parser.add_argument("--catalog", type=Path, required=True, help="JSON Lines or CSV file (optionally .gz)")
+    parser.add_argument("--model-dir", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="exported model")
+    parser.add_argument("--output", type=Path, required=True, help="output directory")
+    parser.add_argument("--id-field", default="id", help="field or column holding the item id")
+    parser.add_argument("--text-field", default="text", help="field or column holding the item text")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per inference batch")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the output is up to date")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments = parser.parse_args(argv)
+    _configure_logging()
+
+    from export.catalog import CatalogError
+    from export.items import build_items
+
+    try:
+        manifest = build_items(
+            arguments.catalog,
+            arguments.model_dir,
+            arguments.output,
+            batch_size=arguments.batch_size,
+            id_field=arguments.id_field,
+            text_field=arguments.text_field,
+            progress=not arguments.no_progress,
+            force=arguments.force,
+        )
+    except CatalogError as error:
+        print(f"embedrec export-items: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"output": str(arguments.output), "items": manifest.item_count, "dim": manifest.dim,
+                      "model": manifest.model_name}, indent=2))
+    return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,164 @@
+"""Model export: a Hugging Face BERT-family model → model.onnx + tokenizer.json + manifest.json.
+
+The export runs optimum's exporter into a temporary directory next to the output, validates it
+against PyTorch, writes the manifest last and then swaps the directory into place, so a failed
+or interrupted export never leaves a directory the server would accept. Re-running with the
+same source and options is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from export.atomic import staged_directory
+from export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
+from export.validation import validate_against_pytorch
+from server.errors import ConfigurationError
+from server.manifest import (
+    MODEL_FILE,
+    MODEL_MANIFEST,
+    TOKENIZER_FILE,
+    ModelManifest,
+    read_model_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+DEFAULT_MIN_COSINE = 0.9999
+LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
+
+logger = logging.getLogger(__name__)
+
+
+def export_model(
+    source: str = BUNDLED_MODEL,
+    output_dir: Path = Path("models/all-MiniLM-L6-v2"),
+    *,
+    max_length: int | None = None,
+    opset: int | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    force: bool = False,
+) -> ModelManifest:
+    """Export `source` to `output_dir` and return its manifest.
+
+    `source` is BUNDLED_MODEL, a local model directory or a hub id. `max_length` defaults to
+    the model's (sentence-transformers max_seq_length, else the tokenizer's limit, capped by
+    the position embeddings). Raises ExportValidationError when the ONNX model's embeddings
+    fall below `min_cosine` against PyTorch; ModelSourceError when the source is unusable.
+    """
+    model = resolve_model_source(source)
+    options = {"max_length": max_length, "opset": opset, "min_cosine": min_cosine}
+    if not force and _is_up_to_date(output_dir, model, options):
+        logger.info("export of %s in %s is up to date", model.name, output_dir)
+        return read_model_manifest(output_dir)
+    with staged_directory(output_dir) as staging:
+        return _export_into(staging, model, options)
+
+
+def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> ModelManifest:
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model.directory)
+    tokenizer = AutoTokenizer.from_pretrained(model.directory, use_fast=True)
+    max_length = options["max_length"] or _default_max_length(model, config, tokenizer)
+    main_export(
+        str(model.directory),
+        output=staging,
+        task="feature-extraction",
+        library_name="transformers",
+        opset=options["opset"],
+        do_validation=False,
+    )
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(staging / TOKENIZER_FILE))
+    _remove_extra_files(staging)
+
+    partial = _manifest(model, config, tokenizer, staging, max_length, options, validation={})
+    write_manifest(partial, staging / MODEL_MANIFEST)
+    validation = validate_against_pytorch(
+        model.directory, staging, max_length=max_length, pooling=model.pooling, min_cosine=options["min_cosine"]
+    )
+    manifest = _manifest(model, config, tokenizer, staging, max_length, options, validation)
+    write_manifest(manifest, staging / MODEL_MANIFEST)
+    logger.info("exported %s: dim %d, max length %d, validation %s", model.name, manifest.dim, max_length, validation)
+    return manifest
+
+
+def _manifest(
+    model: ModelSource,
+    config: Any,
+    tokenizer: Any,
+    staging: Path,
+    max_length: int,
+    options: dict[str, Any],
+    validation: dict[str, Any],
+) -> ModelManifest:
+    import onnx
+
+    graph = onnx.load(str(staging / MODEL_FILE), load_external_data=False)
+    opset = next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
+    if tokenizer.pad_token_id is None:
+        raise ConfigurationError(f"{model.name}: the tokenizer has no pad token")
+    return ModelManifest(
+        model_name=model.name,
+        source_sha256=model.sha256,
+        dim=int(config.hidden_size),
+        max_length=int(max_length),
+        pooling=model.pooling,
+        normalize=model.normalize,
+        onnx_sha256=sha256_file(staging / MODEL_FILE),
+        opset=int(opset),
+        input_names=tuple(graph_input.name for graph_input in graph.graph.input),
+        pad_token_id=int(tokenizer.pad_token_id),
+        library_versions={name: _version(name) for name in LIBRARIES},
+        validation=validation,
+        export_options=options,
+    )
+
+
+def _default_max_length(model: ModelSource, config: Any, tokenizer: Any) -> int:
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    # RoBERTa-family models reserve padding_idx + 1 positions.
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= int(getattr(config, "pad_token_id", 1)) + 1
+    limit = model.max_length_hint or int(tokenizer.model_max_length)
+    return min(limit, positions)
+
+
+def _is_up_to_date(output_dir: Path, model: ModelSource, options: dict[str, Any]) -> bool:
+    try:
+        existing = read_model_manifest(output_dir)
+    except ConfigurationError:
+        return False
+    return (
+        existing.source_sha256 == model.sha256
+        and existing.export_options == options
+        and bool(existing.validation)
+        and (output_dir / MODEL_FILE).is_file()
+        and (output_dir / TOKENIZER_FILE).is_file()
+        and sha256_file(output_dir / MODEL_FILE) == existing.onnx_sha256
+    )
+
+
+def _remove_extra_files(staging: Path) -> None:
+    """Keep only what the server reads; optimum also copies configs and vocab files."""
+    for path in staging.iterdir():
+        if path.name not in (MODEL_FILE, TOKENIZER_FILE, MODEL_MANIFEST) and not path.name.startswith(MODEL_FILE):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"

@@ -1,0 +1,169 @@
+"""The server: built by a factory, NOT_SERVING until warm, drained on SIGTERM.
+
+Life cycle: `start()` binds the port and answers at once (health NOT_SERVING, RPCs
+UNAVAILABLE); `load()` loads the model and items, checks they belong together, warms up and
+turns health SERVING; `stop()` turns health NOT_SERVING, stops accepting calls, lets in-flight
+ones finish within the drain time, then stops the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from embedrec.v1 import embedrec_pb2 as pb
+from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+from server.encoder import OnnxEncoder
+from server.errors import ConfigurationError
+from server.items import ItemIndex
+from server.manifest import check_items_match_model
+from server.service import EmbeddingService, create_batcher
+from server.servicer import EmbedRecServicer, ServingState
+from server.settings import Settings
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedRec"].full_name
+WARMUP_TEXTS = ("warm-up", "a slightly longer warm-up sentence for the runtime's first shapes")
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedrecApp:
+    """One server process: the gRPC server, health, and the embedding service once loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = ServingState()
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving (NOT_SERVING until `load`); return the bound port."""
+        message_limit = self.settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", message_limit),
+                ("grpc.max_send_message_length", message_limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_EmbedRecServicer_to_server(EmbedRecServicer(self.state), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise ConfigurationError(f"cannot listen on {address}")
+        await server.start()
+        self._server = server
+        logger.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        return self.port
+
+    async def load(self) -> None:
+        """Load model and items, warm up, then turn SERVING.
+
+        Raises ConfigurationError when they cannot be loaded or do not belong together.
+        """
+        settings = self.settings
+        encoder, items = await asyncio.to_thread(_load_artifacts, settings)
+        batcher = create_batcher(
+            encoder,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queued_items=settings.max_queued_texts,
+        )
+        await batcher.start()
+        service = EmbeddingService(encoder, batcher, items, settings.limits)
+        await service.embed(list(WARMUP_TEXTS))
+        self.state.service = service
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "SERVING %s (dim %d, %s) with %d items",
+            encoder.manifest.model_name, encoder.dim, encoder.provider, len(items) if items else 0,
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, finish in-flight ones within `grace` seconds."""
+        self.state.draining = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._server is not None:
+            await self._server.stop(self.settings.drain_seconds if grace is None else grace)
+            self._server = None
+        if self.state.service is not None:
+            await self.state.service.batcher.stop()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
+    encoder = OnnxEncoder(
+        settings.model_dir,
+        provider=settings.provider,  # type: ignore[arg-type]
+        intra_op_threads=settings.intra_op_threads,
+        device_id=settings.device_id,
+    )
+    items = None
+    if settings.items_dir is not None:
+        items = ItemIndex(settings.items_dir)
+        check_items_match_model(items.manifest, encoder.manifest)
+    return encoder, items
+
+
+async def create_server(settings: Settings) -> EmbedrecApp:
+    """Build, start and load a server; return it SERVING (port in `.port`).
+
+    Raises ConfigurationError (after releasing the port) when the artefacts are unusable.
+    """
+    app = EmbedrecApp(settings)
+    await app.start()
+    try:
+        await app.load()
+    except BaseException:
+        await app.stop(grace=0)
+        raise
+    return app
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then drain; return the process exit code."""
+    app = EmbedrecApp(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop_requested.set)
+    await app.start()
+    try:
+        await app.load()
+    except ConfigurationError as error:
+        logger.error("cannot start: %s", error)
+        await app.stop(grace=0)
+        return 2
+    await stop_requested.wait()
+    logger.info("stopping: draining in-flight calls for up to %.1f s", settings.drain_seconds)
+    await app.stop()
+    logger.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`embedrec serve`: parse settings, configure logging, serve until told to stop."""
+    settings = Settings.from_args(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(serve(settings))

@@ -1,0 +1,99 @@
+"""The model behind a small interface: texts → float32 vectors, via tokenize → run → pool.
+
+`OnnxEncoder` composes the pure steps of `server.tokenization` and `server.pooling` around an
+ONNX Runtime session. The batcher calls `tokenize` at admission and `run` on a batch; `encode`
+is the one-call form used by the item build and by tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
+from server.pooling import FloatArray, l2_normalize, pool
+from server.providers import ProviderChoice, create_session
+from server.tokenization import TextTokenizer, TokenizedText
+
+
+class OnnxEncoder:
+    """An exported model (a directory written by `embedrec export-model`) ready to embed."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        provider: ProviderChoice = "auto",
+        intra_op_threads: int = 0,
+        device_id: int = 0,
+    ) -> None:
+        """Load the manifest, tokenizer and ONNX session of `model_dir`.
+
+        Raises ConfigurationError on a missing or mismatched manifest or an unusable provider.
+        """
+        self.model_dir = model_dir
+        self.manifest: ModelManifest = read_model_manifest(model_dir)
+        self.tokenizer = TextTokenizer(
+            model_dir / TOKENIZER_FILE,
+            max_length=self.manifest.max_length,
+            pad_token_id=self.manifest.pad_token_id,
+        )
+        self.session = create_session(
+            model_dir / MODEL_FILE,
+            provider=provider,
+            intra_op_threads=intra_op_threads,
+            device_id=device_id,
+        )
+        self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
+        self._output_name = self.session.get_outputs()[0].name
+
+    @property
+    def dim(self) -> int:
+        """The embedding dimension."""
+        return self.manifest.dim
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that really runs the model, e.g. CPUExecutionProvider."""
+        return str(self.session.get_providers()[0])
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True, field: str = "texts") -> list[TokenizedText]:
+        """Tokenise texts (see TextTokenizer.tokenize; raises InvalidArgument when too long)."""
+        return self.tokenizer.tokenize(texts, truncate=truncate, field=field)
+
+    def run(self, batch: Sequence[TokenizedText], poolings: Sequence[PoolingName]) -> FloatArray:
+        """Run the model on `batch` and pool row i with `poolings[i]`.
+
+        Returns float32 (len(batch), dim), not normalised. Blocking: call it off the event loop.
+        """
+        inputs = self.tokenizer.pad_batch(batch)
+        feed = {name: array for name, array in inputs.items() if name in self._input_names}
+        hidden = np.asarray(self.session.run([self._output_name], feed)[0], dtype=np.float32)
+        mask = inputs["attention_mask"]
+        if len(set(poolings)) == 1:
+            return pool(hidden, mask, poolings[0])
+        pooled = np.empty((len(batch), self.dim), dtype=np.float32)
+        for kind in set(poolings):
+            rows = np.flatnonzero(np.asarray(poolings) == kind)
+            pooled[rows] = pool(hidden[rows], mask[rows], kind)
+        return pooled
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool | None = None,
+        pooling: PoolingName | None = None,
+        truncate: bool = True,
+    ) -> FloatArray:
+        """Embed `texts` in one batch: float32 (len(texts), dim).
+
+        `normalize` and `pooling` default to the model's (manifest).
+        """
+        tokenized = self.tokenize(texts, truncate=truncate)
+        vectors = self.run(tokenized, [pooling or self.manifest.pooling] * len(tokenized))
+        if self.manifest.normalize if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        return vectors

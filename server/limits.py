@@ -1,0 +1,78 @@
+"""Request limits and the checks that enforce them, with messages naming field and limit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from server.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; every one is a server setting and is reported by Info."""
+
+    max_texts_per_request: int = 64
+    max_chars_per_text: int = 10_000
+    max_total_chars: int = 200_000
+    max_k: int = 1_000
+    max_history_items: int = 1_000
+    max_exclude_ids: int = 10_000
+
+
+def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: int | None = None) -> None:
+    """Raise InvalidArgument unless `texts` holds 1..max_count non-blank texts within the limits."""
+    limit = limits.max_texts_per_request if max_count is None else max_count
+    if not texts:
+        raise InvalidArgument(f"{field} is empty; send 1 to {limit} texts")
+    if len(texts) > limit:
+        raise InvalidArgument(f"{field} has {len(texts)} texts; the limit is {limit} per request")
+    total = 0
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise InvalidArgument(f"{field}[{index}] is empty or blank")
+        if len(text) > limits.max_chars_per_text:
+            raise InvalidArgument(
+                f"{field}[{index}] has {len(text)} characters; the limit is max_chars_per_text="
+                f"{limits.max_chars_per_text}"
+            )
+        total += len(text)
+    if total > limits.max_total_chars:
+        raise InvalidArgument(
+            f"{field} has {total} characters in all; the limit is max_total_chars={limits.max_total_chars}"
+        )
+
+
+def check_vector(values: Sequence[float], dim: int, *, field: str) -> npt.NDArray[np.float32]:
+    """`values` as float32 (dim,); InvalidArgument on wrong length, NaN/Inf or all zeros."""
+    vector = np.asarray(values, dtype=np.float32)
+    if vector.shape != (dim,):
+        raise InvalidArgument(f"{field} has {vector.shape[0]} values; the model's dim is {dim}")
+    if not np.isfinite(vector).all():
+        raise InvalidArgument(f"{field} contains NaN or Inf")
+    if not vector.any():
+        raise InvalidArgument(f"{field} is all zeros; its direction is undefined")
+    return vector
+
+
+def check_weight(weight: float, *, field: str) -> float:
+    """`weight` if finite and >= 0, else InvalidArgument naming `field`."""
+    if not math.isfinite(weight) or weight < 0:
+        raise InvalidArgument(f"{field} must be finite and >= 0, got {weight}")
+    return weight
+
+
+def check_k(k: int, limits: Limits) -> None:
+    """Raise InvalidArgument unless 1 <= k <= max_k."""
+    if k < 1 or k > limits.max_k:
+        raise InvalidArgument(f"k must be between 1 and max_k={limits.max_k}, got {k}")
+
+
+def check_count(count: int, limit: int, *, field: str, limit_name: str) -> None:
+    """Raise InvalidArgument when `count` entries of `field` exceed `limit`."""
+    if count > limit:
+        raise InvalidArgument(f"{field} has {count} entries; the limit is {limit_name}={limit}")

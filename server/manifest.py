@@ -1,0 +1,134 @@
+"""The manifests that tie an exported model and an item matrix together.
+
+`export/` writes them, the server reads them and refuses to start when they disagree
+(different model, different dim): mixing embedding spaces gives garbage recommendations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from server.errors import ConfigurationError
+
+MODEL_MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+ITEMS_MANIFEST = "items_manifest.json"
+ITEMS_MATRIX = "items.npy"
+ITEMS_IDS = "ids.txt"
+FORMAT_VERSION = 1
+
+PoolingName = Literal["mean", "cls"]
+_Manifest = TypeVar("_Manifest", "ModelManifest", "ItemsManifest")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelManifest:
+    """What the server needs to know about an exported model (written by export/onnx)."""
+
+    model_name: str
+    source_sha256: str
+    dim: int
+    max_length: int
+    pooling: PoolingName
+    normalize: bool
+    onnx_sha256: str
+    opset: int
+    input_names: tuple[str, ...]
+    pad_token_id: int
+    library_versions: dict[str, str]
+    validation: dict[str, Any]
+    export_options: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemsManifest:
+    """What the server needs to know about an item matrix (written by export/items)."""
+
+    item_count: int
+    dim: int
+    dtype: str
+    items_sha256: str
+    model_name: str
+    model_onnx_sha256: str
+    catalog: str
+    catalog_sha256: str
+    format_version: int = FORMAT_VERSION
+
+
+def write_manifest(manifest: ModelManifest | ItemsManifest, path: Path) -> None:
+    """Write `manifest` as indented JSON to `path` (atomically: temp file, then rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(dataclasses.asdict(manifest), indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
+
+
+def read_model_manifest(model_dir: Path) -> ModelManifest:
+    """Read `model_dir/manifest.json`.
+
+    Raises ConfigurationError when it is missing, unreadable or of another format version.
+    """
+    data = _read_json(model_dir / MODEL_MANIFEST, what="model manifest")
+    data["input_names"] = tuple(data.get("input_names", ()))
+    return _build(ModelManifest, data, model_dir / MODEL_MANIFEST)
+
+
+def read_items_manifest(items_dir: Path) -> ItemsManifest:
+    """Read `items_dir/items_manifest.json`; raises ConfigurationError like read_model_manifest."""
+    return _build(ItemsManifest, _read_json(items_dir / ITEMS_MANIFEST, what="items manifest"),
+                  items_dir / ITEMS_MANIFEST)
+
+
+def check_items_match_model(items: ItemsManifest, model: ModelManifest) -> None:
+    """Raise ConfigurationError unless the item matrix was built with this very model."""
+    if items.dim != model.dim:
+        raise ConfigurationError(
+            f"item matrix has dim {items.dim} but the model has dim {model.dim}; "
+            "rebuild the items with this model (embedrec export-items)"
+        )
+    if items.model_onnx_sha256 != model.onnx_sha256:
+        raise ConfigurationError(
+            f"item matrix was built with model {items.model_name!r} "
+            f"(onnx sha256 {items.model_onnx_sha256[:12]}…) but the server runs "
+            f"{model.model_name!r} (onnx sha256 {model.onnx_sha256[:12]}…); "
+            "rebuild the items with this model (embedrec export-items)"
+        )
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (memory flat for any size)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path, *, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"{what} unreadable: {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{what} is not a JSON object: {path}")
+    return data
+
+
+def _build(cls: type[_Manifest], data: dict[str, Any], path: Path) -> _Manifest:
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ConfigurationError(
+            f"{path} has format_version {version!r}; this server reads {FORMAT_VERSION}: re-export"
+        )
+    names = {field.name for field in dataclasses.fields(cls)}
+    try:
+        return cls(**{key: value for key, value in data.items() if key in names})
+    except TypeError as error:
+        raise ConfigurationError(f"{path} is missing fields: {error}") from None

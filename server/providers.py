@@ -1,0 +1,63 @@
+"""Choosing the ONNX Runtime execution provider, and saying which one really runs.
+
+`get_available_providers()` lists CUDA whenever the GPU build is installed, GPU or not, and a
+failed CUDA load silently falls back to CPU; only `session.get_providers()` tells the truth. So
+`auto` tries CUDA and keeps it only when the session really uses it, and `cuda` is a start-up
+error when the session would not.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+
+from server.errors import ConfigurationError
+
+ProviderChoice = Literal["auto", "cuda", "cpu"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PROVIDER_CHOICES: tuple[ProviderChoice, ...] = ("auto", "cuda", "cpu")
+
+logger = logging.getLogger(__name__)
+
+
+def create_session(
+    model_path: Path,
+    *,
+    provider: ProviderChoice,
+    intra_op_threads: int = 0,
+    device_id: int = 0,
+) -> ort.InferenceSession:
+    """Create an inference session for `model_path` on the chosen provider.
+
+    `auto` uses CUDA when a session can really run on it, else CPU; `cuda` raises
+    ConfigurationError when CUDA is not usable; `cpu` always uses CPU. `intra_op_threads` 0
+    lets ONNX Runtime choose (one per physical core).
+    """
+    if provider not in PROVIDER_CHOICES:
+        raise ConfigurationError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {provider!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if provider != "cpu":
+        cuda_built = CUDA in ort.get_available_providers()
+        if cuda_built:
+            session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=[(CUDA, {"device_id": device_id}), CPU],
+            )
+            if session.get_providers()[0] == CUDA:
+                return session
+        if provider == "cuda":
+            reason = (
+                "this onnxruntime build has no CUDA provider (install the server-gpu extra)"
+                if not cuda_built
+                else "the CUDA provider failed to load (no GPU, or CUDA/cuDNN libraries missing)"
+            )
+            raise ConfigurationError(f"provider 'cuda' requested but {reason}; use --provider cpu or auto")
+        logger.info("CUDA not usable; running on CPU")
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=[CPU])

@@ -1,0 +1,112 @@
+"""Server settings: one frozen object, read once at the edge from flags and environment.
+
+Each field is a `--flag` and an `EMBEDREC_<NAME>` environment variable (a flag wins over the
+environment, the environment over the default); its help text sits next to it. Core classes
+receive explicit values, never the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from server.limits import Limits
+from server.providers import PROVIDER_CHOICES
+
+ENV_PREFIX = "EMBEDREC_"
+
+
+def _setting(default: Any, help_text: str, **extra: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything `embedrec serve` can be told."""
+
+    model_dir: Path = _setting(Path("models/all-MiniLM-L6-v2"), "exported model directory (embedrec export-model)")
+    items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
+    host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
+    port: int = _setting(50051, "port to listen on; 0 picks a free one")
+    provider: str = _setting("auto", "ONNX Runtime provider: auto (CUDA when usable, else CPU), cuda, cpu",
+                             choices=PROVIDER_CHOICES)
+    device_id: int = _setting(0, "CUDA device index")
+    intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
+    max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")
+    max_wait_ms: float = _setting(0.0, "how long a partial batch may wait for more texts while the runtime is "
+                                       "idle; 0 runs at once (lowest latency; batches still form under load)")
+    max_queued_texts: int = _setting(2048, "texts waiting for inference before new calls get RESOURCE_EXHAUSTED")
+    max_texts_per_request: int = _setting(Limits.max_texts_per_request, "texts per Embed request")
+    max_chars_per_text: int = _setting(Limits.max_chars_per_text, "characters per text")
+    max_total_chars: int = _setting(Limits.max_total_chars, "characters per request, all texts together")
+    max_k: int = _setting(Limits.max_k, "largest k for Recommend")
+    max_history_items: int = _setting(Limits.max_history_items, "item ids per Recommend profile")
+    max_exclude_ids: int = _setting(Limits.max_exclude_ids, "exclude_ids per Recommend request")
+    max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
+    drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
+    log_level: str = _setting("INFO", "log level (request text is never logged)")
+
+    @property
+    def limits(self) -> Limits:
+        """The per-request limits in force."""
+        return Limits(
+            max_texts_per_request=self.max_texts_per_request,
+            max_chars_per_text=self.max_chars_per_text,
+            max_total_chars=self.max_total_chars,
+            max_k=self.max_k,
+            max_history_items=self.max_history_items,
+            max_exclude_ids=self.max_exclude_ids,
+        )
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse flags `argv` over the environment `environ` (default: os.environ) over defaults."""
+        parser = argparse.ArgumentParser(prog="embedrec serve", description="Run the embedrec gRPC server.")
+        add_arguments(parser, os.environ if environ is None else environ)
+        return cls.from_namespace(parser.parse_args(argv))
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace) -> Settings:
+        """Settings from an argparse namespace filled by `add_arguments`."""
+        return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Add one flag per Settings field, its default taken from `environ` when set there."""
+    for field in dataclasses.fields(Settings):
+        env_name = ENV_PREFIX + field.name.upper()
+        convert = _converter(field.type)
+        default = convert(environ[env_name]) if env_name in environ else field.default
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=convert,
+            default=default,
+            choices=field.metadata.get("choices"),
+            help=f"{field.metadata['help']} (env {env_name}; default: {field.default})",
+        )
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(flag, environment variable, default, help) for every setting, for the README."""
+    return [
+        ("--" + f.name.replace("_", "-"), ENV_PREFIX + f.name.upper(), str(f.default), f.metadata["help"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def _converter(annotation: Any) -> Any:
+    text = str(annotation)
+    if "Path | None" in text:
+        return lambda value: Path(value) if value else None
+    if "Path" in text:
+        return Path
+    if text == "int":
+        return int
+    if text == "float":
+        return float
+    return str
