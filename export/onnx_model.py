@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,21 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
     config = AutoConfig.from_pretrained(model.directory)
     tokenizer = AutoTokenizer.from_pretrained(model.directory, use_fast=True)
     max_length = options["max_length"] or _default_max_length(model, config, tokenizer)
-    main_export(
-        str(model.directory),
-        output=staging,
-        task="feature-extraction",
-        library_name="transformers",
-        opset=options["opset"],
-        do_validation=False,
-    )
+    with warnings.catch_warnings():
+        # Tracing the model makes torch and transformers warn about their own internals
+        # (legacy exporter, traced constants); nothing a user of the export can act on.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        warnings.filterwarnings("ignore", message=".*TracerWarning.*|.*trace.*")
+        main_export(
+            str(model.directory),
+            output=staging,
+            task="feature-extraction",
+            library_name="transformers",
+            opset=options["opset"],
+            do_validation=False,
+        )
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()

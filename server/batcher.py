@@ -95,19 +95,18 @@ class MicroBatcher(Generic[Item, Result]):
         if self._worker is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name=self._name)
         self._accepting = True
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name=self._name)
 
     async def stop(self) -> None:
-        """Refuse new submits, fail queued items with Unavailable, finish the running batch."""
+        """Refuse new submits, fail queued items with Unavailable, let the running batch finish."""
         self._accepting = False
         while self._queue:
             entry = self._queue.popleft()
             _fail(entry.request, Unavailable("server is shutting down"))
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            self._arrived.set()
+            await self._worker
             self._worker = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -148,6 +147,8 @@ class MicroBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch(loop)
+            if batch is None:
+                return
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, [e.item for e in batch])
                 if len(results) != len(batch):
@@ -163,10 +164,12 @@ class MicroBatcher(Generic[Item, Result]):
             for entry, result in zip(batch, results, strict=True):
                 _deliver(entry, result)
 
-    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Entry[Item, Result]]:
-        """Wait for live entries, then take up to max_batch_size of them."""
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Entry[Item, Result]] | None:
+        """Wait for live entries, then take up to max_batch_size of them; None once stopped."""
         while True:
             self._drop_dead(loop.time())
+            if not self._accepting and not self._queue:
+                return None
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()

@@ -1,0 +1,71 @@
+# embedrec: `make serve` runs the server on the bundled model and demo catalog; `make test` runs
+# the whole suite. Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+MODEL_DIR ?= models/all-MiniLM-L6-v2
+ITEMS_DIR ?= items/demo
+CATALOG ?= data/demo_catalog.jsonl
+HOST ?= 127.0.0.1
+PORT ?= 50051
+# torch is pinned in the same pip command as every package that depends on it, or pip would
+# pull a multi-GB CUDA build (see pyproject.toml).
+SERVE_EXTRAS := server,export,bundled
+DEV_EXTRAS := server,export,bundled,dev
+
+.PHONY: serve test check lint typecheck format proto demo-data clean help
+
+help:
+	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
+	@echo "make test    run the test suite"
+	@echo "make check   lint, type-check and test"
+	@echo "make proto   regenerate the gRPC stubs from protos/"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed-serve: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[$(SERVE_EXTRAS)]' 'torch==2.13.0'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[$(DEV_EXTRAS)]' 'torch==2.13.0'
+	touch $@ $(VENV)/.installed-serve
+
+serve: $(VENV)/.installed-serve
+	$(PY) -m embedrec.cli export-model --output $(MODEL_DIR)
+	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR)
+	@echo ""
+	@echo "Starting embedrec on $(HOST):$(PORT). From another terminal:"
+	@echo "  $(VENV)/bin/embedrec recommend --text 'energy-saving air conditioner for home'"
+	@echo "  $(VENV)/bin/embedrec embed 'hello world' '这是一款高效节能的空调'"
+	@echo "  $(VENV)/bin/embedrec info"
+	@echo ""
+	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+typecheck: $(VENV)/.installed-dev
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+proto: $(VENV)/.installed-dev
+	$(PY) scripts/generate_protos.py
+
+demo-data:
+	$(PYTHON) data/make_demo_catalog.py
+
+clean:
+	rm -rf $(VENV) models items .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,85 @@
+"""Session fixtures: a tiny BERT exported through export/, its item matrix, a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import EmbedrecClient
+from server.settings import Settings
+from tests.server_thread import ServerThread, start_server
+from tests.tiny_models import build_tiny_bert
+
+CATALOG_ROWS = [
+    {"id": "ac-1", "text": "energy saving air conditioner for the home"},
+    {"id": "ac-2", "text": "quiet air conditioner for a small room"},
+    {"id": "ac-zh", "text": "这是一款高效节能的空调，适合家庭使用。"},
+    {"id": "shoes-1", "text": "running shoes, light and fast"},
+    {"id": "shoes-2", "text": "red running shoes for the family"},
+    {"id": "coffee-1", "text": "coffee and tea for the kitchen"},
+    {"id": "coffee-zh", "text": "我喜欢喝咖啡"},
+    {"id": "book-1", "text": "a new novel, a good book"},
+    {"id": "phone-1", "text": "phone with a large screen"},
+    {"id": "laptop-1", "text": "small laptop, fast and light"},
+    {"id": "fridge-1", "text": "large fridge for the family kitchen"},
+    {"id": "music-1", "text": "music and game for the cat and dog"},
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT with its own WordPiece vocab (some CJK), saved like a hub model."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT exported to ONNX by export/ (validated against PyTorch)."""
+    from export.onnx_model import export_model
+
+    output = tmp_path_factory.mktemp("exports") / "tiny"
+    export_model(str(tiny_bert_dir), output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("catalog") / "catalog.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in CATALOG_ROWS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_items_dir(tiny_model_dir: Path, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test catalog embedded by the tiny model."""
+    from export.items import build_items
+
+    output = tmp_path_factory.mktemp("items") / "tiny"
+    build_items(catalog_path, tiny_model_dir, output, progress=False)
+    return output
+
+
+def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object) -> Settings:
+    """Settings for a test server on a free loopback port."""
+    values: dict[str, object] = {"model_dir": model_dir, "items_dir": items_dir, "port": 0, "provider": "cpu",
+                                 "intra_op_threads": 1, "drain_seconds": 1.0}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path, tiny_items_dir: Path) -> Iterator[ServerThread]:
+    """A real server (SERVING) on the tiny export and its items."""
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir))
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def client(tiny_server: ServerThread) -> Iterator[EmbedrecClient]:
+    """The real synchronous client connected to `tiny_server`."""
+    with EmbedrecClient(tiny_server.target, timeout=30) as connected:
+        yield connected
