@@ -11,7 +11,13 @@ import numpy as np
 import numpy.typing as npt
 
 from client import types
-from client.channel import DEFAULT_MAX_MESSAGE_BYTES, HEALTH_CHECK_METHOD, channel_options, decode_health_status, encode_health_request
+from client.channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HEALTH_CHECK_METHOD,
+    channel_options,
+    decode_health_status,
+    encode_health_request,
+)
 from client.errors import from_rpc_error
 from client.sync import DEFAULT_TIMEOUT_S
 from embedrec.v1 import embedrec_pb2 as pb
@@ -48,8 +54,9 @@ class AsyncEmbedrecClient:
     async def __aenter__(self) -> AsyncEmbedrecClient:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        trace: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -69,14 +76,16 @@ class AsyncEmbedrecClient:
         request = types.embed_request(texts, normalize, truncate, pooling)
         return types.embeddings_of(await self._call(self._stub.Embed, request, timeout))
 
-    async def similarity(self, query: str, candidates: Sequence[str], *,
-                         timeout: float | None = None) -> npt.NDArray[np.float32]:
+    async def similarity(
+        self, query: str, candidates: Sequence[str], *, timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate."""
         request = types.similarity_request(query, candidates, None)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
-    async def similarity_pairs(self, pairs: Sequence[tuple[str, str]], *,
-                               timeout: float | None = None) -> npt.NDArray[np.float32]:
+    async def similarity_pairs(
+        self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair."""
         request = types.similarity_request(None, None, pairs)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
@@ -95,8 +104,13 @@ class AsyncEmbedrecClient:
     ) -> list[types.Recommendation]:
         """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
         request = types.recommend_request(
-            k, vector=vector, vector_weight=vector_weight, texts=texts, item_ids=item_ids,
-            exclude_ids=exclude_ids, exclude_history=exclude_history,
+            k,
+            vector=vector,
+            vector_weight=vector_weight,
+            texts=texts,
+            item_ids=item_ids,
+            exclude_ids=exclude_ids,
+            exclude_history=exclude_history,
         )
         return types.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 

@@ -29,14 +29,15 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
     texts = list(getattr(arguments, name) or [])
     if arguments.file is not None:
-        handle = sys.stdin if str(arguments.file) == "-" else Path(arguments.file).open(encoding="utf-8")
-        with handle:
-            texts += [line.rstrip("\n") for line in handle if line.strip()]
+        if str(arguments.file) == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            lines = Path(arguments.file).read_text(encoding="utf-8").splitlines()
+        texts += [line for line in lines if line.strip()]
     return texts
 
 
-def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any],
-         show: Callable[[Any], str]) -> int:
+def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any], show: Callable[[Any], str]) -> int:
     try:
         with EmbedrecClient(arguments.target, timeout=arguments.timeout) as client:
             result = action(client)
@@ -71,7 +72,7 @@ def embed_main(argv: Sequence[str]) -> int:
         rows = [f"{len(vectors)} vectors, dim {vectors.shape[1] if vectors.ndim == 2 else 0}"]
         for text, vector in zip(texts, vectors, strict=True):
             head = ", ".join(f"{value:+.4f}" for value in vector[:4])
-            rows.append(f"[{head}, …] |v|={float((vector ** 2).sum()) ** 0.5:.3f}  {text[:60]}")
+            rows.append(f"[{head}, …] |v|={float((vector**2).sum()) ** 0.5:.3f}  {text[:60]}")
         return "\n".join(rows)
 
     return _run(arguments, lambda client: client.embed(texts, normalize=normalize), show)
@@ -110,8 +111,11 @@ def recommend_main(argv: Sequence[str]) -> int:
     return _run(
         arguments,
         lambda client: client.recommend(
-            arguments.k, texts=arguments.text or None, item_ids=arguments.item or None,
-            exclude_ids=arguments.exclude, exclude_history=not arguments.include_history,
+            arguments.k,
+            texts=arguments.text or None,
+            item_ids=arguments.item or None,
+            exclude_ids=arguments.exclude,
+            exclude_history=not arguments.include_history,
         ),
         show,
     )
@@ -124,8 +128,10 @@ def info_main(argv: Sequence[str]) -> int:
     def show(info: Any) -> str:
         fields = dataclasses.asdict(info)
         limits = fields.pop("limits")
-        return "\n".join([f"{name:<22}{value}" for name, value in fields.items()]
-                         + [f"{name:<22}{value}" for name, value in limits.items()])
+        return "\n".join(
+            [f"{name:<22}{value}" for name, value in fields.items()]
+            + [f"{name:<22}{value}" for name, value in limits.items()]
+        )
 
     return _run(arguments, lambda client: client.info(), show)
 
@@ -135,5 +141,11 @@ def health_main(argv: Sequence[str]) -> int:
     parser = _parser("health", "Show the server's health status.")
     parser.add_argument("--service", default="", help="service name ('' for the whole server)")
     arguments = parser.parse_args(argv)
-    code = _run(arguments, lambda client: client.health(arguments.service), str)
-    return code
+    status: list[str] = []
+
+    def check(client: EmbedrecClient) -> str:
+        status.append(client.health(arguments.service))
+        return status[0]
+
+    code = _run(arguments, check, str)
+    return code if code or status == ["SERVING"] else 1

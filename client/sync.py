@@ -11,7 +11,13 @@ import numpy as np
 import numpy.typing as npt
 
 from client import types
-from client.channel import DEFAULT_MAX_MESSAGE_BYTES, HEALTH_CHECK_METHOD, channel_options, decode_health_status, encode_health_request
+from client.channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HEALTH_CHECK_METHOD,
+    channel_options,
+    decode_health_status,
+    encode_health_request,
+)
 from client.errors import from_rpc_error
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
@@ -52,7 +58,9 @@ class EmbedrecClient:
     def __enter__(self) -> EmbedrecClient:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -72,12 +80,16 @@ class EmbedrecClient:
         request = types.embed_request(texts, normalize, truncate, pooling)
         return types.embeddings_of(self._call(self._stub.Embed, request, timeout))
 
-    def similarity(self, query: str, candidates: Sequence[str], *, timeout: float | None = None) -> npt.NDArray[np.float32]:
+    def similarity(
+        self, query: str, candidates: Sequence[str], *, timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
         request = types.similarity_request(query, candidates, None)
         return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
 
-    def similarity_pairs(self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None) -> npt.NDArray[np.float32]:
+    def similarity_pairs(
+        self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
         request = types.similarity_request(None, None, pairs)
         return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
@@ -99,8 +111,13 @@ class EmbedrecClient:
         `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
         """
         request = types.recommend_request(
-            k, vector=vector, vector_weight=vector_weight, texts=texts, item_ids=item_ids,
-            exclude_ids=exclude_ids, exclude_history=exclude_history,
+            k,
+            vector=vector,
+            vector_weight=vector_weight,
+            texts=texts,
+            item_ids=item_ids,
+            exclude_ids=exclude_ids,
+            exclude_history=exclude_history,
         )
         return types.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 

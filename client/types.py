@@ -44,8 +44,9 @@ class ServerInfo:
     limits: dict[str, int]
 
 
-def embed_request(texts: Sequence[str], normalize: bool | None, truncate: bool | None,
-                  pooling: str | None) -> pb.EmbedRequest:
+def embed_request(
+    texts: Sequence[str], normalize: bool | None, truncate: bool | None, pooling: str | None
+) -> pb.EmbedRequest:
     """EmbedRequest for `texts`; None leaves an option to the server's default."""
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
@@ -63,8 +64,9 @@ def embeddings_of(response: pb.EmbedResponse) -> npt.NDArray[np.float32]:
     return values.reshape(-1, response.dim) if response.dim else values.reshape(0, 0)
 
 
-def similarity_request(query: str | None, candidates: Sequence[str] | None,
-                       pairs: Sequence[tuple[str, str]] | None) -> pb.SimilarityRequest:
+def similarity_request(
+    query: str | None, candidates: Sequence[str] | None, pairs: Sequence[tuple[str, str]] | None
+) -> pb.SimilarityRequest:
     """SimilarityRequest in the query form or the pairs form."""
     if pairs is not None:
         return pb.SimilarityRequest(pairs=[pb.TextPair(a=a, b=b) for a, b in pairs])
@@ -107,8 +109,14 @@ def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
 
 def info_of(response: pb.InfoResponse) -> ServerInfo:
     """A ServerInfo from an InfoResponse."""
-    limit_names = ("max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k",
-                   "max_history_items", "max_exclude_ids")
+    limit_names = (
+        "max_texts_per_request",
+        "max_chars_per_text",
+        "max_total_chars",
+        "max_k",
+        "max_history_items",
+        "max_exclude_ids",
+    )
     return ServerInfo(
         model_name=response.model_name,
         dim=response.dim,

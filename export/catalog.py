@@ -55,8 +55,13 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
     empty ids, empty texts, ids with line breaks, and duplicate ids with their lines.
     """
     first_line_of: dict[str, int] = {}
-    problems: dict[str, list[str]] = {"unparsable rows": [], "empty ids": [], "empty texts": [],
-                                      "ids with line breaks": [], "duplicate ids": []}
+    problems: dict[str, list[str]] = {
+        "unparsable rows": [],
+        "empty ids": [],
+        "empty texts": [],
+        "ids with line breaks": [],
+        "duplicate ids": [],
+    }
     count = 0
     for row in iter_catalog(path, id_field=id_field, text_field=text_field):
         count += 1
@@ -68,9 +73,7 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
         elif "\n" in row.item_id or "\r" in row.item_id:
             problems["ids with line breaks"].append(f"line {row.line}")
         elif row.item_id in first_line_of:
-            problems["duplicate ids"].append(
-                f"{row.item_id!r} (lines {first_line_of[row.item_id]} and {row.line})"
-            )
+            problems["duplicate ids"].append(f"{row.item_id!r} (lines {first_line_of[row.item_id]} and {row.line})")
         else:
             first_line_of[row.item_id] = row.line
         if not row.text or not row.text.strip():

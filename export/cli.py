@@ -15,13 +15,20 @@ from export.source import BUNDLED_MODEL
 def export_model_main(argv: Sequence[str]) -> int:
     """Export a model (see export.onnx_model.export_model); print its manifest summary."""
     parser = argparse.ArgumentParser(prog="embedrec export-model", description="Export a BERT-family model to ONNX.")
-    parser.add_argument("--model", default=BUNDLED_MODEL,
-                        help=f"local model directory or hub id (default: {BUNDLED_MODEL}, the packaged MiniLM)")
+    parser.add_argument(
+        "--model",
+        default=BUNDLED_MODEL,
+        help=f"local model directory or hub id (default: {BUNDLED_MODEL}, the packaged MiniLM)",
+    )
     parser.add_argument("--output", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="output directory")
     parser.add_argument("--max-length", type=int, default=None, help="max tokens per text (default: the model's)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
-    parser.add_argument("--min-cosine", type=float, default=None,
-                        help="fail when ONNX vs PyTorch min cosine is below this (default 0.9999)")
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="fail when ONNX vs PyTorch min cosine is below this (default 0.9999)",
+    )
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
     arguments = parser.parse_args(argv)
     _configure_logging()
@@ -80,8 +87,17 @@ def export_items_main(argv: Sequence[str]) -> int:
     except CatalogError as error:
         print(f"embedrec export-items: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({"output": str(arguments.output), "items": manifest.item_count, "dim": manifest.dim,
-                      "model": manifest.model_name}, indent=2))
+    print(
+        json.dumps(
+            {
+                "output": str(arguments.output),
+                "items": manifest.item_count,
+                "dim": manifest.dim,
+                "model": manifest.model_name,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -87,7 +87,7 @@ def _download_from_hub(model_id: str) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(model_id))
-    except Exception as error:  # noqa: BLE001 (any hub failure means the same to the user)
+    except Exception as error:
         raise ModelSourceError(
             f"{model_id!r} is neither a local directory nor a reachable hub model: {error}"
         ) from error

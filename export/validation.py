@@ -66,9 +66,7 @@ def validate_against_pytorch(
     return report
 
 
-def _pytorch_embeddings(
-    source_dir: Path, texts: Sequence[str], *, max_length: int, pooling: PoolingName
-) -> np.ndarray:
+def _pytorch_embeddings(source_dir: Path, texts: Sequence[str], *, max_length: int, pooling: PoolingName) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 

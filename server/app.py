@@ -90,7 +90,10 @@ class EmbedrecApp:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "SERVING %s (dim %d, %s) with %d items",
-            encoder.manifest.model_name, encoder.dim, encoder.provider, len(items) if items else 0,
+            encoder.manifest.model_name,
+            encoder.dim,
+            encoder.provider,
+            len(items) if items else 0,
         )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -153,7 +153,7 @@ class MicroBatcher(Generic[Item, Result]):
                 results = await loop.run_in_executor(self._executor, self._run_batch, [e.item for e in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
-            except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+            except Exception as error:
                 self.stats.batches_failed += 1
                 logger.exception("batch of %d items failed", len(batch))
                 for entry in batch:
@@ -180,9 +180,12 @@ class MicroBatcher(Generic[Item, Result]):
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), self.max_wait_s - waited)
-                    if len(self._queue) < self.max_batch_size and loop.time() - self._queue[0].enqueued_at < self.max_wait_s:
+                    if (
+                        len(self._queue) < self.max_batch_size
+                        and loop.time() - self._queue[0].enqueued_at < self.max_wait_s
+                    ):
                         continue
-            batch = []
+            batch: list[_Entry[Item, Result]] = []
             while self._queue and len(batch) < self.max_batch_size:
                 entry = self._queue.popleft()
                 if self._is_live(entry, loop.time()):

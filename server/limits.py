@@ -47,7 +47,7 @@ def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: 
         )
 
 
-def check_vector(values: Sequence[float], dim: int, *, field: str) -> npt.NDArray[np.float32]:
+def check_vector(values: Sequence[float] | npt.NDArray[np.float32], dim: int, *, field: str) -> npt.NDArray[np.float32]:
     """`values` as float32 (dim,); InvalidArgument on wrong length, NaN/Inf or all zeros."""
     vector = np.asarray(values, dtype=np.float32)
     if vector.shape != (dim,):

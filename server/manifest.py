@@ -80,8 +80,9 @@ def read_model_manifest(model_dir: Path) -> ModelManifest:
 
 def read_items_manifest(items_dir: Path) -> ItemsManifest:
     """Read `items_dir/items_manifest.json`; raises ConfigurationError like read_model_manifest."""
-    return _build(ItemsManifest, _read_json(items_dir / ITEMS_MANIFEST, what="items manifest"),
-                  items_dir / ITEMS_MANIFEST)
+    return _build(
+        ItemsManifest, _read_json(items_dir / ITEMS_MANIFEST, what="items manifest"), items_dir / ITEMS_MANIFEST
+    )
 
 
 def check_items_match_model(items: ItemsManifest, model: ModelManifest) -> None:

@@ -26,4 +26,5 @@ def combine_profile(parts: Sequence[tuple[FloatArray, float]]) -> FloatArray:
     norm = float(np.linalg.norm(combined))
     if not np.isfinite(norm) or norm < 1e-6:
         raise InvalidArgument("the user profile's parts cancel out; the profile has no direction")
-    return (combined / norm).astype(np.float32)
+    profile: FloatArray = (combined / norm).astype(np.float32)
+    return profile

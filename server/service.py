@@ -39,7 +39,7 @@ class ProfileRequest:
     """A Recommend request in core terms (see RecommendRequest in the proto)."""
 
     k: int
-    user_vector: Sequence[float] = ()
+    user_vector: Sequence[float] | FloatArray = ()
     user_vector_weight: float = 1.0
     texts: Sequence[tuple[str, float]] = ()
     items: Sequence[tuple[str, float]] = ()
@@ -74,7 +74,10 @@ def create_batcher(
         return list(vectors)
 
     return MicroBatcher(
-        run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queued_items=max_queued_items,
+        run_batch,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queued_items=max_queued_items,
         name="inference",
     )
 
@@ -121,9 +124,11 @@ class EmbeddingService:
         """Cosine similarity of `query` with each candidate, in candidate order."""
         check_texts([query], self.limits, field="query")
         check_texts(candidates, self.limits, field="candidates", max_count=self.limits.max_texts_per_request - 1)
-        vectors = (await self.embed([query, *candidates], normalize=True, timeout=timeout,
-                                    field_name="query and candidates")).vectors
-        return (vectors[1:] @ vectors[0]).astype(np.float32)
+        vectors = (
+            await self.embed([query, *candidates], normalize=True, timeout=timeout, field_name="query and candidates")
+        ).vectors
+        scores: FloatArray = (vectors[1:] @ vectors[0]).astype(np.float32)
+        return scores
 
     async def similarity_of_pairs(self, pairs: Sequence[tuple[str, str]], *, timeout: float | None) -> FloatArray:
         """Cosine similarity of each (a, b) pair, in pair order."""
@@ -136,7 +141,8 @@ class EmbeddingService:
             check_texts([second], self.limits, field=f"pairs[{index}].b")
         flat = [text for pair in pairs for text in pair]
         vectors = (await self.embed(flat, normalize=True, timeout=timeout, field_name="pairs")).vectors
-        return np.sum(vectors[0::2] * vectors[1::2], axis=1).astype(np.float32)
+        scores: FloatArray = np.sum(vectors[0::2] * vectors[1::2], axis=1).astype(np.float32)
+        return scores
 
     async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> list[Recommendation]:
         """Top-k items for the profile of `request`, best first (exact, ties by catalog order).
@@ -148,8 +154,9 @@ class EmbeddingService:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
         check_k(request.k, self.limits)
         check_count(len(request.items), self.limits.max_history_items, field="items", limit_name="max_history_items")
-        check_count(len(request.exclude_ids), self.limits.max_exclude_ids, field="exclude_ids",
-                    limit_name="max_exclude_ids")
+        check_count(
+            len(request.exclude_ids), self.limits.max_exclude_ids, field="exclude_ids", limit_name="max_exclude_ids"
+        )
         text_weights = [check_weight(weight, field=f"texts[{i}].weight") for i, (_, weight) in enumerate(request.texts)]
         item_weights = [check_weight(weight, field=f"items[{i}].weight") for i, (_, weight) in enumerate(request.items)]
         parts: list[tuple[FloatArray, float]] = []

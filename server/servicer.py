@@ -55,7 +55,7 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             return await handler(self, request, context)
         except EmbedrecError as error:
             code, message = grpc.StatusCode[error.status], str(error)
-        except Exception:  # noqa: BLE001 (the boundary: nothing unexpected reaches the caller)
+        except Exception:
             logger.exception("internal error in %s", handler.__name__)
             code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
         await context.abort(code, message)
@@ -79,7 +79,7 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else max(remaining, 0.0)
 
 
-class EmbedRecServicer(pb_grpc.EmbedRecServicer):
+class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
     """Adapter from the embedrec.v1 service to EmbeddingService."""
 
     def __init__(self, state: ServingState) -> None:
@@ -104,7 +104,9 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):
         )
 
     @_guarded
-    async def Similarity(self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext) -> pb.SimilarityResponse:
+    async def Similarity(
+        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarityResponse:
         has_query_form = bool(request.query or request.candidates)
         if has_query_form and request.pairs:
             raise InvalidArgument("give either query with candidates, or pairs, not both")

@@ -32,13 +32,17 @@ class Settings:
     items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")
-    provider: str = _setting("auto", "ONNX Runtime provider: auto (CUDA when usable, else CPU), cuda, cpu",
-                             choices=PROVIDER_CHOICES)
+    provider: str = _setting(
+        "auto", "ONNX Runtime provider: auto (CUDA when usable, else CPU), cuda, cpu", choices=PROVIDER_CHOICES
+    )
     device_id: int = _setting(0, "CUDA device index")
     intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
     max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")
-    max_wait_ms: float = _setting(0.0, "how long a partial batch may wait for more texts while the runtime is "
-                                       "idle; 0 runs at once (lowest latency; batches still form under load)")
+    max_wait_ms: float = _setting(
+        0.0,
+        "how long a partial batch may wait for more texts while the runtime is "
+        "idle; 0 runs at once (lowest latency; batches still form under load)",
+    )
     max_queued_texts: int = _setting(2048, "texts waiting for inference before new calls get RESOURCE_EXHAUSTED")
     max_texts_per_request: int = _setting(Limits.max_texts_per_request, "texts per Embed request")
     max_chars_per_text: int = _setting(Limits.max_chars_per_text, "characters per text")

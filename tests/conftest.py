@@ -64,8 +64,14 @@ def tiny_items_dir(tiny_model_dir: Path, catalog_path: Path, tmp_path_factory: p
 
 def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object) -> Settings:
     """Settings for a test server on a free loopback port."""
-    values: dict[str, object] = {"model_dir": model_dir, "items_dir": items_dir, "port": 0, "provider": "cpu",
-                                 "intra_op_threads": 1, "drain_seconds": 1.0}
+    values: dict[str, object] = {
+        "model_dir": model_dir,
+        "items_dir": items_dir,
+        "port": 0,
+        "provider": "cpu",
+        "intra_op_threads": 1,
+        "drain_seconds": 1.0,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

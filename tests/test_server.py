@@ -19,8 +19,9 @@ TEXT_OF = {row["id"]: row["text"] for row in CATALOG_ROWS}
 
 
 class TestLifecycle:
-    def test_health_is_not_serving_and_calls_unavailable_until_loaded(self, tiny_model_dir: Path,
-                                                                       tiny_items_dir: Path) -> None:
+    def test_health_is_not_serving_and_calls_unavailable_until_loaded(
+        self, tiny_model_dir: Path, tiny_items_dir: Path
+    ) -> None:
         server = ServerThread(server_settings(tiny_model_dir, tiny_items_dir)).start()
         try:
             with EmbedrecClient(server.target, timeout=10) as client:
@@ -34,8 +35,7 @@ class TestLifecycle:
         finally:
             server.close()
 
-    def test_refuses_an_item_matrix_built_by_another_model(self, tiny_items_dir: Path,
-                                                           tmp_path: Path) -> None:
+    def test_refuses_an_item_matrix_built_by_another_model(self, tiny_items_dir: Path, tmp_path: Path) -> None:
         from export.onnx_model import export_model
         from tests.tiny_models import build_tiny_bert
 
@@ -127,8 +127,11 @@ class TestRecommend:
         for k in (1, 5, len(ids)):
             found = client.recommend(k, vector=profile)
             assert [item.id for item in found] == [ids[row] for row in brute_force(matrix, profile, k, set())]
-            np.testing.assert_allclose([item.score for item in found],
-                                       [float(matrix[ids.index(item.id)] @ profile) for item in found], atol=1e-5)
+            np.testing.assert_allclose(
+                [item.score for item in found],
+                [float(matrix[ids.index(item.id)] @ profile) for item in found],
+                atol=1e-5,
+            )
 
     def test_an_item_text_finds_that_item_first(self, client: EmbedrecClient) -> None:
         found = client.recommend(3, texts=[TEXT_OF["ac-zh"]])
@@ -164,8 +167,9 @@ class TestRecommend:
 
 
 class TestInfo:
-    def test_reports_model_provider_items_and_limits(self, client: EmbedrecClient, tiny_model_dir: Path,
-                                                     tiny_items_dir: Path) -> None:
+    def test_reports_model_provider_items_and_limits(
+        self, client: EmbedrecClient, tiny_model_dir: Path, tiny_items_dir: Path
+    ) -> None:
         from server.manifest import read_items_manifest, read_model_manifest
 
         info = client.info()
@@ -205,9 +209,8 @@ class TestBadInput:
         from embedrec.v1 import embedrec_pb2 as pb
         from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
-        with grpc.insecure_channel(tiny_server.target) as channel:
-            with pytest.raises(grpc.RpcError) as caught:
-                pb_grpc.EmbedRecStub(channel).Embed(pb.EmbedRequest(texts=["hi"], pooling=7), timeout=10)
+        with grpc.insecure_channel(tiny_server.target) as channel, pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.EmbedRecStub(channel).Embed(pb.EmbedRequest(texts=["hi"], pooling=7), timeout=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "pooling" in caught.value.details()
 

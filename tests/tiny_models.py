@@ -5,11 +5,59 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-ENGLISH_WORDS = (
-    "the a an and of for to in with is are this that air conditioner energy saving home quiet room "
-    "running shoes coffee tea book novel phone laptop fridge cool warm fast light dark red blue "
-    "hello world good bad new old small large cat dog family kitchen music game water"
-).split()
+ENGLISH_WORDS = [
+    "the",
+    "a",
+    "an",
+    "and",
+    "of",
+    "for",
+    "to",
+    "in",
+    "with",
+    "is",
+    "are",
+    "this",
+    "that",
+    "air",
+    "conditioner",
+    "energy",
+    "saving",
+    "home",
+    "quiet",
+    "room",
+    "running",
+    "shoes",
+    "coffee",
+    "tea",
+    "book",
+    "novel",
+    "phone",
+    "laptop",
+    "fridge",
+    "cool",
+    "warm",
+    "fast",
+    "light",
+    "dark",
+    "red",
+    "blue",
+    "hello",
+    "world",
+    "good",
+    "bad",
+    "new",
+    "old",
+    "small",
+    "large",
+    "cat",
+    "dog",
+    "family",
+    "kitchen",
+    "music",
+    "game",
+    "water",
+]
 WORD_PIECES = ["##s", "##ing", "##ed", "##er", "##ly"]
 CJK_CHARACTERS = list("这是一款高效节能的空调适合家庭使用我喜欢喝咖啡读书跑步鞋子手机电脑冰箱")
 PUNCTUATION = list(".,!?;:'\"-()#@$%&*0123456789，。！？")
@@ -35,8 +83,9 @@ def build_tiny_bert(directory: Path, *, max_length: int = 48, seed: int = 0) -> 
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_size = write_vocab(directory / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True,
-                                  model_max_length=max_length)
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=max_length
+    )
     tokenizer.save_pretrained(directory)
     torch.manual_seed(seed)
     config = BertConfig(
