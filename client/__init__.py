@@ -10,6 +10,7 @@ Needs only grpcio, protobuf and numpy.
 """
 
 from client.aio import AsyncEmbedrecClient
+from client.channel import ChannelConfig, RetryPolicy
 from client.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -28,6 +29,7 @@ from client.types import Recommendation, ServerInfo
 __all__ = [
     "AsyncEmbedrecClient",
     "Cancelled",
+    "ChannelConfig",
     "DeadlineExceeded",
     "EmbedrecClient",
     "EmbedrecClientError",
@@ -36,6 +38,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "Recommendation",
+    "RetryPolicy",
     "ServerError",
     "ServerInfo",
     "Unauthenticated",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -11,15 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from client import types
-from client.channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    HEALTH_CHECK_METHOD,
-    channel_options,
-    decode_health_status,
-    encode_health_request,
-)
+from client.channel import ChannelConfig, health_method, open_channel
 from client.errors import from_rpc_error
-from client.sync import DEFAULT_TIMEOUT_S
+from client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
@@ -31,24 +26,17 @@ class AsyncEmbedrecClient:
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        options: Sequence[tuple[str, Any]] = (),
+        channel: ChannelConfig | None = None,
     ) -> None:
-        """Open a channel to `target`; arguments as for EmbedrecClient. Create inside a loop."""
-        merged = channel_options(max_message_bytes, options)
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=merged)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options=merged)
-        )
+        """Open a channel; arguments as for EmbedrecClient. Create it inside the event loop."""
+        self.config = dataclasses.replace(channel or ChannelConfig(), target=target)
+        self._channel = open_channel(self.config, asyncio=True)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
-        self._health = self._channel.unary_unary(
-            HEALTH_CHECK_METHOD, request_serializer=encode_health_request, response_deserializer=decode_health_status
-        )
+        self._health = health_method(self._channel)
+        self._metadata = self.config.metadata()
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncEmbedrecClient:
@@ -124,6 +112,11 @@ class AsyncEmbedrecClient:
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, timeout: float | None) -> Reply:
         try:
-            return await method(request, timeout=self.timeout if timeout is None else timeout)
+            return await method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+                wait_for_ready=self.config.wait_for_ready,
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

@@ -9,21 +9,61 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from client.channel import ChannelConfig
 from client.errors import EmbedrecClientError
-from client.sync import DEFAULT_TIMEOUT_S, EmbedrecClient
+from client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
+
+GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"embedrec {prog}", description=description)
-    parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds")
+    add_connection_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target, --timeout and the TLS, token and wait-for-ready flags of every client command."""
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("EMBEDREC_TARGET", DEFAULT_TARGET),
+        help="server address, a gRPC target (dns:///name:port) or comma-separated host:port "
+        "replicas balanced round-robin (env EMBEDREC_TARGET; default 127.0.0.1:50051)",
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds")
+    parser.add_argument("--wait-for-ready", action="store_true", help="wait for the server instead of failing fast")
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    parser.add_argument("--ca", type=Path, help="CA certificate (PEM) to verify the server; implies --tls")
+    parser.add_argument("--cert", type=Path, help="client certificate (PEM) for mTLS; with --key")
+    parser.add_argument("--key", type=Path, help="client private key (PEM) for mTLS; with --cert")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("EMBEDREC_TOKEN"),
+        help="bearer token sent as 'authorization: Bearer …' (env EMBEDREC_TOKEN)",
+    )
+
+
+def connect(arguments: argparse.Namespace) -> EmbedrecClient:
+    """A client for the connection flags of `arguments`."""
+    target: str | list[str] = arguments.target
+    if "," in arguments.target and not arguments.target.startswith(GRPC_SCHEMES):
+        target = [part.strip() for part in arguments.target.split(",") if part.strip()]
+    config = ChannelConfig(
+        wait_for_ready=arguments.wait_for_ready,
+        tls=arguments.tls,
+        root_certificates=arguments.ca,
+        client_certificate=arguments.cert,
+        client_key=arguments.key,
+        bearer_token=arguments.token,
+    )
+    return EmbedrecClient(target, timeout=arguments.timeout, channel=config)
 
 
 def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
@@ -39,7 +79,7 @@ def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
 
 def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any], show: Callable[[Any], str]) -> int:
     try:
-        with EmbedrecClient(arguments.target, timeout=arguments.timeout) as client:
+        with connect(arguments) as client:
             result = action(client)
     except EmbedrecClientError as error:
         print(f"embedrec: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -11,19 +12,14 @@ import numpy as np
 import numpy.typing as npt
 
 from client import types
-from client.channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    HEALTH_CHECK_METHOD,
-    channel_options,
-    decode_health_status,
-    encode_health_request,
-)
+from client.channel import ChannelConfig, health_method, open_channel
 from client.errors import from_rpc_error
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
 Reply = TypeVar("Reply")
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 class EmbedrecClient:
@@ -31,28 +27,22 @@ class EmbedrecClient:
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        credentials: grpc.ChannelCredentials | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        options: Sequence[tuple[str, Any]] = (),
+        channel: ChannelConfig | None = None,
     ) -> None:
-        """Open a channel to `target` (host:port or any gRPC target string).
+        """Open a channel to `target`: "host:port", any gRPC target string, or a list of
+        "host:port" replicas (balanced by `channel.load_balancing`, round_robin by default).
 
         `timeout` (seconds) is the default deadline of every call; each method takes its own
-        `timeout` too. `credentials` makes the channel TLS; `options` are extra channel options.
+        `timeout` too. `channel` sets retries, keepalive, TLS, a bearer token and the rest.
         """
-        merged = channel_options(max_message_bytes, options)
-        self._channel = (
-            grpc.secure_channel(target, credentials, options=merged)
-            if credentials is not None
-            else grpc.insecure_channel(target, options=merged)
-        )
+        self.config = dataclasses.replace(channel or ChannelConfig(), target=target)
+        self._channel = open_channel(self.config, asyncio=False)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
-        self._health = self._channel.unary_unary(
-            HEALTH_CHECK_METHOD, request_serializer=encode_health_request, response_deserializer=decode_health_status
-        )
+        self._health = health_method(self._channel)
+        self._metadata = self.config.metadata()
         self.timeout = timeout
 
     def __enter__(self) -> EmbedrecClient:
@@ -131,6 +121,11 @@ class EmbedrecClient:
 
     def _call(self, method: Callable[..., Reply], request: Any, timeout: float | None) -> Reply:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+                wait_for_ready=self.config.wait_for_ready,
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
