@@ -14,7 +14,7 @@ PORT ?= 50051
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -63,6 +63,9 @@ check: lint typecheck test
 
 proto: $(VENV)/.installed-dev
 	$(PY) scripts/generate_protos.py
+
+docs: $(VENV)/.installed-dev
+	$(PY) scripts/update_readme_settings.py
 
 demo-data:
 	$(PYTHON) data/make_demo_catalog.py

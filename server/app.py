@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+from server.auth import TokenPolicy
 from server.encoder import OnnxEncoder
 from server.errors import ConfigurationError
 from server.items import ItemIndex
@@ -39,7 +40,7 @@ class EmbedrecApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state = ServingState()
+        self.state = ServingState(tokens=TokenPolicy.from_file(settings.auth_tokens_file))
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -62,7 +63,11 @@ class EmbedrecApp:
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        credentials = _server_credentials(self.settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise ConfigurationError(f"cannot listen on {address}")
         await server.start()
@@ -109,6 +114,22 @@ class EmbedrecApp:
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings (mTLS when a client CA is set); None for plaintext."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ConfigurationError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ConfigurationError("--tls-cert and --tls-key go together")
+    try:
+        pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
+        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    except OSError as error:
+        raise ConfigurationError(f"TLS files unreadable: {error}") from None
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
 def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:

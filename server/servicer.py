@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -19,6 +20,7 @@ import numpy as np
 
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+from server.auth import TokenPolicy
 from server.errors import EmbedrecError, InvalidArgument
 from server.manifest import PoolingName
 from server.service import EmbeddingService, ProfileRequest
@@ -39,29 +41,49 @@ Handler = Callable[["EmbedRecServicer", Request, grpc.aio.ServicerContext], Awai
 
 @dataclass
 class ServingState:
-    """Whether calls are served: `service` is None while starting; `draining` once stopping."""
+    """Whether calls are served: `service` is None while starting; `draining` once stopping.
+
+    `calls` counts answered calls by (method, status code name).
+    """
 
     service: EmbeddingService | None = None
     draining: bool = False
+    tokens: TokenPolicy = field(default_factory=lambda: TokenPolicy([]))
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     @functools.wraps(handler)
     async def wrapper(self: EmbedRecServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        if self.state.draining or self.state.service is None:
-            reason = "server is draining" if self.state.draining else "server is starting"
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{reason}; retry another replica or later")
-        try:
-            return await handler(self, request, context)
-        except EmbedrecError as error:
-            code, message = grpc.StatusCode[error.status], str(error)
-        except Exception:
-            logger.exception("internal error in %s", handler.__name__)
-            code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
+        code, message = _admission(self.state, context)
+        if code is None:
+            try:
+                response = await handler(self, request, context)
+                self.state.calls[(handler.__name__, "OK")] += 1
+                return response
+            except EmbedrecError as error:
+                code, message = grpc.StatusCode[error.status], str(error)
+            except Exception:  # the boundary: nothing unexpected reaches the caller
+                logger.exception("internal error in %s", handler.__name__)
+                code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
+        self.state.calls[(handler.__name__, code.name)] += 1
         await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def _admission(state: ServingState, context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode | None, str]:
+    """(None, "") when the call may run, else the status and message that refuse it."""
+    if state.tokens.enabled:
+        metadata = dict(context.invocation_metadata() or ())
+        if not state.tokens.allows(metadata.get("authorization")):
+            return grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (metadata 'authorization')"
+    if state.draining:
+        return grpc.StatusCode.UNAVAILABLE, "server is draining; retry another replica or later"
+    if state.service is None:
+        return grpc.StatusCode.UNAVAILABLE, "server is starting; retry shortly"
+    return None, ""
 
 
 def _optional(message: object, field: str) -> bool | None:

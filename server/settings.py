@@ -50,6 +50,14 @@ class Settings:
     max_k: int = _setting(Limits.max_k, "largest k for Recommend")
     max_history_items: int = _setting(Limits.max_history_items, "item ids per Recommend profile")
     max_exclude_ids: int = _setting(Limits.max_exclude_ids, "exclude_ids per Recommend request")
+    tls_cert: Path | None = _setting(None, "server certificate chain (PEM); with --tls-key the port speaks TLS")
+    tls_key: Path | None = _setting(None, "server private key (PEM)")
+    tls_client_ca: Path | None = _setting(None, "CA (PEM) that client certificates must chain to: requires mTLS")
+    auth_tokens_file: Path | None = _setting(
+        None,
+        "file of bearer tokens, one per line; when set, embedrec calls need 'authorization: Bearer <token>' "
+        "(health and reflection stay open)",
+    )
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
     log_level: str = _setting("INFO", "log level (request text is never logged)")
