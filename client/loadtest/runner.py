@@ -1,0 +1,143 @@
+"""Running one load step in this process: closed loop (fixed concurrency) or open loop (Poisson
+arrivals at a fixed rate, latency from the scheduled send time)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from client.channel import ChannelConfig, open_channel
+from client.loadtest.stats import StepResult
+from client.loadtest.workload import RequestPool, Workload
+from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+
+MAX_STEP_SECONDS = 600.0
+MAX_IN_FLIGHT = 20_000
+
+ProgressCallback = Callable[[float, int], None]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step: `mode` "closed" (level = concurrency) or "open" (level = requests/s)."""
+
+    mode: str
+    level: float
+    duration_s: float
+    warmup_s: float
+    timeout_s: float = 30.0
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"concurrency {int(self.level)}" if self.mode == "closed" else f"rate {self.level:g}/s"
+
+
+async def run_step(
+    target: str,
+    workload: Workload,
+    plan: StepPlan,
+    *,
+    dim: int,
+    channel: ChannelConfig | None = None,
+    start_at: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> StepResult:
+    """Run `plan` against `target` from this process and return its samples.
+
+    `start_at` (time.time()) lines several processes up. Warm-up calls are sent but not kept.
+    Bounded: at most MAX_STEP_SECONDS, and each call has a `timeout_s` deadline.
+    """
+    if not 0 < plan.duration_s <= MAX_STEP_SECONDS or plan.warmup_s < 0:
+        raise ValueError(f"duration must be in (0, {MAX_STEP_SECONDS}] s and warm-up >= 0")
+    config = ChannelConfig(target=target, retry=None) if channel is None else channel
+    pool = RequestPool(workload, dim=dim, seed=plan.seed)
+    async with open_channel(config, asyncio=True) as grpc_channel:
+        stub = pb_grpc.EmbedRecStub(grpc_channel)
+        methods = {"embed": stub.Embed, "recommend": stub.Recommend, "similarity": stub.Similarity, "info": stub.Info}
+        metadata = config.metadata()
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+        if plan.warmup_s:
+            warm = StepResult("warm-up", plan.mode, plan.level, plan.warmup_s)
+            await _drive(methods, pool, plan, plan.warmup_s, warm, metadata, None)
+        result = StepResult(plan.label, plan.mode, plan.level, plan.duration_s)
+        await _drive(methods, pool, plan, plan.duration_s, result, metadata, progress)
+    return result
+
+
+async def _drive(
+    methods: dict[str, Any],
+    pool: RequestPool,
+    plan: StepPlan,
+    duration_s: float,
+    result: StepResult,
+    metadata: tuple[tuple[str, str], ...],
+    progress: ProgressCallback | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    end = started + duration_s
+
+    async def one_call(scheduled: float) -> None:
+        name, request, texts = pool.draw()
+        result.sent += 1
+        try:
+            await methods[name](request, timeout=plan.timeout_s, metadata=metadata)
+            code = "OK"
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        result.record(code, loop.time() - scheduled, texts)
+
+    reporter = asyncio.ensure_future(_report(loop, started, duration_s, result, progress)) if progress else None
+    if plan.mode == "closed":
+
+        async def worker() -> None:
+            while loop.time() < end:
+                await one_call(loop.time())
+
+        await asyncio.gather(*(worker() for _ in range(int(plan.level))))
+    else:
+        await _open_loop(loop, one_call, plan, started, end)
+    # Throughput over the time until the last answer, not the nominal duration: honest when the
+    # tail of a step (or a stalled server) outlasts it.
+    result.duration_s = loop.time() - started
+    if reporter is not None:
+        reporter.cancel()
+
+
+async def _open_loop(
+    loop: asyncio.AbstractEventLoop, one_call: Callable[[float], Any], plan: StepPlan, started: float, end: float
+) -> None:
+    """Poisson arrivals; each call's latency counts from its scheduled time, even if sent late."""
+    rng = random.Random(plan.seed)
+    in_flight: set[asyncio.Task[None]] = set()
+    scheduled = started
+    while True:
+        scheduled += rng.expovariate(plan.level)
+        if scheduled >= end:
+            break
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(one_call(scheduled))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight)
+
+
+async def _report(
+    loop: asyncio.AbstractEventLoop, started: float, duration_s: float, result: StepResult, progress: ProgressCallback
+) -> None:
+    while True:
+        progress(min(loop.time() - started, duration_s), result.sent)
+        await asyncio.sleep(0.25)

@@ -1,0 +1,302 @@
+"""The client library against real in-process servers: methods, errors, deadlines, retries,
+load balancing, TLS and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from client import (
+    AsyncEmbedrecClient,
+    ChannelConfig,
+    DeadlineExceeded,
+    EmbedrecClient,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    RetryPolicy,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+from client.errors import Cancelled, FailedPrecondition, from_rpc_error
+from tests.conftest import server_settings
+from tests.server_thread import ServerThread, start_server
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "exception"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
+        (grpc.StatusCode.OUT_OF_RANGE, InvalidArgument),
+        (grpc.StatusCode.NOT_FOUND, NotFound),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, Overloaded),
+        (grpc.StatusCode.UNAVAILABLE, Unavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
+        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
+        (grpc.StatusCode.PERMISSION_DENIED, Unauthenticated),
+        (grpc.StatusCode.FAILED_PRECONDITION, FailedPrecondition),
+        (grpc.StatusCode.CANCELLED, Cancelled),
+        (grpc.StatusCode.INTERNAL, ServerError),
+        (grpc.StatusCode.UNKNOWN, ServerError),
+    ],
+)
+def test_every_status_code_maps_to_one_exception_keeping_the_message(code: grpc.StatusCode, exception: type) -> None:
+    error = from_rpc_error(FakeRpcError(code, "k must be between 1 and max_k=1000"))
+    assert type(error) is exception
+    assert error.code == code
+    assert error.message == "k must be between 1 and max_k=1000"
+
+
+class TestMethods:
+    def test_sync_and_async_clients_answer_alike(self, tiny_server: ServerThread) -> None:
+        async def async_results() -> tuple:  # type: ignore[type-arg]
+            async with AsyncEmbedrecClient(tiny_server.target) as client:
+                return (
+                    await client.embed(["hello", "world"]),
+                    await client.similarity("hello", ["world", "hello"]),
+                    await client.similarity_pairs([("a", "b")]),
+                    await client.recommend(3, texts=["coffee"]),
+                    await client.info(),
+                    await client.health(),
+                )
+
+        with EmbedrecClient(tiny_server.target) as client:
+            sync = (
+                client.embed(["hello", "world"]),
+                client.similarity("hello", ["world", "hello"]),
+                client.similarity_pairs([("a", "b")]),
+                client.recommend(3, texts=["coffee"]),
+                client.info(),
+                client.health(),
+            )
+        asynchronous = asyncio.run(async_results())
+        for mine, theirs in zip(sync[:3], asynchronous[:3], strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-6)
+        assert [r.id for r in sync[3]] == [r.id for r in asynchronous[3]]
+        assert sync[4] == asynchronous[4]
+        assert sync[5] == asynchronous[5] == "SERVING"
+
+    def test_a_string_instead_of_a_list_of_texts_is_refused_before_sending(self, client: EmbedrecClient) -> None:
+        with pytest.raises(TypeError, match="not one string"):
+            client.embed("hello")  # type: ignore[arg-type]
+
+    def test_the_per_call_deadline_overrides_the_default(self, tiny_server: ServerThread) -> None:
+        with EmbedrecClient(tiny_server.target, timeout=30) as client:
+            with pytest.raises(DeadlineExceeded):
+                client.embed(["hello"] * 64, timeout=1e-6)
+            assert client.embed(["hello"], timeout=30).shape == (1, 32)
+
+    def test_async_errors_are_mapped_too(self, tiny_server: ServerThread) -> None:
+        async def call() -> None:
+            async with AsyncEmbedrecClient(tiny_server.target) as client:
+                await client.recommend(2, item_ids=["nope"])
+
+        with pytest.raises(NotFound, match="nope"):
+            asyncio.run(call())
+
+
+def test_overload_is_resource_exhausted_at_once(tiny_model_dir: Path) -> None:
+    server = start_server(server_settings(tiny_model_dir, None, max_queued_texts=8))
+    try:
+        with EmbedrecClient(server.target) as client, pytest.raises(Overloaded, match="max_queued_texts=8"):
+            client.embed(["hello"] * 9)
+    finally:
+        server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TestAvailability:
+    def test_wait_for_ready_waits_for_a_server_that_starts_late(self, tiny_model_dir: Path) -> None:
+        port = free_port()
+        result: list[object] = []
+
+        def call() -> None:
+            config = ChannelConfig(wait_for_ready=True)
+            with EmbedrecClient(f"127.0.0.1:{port}", timeout=60, channel=config) as client:
+                result.append(client.info().dim)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)
+        assert result == []
+        server = start_server(server_settings(tiny_model_dir, None, port=port))
+        try:
+            caller.join(60)
+            assert result == [32]
+        finally:
+            server.close()
+
+    def test_unavailable_is_retried_until_the_server_serves(self, tiny_model_dir: Path) -> None:
+        server = start_server(server_settings(tiny_model_dir, None))
+        server.app.state.draining = True
+        try:
+            retry = RetryPolicy(max_attempts=5, initial_backoff_s=0.5, max_backoff_s=0.5, multiplier=1.0)
+            result: list[object] = []
+
+            def call() -> None:
+                with EmbedrecClient(server.target, timeout=30, channel=ChannelConfig(retry=retry)) as client:
+                    result.append(client.info().dim)
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            deadline = time.monotonic() + 10
+            while server.app.state.calls[("Info", "UNAVAILABLE")] == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            server.app.state.draining = False
+            caller.join(30)
+            assert result == [32]
+            assert server.app.state.calls[("Info", "UNAVAILABLE")] >= 1
+        finally:
+            server.close()
+
+    def test_without_retries_unavailable_reaches_the_caller(self, tiny_model_dir: Path) -> None:
+        with EmbedrecClient(f"127.0.0.1:{free_port()}", channel=ChannelConfig(retry=None)) as client:
+            with pytest.raises(Unavailable):
+                client.info(timeout=5)
+
+    def test_round_robin_spreads_calls_over_replicas(self, tiny_model_dir: Path) -> None:
+        first = start_server(server_settings(tiny_model_dir, None))
+        second = start_server(server_settings(tiny_model_dir, None))
+        try:
+            with EmbedrecClient([first.target, second.target]) as client:
+                for _ in range(20):
+                    client.info()
+            served = [server.app.state.calls[("Info", "OK")] for server in (first, second)]
+            assert sum(served) == 20
+            assert min(served) >= 5, served
+        finally:
+            first.close()
+            second.close()
+
+
+class TestSecurity:
+    def test_a_bearer_token_is_required_when_configured(self, tiny_model_dir: Path, tmp_path: Path) -> None:
+        tokens = tmp_path / "tokens"
+        tokens.write_text("# service tokens\nsecret-one\nsecret-two\n")
+        server = start_server(server_settings(tiny_model_dir, None, auth_tokens_file=tokens))
+        try:
+            with EmbedrecClient(server.target) as anonymous:
+                assert anonymous.health() == "SERVING"
+                with pytest.raises(Unauthenticated, match="bearer token"):
+                    anonymous.info()
+            with EmbedrecClient(server.target, channel=ChannelConfig(bearer_token="wrong")) as impostor:
+                with pytest.raises(Unauthenticated):
+                    impostor.info()
+            with EmbedrecClient(server.target, channel=ChannelConfig(bearer_token="secret-two")) as member:
+                assert member.info().dim == 32
+        finally:
+            server.close()
+
+    def test_mutual_tls(self, tiny_model_dir: Path, certificates: dict[str, Path]) -> None:
+        server = start_server(
+            server_settings(
+                tiny_model_dir,
+                None,
+                tls_cert=certificates["server.crt"],
+                tls_key=certificates["server.key"],
+                tls_client_ca=certificates["ca.crt"],
+            )
+        )
+        try:
+            mutual = ChannelConfig(
+                root_certificates=certificates["ca.crt"],
+                client_certificate=certificates["client.crt"],
+                client_key=certificates["client.key"],
+            )
+            with EmbedrecClient(server.target, channel=mutual) as client:
+                assert client.info().dim == 32
+            without_certificate = ChannelConfig(root_certificates=certificates["ca.crt"], retry=None)
+            with EmbedrecClient(server.target, channel=without_certificate) as client:
+                with pytest.raises(Unavailable):
+                    client.info(timeout=5)
+            with EmbedrecClient(server.target, channel=ChannelConfig(retry=None)) as plaintext:
+                with pytest.raises(Unavailable):
+                    plaintext.info(timeout=5)
+        finally:
+            server.close()
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl)."""
+    directory = tmp_path_factory.mktemp("certificates")
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run(["openssl", *arguments], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=embedrec test CA",
+    )
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN=embedrec {name}",
+        )
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
+    yield {path.name: path for path in directory.iterdir()}
