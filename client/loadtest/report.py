@@ -93,7 +93,6 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path, *, title: str) -> None
     for axes in (by_throughput, by_level):
         axes.set_yscale("log")
         axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        axes.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
     figure.suptitle(title)

@@ -1,0 +1,121 @@
+"""Shared benchmark plumbing: the real model and demo items, a server subprocess, the machine's
+description, and writing a section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = REPO_ROOT / "models/all-MiniLM-L6-v2"
+ITEMS_DIR = REPO_ROOT / "items/demo"
+CATALOG = REPO_ROOT / "data/demo_catalog.jsonl"
+BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"
+
+
+def ensure_artifacts() -> tuple[Path, Path]:
+    """Export the bundled MiniLM and build the demo items when missing (as `make serve` does)."""
+    from export.items import build_items
+    from export.onnx_model import export_model
+
+    export_model(output_dir=MODEL_DIR)
+    build_items(CATALOG, MODEL_DIR, ITEMS_DIR, progress=False)
+    return MODEL_DIR, ITEMS_DIR
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def server_process(extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """`embedrec serve` on the real model and demo items in a subprocess; yields its target."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "embedrec.cli",
+        "serve",
+        "--model-dir",
+        str(MODEL_DIR),
+        "--items-dir",
+        str(ITEMS_DIR),
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        *extra_args,
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT)
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_serving(target)
+        yield target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_serving(target: str, timeout_s: float = 120.0) -> None:
+    """Block until `target` reports SERVING."""
+    from client import EmbedrecClient, EmbedrecClientError
+
+    deadline = time.monotonic() + timeout_s
+    with EmbedrecClient(target, timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.health() == "SERVING":
+                    return
+            except EmbedrecClientError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{target} did not become SERVING within {timeout_s} s")
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, OS and Python, for the record."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def run_header(command: str) -> str:
+    """The lines every benchmark section starts with: date, machine, command."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"- date: {now}\n- machine: {machine_description()}\n- command: `{command}`\n"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md, between its markers."""
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text, encoding="utf-8")
