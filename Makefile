@@ -39,9 +39,9 @@ serve: $(VENV)/.installed-serve
 	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR)
 	@echo ""
 	@echo "Starting embedrec on $(HOST):$(PORT). From another terminal:"
-	@echo "  $(VENV)/bin/embedrec recommend --text 'energy-saving air conditioner for home'"
-	@echo "  $(VENV)/bin/embedrec embed 'hello world' '这是一款高效节能的空调'"
-	@echo "  $(VENV)/bin/embedrec info"
+	@echo "  $(VENV)/bin/embedrec recommend --target $(HOST):$(PORT) --text 'energy-saving air conditioner for home'"
+	@echo "  $(VENV)/bin/embedrec embed --target $(HOST):$(PORT) 'hello world' '这是一款高效节能的空调'"
+	@echo "  $(VENV)/bin/embedrec info --target $(HOST):$(PORT)"
 	@echo ""
 	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT)
 
