@@ -82,12 +82,7 @@ class EmbedrecApp:
         """
         settings = self.settings
         encoder, items = await asyncio.to_thread(_load_artifacts, settings)
-        batcher = create_batcher(
-            encoder,
-            max_batch_size=settings.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            max_queued_items=settings.max_queued_texts,
-        )
+        batcher = create_batcher(encoder, settings.batch_policy)
         await batcher.start()
         service = EmbeddingService(encoder, batcher, items, settings.limits)
         await service.embed(list(WARMUP_TEXTS))

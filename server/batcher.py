@@ -1,11 +1,21 @@
 """Dynamic micro-batching: many small requests become the batch shapes the runtime runs best.
 
-One asyncio class, a future per request. A request's items enter a bounded FIFO queue; one
-worker takes up to `max_batch_size` live items whenever the runtime is free (no added latency
-when idle) or, with `max_wait_ms` > 0, once the batch is full or its oldest item has waited that
-long. Inference runs in a dedicated thread, off the event loop. Items of cancelled or expired
-requests are dropped before a batch is formed and never computed. A failing batch fails exactly
-its requests; the worker keeps serving. The module knows nothing of gRPC.
+One asyncio class, a future per request. A request's items wait in a bounded queue. Whenever the
+runtime is free (no added latency when idle) — or, with `max_wait_ms` > 0, once a batch is full
+or its oldest item has waited that long — the worker forms a batch:
+
+- bounded by `max_batch_size` items and by a padded-token budget (items x longest <=
+  `max_batch_tokens`);
+- fair: candidates are taken round-robin over requests (each request's next item first), so one
+  huge request cannot monopolise the runtime ahead of many small ones;
+- length-grouped: the oldest waiting item always goes (no starvation, bounded reordering), and
+  the rest are the candidates within a `lookahead` window whose lengths are closest to it, so
+  padding waste stays low.
+
+Inference runs in a dedicated thread, off the event loop; each batch's `finish` step (pooling)
+runs in a second thread, so it overlaps the next batch's inference. Items of cancelled or
+expired requests are dropped before a batch is formed and never computed. A failing batch fails
+exactly its requests; the worker keeps serving. The module knows nothing of gRPC.
 """
 
 from __future__ import annotations
@@ -13,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from server.errors import DeadlineExpired, Overloaded, Unavailable
 
@@ -33,115 +44,151 @@ class BatcherStats:
 
     batches: int = 0
     items_run: int = 0
+    padded_tokens: int = 0
+    real_tokens: int = 0
     items_expired: int = 0
     items_cancelled: int = 0
     batches_failed: int = 0
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """The knobs of batch formation and admission (see the module docstring)."""
+
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_wait_ms: float = 0.0
+    max_queued_items: int = 2048
+    group_by_length: bool = True
+    lookahead: int = 128
+
+    def __post_init__(self) -> None:
+        if min(self.max_batch_size, self.max_batch_tokens, self.max_queued_items, self.lookahead) < 1:
+            raise ValueError("max_batch_size, max_batch_tokens, max_queued_items and lookahead must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+
+
 @dataclass(eq=False)
-class _Request(Generic[Result]):
+class _Request(Generic[Item, Result]):
+    items: Sequence[Item]
+    costs: list[int]
     future: asyncio.Future[list[Result]]
-    results: list[Result | None]
-    remaining: int
     deadline: float | None
+    enqueued_at: float
+    pending: list[int]
+    results: list[Result | None] = field(default_factory=list)
+    remaining: int = 0
 
 
-@dataclass(eq=False)
-class _Entry(Generic[Item, Result]):
-    item: Item
-    request: _Request[Result]
+@dataclass(frozen=True)
+class _Slot:
+    request: _Request[Any, Any]
     index: int
-    enqueued_at: float = field(default=0.0)
+    cost: int
+    order: int
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """Groups items of concurrent `submit` calls into batches for `run_batch`."""
+    """Groups items of concurrent `submit` calls into batches for `infer` and `finish`."""
 
     def __init__(
         self,
-        run_batch: Callable[[list[Item]], Sequence[Result]],
+        infer: Callable[[list[Item]], Any],
+        finish: Callable[[list[Item], Any], Sequence[Result]] | None = None,
         *,
-        max_batch_size: int,
-        max_wait_ms: float,
-        max_queued_items: int,
+        policy: BatchPolicy,
+        cost: Callable[[Item], int] = lambda _: 1,
         name: str = "batcher",
     ) -> None:
-        """`run_batch(items)` must return one result per item, in order; it runs in a thread.
-
-        `max_queued_items` bounds the queue: a submit that would exceed it fails at once with
-        Overloaded.
+        """`infer(items)` runs the model (inference thread); `finish(items, raw)` turns its output
+        into one result per item, in order (finishing thread). Without `finish`, `infer` must
+        return the results itself. `cost(item)` is the item's length in tokens.
         """
-        if max_batch_size < 1 or max_queued_items < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size and max_queued_items must be >= 1, max_wait_ms >= 0")
-        self._run_batch = run_batch
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_ms / 1000.0
-        self.max_queued_items = max_queued_items
+        self._infer = infer
+        self._finish = finish
+        self._cost = cost
+        self.policy = policy
         self.stats = BatcherStats()
         self._name = name
-        self._queue: collections.deque[_Entry[Item, Result]] = collections.deque()
+        self._queue: collections.deque[_Request[Item, Result]] = collections.deque()
+        self._queued_items = 0
         self._arrived = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._infer_executor: ThreadPoolExecutor | None = None
+        self._finish_executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Future[Any]] = set()
         self._accepting = False
 
     @property
     def queued_items(self) -> int:
-        """Items waiting in the queue (not counting the batch that is running)."""
-        return len(self._queue)
+        """Items waiting in the queue (not counting batches that are running)."""
+        return self._queued_items
 
     async def start(self) -> None:
         """Start the worker; submits are accepted from now on."""
         if self._worker is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._infer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-infer")
+        self._finish_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-finish")
         self._accepting = True
         self._worker = asyncio.get_running_loop().create_task(self._work(), name=self._name)
 
     async def stop(self) -> None:
-        """Refuse new submits, fail queued items with Unavailable, let the running batch finish."""
+        """Refuse new submits, fail queued items with Unavailable, let running batches finish."""
         self._accepting = False
         while self._queue:
-            entry = self._queue.popleft()
-            _fail(entry.request, Unavailable("server is shutting down"))
+            _fail(self._queue.popleft(), Unavailable("server is shutting down"))
+        self._queued_items = 0
         if self._worker is not None:
             self._arrived.set()
             await self._worker
             self._worker = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._finishing:
+            await asyncio.wait(self._finishing)
+        for executor in (self._infer_executor, self._finish_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._infer_executor = self._finish_executor = None
 
     async def submit(self, items: Sequence[Item], *, timeout: float | None = None) -> list[Result]:
         """Queue `items` and wait for their results, in order.
 
         Raises Overloaded when the queue bound would be exceeded, DeadlineExpired when
         `timeout` seconds pass first, Unavailable when not started or stopping, and whatever
-        `run_batch` raised for a batch holding one of the items.
+        the runtime raised for a batch holding one of the items.
         """
         if not self._accepting:
             raise Unavailable("server is not accepting work (starting or shutting down)")
         if not items:
             return []
-        if len(self._queue) + len(items) > self.max_queued_items:
+        limit = self.policy.max_queued_items
+        if self._queued_items + len(items) > limit:
             raise Overloaded(
-                f"server overloaded: {len(self._queue)} texts queued, this request adds {len(items)}, "
-                f"limit max_queued_texts={self.max_queued_items}; retry with backoff"
+                f"server overloaded: {self._queued_items} texts queued, this request adds {len(items)}, "
+                f"limit max_queued_texts={limit}; retry with backoff"
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        request: _Request[Result] = _Request(
+        request: _Request[Item, Result] = _Request(
+            items=items,
+            costs=[self._cost(item) for item in items],
             future=loop.create_future(),
+            deadline=None if timeout is None else now + timeout,
+            enqueued_at=now,
+            pending=list(range(len(items))),
             results=[None] * len(items),
             remaining=len(items),
-            deadline=None if timeout is None else now + timeout,
         )
-        self._queue.extend(_Entry(item, request, index, now) for index, item in enumerate(items))
+        self._queue.append(request)
+        self._queued_items += len(items)
         self._arrived.set()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, request)
         try:
-            return await asyncio.wait_for(request.future, timeout)
-        except TimeoutError:
-            raise DeadlineExpired("deadline exceeded while waiting for inference") from None
+            return await request.future
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,78 +196,147 @@ class MicroBatcher(Generic[Item, Result]):
             batch = await self._next_batch(loop)
             if batch is None:
                 return
+            items = [slot.request.items[slot.index] for slot in batch]
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, [e.item for e in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
-            except Exception as error:
-                self.stats.batches_failed += 1
-                logger.exception("batch of %d items failed", len(batch))
-                for entry in batch:
-                    _fail(entry.request, error)
+                raw = await loop.run_in_executor(self._infer_executor, self._infer, items)
+            except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+                self._batch_failed(batch, error)
                 continue
-            self.stats.batches += 1
-            self.stats.items_run += len(batch)
-            for entry, result in zip(batch, results, strict=True):
-                _deliver(entry, result)
+            if self._finish is None:
+                self._deliver(batch, raw)
+                continue
+            finishing = loop.run_in_executor(self._finish_executor, self._finish, items, raw)
+            self._finishing.add(finishing)
+            finishing.add_done_callback(functools.partial(self._finished, batch))
 
-    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Entry[Item, Result]] | None:
-        """Wait for live entries, then take up to max_batch_size of them; None once stopped."""
+    def _finished(self, batch: list[_Slot], done: asyncio.Future[Any]) -> None:
+        self._finishing.discard(done)
+        error = done.exception()
+        if error is not None:
+            self._batch_failed(batch, error)
+        else:
+            self._deliver(batch, done.result())
+
+    def _deliver(self, batch: list[_Slot], results: Sequence[Any]) -> None:
+        if len(results) != len(batch):
+            self._batch_failed(batch, RuntimeError(f"runtime returned {len(results)} results for {len(batch)} items"))
+            return
+        self.stats.batches += 1
+        self.stats.items_run += len(batch)
+        self.stats.padded_tokens += len(batch) * max(slot.cost for slot in batch)
+        self.stats.real_tokens += sum(slot.cost for slot in batch)
+        for slot, result in zip(batch, results, strict=True):
+            request = slot.request
+            if request.future.done():
+                continue
+            request.results[slot.index] = result
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.results)
+
+    def _batch_failed(self, batch: list[_Slot], error: BaseException) -> None:
+        self.stats.batches_failed += 1
+        logger.error("batch of %d items failed: %s", len(batch), error, exc_info=error)
+        for slot in batch:
+            _fail(slot.request, error)
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Slot] | None:
+        """Wait for live items, then form one batch; None once stopped and drained."""
         while True:
             self._drop_dead(loop.time())
-            if not self._accepting and not self._queue:
-                return None
             if not self._queue:
+                if not self._accepting:
+                    return None
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
-                waited = loop.time() - self._queue[0].enqueued_at
-                if waited < self.max_wait_s:
-                    self._arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), self.max_wait_s - waited)
-                    if (
-                        len(self._queue) < self.max_batch_size
-                        and loop.time() - self._queue[0].enqueued_at < self.max_wait_s
-                    ):
-                        continue
-            batch: list[_Entry[Item, Result]] = []
-            while self._queue and len(batch) < self.max_batch_size:
-                entry = self._queue.popleft()
-                if self._is_live(entry, loop.time()):
-                    batch.append(entry)
+            if await self._should_wait_for_company(loop):
+                continue
+            batch = self._form_batch()
             if batch:
                 return batch
 
-    def _drop_dead(self, now: float) -> None:
-        while self._queue and not self._is_live(self._queue[0], now):
-            self._queue.popleft()
-
-    def _is_live(self, entry: _Entry[Item, Result], now: float) -> bool:
-        """False (and the request answered) when its caller is gone or its deadline passed."""
-        request = entry.request
-        if request.future.done():
-            if request.future.cancelled():
-                self.stats.items_cancelled += 1
+    async def _should_wait_for_company(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """With max_wait_ms, hold a partial batch until it fills or its oldest item waited long
+        enough; True when the caller should re-check the queue."""
+        wait_s = self.policy.max_wait_ms / 1000.0
+        if wait_s <= 0 or self._queued_items >= self.policy.max_batch_size:
             return False
-        if request.deadline is not None and now >= request.deadline:
-            self.stats.items_expired += 1
-            request.future.set_exception(DeadlineExpired("deadline exceeded while queued"))
+        waited = loop.time() - self._queue[0].enqueued_at
+        if waited >= wait_s or not self._accepting:
             return False
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), wait_s - waited)
         return True
 
+    def _candidates(self) -> list[_Slot]:
+        """Up to `lookahead` pending items, round-robin over requests in arrival order."""
+        limit = self.policy.lookahead
+        slots: list[_Slot] = []
+        depth = 0
+        while len(slots) < limit:
+            added = False
+            for request in self._queue:
+                if depth < len(request.pending):
+                    index = request.pending[depth]
+                    slots.append(_Slot(request, index, request.costs[index], len(slots)))
+                    added = True
+                    if len(slots) == limit:
+                        break
+            if not added:
+                break
+            depth += 1
+        return slots
 
-def _deliver(entry: _Entry[Item, Result], result: Result) -> None:
-    request = entry.request
-    if request.future.done():
-        return
-    request.results[entry.index] = result
-    request.remaining -= 1
-    if request.remaining == 0:
-        request.future.set_result(request.results)  # type: ignore[arg-type]
+    def _form_batch(self) -> list[_Slot]:
+        policy = self.policy
+        candidates = self._candidates()
+        head, others = candidates[0], candidates[1:]
+        if policy.group_by_length:
+            others = sorted(others, key=lambda slot: (abs(slot.cost - head.cost), slot.order))
+        chosen, longest = [head], head.cost
+        for slot in others:
+            if len(chosen) == policy.max_batch_size:
+                break
+            widest = max(longest, slot.cost)
+            if widest * (len(chosen) + 1) > policy.max_batch_tokens:
+                if policy.group_by_length:
+                    continue
+                break
+            chosen.append(slot)
+            longest = widest
+        for slot in chosen:
+            slot.request.pending.remove(slot.index)
+        self._queued_items -= len(chosen)
+        self._queue = collections.deque(request for request in self._queue if request.pending)
+        return sorted(chosen, key=lambda slot: slot.order)
+
+    def _drop_dead(self, now: float) -> None:
+        """Remove requests whose caller is gone or whose deadline passed (answering the latter)."""
+        live: collections.deque[_Request[Item, Result]] = collections.deque()
+        for request in self._queue:
+            dropped = len(request.pending)
+            if request.future.done():
+                if request.future.cancelled():
+                    self.stats.items_cancelled += dropped
+                elif isinstance(request.future.exception(), DeadlineExpired):
+                    self.stats.items_expired += dropped
+            elif request.deadline is not None and now >= request.deadline:
+                self.stats.items_expired += dropped
+                request.future.set_exception(DeadlineExpired("deadline exceeded while queued"))
+            else:
+                live.append(request)
+                continue
+            self._queued_items -= dropped
+        self._queue = live
 
 
-def _fail(request: _Request[Result], error: BaseException) -> None:
+def _expire(request: _Request[Any, Any]) -> None:
+    """The caller's deadline passed: answer now; queued items are dropped at the next batch."""
+    _fail(request, DeadlineExpired("deadline exceeded while waiting for inference"))
+
+
+def _fail(request: _Request[Any, Any], error: BaseException) -> None:
     if not request.future.done():
         request.future.set_exception(error)

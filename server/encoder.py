@@ -15,7 +15,9 @@ import numpy as np
 from server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
 from server.pooling import FloatArray, l2_normalize, pool
 from server.providers import ProviderChoice, create_session
-from server.tokenization import TextTokenizer, TokenizedText
+from server.tokenization import IntArray, TextTokenizer, TokenizedText
+
+InferenceOutput = tuple[IntArray, FloatArray]
 
 
 class OnnxEncoder:
@@ -68,13 +70,24 @@ class OnnxEncoder:
 
         Returns float32 (len(batch), dim), not normalised. Blocking: call it off the event loop.
         """
+        return self.pool_batch(self.infer(batch), poolings)
+
+    def infer(self, batch: Sequence[TokenizedText]) -> InferenceOutput:
+        """Pad `batch` to its longest text and run the model: (attention mask, token vectors).
+
+        Blocking (ONNX Runtime releases the GIL while it runs).
+        """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
         hidden = np.asarray(self.session.run([self._output_name], feed)[0], dtype=np.float32)
-        mask = inputs["attention_mask"]
+        return inputs["attention_mask"], hidden
+
+    def pool_batch(self, output: InferenceOutput, poolings: Sequence[PoolingName]) -> FloatArray:
+        """Pool row i of an `infer` output with `poolings[i]`: float32 (rows, dim)."""
+        mask, hidden = output
         if len(set(poolings)) == 1:
             return pool(hidden, mask, poolings[0])
-        pooled = np.empty((len(batch), self.dim), dtype=np.float32)
+        pooled = np.empty((len(poolings), self.dim), dtype=np.float32)
         for kind in set(poolings):
             rows = np.flatnonzero(np.asarray(poolings) == kind)
             pooled[rows] = pool(hidden[rows], mask[rows], kind)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedrec import __version__
-from server.batcher import MicroBatcher
-from server.encoder import OnnxEncoder
+from server.batcher import BatchPolicy, MicroBatcher
+from server.encoder import InferenceOutput, OnnxEncoder
 from server.errors import FailedPrecondition, InvalidArgument
 from server.items import ItemIndex, Recommendation
 from server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
@@ -64,22 +64,17 @@ class ServiceInfo:
     limits: Limits = field(default_factory=Limits)
 
 
-def create_batcher(
-    encoder: OnnxEncoder, *, max_batch_size: int, max_wait_ms: float, max_queued_items: int
-) -> MicroBatcher[BatchItem, FloatArray]:
-    """A micro-batcher whose batches run `encoder.run` on (tokens, pooling) items."""
+def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy) -> MicroBatcher[BatchItem, FloatArray]:
+    """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
+    inference thread, pooling in the finishing thread (overlapping the next batch's inference)."""
 
-    def run_batch(items: list[BatchItem]) -> Sequence[FloatArray]:
-        vectors = encoder.run([tokens for tokens, _ in items], [pooling for _, pooling in items])
-        return list(vectors)
+    def infer(items: list[BatchItem]) -> InferenceOutput:
+        return encoder.infer([tokens for tokens, _ in items])
 
-    return MicroBatcher(
-        run_batch,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queued_items=max_queued_items,
-        name="inference",
-    )
+    def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
+        return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
+
+    return MicroBatcher(infer, finish, policy=policy, cost=lambda item: item[0].length, name="inference")
 
 
 class EmbeddingService:

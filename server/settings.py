@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from server.batcher import BatchPolicy
 from server.limits import Limits
 from server.providers import PROVIDER_CHOICES
 
@@ -38,12 +39,19 @@ class Settings:
     device_id: int = _setting(0, "CUDA device index")
     intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
     max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")
+    max_batch_tokens: int = _setting(
+        8192, "padded-token budget of a batch: texts x longest text; bounds the latency of long-text batches"
+    )
     max_wait_ms: float = _setting(
         0.0,
         "how long a partial batch may wait for more texts while the runtime is "
         "idle; 0 runs at once (lowest latency; batches still form under load)",
     )
     max_queued_texts: int = _setting(2048, "texts waiting for inference before new calls get RESOURCE_EXHAUSTED")
+    length_grouping: bool = _setting(
+        True, "group queued texts of similar token length into a batch (less padding); false: plain FIFO"
+    )
+    batch_lookahead: int = _setting(128, "queued texts considered when grouping by length (bounds reordering)")
     max_texts_per_request: int = _setting(Limits.max_texts_per_request, "texts per Embed request")
     max_chars_per_text: int = _setting(Limits.max_chars_per_text, "characters per text")
     max_total_chars: int = _setting(Limits.max_total_chars, "characters per request, all texts together")
@@ -61,6 +69,18 @@ class Settings:
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
     log_level: str = _setting("INFO", "log level (request text is never logged)")
+
+    @property
+    def batch_policy(self) -> BatchPolicy:
+        """The micro-batcher's knobs in force."""
+        return BatchPolicy(
+            max_batch_size=self.max_batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            max_wait_ms=self.max_wait_ms,
+            max_queued_items=self.max_queued_texts,
+            group_by_length=self.length_grouping,
+            lookahead=self.batch_lookahead,
+        )
 
     @property
     def limits(self) -> Limits:
@@ -117,8 +137,21 @@ def _converter(annotation: Any) -> Any:
         return lambda value: Path(value) if value else None
     if "Path" in text:
         return Path
+    if text == "bool":
+        return _boolean
     if text == "int":
         return int
     if text == "float":
         return float
     return str
+
+
+def _boolean(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
-from server.batcher import MicroBatcher
+from server.batcher import BatchPolicy, MicroBatcher
 from server.errors import DeadlineExpired, Overloaded, Unavailable
 
 
@@ -33,10 +34,22 @@ async def wait_started(runtime: GatedRuntime) -> None:
     assert await asyncio.to_thread(runtime.started.acquire, True, 10)
 
 
-def make(runtime: GatedRuntime, **overrides: float) -> MicroBatcher[int, int]:
-    settings = {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queued_items": 100}
+def make(runtime: GatedRuntime, **overrides: Any) -> MicroBatcher[int, int]:
+    """A batcher whose items are ints; an item's token cost is its value."""
+    settings: dict[str, Any] = {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queued_items": 100}
     settings.update(overrides)
-    return MicroBatcher(runtime, **settings)  # type: ignore[arg-type]
+    return MicroBatcher(runtime, policy=BatchPolicy(**settings), cost=lambda item: item)
+
+
+async def queue_behind_a_running_batch(
+    batcher: MicroBatcher[int, int], runtime: GatedRuntime, requests: list[list[int]]
+) -> list[asyncio.Future[list[int]]]:
+    """Start a blocking batch [0]... then queue `requests` in order while it runs."""
+    running = asyncio.ensure_future(batcher.submit([1000]))
+    await wait_started(runtime)
+    queued = [asyncio.ensure_future(batcher.submit(items)) for items in requests]
+    await asyncio.sleep(0)
+    return [running, *queued]
 
 
 async def test_an_idle_runtime_takes_a_single_request_at_once() -> None:
@@ -165,3 +178,102 @@ async def test_stop_fails_queued_requests_and_finishes_the_running_batch() -> No
     with pytest.raises(Unavailable):
         await batcher.submit([2])
     assert await running == [0]
+
+
+async def test_the_padded_token_budget_bounds_a_batch() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=8, max_batch_tokens=100, group_by_length=False)
+    await batcher.start()
+    calls = await queue_behind_a_running_batch(batcher, runtime, [[10], [20], [30], [40], [50]])
+    runtime.gate.set()
+    await asyncio.gather(*calls)
+    # FIFO under the budget: 3 x 30 = 90 fits, 4 x 40 = 160 does not; 2 x 50 = 100 fits.
+    assert runtime.batches[1:] == [[10, 20, 30], [40, 50]]
+    await batcher.stop()
+
+
+async def test_a_single_text_over_the_token_budget_still_runs_alone() -> None:
+    runtime = GatedRuntime()
+    runtime.gate.set()
+    batcher = make(runtime, max_batch_tokens=50)
+    await batcher.start()
+    assert await batcher.submit([80, 5]) == [160, 10]
+    assert runtime.batches == [[80], [5]]
+    await batcher.stop()
+
+
+async def test_queued_texts_are_grouped_by_length() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000)
+    await batcher.start()
+    lengths = [5, 100, 6, 101, 7, 102]
+    calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in lengths])
+    runtime.gate.set()
+    results = await asyncio.gather(*calls)
+    assert results[1:] == [[2 * n] for n in lengths]
+    assert runtime.batches[1:] == [[5, 6, 7], [100, 101, 102]]
+    assert batcher.stats.padded_tokens - batcher.stats.real_tokens == (1000 - 1000) + (7 * 3 - 18) + (102 * 3 - 303)
+    await batcher.stop()
+
+
+async def test_fifo_mode_keeps_arrival_order() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000, group_by_length=False)
+    await batcher.start()
+    calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in [5, 100, 6, 101, 7, 102]])
+    runtime.gate.set()
+    await asyncio.gather(*calls)
+    assert runtime.batches[1:] == [[5, 100, 6], [101, 7, 102]]
+    await batcher.stop()
+
+
+async def test_the_oldest_text_always_leaves_with_the_next_batch() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=2, max_batch_tokens=10_000, lookahead=8)
+    await batcher.start()
+    # An odd-length text first, then many that group well with each other: it is not bypassed.
+    calls = await queue_behind_a_running_batch(batcher, runtime, [[500], *([[10]] * 6)])
+    runtime.gate.set()
+    await asyncio.gather(*calls)
+    assert 500 in runtime.batches[1]
+    await batcher.stop()
+
+
+async def test_a_huge_request_does_not_hold_back_small_ones() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=4, group_by_length=False)
+    await batcher.start()
+    calls = await queue_behind_a_running_batch(batcher, runtime, [list(range(101, 113)), [1], [2], [3]])
+    runtime.gate.set()
+    results = await asyncio.gather(*calls)
+    # Round-robin over requests: the small ones ride in the first batch with the big one's first text.
+    assert runtime.batches[1] == [101, 1, 2, 3]
+    assert results[1] == [2 * n for n in range(101, 113)]
+    await batcher.stop()
+
+
+async def test_finishing_a_batch_overlaps_the_next_inference() -> None:
+    inferred: list[list[int]] = []
+    finish_gate = threading.Event()
+    second_inference_ran = threading.Event()
+
+    def infer(items: list[int]) -> list[int]:
+        inferred.append(items)
+        if len(inferred) == 2:
+            second_inference_ran.set()
+        return items
+
+    def finish(items: list[int], raw: list[int]) -> list[int]:
+        if raw == [1]:  # the first batch's pooling waits until the second batch has been inferred
+            assert finish_gate.wait(10)
+        return [value * 2 for value in raw]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(infer, finish, policy=BatchPolicy(max_batch_size=1))
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit([1]))
+    second = asyncio.ensure_future(batcher.submit([2]))
+    assert await asyncio.to_thread(second_inference_ran.wait, 10)
+    assert not first.done()
+    finish_gate.set()
+    assert (await first, await second) == ([2], [4])
+    await batcher.stop()
