@@ -14,7 +14,7 @@ PORT ?= 50051
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-loadtest demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-loadtest demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -66,6 +66,9 @@ proto: $(VENV)/.installed-dev
 
 docs: $(VENV)/.installed-dev
 	$(PY) scripts/update_readme_settings.py
+
+bench-embed: $(VENV)/.installed-dev
+	$(PY) -m bench.embed
 
 bench-loadtest: $(VENV)/.installed-dev
 	$(PY) -m bench.loadtest_ceiling

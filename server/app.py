@@ -133,6 +133,7 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
         provider=settings.provider,  # type: ignore[arg-type]
         intra_op_threads=settings.intra_op_threads,
         device_id=settings.device_id,
+        spinning=settings.intra_op_spinning,
     )
     items = None
     if settings.items_dir is not None:

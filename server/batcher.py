@@ -10,7 +10,8 @@ or its oldest item has waited that long — the worker forms a batch:
   huge request cannot monopolise the runtime ahead of many small ones;
 - length-grouped: the oldest waiting item always goes (no starvation, bounded reordering), and
   the rest are the candidates within a `lookahead` window whose lengths are closest to it, so
-  padding waste stays low.
+  padding waste stays low; an item joins only while real tokens / padded tokens stays at or
+  above `min_token_efficiency` (on a CPU, padding costs as much as real work).
 
 Inference runs in a dedicated thread, off the event loop; each batch's `finish` step (pooling)
 runs in a second thread, so it overlaps the next batch's inference. Items of cancelled or
@@ -56,17 +57,20 @@ class BatchPolicy:
     """The knobs of batch formation and admission (see the module docstring)."""
 
     max_batch_size: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 1024
     max_wait_ms: float = 0.0
     max_queued_items: int = 2048
     group_by_length: bool = True
-    lookahead: int = 128
+    lookahead: int = 64
+    min_token_efficiency: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.max_batch_size, self.max_batch_tokens, self.max_queued_items, self.lookahead) < 1:
             raise ValueError("max_batch_size, max_batch_tokens, max_queued_items and lookahead must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+        if not 0.0 <= self.min_token_efficiency <= 1.0:
+            raise ValueError("min_token_efficiency must be in [0, 1]")
 
 
 @dataclass(eq=False)
@@ -198,16 +202,27 @@ class MicroBatcher(Generic[Item, Result]):
                 return
             items = [slot.request.items[slot.index] for slot in batch]
             try:
-                raw = await loop.run_in_executor(self._infer_executor, self._infer, items)
+                raw, finished = await loop.run_in_executor(self._infer_executor, self._infer_and_maybe_finish, items)
             except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
                 self._batch_failed(batch, error)
                 continue
-            if self._finish is None:
+            if finished:
                 self._deliver(batch, raw)
                 continue
+            assert self._finish is not None  # else _infer_and_maybe_finish finished it
             finishing = loop.run_in_executor(self._finish_executor, self._finish, items, raw)
             self._finishing.add(finishing)
             finishing.add_done_callback(functools.partial(self._finished, batch))
+
+    def _infer_and_maybe_finish(self, items: list[Item]) -> tuple[Any, bool]:
+        """Run `infer`; also `finish` in this thread when no other batch is waiting (saves a thread
+        hop at low load). Returns (output, whether it is finished)."""
+        raw = self._infer(items)
+        if self._finish is None:
+            return raw, True
+        if self._queued_items == 0:  # read across threads: a stale value only costs the overlap
+            return self._finish(items, raw), True
+        return raw, False
 
     def _finished(self, batch: list[_Slot], done: asyncio.Future[Any]) -> None:
         self._finishing.discard(done)
@@ -295,17 +310,18 @@ class MicroBatcher(Generic[Item, Result]):
         head, others = candidates[0], candidates[1:]
         if policy.group_by_length:
             others = sorted(others, key=lambda slot: (abs(slot.cost - head.cost), slot.order))
-        chosen, longest = [head], head.cost
+        chosen, longest, real = [head], head.cost, head.cost
         for slot in others:
             if len(chosen) == policy.max_batch_size:
                 break
             widest = max(longest, slot.cost)
-            if widest * (len(chosen) + 1) > policy.max_batch_tokens:
+            padded = widest * (len(chosen) + 1)
+            if padded > policy.max_batch_tokens or (real + slot.cost) < policy.min_token_efficiency * padded:
                 if policy.group_by_length:
                     continue
                 break
             chosen.append(slot)
-            longest = widest
+            longest, real = widest, real + slot.cost
         for slot in chosen:
             slot.request.pending.remove(slot.index)
         self._queued_items -= len(chosen)

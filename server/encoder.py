@@ -30,6 +30,7 @@ class OnnxEncoder:
         provider: ProviderChoice = "auto",
         intra_op_threads: int = 0,
         device_id: int = 0,
+        spinning: bool = True,
     ) -> None:
         """Load the manifest, tokenizer and ONNX session of `model_dir`.
 
@@ -47,6 +48,7 @@ class OnnxEncoder:
             provider=provider,
             intra_op_threads=intra_op_threads,
             device_id=device_id,
+            spinning=spinning,
         )
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name

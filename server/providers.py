@@ -30,6 +30,7 @@ def create_session(
     provider: ProviderChoice,
     intra_op_threads: int = 0,
     device_id: int = 0,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
     """Create an inference session for `model_path` on the chosen provider.
 
@@ -41,6 +42,8 @@ def create_session(
         raise ConfigurationError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {provider!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    # Spinning threads answer the next run sooner but burn CPU the gRPC threads could use.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if provider != "cpu":
         cuda_built = CUDA in ort.get_available_providers()

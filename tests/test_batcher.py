@@ -277,3 +277,15 @@ async def test_finishing_a_batch_overlaps_the_next_inference() -> None:
     finish_gate.set()
     assert (await first, await second) == ([2], [4])
     await batcher.stop()
+
+
+async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_its_own() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=4, max_batch_tokens=10_000, min_token_efficiency=0.8)
+    await batcher.start()
+    calls = await queue_behind_a_running_batch(batcher, runtime, [[100], [95], [10], [90]])
+    runtime.gate.set()
+    await asyncio.gather(*calls)
+    # 100, 95, 90: 285 real of 300 padded; adding 10 would make it 295 of 400.
+    assert runtime.batches[1:] == [[100, 95, 90], [10]]
+    await batcher.stop()

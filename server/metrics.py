@@ -1,0 +1,89 @@
+"""Prometheus metrics, served over HTTP on their own port from start-up (before any request).
+
+Each server has its own registry (several servers can live in one process, as in the tests).
+The batcher reports through the `BatchObserver` methods here, so it stays free of any metrics
+or transport library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+EFFICIENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+# name → (kind, help): the README's metrics table is generated from this.
+METRICS: dict[str, tuple[str, str]] = {
+    "embedrec_requests_total": ("counter", "RPCs answered, by rpc and gRPC status code"),
+    "embedrec_request_seconds": ("histogram", "time from receiving an RPC to answering it, by rpc"),
+    "embedrec_queue_depth_texts": ("gauge", "texts waiting for inference"),
+    "embedrec_queue_seconds": ("histogram", "time a text waited in the queue before its batch ran"),
+    "embedrec_batch_size_texts": ("histogram", "texts per inference batch"),
+    "embedrec_batch_token_efficiency": ("histogram", "real tokens / padded tokens per batch (1 = no padding)"),
+    "embedrec_inference_seconds": ("histogram", "time of one batch's padding and session.run"),
+    "embedrec_texts_embedded_total": ("counter", "texts run through the model (rate() gives texts/s)"),
+    "embedrec_texts_dropped_total": ("counter", "queued texts dropped before inference, by reason"),
+    "embedrec_items": ("gauge", "items in the served catalog"),
+    "embedrec_serving": ("gauge", "1 while health is SERVING, else 0"),
+}
+
+
+class ServerMetrics:
+    """The server's metrics in a registry of their own; also the batcher's observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        help_of = {name: text for name, (_, text) in METRICS.items()}
+
+        def metric(kind: Any, name: str, **extra: Any) -> Any:
+            return kind(name.removesuffix("_total"), help_of[name], registry=self.registry, **extra)
+
+        self.requests = metric(Counter, "embedrec_requests_total", labelnames=("rpc", "code"))
+        self.request_seconds = metric(
+            Histogram, "embedrec_request_seconds", labelnames=("rpc",), buckets=LATENCY_BUCKETS
+        )
+        self.queue_depth = metric(Gauge, "embedrec_queue_depth_texts")
+        self.queue_seconds = metric(Histogram, "embedrec_queue_seconds", buckets=LATENCY_BUCKETS)
+        self.batch_size = metric(Histogram, "embedrec_batch_size_texts", buckets=BATCH_SIZE_BUCKETS)
+        self.efficiency = metric(Histogram, "embedrec_batch_token_efficiency", buckets=EFFICIENCY_BUCKETS)
+        self.inference_seconds = metric(Histogram, "embedrec_inference_seconds", buckets=LATENCY_BUCKETS)
+        self.texts_embedded = metric(Counter, "embedrec_texts_embedded_total")
+        self.texts_dropped = metric(Counter, "embedrec_texts_dropped_total", labelnames=("reason",))
+        self.items = metric(Gauge, "embedrec_items")
+        self.serving = metric(Gauge, "embedrec_serving")
+        for reason in ("expired", "cancelled", "shutdown"):
+            self.texts_dropped.labels(reason=reason)
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Expose /metrics on host:port (0: a free port) in a daemon thread; return the port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)
+
+    def observe_call(self, rpc: str, code: str, seconds: float) -> None:
+        """One answered RPC."""
+        self.requests.labels(rpc=rpc, code=code).inc()
+        self.request_seconds.labels(rpc=rpc).observe(seconds)
+
+    # BatchObserver
+    def batch_ran(
+        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
+    ) -> None:
+        """A batch ran: its size, padding efficiency, inference time and its texts' queue times."""
+        self.batch_size.observe(size)
+        self.efficiency.observe(real_tokens / padded_tokens if padded_tokens else 1.0)
+        self.inference_seconds.observe(inference_s)
+        self.texts_embedded.inc(size)
+        for seconds in queue_seconds:
+            self.queue_seconds.observe(seconds)
+
+    def queue_changed(self, depth: int) -> None:
+        """The number of queued texts changed."""
+        self.queue_depth.set(depth)
+
+    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+        """`count` queued texts were dropped (reason: expired, cancelled, shutdown)."""
+        self.texts_dropped.labels(reason=reason).inc(count)
