@@ -9,12 +9,13 @@ ITEMS_DIR ?= items/demo
 CATALOG ?= data/demo_catalog.jsonl
 HOST ?= 127.0.0.1
 PORT ?= 50051
+SOAK_SECONDS ?= 150
 # torch is pinned in the same pip command as every package that depends on it, or pip would
 # pull a multi-GB CUDA build (see pyproject.toml).
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-loadtest demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-loadtest soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -69,6 +70,9 @@ docs: $(VENV)/.installed-dev
 
 bench-embed: $(VENV)/.installed-dev
 	$(PY) -m bench.embed
+
+soak: $(VENV)/.installed-dev
+	$(PY) -m bench.soak $(SOAK_SECONDS)
 
 bench-loadtest: $(VENV)/.installed-dev
 	$(PY) -m bench.loadtest_ceiling

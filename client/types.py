@@ -41,6 +41,7 @@ class ServerInfo:
     item_count: int
     items_sha256: str
     server_version: str
+    runtime_version: str
     limits: dict[str, int]
 
 
@@ -116,6 +117,9 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         "max_k",
         "max_history_items",
         "max_exclude_ids",
+        "max_batch_size",
+        "max_batch_tokens",
+        "max_queued_texts",
     )
     return ServerInfo(
         model_name=response.model_name,
@@ -128,6 +132,7 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         item_count=response.item_count,
         items_sha256=response.items_sha256,
         server_version=response.server_version,
+        runtime_version=response.runtime_version,
         limits={name: getattr(response, name) for name in limit_names},
     )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 
 import grpc
@@ -19,12 +18,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedrec.v1 import embedrec_pb2 as pb
-from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from server.auth import TokenPolicy
 from server.encoder import OnnxEncoder
 from server.errors import ConfigurationError
+from server.handlers import register_embedrec_service
+from server.interceptors import TokenAuthInterceptor
 from server.items import ItemIndex
+from server.logs import configure_logging
 from server.manifest import check_items_match_model
+from server.metrics import ServerMetrics
 from server.service import EmbeddingService, create_batcher
 from server.servicer import EmbedRecServicer, ServingState
 from server.settings import Settings
@@ -40,22 +42,30 @@ class EmbedrecApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state = ServingState(tokens=TokenPolicy.from_file(settings.auth_tokens_file))
+        self.state = ServingState(access_log=settings.access_log)
+        self.tokens = TokenPolicy.from_sources(settings.auth_tokens_file, settings.auth_tokens)
         self.health = health.aio.HealthServicer()
+        self.metrics = ServerMetrics()
+        self.state.metrics = self.metrics
         self.port = 0
+        self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
         """Bind and start serving (NOT_SERVING until `load`); return the bound port."""
         message_limit = self.settings.max_message_bytes
+        interceptors = []
+        if self.tokens.enabled:
+            interceptors.append(TokenAuthInterceptor(self.tokens, exempt_health=self.settings.auth_exempt_health))
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", message_limit),
                 ("grpc.max_send_message_length", message_limit),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
-        pb_grpc.add_EmbedRecServicer_to_server(EmbedRecServicer(self.state), server)
+        register_embedrec_service(EmbedRecServicer(self.state), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -72,6 +82,9 @@ class EmbedrecApp:
             raise ConfigurationError(f"cannot listen on {address}")
         await server.start()
         self._server = server
+        if self.settings.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_host, self.settings.metrics_port)
+            logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.metrics_port)
         logger.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
         return self.port
 
@@ -82,11 +95,18 @@ class EmbedrecApp:
         """
         settings = self.settings
         encoder, items = await asyncio.to_thread(_load_artifacts, settings)
-        batcher = create_batcher(encoder, settings.batch_policy)
+        batcher = create_batcher(
+            encoder,
+            settings.batch_policy,
+            observer=self.metrics,
+            on_worker_crash=self._worker_crashed,
+            on_worker_restart=self._worker_restarted,
+        )
         await batcher.start()
         service = EmbeddingService(encoder, batcher, items, settings.limits)
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
+        self.metrics.items.set(len(items) if items else 0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "SERVING %s (dim %d, %s) with %d items",
@@ -109,6 +129,14 @@ class EmbedrecApp:
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+        self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
+
+    def _worker_crashed(self, error: BaseException) -> None:
+        asyncio.get_running_loop().create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+
+    def _worker_restarted(self) -> None:
+        if not self.state.draining:
+            asyncio.get_running_loop().create_task(self._set_health(health_pb2.HealthCheckResponse.SERVING))
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -181,9 +209,5 @@ async def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`embedrec serve`: parse settings, configure logging, serve until told to stop."""
     settings = Settings.from_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))

@@ -19,20 +19,22 @@ class TokenPolicy:
         self._tokens = [token.encode() for token in tokens]
 
     @classmethod
-    def from_file(cls, path: Path | None) -> TokenPolicy:
-        """Tokens from `path`, one per line (blank lines and # comments skipped); None: open.
+    def from_sources(cls, path: Path | None, inline: str = "") -> TokenPolicy:
+        """Tokens from the file `path` (one per line; blank lines and # comments skipped) and the
+        comma-separated `inline` list (e.g. an environment variable); neither: open.
 
         Raises ConfigurationError when the file is unreadable or lists no token.
         """
-        if path is None:
-            return cls([])
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise ConfigurationError(f"auth tokens file unreadable: {error}") from None
-        tokens = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        if not tokens:
-            raise ConfigurationError(f"auth tokens file {path} lists no token")
+        tokens = [token.strip() for token in inline.split(",") if token.strip()]
+        if path is not None:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ConfigurationError(f"auth tokens file unreadable: {error}") from None
+            from_file = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+            if not from_file:
+                raise ConfigurationError(f"auth tokens file {path} lists no token")
+            tokens += from_file
         return cls(tokens)
 
     @property

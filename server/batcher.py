@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import DeadlineExpired, Overloaded, Unavailable
 
@@ -50,6 +50,32 @@ class BatcherStats:
     items_expired: int = 0
     items_cancelled: int = 0
     batches_failed: int = 0
+    worker_restarts: int = 0
+
+
+class BatchObserver(Protocol):
+    """Receives what the batcher does (e.g. to export metrics); every method must be cheap."""
+
+    def batch_ran(
+        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
+    ) -> None: ...
+
+    def queue_changed(self, depth: int) -> None: ...
+
+    def texts_dropped_before_inference(self, reason: str, count: int) -> None: ...
+
+
+class _NoObserver:
+    def batch_ran(
+        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
+    ) -> None:
+        pass
+
+    def queue_changed(self, depth: int) -> None:
+        pass
+
+    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -59,7 +85,7 @@ class BatchPolicy:
     max_batch_size: int = 32
     max_batch_tokens: int = 1024
     max_wait_ms: float = 0.0
-    max_queued_items: int = 2048
+    max_queued_items: int = 256
     group_by_length: bool = True
     lookahead: int = 64
     min_token_efficiency: float = 0.0
@@ -104,10 +130,16 @@ class MicroBatcher(Generic[Item, Result]):
         policy: BatchPolicy,
         cost: Callable[[Item], int] = lambda _: 1,
         name: str = "batcher",
+        observer: BatchObserver | None = None,
+        on_worker_crash: Callable[[BaseException], None] | None = None,
+        on_worker_restart: Callable[[], None] | None = None,
     ) -> None:
         """`infer(items)` runs the model (inference thread); `finish(items, raw)` turns its output
         into one result per item, in order (finishing thread). Without `finish`, `infer` must
-        return the results itself. `cost(item)` is the item's length in tokens.
+        return the results itself. `cost(item)` is the item's length in tokens. `observer` hears
+        about batches, queue depth and dropped items. If the worker itself dies (a bug, not a
+        failed batch), every waiting request fails with Unavailable, `on_worker_crash` is called,
+        the worker is restarted and `on_worker_restart` is called.
         """
         self._infer = infer
         self._finish = finish
@@ -123,6 +155,10 @@ class MicroBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Future[Any]] = set()
         self._accepting = False
+        self._observer: BatchObserver = observer or _NoObserver()
+        self._on_worker_crash = on_worker_crash
+        self._on_worker_restart = on_worker_restart
+        self._running_batch: list[_Slot] = []
 
     @property
     def queued_items(self) -> int:
@@ -136,14 +172,12 @@ class MicroBatcher(Generic[Item, Result]):
         self._infer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-infer")
         self._finish_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-finish")
         self._accepting = True
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name=self._name)
+        self._worker = asyncio.get_running_loop().create_task(self._supervise(), name=self._name)
 
     async def stop(self) -> None:
         """Refuse new submits, fail queued items with Unavailable, let running batches finish."""
         self._accepting = False
-        while self._queue:
-            _fail(self._queue.popleft(), Unavailable("server is shutting down"))
-        self._queued_items = 0
+        self._fail_queued(Unavailable("server is shutting down"), reason="shutdown")
         if self._worker is not None:
             self._arrived.set()
             await self._worker
@@ -186,6 +220,7 @@ class MicroBatcher(Generic[Item, Result]):
         )
         self._queue.append(request)
         self._queued_items += len(items)
+        self._observer.queue_changed(self._queued_items)
         self._arrived.set()
         timer = None if timeout is None else loop.call_later(timeout, _expire, request)
         try:
@@ -194,18 +229,58 @@ class MicroBatcher(Generic[Item, Result]):
             if timer is not None:
                 timer.cancel()
 
+    async def _supervise(self) -> None:
+        """Run the worker; if it dies of a bug, answer everyone waiting and start it again."""
+        while True:
+            try:
+                await self._work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.stats.worker_restarts += 1
+                logger.critical("inference worker died; restarting it", exc_info=error)
+                crash = Unavailable("inference worker restarted; retry")
+                for slot in self._running_batch:
+                    _fail(slot.request, crash)
+                self._running_batch = []
+                self._fail_queued(crash, reason="worker_restart")
+                if self._on_worker_crash is not None:
+                    self._on_worker_crash(error)
+                await asyncio.sleep(0)
+                if self._on_worker_restart is not None:
+                    self._on_worker_restart()
+
+    def _fail_queued(self, error: BaseException, *, reason: str) -> None:
+        dropped = self._queued_items
+        while self._queue:
+            _fail(self._queue.popleft(), error)
+        self._queued_items = 0
+        self._observer.queue_changed(0)
+        if dropped:
+            self._observer.texts_dropped_before_inference(reason, dropped)
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch(loop)
             if batch is None:
                 return
+            self._running_batch = batch
+            now = loop.time()
+            queue_seconds = [now - slot.request.enqueued_at for slot in batch]
             items = [slot.request.items[slot.index] for slot in batch]
             try:
                 raw, finished = await loop.run_in_executor(self._infer_executor, self._infer_and_maybe_finish, items)
             except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+                self._running_batch = []
                 self._batch_failed(batch, error)
                 continue
+            self._running_batch = []
+            real = sum(slot.cost for slot in batch)
+            self._observer.batch_ran(
+                len(batch), real, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
+            )
             if finished:
                 self._deliver(batch, raw)
                 continue
@@ -325,6 +400,7 @@ class MicroBatcher(Generic[Item, Result]):
         for slot in chosen:
             slot.request.pending.remove(slot.index)
         self._queued_items -= len(chosen)
+        self._observer.queue_changed(self._queued_items)
         self._queue = collections.deque(request for request in self._queue if request.pending)
         return sorted(chosen, key=lambda slot: slot.order)
 
@@ -336,15 +412,19 @@ class MicroBatcher(Generic[Item, Result]):
             if request.future.done():
                 if request.future.cancelled():
                     self.stats.items_cancelled += dropped
+                    self._observer.texts_dropped_before_inference("cancelled", dropped)
                 elif isinstance(request.future.exception(), DeadlineExpired):
                     self.stats.items_expired += dropped
+                    self._observer.texts_dropped_before_inference("expired", dropped)
             elif request.deadline is not None and now >= request.deadline:
                 self.stats.items_expired += dropped
+                self._observer.texts_dropped_before_inference("expired", dropped)
                 request.future.set_exception(DeadlineExpired("deadline exceeded while queued"))
             else:
                 live.append(request)
                 continue
             self._queued_items -= dropped
+            self._observer.queue_changed(self._queued_items)
         self._queue = live
 
 

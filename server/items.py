@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import ConfigurationError, NotFound
+from server.errors import ConfigurationError, InvalidArgument, NotFound
 from server.manifest import ITEMS_IDS, ITEMS_MATRIX, ItemsManifest, read_items_manifest
 from server.topk import FloatArray, IndexArray, top_k
 
@@ -40,6 +40,11 @@ class ItemIndex:
             ids = (items_dir / ITEMS_IDS).read_text(encoding="utf-8").split("\n")[:-1]
         except (OSError, ValueError) as error:
             raise ConfigurationError(f"item matrix in {items_dir} unreadable: {error}") from None
+        if self.matrix.dtype != np.float32 or self.manifest.dtype != "float32":
+            raise ConfigurationError(
+                f"{items_dir}: item matrix has dtype {self.matrix.dtype} (manifest: {self.manifest.dtype}); "
+                "this server reads float32: rebuild the items"
+            )
         expected = (self.manifest.item_count, self.manifest.dim)
         if self.matrix.shape != expected or len(ids) != self.manifest.item_count:
             raise ConfigurationError(
@@ -53,7 +58,13 @@ class ItemIndex:
         return len(self.ids)
 
     def rows_of(self, item_ids: Sequence[str], *, field: str) -> IndexArray:
-        """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids."""
+        """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids, and
+        InvalidArgument when an id is given twice."""
+        seen: set[str] = set()
+        for item_id in item_ids:
+            if item_id in seen:
+                raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
+            seen.add(item_id)
         unknown = [item_id for item_id in item_ids if item_id not in self._row_of]
         if unknown:
             shown = ", ".join(repr(item_id[:64]) for item_id in unknown[:5])

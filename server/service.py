@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import onnxruntime
 
 from embedrec import __version__
 from server.batcher import BatchPolicy, MicroBatcher
@@ -61,10 +63,12 @@ class ServiceInfo:
     item_count: int
     items_sha256: str
     server_version: str
+    runtime_version: str
+    batch_policy: BatchPolicy
     limits: Limits = field(default_factory=Limits)
 
 
-def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy) -> MicroBatcher[BatchItem, FloatArray]:
+def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> MicroBatcher[BatchItem, FloatArray]:
     """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
     inference thread, pooling in the finishing thread (overlapping the next batch's inference)."""
 
@@ -74,7 +78,7 @@ def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy) -> MicroBatcher[Ba
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
 
-    return MicroBatcher(infer, finish, policy=policy, cost=lambda item: item[0].length, name="inference")
+    return MicroBatcher(infer, finish, policy=policy, cost=lambda item: item[0].length, name="inference", **hooks)
 
 
 class EmbeddingService:
@@ -184,5 +188,7 @@ class EmbeddingService:
             item_count=len(self.items) if self.items is not None else 0,
             items_sha256=self.items.manifest.items_sha256 if self.items is not None else "",
             server_version=__version__,
+            runtime_version=onnxruntime.__version__,
+            batch_policy=self.batcher.policy,
             limits=self.limits,
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,9 +22,10 @@ import numpy as np
 
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
-from server.auth import TokenPolicy
 from server.errors import EmbedrecError, InvalidArgument
+from server.handlers import UndecodableRequest
 from server.manifest import PoolingName
+from server.metrics import ServerMetrics
 from server.service import EmbeddingService, ProfileRequest
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
     pb.POOLING_CLS: "cls",
 }
 POOLING_TO_PROTO = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
+REQUEST_ID_KEY = "x-request-id"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -43,46 +47,104 @@ Handler = Callable[["EmbedRecServicer", Request, grpc.aio.ServicerContext], Awai
 class ServingState:
     """Whether calls are served: `service` is None while starting; `draining` once stopping.
 
-    `calls` counts answered calls by (method, status code name).
+    `calls` counts answered calls by (method, status code name); `metrics`, when set, records
+    them for Prometheus; `access_log` logs one line per call (sizes only, never text).
     """
 
     service: EmbeddingService | None = None
     draining: bool = False
-    tokens: TokenPolicy = field(default_factory=lambda: TokenPolicy([]))
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    metrics: ServerMetrics | None = None
+    access_log: bool = False
 
 
 def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    rpc = handler.__name__
+
     @functools.wraps(handler)
     async def wrapper(self: EmbedRecServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        code, message = _admission(self.state, context)
-        if code is None:
-            try:
-                response = await handler(self, request, context)
-                self.state.calls[(handler.__name__, "OK")] += 1
-                return response
-            except EmbedrecError as error:
-                code, message = grpc.StatusCode[error.status], str(error)
-            except Exception:  # the boundary: nothing unexpected reaches the caller
-                logger.exception("internal error in %s", handler.__name__)
-                code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
-        self.state.calls[(handler.__name__, code.name)] += 1
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        code, message = _admission(self.state, request)
+        try:
+            if code is None:
+                try:
+                    response = await handler(self, request, context)
+                    code = grpc.StatusCode.OK
+                    return response
+                except EmbedrecError as error:
+                    code, message = grpc.StatusCode[error.status], str(error)
+                except Exception:  # the boundary: nothing unexpected reaches the caller
+                    logger.exception("internal error in %s (request id %s)", rpc, request_id)
+                    code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
+            await context.abort(code, message)
+            raise AssertionError("unreachable: abort raises")
+        finally:
+            # A cancelled call (the client went away) lands here with code None.
+            _account(self.state, rpc, code or grpc.StatusCode.CANCELLED, started, request_id, request)
 
     return wrapper
 
 
-def _admission(state: ServingState, context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode | None, str]:
+def _account(
+    state: ServingState, rpc: str, code: grpc.StatusCode, started: float, request_id: str, request: object
+) -> None:
+    elapsed = time.perf_counter() - started
+    state.calls[(rpc, code.name)] += 1
+    if state.metrics is not None:
+        state.metrics.observe_call(rpc, code.name, elapsed)
+    if state.access_log:
+        texts, characters = request_size(request)
+        logger.info(
+            "rpc=%s code=%s ms=%.2f texts=%d chars=%d request_id=%s",
+            rpc,
+            code.name,
+            elapsed * 1000,
+            texts,
+            characters,
+            request_id,
+            extra={
+                "rpc": rpc,
+                "code": code.name,
+                "ms": round(elapsed * 1000, 3),
+                "texts": texts,
+                "chars": characters,
+                "request_id": request_id,
+            },
+        )
+
+
+def request_size(request: object) -> tuple[int, int]:
+    """(texts, characters) a request carries: sizes for the access log, never the text itself."""
+    if isinstance(request, pb.EmbedRequest):
+        texts = list(request.texts)
+    elif isinstance(request, pb.SimilarityRequest):
+        texts = [request.query, *request.candidates, *(t for pair in request.pairs for t in (pair.a, pair.b))]
+        texts = [text for text in texts if text]
+    elif isinstance(request, pb.RecommendRequest):
+        texts = [entry.text for entry in request.texts]
+    else:
+        texts = []
+    return len(texts), sum(len(text) for text in texts)
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id (first 64 characters), or a new random one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:64]
+    return uuid.uuid4().hex[:16]
+
+
+def _admission(state: ServingState, request: object) -> tuple[grpc.StatusCode | None, str]:
     """(None, "") when the call may run, else the status and message that refuse it."""
-    if state.tokens.enabled:
-        metadata = dict(context.invocation_metadata() or ())
-        if not state.tokens.allows(metadata.get("authorization")):
-            return grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (metadata 'authorization')"
     if state.draining:
         return grpc.StatusCode.UNAVAILABLE, "server is draining; retry another replica or later"
     if state.service is None:
         return grpc.StatusCode.UNAVAILABLE, "server is starting; retry shortly"
+    if isinstance(request, UndecodableRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request.type_name}: {request.reason}"
     return None, ""
 
 
@@ -176,4 +238,8 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
             max_k=limits.max_k,
             max_history_items=limits.max_history_items,
             max_exclude_ids=limits.max_exclude_ids,
+            runtime_version=info.runtime_version,
+            max_batch_size=info.batch_policy.max_batch_size,
+            max_batch_tokens=info.batch_policy.max_batch_tokens,
+            max_queued_texts=info.batch_policy.max_queued_items,
         )

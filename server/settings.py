@@ -50,7 +50,11 @@ class Settings:
         "how long a partial batch may wait for more texts while the runtime is "
         "idle; 0 runs at once (lowest latency; batches still form under load)",
     )
-    max_queued_texts: int = _setting(2048, "texts waiting for inference before new calls get RESOURCE_EXHAUSTED")
+    max_queued_texts: int = _setting(
+        256,
+        "texts waiting for inference before new calls get RESOURCE_EXHAUSTED; 256 is about 2 s of queue at "
+        "this machine's CPU throughput: deeper queues only turn overload into latency",
+    )
     length_grouping: bool = _setting(
         True, "group queued texts of similar token length into a batch (less padding); false: plain FIFO"
     )
@@ -71,6 +75,10 @@ class Settings:
     tls_cert: Path | None = _setting(None, "server certificate chain (PEM); with --tls-key the port speaks TLS")
     tls_key: Path | None = _setting(None, "server private key (PEM)")
     tls_client_ca: Path | None = _setting(None, "CA (PEM) that client certificates must chain to: requires mTLS")
+    auth_tokens: str = _setting(
+        "", "comma-separated bearer tokens (prefer the environment variable: flags show in ps)", secret=True
+    )
+    auth_exempt_health: bool = _setting(True, "health checks need no token (for orchestrators' probes)")
     auth_tokens_file: Path | None = _setting(
         None,
         "file of bearer tokens, one per line; when set, embedrec calls need 'authorization: Bearer <token>' "
@@ -79,6 +87,10 @@ class Settings:
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
     log_level: str = _setting("INFO", "log level (request text is never logged)")
+    log_format: str = _setting("text", "log format: text, or json (one object per line)", choices=("text", "json"))
+    access_log: bool = _setting(False, "log one line per call: rpc, status, ms, text count and characters, request id")
+    metrics_port: int = _setting(9464, "Prometheus /metrics HTTP port; 0 picks a free one, -1 disables")
+    metrics_host: str = _setting("127.0.0.1", "address the metrics endpoint listens on")
 
     @property
     def batch_policy(self) -> BatchPolicy:
@@ -124,20 +136,26 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
         env_name = ENV_PREFIX + field.name.upper()
         convert = _converter(field.type)
         default = convert(environ[env_name]) if env_name in environ else field.default
+        shown_default = "" if field.metadata.get("secret") else field.default
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=convert,
             default=default,
             choices=field.metadata.get("choices"),
-            help=f"{field.metadata['help']} (env {env_name}; default: {field.default})",
+            help=f"{field.metadata['help']} (env {env_name}; default: {shown_default})",
         )
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:
     """(flag, environment variable, default, help) for every setting, for the README."""
     return [
-        ("--" + f.name.replace("_", "-"), ENV_PREFIX + f.name.upper(), str(f.default), f.metadata["help"])
+        (
+            "--" + f.name.replace("_", "-"),
+            ENV_PREFIX + f.name.upper(),
+            "(empty)" if f.default == "" else str(f.default),
+            f.metadata["help"],
+        )
         for f in dataclasses.fields(Settings)
     ]
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,6 +27,7 @@ from client import (
     Unavailable,
 )
 from client.errors import Cancelled, FailedPrecondition, from_rpc_error
+from tests.certificates import make_certificates
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
 
@@ -243,60 +242,6 @@ class TestSecurity:
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl)."""
-    directory = tmp_path_factory.mktemp("certificates")
-
-    def openssl(*arguments: str) -> None:
-        subprocess.run(["openssl", *arguments], cwd=directory, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=embedrec test CA",
-    )
-    for name, extension in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN=embedrec {name}",
-        )
-        (directory / f"{name}.ext").write_text(extension + "\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-    yield {path.name: path for path in directory.iterdir()}
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
