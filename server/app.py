@@ -117,11 +117,21 @@ class EmbedrecApp:
         )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, refuse new calls, finish in-flight ones within `grace` seconds."""
+        """Drain: NOT_SERVING, answer new calls UNAVAILABLE, let in-flight ones finish, then close.
+
+        The listener stays open while draining (at least `drain_min_seconds`, at most `grace`,
+        default `drain_seconds`) so that callers get a clean UNAVAILABLE, not a reset connection.
+        """
+        grace = self.settings.drain_seconds if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        earliest = loop.time() + min(self.settings.drain_min_seconds, grace)
         self.state.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        while loop.time() < deadline and (self.state.in_flight > 0 or loop.time() < earliest):
+            await asyncio.sleep(0.01)
         if self._server is not None:
-            await self._server.stop(self.settings.drain_seconds if grace is None else grace)
+            await self._server.stop(max(0.0, deadline - loop.time()))
             self._server = None
         if self.state.service is not None:
             await self.state.service.batcher.stop()

@@ -56,6 +56,7 @@ class ServingState:
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     metrics: ServerMetrics | None = None
     access_log: bool = False
+    in_flight: int = 0
 
 
 def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -67,6 +68,7 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         request_id = _request_id(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         code, message = _admission(self.state, request)
+        self.state.in_flight += 1
         try:
             if code is None:
                 try:
@@ -81,6 +83,7 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             await context.abort(code, message)
             raise AssertionError("unreachable: abort raises")
         finally:
+            self.state.in_flight -= 1
             # A cancelled call (the client went away) lands here with code None.
             _account(self.state, rpc, code or grpc.StatusCode.CANCELLED, started, request_id, request)
 

@@ -86,6 +86,11 @@ class Settings:
     )
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
+    drain_min_seconds: float = _setting(
+        0.5,
+        "on SIGTERM, keep answering new calls UNAVAILABLE (health NOT_SERVING) at least this long before "
+        "closing the port, so callers and balancers move on cleanly",
+    )
     log_level: str = _setting("INFO", "log level (request text is never logged)")
     log_format: str = _setting("text", "log format: text, or json (one object per line)", choices=("text", "json"))
     access_log: bool = _setting(False, "log one line per call: rpc, status, ms, text count and characters, request id")

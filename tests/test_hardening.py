@@ -435,3 +435,93 @@ def test_access_log_has_sizes_and_request_ids_but_never_text(
         line = formatter.format(record)
         assert json.loads(line)["message"]
         assert secret not in line and secret[:12] not in record.getMessage()
+
+
+def test_sigterm_under_load_drains_answers_every_call_and_exits_zero(
+    tiny_model_dir: Path, tiny_items_dir: Path
+) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from client import EmbedrecClientError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = f"127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedrec.cli",
+            "serve",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--items-dir",
+            str(tiny_items_dir),
+            "--port",
+            str(port),
+            "--provider",
+            "cpu",
+            "--drain-seconds",
+            "5",
+            "--metrics-port",
+            "-1",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with EmbedrecClient(target, channel=ChannelConfig(wait_for_ready=True)) as waiter:
+            waiter.info(timeout=60)
+
+        async def scenario() -> tuple[list[str], int, float]:
+            outcomes: list[str] = []
+            started = 0
+            stop = asyncio.Event()
+            async with AsyncEmbedrecClient(target, timeout=20, channel=ChannelConfig(retry=None)) as client:
+
+                async def caller(index: int) -> None:
+                    nonlocal started
+                    while not stop.is_set():
+                        started += 1
+                        try:
+                            await client.embed([f"caller {index} says hello"] * 4)
+                            outcomes.append("OK")
+                        except EmbedrecClientError as error:
+                            outcomes.append(error.code.name)
+                            return  # a caller moves on to another replica
+
+                callers = [asyncio.ensure_future(caller(index)) for index in range(12)]
+                await asyncio.sleep(1.0)
+                process.send_signal(signal.SIGTERM)
+                signalled = time.perf_counter()
+                not_serving_after = float("inf")
+                while time.perf_counter() - signalled < 2.0:
+                    try:
+                        status = await client.health(timeout=0.5)
+                    except EmbedrecClientError:
+                        status = "UNREACHABLE"
+                    if status != "SERVING":
+                        not_serving_after = time.perf_counter() - signalled
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*callers), 30)
+            return outcomes, started, not_serving_after
+
+        outcomes, started, not_serving_after = asyncio.run(scenario())
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert len(outcomes) == started  # every call got exactly one answer
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, set(outcomes)
+    assert outcomes.count("OK") > 10 and "UNAVAILABLE" in outcomes
+    assert not_serving_after < 1.0
