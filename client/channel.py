@@ -45,13 +45,19 @@ class ChannelConfig:
     `target` is one gRPC target string ("host:port", "dns:///name:port",
     "ipv4:10.0.0.1:50051,10.0.0.2:50051") or a sequence of "host:port" replicas, which becomes
     an `ipv4:`/`ipv6:` list. `load_balancing` "round_robin" spreads calls over every resolved
-    address; `retry` None disables retries. TLS is used when `tls` or any certificate is given.
+    address; `retry` None disables retries. With `health_check`, the balancer skips replicas
+    whose grpc.health.v1 status is not SERVING (starting, draining), so calls move to healthy
+    ones before they fail. `separate_connection` gives this channel its own TCP connection
+    instead of sharing one with other channels to the same target (load tests, workers that
+    share a port). TLS is used when `tls` or any certificate is given.
     """
 
     target: str | Sequence[str] = "127.0.0.1:50051"
     load_balancing: str = "round_robin"
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)
     wait_for_ready: bool = False
+    health_check: bool = True
+    separate_connection: bool = False
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -91,7 +97,10 @@ class ChannelConfig:
                 "backoffMultiplier": self.retry.multiplier,
                 "retryableStatusCodes": list(self.retry.retryable_codes),
             }
-        return {"loadBalancingConfig": [{self.load_balancing: {}}], "methodConfig": [method]}
+        config: dict[str, Any] = {"loadBalancingConfig": [{self.load_balancing: {}}], "methodConfig": [method]}
+        if self.health_check:
+            config["healthCheckConfig"] = {"serviceName": SERVICE_NAME}
+        return config
 
     def options(self) -> list[tuple[str, Any]]:
         """Channel options; `extra_options` come last and win."""
@@ -104,6 +113,8 @@ class ChannelConfig:
             ("grpc.enable_retries", 1 if self.retry is not None else 0),
             ("grpc.service_config", json.dumps(self.service_config())),
         ]
+        if self.separate_connection:
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if self.server_name_override:
             options.append(("grpc.ssl_target_name_override", self.server_name_override))
         return options + list(self.extra_options)

@@ -42,6 +42,7 @@ class ServerInfo:
     items_sha256: str
     server_version: str
     runtime_version: str
+    server_instance: str
     limits: dict[str, int]
 
 
@@ -133,6 +134,7 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         items_sha256=response.items_sha256,
         server_version=response.server_version,
         runtime_version=response.runtime_version,
+        server_instance=response.server_instance,
         limits={name: getattr(response, name) for name in limit_names},
     )
 

@@ -1,6 +1,7 @@
-"""Rewrite the settings table in README.md (between the settings markers) from server.settings.
+"""Rewrite the generated tables of README.md: settings (from server.settings) and metrics (from
+server.metrics), each between its markers.
 
-Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when it is stale)
+Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when they are stale)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from server.metrics import METRICS
 from server.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -23,11 +25,21 @@ def render_table() -> str:
     return "\n".join(rows)
 
 
+def render_metrics() -> str:
+    """The Markdown table of every Prometheus metric: name, kind, meaning."""
+    rows = ["| metric | kind | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {kind} | {text} |" for name, (kind, text) in METRICS.items()]
+    return "\n".join(rows)
+
+
 def updated_readme(text: str) -> str:
-    """`text` with the part between the markers replaced by the current table."""
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{render_table()}\n{END}{tail}"
+    """`text` with each generated part replaced by its current table."""
+    for name, table in (("settings", render_table()), ("metrics", render_metrics())):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{table}\n{end}{tail}"
+    return text
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 
 import grpc
@@ -32,6 +33,9 @@ from server.servicer import EmbedRecServicer, ServingState
 from server.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedRec"].full_name
+# Health name for liveness probes: SERVING from start to exit (the process and its event loop
+# answer), unlike SERVICE_NAME and "", which are SERVING only while calls can be served.
+LIVENESS_SERVICE = "embedrec.liveness"
 WARMUP_TEXTS = ("warm-up", "a slightly longer warm-up sentence for the runtime's first shapes")
 
 logger = logging.getLogger(__name__)
@@ -62,7 +66,8 @@ class EmbedrecApp:
             options=[
                 ("grpc.max_receive_message_length", message_limit),
                 ("grpc.max_send_message_length", message_limit),
-                ("grpc.so_reuseport", 0),
+                # Workers of one host share the port; otherwise a second server on it is an error.
+                ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
             ],
         )
         register_embedrec_service(EmbedRecServicer(self.state), server)
@@ -72,6 +77,7 @@ class EmbedrecApp:
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = _server_credentials(self.settings)
         if credentials is None:
@@ -220,4 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`embedrec serve`: parse settings, configure logging, serve until told to stop."""
     settings = Settings.from_args(argv)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from server.workers import supervise
+
+        return supervise(settings, list(argv if argv is not None else sys.argv[2:]))
     return asyncio.run(serve(settings))

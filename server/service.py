@@ -7,6 +7,8 @@ micro-batcher, and ranks items with the item index. The gRPC servicer is a thin 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,7 @@ class ServiceInfo:
     items_sha256: str
     server_version: str
     runtime_version: str
+    server_instance: str
     batch_policy: BatchPolicy
     limits: Limits = field(default_factory=Limits)
 
@@ -189,6 +192,7 @@ class EmbeddingService:
             items_sha256=self.items.manifest.items_sha256 if self.items is not None else "",
             server_version=__version__,
             runtime_version=onnxruntime.__version__,
+            server_instance=f"{socket.gethostname()}:{os.getpid()}",
             batch_policy=self.batcher.policy,
             limits=self.limits,
         )

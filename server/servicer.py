@@ -242,6 +242,7 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
             max_history_items=limits.max_history_items,
             max_exclude_ids=limits.max_exclude_ids,
             runtime_version=info.runtime_version,
+            server_instance=info.server_instance,
             max_batch_size=info.batch_policy.max_batch_size,
             max_batch_tokens=info.batch_policy.max_batch_tokens,
             max_queued_texts=info.batch_policy.max_queued_items,

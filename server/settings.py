@@ -33,6 +33,8 @@ class Settings:
     items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")
+    workers: int = _setting(1, "server processes sharing the port (SO_REUSEPORT), each with its own model session")
+    reuse_port: bool = _setting(False, "let other processes bind the same port (set for workers by the supervisor)")
     provider: str = _setting(
         "auto", "ONNX Runtime provider: auto (CUDA when usable, else CPU), cuda, cpu", choices=PROVIDER_CHOICES
     )

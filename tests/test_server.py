@@ -9,7 +9,15 @@ import grpc
 import numpy as np
 import pytest
 
-from client import AsyncEmbedrecClient, EmbedrecClient, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from client import (
+    AsyncEmbedrecClient,
+    ChannelConfig,
+    EmbedrecClient,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from server.encoder import OnnxEncoder
 from server.errors import ConfigurationError
 from tests.conftest import CATALOG_ROWS, server_settings
@@ -24,7 +32,8 @@ class TestLifecycle:
     ) -> None:
         server = ServerThread(server_settings(tiny_model_dir, tiny_items_dir)).start()
         try:
-            with EmbedrecClient(server.target, timeout=10) as client:
+            # Without client-side health checking, to see the server's own answer while starting.
+            with EmbedrecClient(server.target, timeout=10, channel=ChannelConfig(health_check=False)) as client:
                 assert client.health() == "NOT_SERVING"
                 with pytest.raises(Unavailable, match="starting"):
                     client.embed(["hello"])

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, default=10, help="k for Recommend")
     parser.add_argument("--recommend-by", choices=("vector", "text"), default="vector", help="Recommend's profile")
     parser.add_argument("--processes", type=int, default=1, help="client processes (when one is the bottleneck)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=1,
+        help="connections per process (spreads load over server workers sharing a port)",
+    )
     parser.add_argument("--json", dest="json_path", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--plot", type=Path, help="draw latency percentiles to this PNG (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,6 +89,7 @@ def main(argv: Sequence[str]) -> int:
             processes=arguments.processes,
             channel=channel,
             progress=progress,
+            channels=arguments.channels,
         )
         if not arguments.quiet:
             sys.stderr.write("\n")

@@ -41,15 +41,18 @@ def run_step_in_processes(
     processes: int,
     channel: ChannelConfig | None = None,
     progress: ProgressCallback | None = None,
+    channels: int = 1,
 ) -> StepResult:
     """Run `plan` from `processes` processes (1: this one) and merge their samples."""
     if processes <= 1:
-        return asyncio.run(run_step(target, workload, plan, dim=dim, channel=channel, progress=progress))
+        return asyncio.run(
+            run_step(target, workload, plan, dim=dim, channel=channel, progress=progress, channels=channels)
+        )
     parts = split_level(plan, processes)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(parts), mp_context=context) as executor:
         start_at = time.time() + START_DELAY_S + 0.5 * len(parts)
-        futures = [executor.submit(_child, target, workload, part, dim, channel, start_at) for part in parts]
+        futures = [executor.submit(_child, target, workload, part, dim, channel, start_at, channels) for part in parts]
         if progress is not None:
             while not all(future.done() for future in futures):
                 elapsed = time.time() - start_at - plan.warmup_s
@@ -61,5 +64,7 @@ def run_step_in_processes(
     return merged
 
 
-def _child(target: str, workload: Workload, plan: StepPlan, dim: int, channel: Any, start_at: float) -> StepResult:
-    return asyncio.run(run_step(target, workload, plan, dim=dim, channel=channel, start_at=start_at))
+def _child(
+    target: str, workload: Workload, plan: StepPlan, dim: int, channel: Any, start_at: float, channels: int
+) -> StepResult:
+    return asyncio.run(run_step(target, workload, plan, dim=dim, channel=channel, start_at=start_at, channels=channels))

@@ -4,6 +4,7 @@ arrivals at a fixed rate, latency from the scheduled send time)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -48,19 +49,28 @@ async def run_step(
     channel: ChannelConfig | None = None,
     start_at: float | None = None,
     progress: ProgressCallback | None = None,
+    channels: int = 1,
 ) -> StepResult:
     """Run `plan` against `target` from this process and return its samples.
 
-    `start_at` (time.time()) lines several processes up. Warm-up calls are sent but not kept.
+    `start_at` (time.time()) lines several processes up. `channels` > 1 spreads calls over that
+    many connections (the kernel balances connections, not calls, over workers sharing a port).
+    Warm-up calls are sent but not kept.
     Bounded: at most MAX_STEP_SECONDS, and each call has a `timeout_s` deadline.
     """
     if not 0 < plan.duration_s <= MAX_STEP_SECONDS or plan.warmup_s < 0:
         raise ValueError(f"duration must be in (0, {MAX_STEP_SECONDS}] s and warm-up >= 0")
     config = ChannelConfig(target=target, retry=None) if channel is None else channel
     pool = RequestPool(workload, dim=dim, seed=plan.seed)
-    async with open_channel(config, asyncio=True) as grpc_channel:
-        stub = pb_grpc.EmbedRecStub(grpc_channel)
-        methods = {"embed": stub.Embed, "recommend": stub.Recommend, "similarity": stub.Similarity, "info": stub.Info}
+    if channels > 1:
+        config = dataclasses.replace(config, separate_connection=True)
+    grpc_channels = [open_channel(config, asyncio=True) for _ in range(max(1, channels))]
+    try:
+        stubs = [pb_grpc.EmbedRecStub(grpc_channel) for grpc_channel in grpc_channels]
+        methods = [
+            {"embed": stub.Embed, "recommend": stub.Recommend, "similarity": stub.Similarity, "info": stub.Info}
+            for stub in stubs
+        ]
         metadata = config.metadata()
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -69,11 +79,14 @@ async def run_step(
             await _drive(methods, pool, plan, plan.warmup_s, warm, metadata, None)
         result = StepResult(plan.label, plan.mode, plan.level, plan.duration_s)
         await _drive(methods, pool, plan, plan.duration_s, result, metadata, progress)
+    finally:
+        for grpc_channel in grpc_channels:
+            await grpc_channel.close()
     return result
 
 
 async def _drive(
-    methods: dict[str, Any],
+    methods: list[dict[str, Any]],
     pool: RequestPool,
     plan: StepPlan,
     duration_s: float,
@@ -89,7 +102,7 @@ async def _drive(
         name, request, texts = pool.draw()
         result.sent += 1
         try:
-            await methods[name](request, timeout=plan.timeout_s, metadata=metadata)
+            await methods[result.sent % len(methods)][name](request, timeout=plan.timeout_s, metadata=metadata)
             code = "OK"
         except grpc.aio.AioRpcError as error:
             code = error.code().name
