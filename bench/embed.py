@@ -29,7 +29,8 @@ SHORT, MIXED = TextLengths(16, 16), TextLengths(4, 100)
 SERVERS = {
     "batching": [],
     "batching off": ["--max-batch-size", "1"],
-    "FIFO batching": ["--length-grouping", "false"],
+    # Plain FIFO: no length grouping and no padding-efficiency guard (both are length-aware).
+    "FIFO batching": ["--length-grouping", "false", "--min-batch-efficiency", "0"],
 }
 
 

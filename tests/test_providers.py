@@ -1,0 +1,47 @@
+"""Execution provider selection on a machine without CUDA: auto falls back to CPU, cuda is a
+clear start-up error, and Info reports the provider really in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from server.encoder import OnnxEncoder
+from server.errors import ConfigurationError
+from server.manifest import MODEL_FILE
+from server.providers import create_session
+
+pytestmark = pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime build has CUDA"
+)
+
+
+def test_auto_runs_on_cpu_when_cuda_is_not_usable(tiny_model_dir: Path) -> None:
+    session = create_session(tiny_model_dir / MODEL_FILE, provider="auto")
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert OnnxEncoder(tiny_model_dir, provider="auto").provider == "CPUExecutionProvider"
+
+
+def test_cuda_without_cuda_is_a_clear_start_up_error(tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="provider 'cuda' requested but this onnxruntime build has no CUDA"):
+        create_session(tiny_model_dir / MODEL_FILE, provider="cuda")
+
+
+def test_an_unknown_provider_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="provider must be one of auto, cuda, cpu"):
+        create_session(tiny_model_dir / MODEL_FILE, provider="tpu")  # type: ignore[arg-type]
+
+
+def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(tiny_model_dir), "--port", "0",
+         "--provider", "cuda", "--metrics-port", "-1"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "provider 'cuda' requested" in completed.stderr
