@@ -39,9 +39,24 @@ def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir
     import sys
 
     completed = subprocess.run(
-        [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(tiny_model_dir), "--port", "0",
-         "--provider", "cuda", "--metrics-port", "-1"],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "embedrec.cli",
+            "serve",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--port",
+            "0",
+            "--provider",
+            "cuda",
+            "--metrics-port",
+            "-1",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert completed.returncode == 2
     assert "provider 'cuda' requested" in completed.stderr
