@@ -41,8 +41,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(extra_args: Sequence[str] = ()) -> Iterator[str]:
-    """`embedrec serve` on the real model and demo items in a subprocess; yields its target."""
+def server_process(
+    extra_args: Sequence[str] = (), *, items_dir: Path = ITEMS_DIR
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
+    (target, process) and drains it with SIGTERM on exit."""
     port = free_port()
     command = [
         sys.executable,
@@ -52,7 +55,7 @@ def server_process(extra_args: Sequence[str] = ()) -> Iterator[str]:
         "--model-dir",
         str(MODEL_DIR),
         "--items-dir",
-        str(ITEMS_DIR),
+        str(items_dir),
         "--port",
         str(port),
         "--log-level",
@@ -63,11 +66,11 @@ def server_process(extra_args: Sequence[str] = ()) -> Iterator[str]:
     target = f"127.0.0.1:{port}"
     try:
         wait_serving(target)
-        yield target
+        yield target, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
 

@@ -67,7 +67,7 @@ def server_runs() -> tuple[dict[tuple[str, str], list[dict[str, Any]]], float]:
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     info_p50 = float("nan")
     for server_name, extra in SERVERS.items():
-        with server_process(extra) as target:
+        with server_process(extra) as (target, _):
             if server_name == "batching":
                 plan = StepPlan("closed", 1, STEP_S / 2, WARMUP_S / 2)
                 info = run_step_in_processes(target, Workload(rpc_weights={"info": 1.0}), plan, dim=384, processes=1)

@@ -23,7 +23,7 @@ def main() -> int:
     ensure_artifacts()
     embed = Workload(rpc_weights={"embed": 1.0}, lengths=TextLengths(16, 16))
     info = Workload(rpc_weights={"info": 1.0})
-    with server_process() as target:
+    with server_process() as (target, _):
         runs = [
             (
                 "Embed, 1 text of ~20 tokens",

@@ -33,17 +33,6 @@ def memory_kib(pid: int) -> dict[str, int]:
     return {key: int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1)) for key in ("VmRSS", "RssAnon")}  # type: ignore[union-attr]
 
 
-def server_pid(port: int) -> int:
-    for status in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            command = status.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in command and str(port).encode() in command:
-            return int(status.parent.name)
-    raise RuntimeError("server process not found")
-
-
 def probe_info(target: str, stop: threading.Event, samples: list[float]) -> None:
     with EmbedrecClient(target, timeout=10) as client:
         while not stop.is_set():
@@ -58,8 +47,8 @@ def main() -> int:
     duration_s = float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
     ensure_artifacts()
     metrics_port = free_port()
-    with server_process(["--metrics-port", str(metrics_port)]) as target:
-        pid = server_pid(int(target.rsplit(":", 1)[1]))
+    with server_process(["--metrics-port", str(metrics_port)]) as (target, process):
+        pid = process.pid
         sustainable = asyncio.run(run_step(target, WORKLOAD, StepPlan("closed", 32, 8.0, 2.0), dim=384))
         rate = sustainable.summary()["requests_per_s"]
         memory_start = memory_kib(pid)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import MODEL_DIR, ensure_artifacts, free_port, run_header, write_section
+from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
 from client.loadtest.processes import run_step_in_processes
 from client.loadtest.runner import StepPlan
 from client.loadtest.workload import TextLengths, Workload
@@ -69,35 +69,9 @@ def memory_of(pids: list[int]) -> dict[str, float]:
 
 
 def run_config(workers: int, items_dir: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    import subprocess
-
-    from bench.common import REPO_ROOT, wait_serving
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "embedrec.cli",
-            "serve",
-            "--model-dir",
-            str(MODEL_DIR),
-            "--items-dir",
-            str(items_dir),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=REPO_ROOT,
-    )
-    target = f"127.0.0.1:{port}"
-    try:
-        wait_serving(target)
+    """Every load against `workers` workers; the summaries and the workers' summed memory."""
+    arguments = ["--workers", str(workers), "--metrics-port", "-1"]
+    with server_process(arguments, items_dir=items_dir) as (target, process):
         time.sleep(2.0)  # every worker warm
         summaries = []
         for name, workload, concurrency, processes in LOADS:
@@ -110,9 +84,6 @@ def run_config(workers: int, items_dir: Path) -> tuple[list[dict[str, Any]], dic
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
         pids = [int(pid) for pid in children.read_text().split()] if workers > 1 else [process.pid]
         return summaries, memory_of(pids)
-    finally:
-        process.terminate()
-        process.wait(60)
 
 
 def main() -> int:
