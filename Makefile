@@ -15,7 +15,7 @@ SOAK_SECONDS ?= 150
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-loadtest bench-workers soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -70,6 +70,9 @@ docs: $(VENV)/.installed-dev
 
 bench-embed: $(VENV)/.installed-dev
 	$(PY) -m bench.embed
+
+bench-export: $(VENV)/.installed-dev
+	$(PY) -m bench.export_variants
 
 bench-workers: $(VENV)/.installed-dev
 	$(PY) -m bench.workers

@@ -27,20 +27,25 @@ def export_model_main(argv: Sequence[str]) -> int:
         "--min-cosine",
         type=float,
         default=None,
-        help="fail when ONNX vs PyTorch min cosine is below this (default 0.9999)",
+        help="fail when ONNX vs PyTorch min cosine is below this (default: the variant's floor, "
+        "0.9999 for fp32/O1/O2, 0.999 for O3, 0.95 for int8)",
     )
+    parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
+    parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
     arguments = parser.parse_args(argv)
     _configure_logging()
 
-    from export.onnx_model import DEFAULT_MIN_COSINE, export_model
+    from export.onnx_model import export_model
 
     manifest = export_model(
         arguments.model,
         arguments.output,
         max_length=arguments.max_length,
         opset=arguments.opset,
-        min_cosine=DEFAULT_MIN_COSINE if arguments.min_cosine is None else arguments.min_cosine,
+        min_cosine=arguments.min_cosine,
+        optimize=arguments.optimize,
+        quantize=arguments.quantize,
         force=arguments.force,
     )
     summary = {
@@ -50,6 +55,7 @@ def export_model_main(argv: Sequence[str]) -> int:
         "max_length": manifest.max_length,
         "pooling": manifest.pooling,
         "normalize": manifest.normalize,
+        "variant": manifest.variant,
         "validation": manifest.validation,
     }
     print(json.dumps(summary, indent=2))

@@ -18,6 +18,7 @@ from typing import Any
 from export.atomic import staged_directory
 from export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
 from export.validation import validate_against_pytorch
+from export.variants import MIN_COSINE, apply_variant, variant_name
 from server.errors import ConfigurationError
 from server.manifest import (
     MODEL_FILE,
@@ -29,7 +30,7 @@ from server.manifest import (
     write_manifest,
 )
 
-DEFAULT_MIN_COSINE = 0.9999
+DEFAULT_MIN_COSINE = MIN_COSINE["fp32"]
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 logger = logging.getLogger(__name__)
@@ -41,18 +42,30 @@ def export_model(
     *,
     max_length: int | None = None,
     opset: int | None = None,
-    min_cosine: float = DEFAULT_MIN_COSINE,
+    min_cosine: float | None = None,
+    optimize: str | None = None,
+    quantize: str | None = None,
     force: bool = False,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
 
     `source` is BUNDLED_MODEL, a local model directory or a hub id. `max_length` defaults to
     the model's (sentence-transformers max_seq_length, else the tokenizer's limit, capped by
-    the position embeddings). Raises ExportValidationError when the ONNX model's embeddings
-    fall below `min_cosine` against PyTorch; ModelSourceError when the source is unusable.
+    the position embeddings). `optimize` (O1-O3) or `quantize` ("int8") picks a variant (see
+    export.variants). Raises ExportValidationError when the ONNX model's embeddings fall below
+    `min_cosine` (default: the variant's floor) against PyTorch; ModelSourceError when the source
+    is unusable; ValueError on a bad variant.
     """
+    variant = variant_name(optimize, quantize)
     model = resolve_model_source(source)
-    options = {"max_length": max_length, "opset": opset, "min_cosine": min_cosine}
+    floor = MIN_COSINE[variant] if min_cosine is None else min_cosine
+    options = {
+        "max_length": max_length,
+        "opset": opset,
+        "min_cosine": floor,
+        "optimize": optimize,
+        "quantize": quantize,
+    }
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
         return read_model_manifest(output_dir)
@@ -82,6 +95,7 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
             opset=options["opset"],
             do_validation=False,
         )
+    apply_variant(staging, options["optimize"], options["quantize"])
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()
@@ -128,6 +142,7 @@ def _manifest(
         library_versions={name: _version(name) for name in LIBRARIES},
         validation=validation,
         export_options=options,
+        variant=variant_name(options["optimize"], options["quantize"]),
     )
 
 

@@ -43,6 +43,7 @@ class ModelManifest:
     library_versions: dict[str, str]
     validation: dict[str, Any]
     export_options: dict[str, Any]
+    variant: str = "fp32"
     format_version: int = FORMAT_VERSION
 
 

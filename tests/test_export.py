@@ -119,3 +119,32 @@ class TestItemBuild:
         before = (tiny_items_dir / "items.npy").stat().st_mtime_ns
         build_items(catalog_path, tiny_model_dir, tiny_items_dir, progress=False)
         assert (tiny_items_dir / "items.npy").stat().st_mtime_ns == before
+
+
+class TestVariants:
+    @pytest.mark.parametrize(("options", "variant"), [({"optimize": "O2"}, "O2"), ({"quantize": "int8"}, "int8")])
+    def test_a_variant_is_validated_recorded_and_served(
+        self, tiny_bert_dir: Path, tiny_model_dir: Path, tmp_path: Path, options: dict[str, str], variant: str
+    ) -> None:
+        # The tiny random model quantises worse than a trained one: its floor is set low here, and
+        # the test checks what is recorded, not the bundled model's accuracy (BENCHMARKS.md).
+        floor = 0.9999 if variant == "O2" else 0.5
+        manifest = export_model(str(tiny_bert_dir), tmp_path / variant, min_cosine=floor, **options)
+        assert manifest.variant == variant
+        assert manifest.export_options["min_cosine"] == floor
+        assert manifest.validation["min_cosine"] >= floor
+        assert manifest.onnx_sha256 != read_model_manifest(tiny_model_dir).onnx_sha256
+        texts = ["hello world", "这是一款高效节能的空调"]
+        served = OnnxEncoder(tmp_path / variant, provider="cpu").encode(texts, normalize=True)
+        plain = OnnxEncoder(tiny_model_dir, provider="cpu").encode(texts, normalize=True)
+        assert np.sum(served * plain, axis=1).min() >= floor
+
+    def test_optimize_and_quantize_together_are_refused(self, tiny_bert_dir: Path, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="not both"):
+            export_model(str(tiny_bert_dir), tmp_path / "both", optimize="O2", quantize="int8")
+
+    def test_each_variant_has_a_documented_default_floor(self) -> None:
+        from export.variants import MIN_COSINE
+
+        assert MIN_COSINE["fp32"] == MIN_COSINE["O1"] == MIN_COSINE["O2"] == 0.9999
+        assert MIN_COSINE["O3"] < 0.9999 and MIN_COSINE["int8"] < MIN_COSINE["O3"]
