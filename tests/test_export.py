@@ -148,3 +148,14 @@ class TestVariants:
 
         assert MIN_COSINE["fp32"] == MIN_COSINE["O1"] == MIN_COSINE["O2"] == 0.9999
         assert MIN_COSINE["O3"] < 0.9999 and MIN_COSINE["int8"] < MIN_COSINE["O3"]
+
+
+def test_a_model_without_token_type_ids_exports_and_serves(tmp_path: Path) -> None:
+    from tests.tiny_models import build_tiny_roberta
+
+    manifest = export_model(str(build_tiny_roberta(tmp_path / "roberta")), tmp_path / "export")
+    assert "token_type_ids" not in manifest.input_names
+    assert manifest.max_length == 40  # positions minus RoBERTa's padding offset
+    assert manifest.validation["min_cosine"] >= 0.9999
+    vectors = OnnxEncoder(tmp_path / "export", provider="cpu").encode(["hello world", "这是一款空调", "a " * 80])
+    assert vectors.shape == (3, 32)

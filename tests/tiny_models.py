@@ -101,3 +101,35 @@ def build_tiny_bert(directory: Path, *, max_length: int = 48, seed: int = 0) -> 
     )
     BertModel(config).eval().save_pretrained(directory)
     return directory
+
+
+def build_tiny_roberta(directory: Path, *, max_length: int = 40, seed: int = 0) -> Path:
+    """A 2-layer random RobertaModel (no token type ids in its graph) with a WordPiece tokenizer.
+
+    The tokenizer is BERT's (a BPE vocabulary cannot be made without training data here); what
+    the RoBERTa family changes for export and serving — no token_type_ids input, positions offset
+    by padding_idx + 1 — comes from the model.
+    """
+    import torch
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_vocab(directory / "vocab.txt")
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=max_length
+    )
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = RobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_length + 2,
+        pad_token_id=tokenizer.pad_token_id,
+        type_vocab_size=1,
+        initializer_range=0.5,
+    )
+    RobertaModel(config).eval().save_pretrained(directory)
+    return directory

@@ -1,0 +1,73 @@
+"""GPU check for a host with NVIDIA GPUs: which ONNX Runtime providers exist, CUDA-vs-CPU
+embedding parity, and CUDA throughput by batch size, in one short run.
+
+Usage (on the GPU host, from the repository root):
+    python -m bench.gpu_check [--model-dir models/all-MiniLM-L6-v2]
+
+Needs onnxruntime-gpu (or any onnxruntime build with the CUDA provider), tokenizers and numpy,
+plus an exported model directory (`embedrec export-model`). Exits 0 after printing "no CUDA
+provider" when the runtime has none, so it can be run first as the provider check. Prints one
+JSON object at the end with everything measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from client.loadtest.workload import WORDS
+from server.encoder import OnnxEncoder
+
+BATCH_SIZES = (1, 8, 32, 128, 256)
+PARITY_FLOOR_FP32 = 0.999
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check; 0 when CUDA is absent (reported) or parity holds, 1 when parity fails."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models/all-MiniLM-L6-v2"))
+    parser.add_argument("--seconds", type=float, default=2.0, help="per batch size")
+    arguments = parser.parse_args(argv)
+    report: dict[str, Any] = {
+        "onnxruntime": ort.__version__,
+        "device": ort.get_device(),
+        "available_providers": ort.get_available_providers(),
+    }
+    print(json.dumps(report))
+    if "CUDAExecutionProvider" not in report["available_providers"]:
+        print("no CUDA provider in this onnxruntime build")
+        return 0
+    cuda = OnnxEncoder(arguments.model_dir, provider="cuda")
+    cpu = OnnxEncoder(arguments.model_dir, provider="cpu")
+    report["provider_in_use"] = cuda.provider
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(4, 60))) for _ in range(512)]
+    on_gpu, on_cpu = cuda.encode(texts[:256], normalize=True), cpu.encode(texts[:256], normalize=True)
+    cosines = np.sum(on_gpu * on_cpu, axis=1)
+    report["parity_fp32"] = {
+        "min_cosine": float(cosines.min()),
+        "mean_cosine": float(cosines.mean()),
+        "floor": PARITY_FLOOR_FP32,
+    }
+    report["texts_per_s"] = {}
+    for batch in BATCH_SIZES:
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < arguments.seconds:
+            for offset in range(0, len(texts) - batch + 1, batch):
+                cuda.encode(texts[offset : offset + batch])
+                done += batch
+        report["texts_per_s"][batch] = round(done / (time.perf_counter() - started), 1)
+    print(json.dumps(report, indent=2))
+    return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
