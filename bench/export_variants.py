@@ -18,7 +18,13 @@ from client.loadtest.workload import WORDS
 from export.onnx_model import export_model
 from server.encoder import OnnxEncoder
 
-VARIANTS = {"fp32": {}, "O2": {"optimize": "O2"}, "O3": {"optimize": "O3"}, "int8": {"quantize": "int8"}}
+VARIANTS = {
+    "fp32": {},
+    "O2": {"optimize": "O2"},
+    "O3": {"optimize": "O3"},
+    "int8": {"quantize": "int8"},
+    "fp16": {"fp16": True},
+}
 SECONDS = 3.0
 
 

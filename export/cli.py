@@ -32,6 +32,7 @@ def export_model_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
     parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
     arguments = parser.parse_args(argv)
     _configure_logging()
@@ -46,6 +47,7 @@ def export_model_main(argv: Sequence[str]) -> int:
         min_cosine=arguments.min_cosine,
         optimize=arguments.optimize,
         quantize=arguments.quantize,
+        fp16=arguments.fp16,
         force=arguments.force,
     )
     summary = {

@@ -45,6 +45,7 @@ def export_model(
     min_cosine: float | None = None,
     optimize: str | None = None,
     quantize: str | None = None,
+    fp16: bool = False,
     force: bool = False,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
@@ -56,7 +57,7 @@ def export_model(
     `min_cosine` (default: the variant's floor) against PyTorch; ModelSourceError when the source
     is unusable; ValueError on a bad variant.
     """
-    variant = variant_name(optimize, quantize)
+    variant = variant_name(optimize, quantize, fp16)
     model = resolve_model_source(source)
     floor = MIN_COSINE[variant] if min_cosine is None else min_cosine
     options = {
@@ -65,6 +66,7 @@ def export_model(
         "min_cosine": floor,
         "optimize": optimize,
         "quantize": quantize,
+        "fp16": fp16,
     }
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
@@ -95,7 +97,7 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
             opset=options["opset"],
             do_validation=False,
         )
-    apply_variant(staging, options["optimize"], options["quantize"])
+    apply_variant(staging, options["optimize"], options["quantize"], options["fp16"])
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()
@@ -142,7 +144,7 @@ def _manifest(
         library_versions={name: _version(name) for name in LIBRARIES},
         validation=validation,
         export_options=options,
-        variant=variant_name(options["optimize"], options["quantize"]),
+        variant=variant_name(options["optimize"], options["quantize"], options["fp16"]),
     )
 
 

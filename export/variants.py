@@ -17,11 +17,11 @@ from server.manifest import MODEL_FILE
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 QUANTIZE_MODES = ("int8",)
 # The default minimum cosine vs PyTorch of each variant (the export fails below it).
-MIN_COSINE = {"fp32": 0.9999, "O1": 0.9999, "O2": 0.9999, "O3": 0.999, "int8": 0.95}
+MIN_COSINE = {"fp32": 0.9999, "O1": 0.9999, "O2": 0.9999, "O3": 0.999, "int8": 0.95, "fp16": 0.99}
 
 
-def variant_name(optimize: str | None, quantize: str | None) -> str:
-    """ "fp32", "O2", "int8", ...: what the manifest records. Raises ValueError on a bad mix."""
+def variant_name(optimize: str | None, quantize: str | None, fp16: bool = False) -> str:
+    """The variant the manifest records ("fp32", "O2", "int8", "fp16", ...); ValueError on a bad mix."""
     if optimize is not None and optimize not in OPTIMIZE_LEVELS:
         raise ValueError(f"optimize must be one of {', '.join(OPTIMIZE_LEVELS)}, not {optimize!r}")
     if quantize is not None and quantize not in QUANTIZE_MODES:
@@ -29,24 +29,33 @@ def variant_name(optimize: str | None, quantize: str | None) -> str:
     if optimize and quantize:
         # Measured: quantising an optimised (fused) graph fails; quantise the plain export.
         raise ValueError("choose --optimize or --quantize, not both: int8 is applied to the plain export")
+    if fp16 and quantize:
+        raise ValueError("choose --fp16 or --quantize, not both")
+    if fp16:
+        return "fp16"
     return optimize or quantize or "fp32"
 
 
-def apply_variant(staging: Path, optimize: str | None, quantize: str | None) -> None:
-    """Rewrite `staging/model.onnx` (a plain optimum export with its config.json) as the variant."""
-    if optimize:
-        _optimize(staging, optimize)
+def apply_variant(staging: Path, optimize: str | None, quantize: str | None, fp16: bool = False) -> None:
+    """Rewrite `staging/model.onnx` (a plain optimum export with its config.json) as the variant.
+
+    `fp16` converts weights and activations to float16 after fusing (level `optimize`, O2 by
+    default), for CUDA; inputs and outputs keep their types, so the server is unchanged.
+    """
+    if optimize or fp16:
+        _optimize(staging, optimize or "O2", fp16=fp16)
     elif quantize:
         _quantize(staging)
 
 
-def _optimize(staging: Path, level: str) -> None:
+def _optimize(staging: Path, level: str, *, fp16: bool = False) -> None:
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
     work = staging / "optimized"
     optimizer = ORTOptimizer.from_pretrained(staging, file_names=[MODEL_FILE])
-    optimizer.optimize(AutoOptimizationConfig.with_optimization_level(level, for_gpu=False), save_dir=work)
+    config = AutoOptimizationConfig.with_optimization_level(level, for_gpu=fp16, fp16=fp16)
+    optimizer.optimize(config, save_dir=work)
     _replace_model(staging, next(work.glob("*.onnx")), work)
 
 

@@ -122,14 +122,17 @@ class TestItemBuild:
 
 
 class TestVariants:
-    @pytest.mark.parametrize(("options", "variant"), [({"optimize": "O2"}, "O2"), ({"quantize": "int8"}, "int8")])
+    @pytest.mark.parametrize(
+        ("options", "variant"),
+        [({"optimize": "O2"}, "O2"), ({"quantize": "int8"}, "int8"), ({"fp16": True}, "fp16")],
+    )
     def test_a_variant_is_validated_recorded_and_served(
         self, tiny_bert_dir: Path, tiny_model_dir: Path, tmp_path: Path, options: dict[str, str], variant: str
     ) -> None:
         # The tiny random model quantises worse than a trained one: its floor is set low here, and
         # the test checks what is recorded, not the bundled model's accuracy (BENCHMARKS.md).
         floor = 0.9999 if variant == "O2" else 0.5
-        manifest = export_model(str(tiny_bert_dir), tmp_path / variant, min_cosine=floor, **options)
+        manifest = export_model(str(tiny_bert_dir), tmp_path / variant, min_cosine=floor, **options)  # type: ignore[arg-type]
         assert manifest.variant == variant
         assert manifest.export_options["min_cosine"] == floor
         assert manifest.validation["min_cosine"] >= floor
