@@ -28,12 +28,14 @@ from server.encoder import OnnxEncoder
 
 BATCH_SIZES = (1, 8, 32, 128, 256)
 PARITY_FLOOR_FP32 = 0.999
+PARITY_FLOOR_FP16 = 0.99
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the check; 0 when CUDA is absent (reported) or parity holds, 1 when parity fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/all-MiniLM-L6-v2"))
+    parser.add_argument("--fp16-model-dir", type=Path, help="an --fp16 export of the same model, for fp16 parity")
     parser.add_argument("--seconds", type=float, default=2.0, help="per batch size")
     arguments = parser.parse_args(argv)
     report: dict[str, Any] = {
@@ -57,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         "mean_cosine": float(cosines.mean()),
         "floor": PARITY_FLOOR_FP32,
     }
+    if arguments.fp16_model_dir is not None:
+        half = OnnxEncoder(arguments.fp16_model_dir, provider="cuda").encode(texts[:256], normalize=True)
+        half_cosines = np.sum(half * on_cpu, axis=1)
+        report["parity_fp16"] = {
+            "min_cosine": float(half_cosines.min()),
+            "mean_cosine": float(half_cosines.mean()),
+            "floor": PARITY_FLOOR_FP16,
+        }
     report["texts_per_s"] = {}
     for batch in BATCH_SIZES:
         done, started = 0, time.perf_counter()
@@ -66,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 done += batch
         report["texts_per_s"][batch] = round(done / (time.perf_counter() - started), 1)
     print(json.dumps(report, indent=2))
-    return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 else 1
+    fp16_ok = "parity_fp16" not in report or report["parity_fp16"]["min_cosine"] >= PARITY_FLOOR_FP16
+    return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 and fp16_ok else 1
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
         intra_op_threads=settings.intra_op_threads,
         device_id=settings.device_id,
         spinning=settings.intra_op_spinning,
+        cuda_memory_limit_mb=settings.cuda_memory_limit_mb,
     )
     items = None
     if settings.items_dir is not None:

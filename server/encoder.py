@@ -31,6 +31,7 @@ class OnnxEncoder:
         intra_op_threads: int = 0,
         device_id: int = 0,
         spinning: bool = True,
+        cuda_memory_limit_mb: int = 0,
     ) -> None:
         """Load the manifest, tokenizer and ONNX session of `model_dir`.
 
@@ -49,6 +50,7 @@ class OnnxEncoder:
             intra_op_threads=intra_op_threads,
             device_id=device_id,
             spinning=spinning,
+            cuda_memory_limit_mb=cuda_memory_limit_mb,
         )
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name

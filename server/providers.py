@@ -31,12 +31,15 @@ def create_session(
     intra_op_threads: int = 0,
     device_id: int = 0,
     spinning: bool = True,
+    cuda_memory_limit_mb: int = 0,
 ) -> ort.InferenceSession:
     """Create an inference session for `model_path` on the chosen provider.
 
     `auto` uses CUDA when a session can really run on it, else CPU; `cuda` raises
     ConfigurationError when CUDA is not usable; `cpu` always uses CPU. `intra_op_threads` 0
-    lets ONNX Runtime choose (one per physical core).
+    lets ONNX Runtime choose (one per physical core). `cuda_memory_limit_mb` caps the CUDA
+    memory arena (0: no cap), and the arena grows only by what is requested, so several
+    workers can share one GPU.
     """
     if provider not in PROVIDER_CHOICES:
         raise ConfigurationError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {provider!r}")
@@ -51,7 +54,7 @@ def create_session(
             session = ort.InferenceSession(
                 str(model_path),
                 sess_options=options,
-                providers=[(CUDA, {"device_id": device_id}), CPU],
+                providers=[(CUDA, cuda_options(device_id, cuda_memory_limit_mb)), CPU],
             )
             if session.get_providers()[0] == CUDA:
                 return session
@@ -64,3 +67,11 @@ def create_session(
             raise ConfigurationError(f"provider 'cuda' requested but {reason}; use --provider cpu or auto")
         logger.info("CUDA not usable; running on CPU")
     return ort.InferenceSession(str(model_path), sess_options=options, providers=[CPU])
+
+
+def cuda_options(device_id: int, memory_limit_mb: int) -> dict[str, object]:
+    """CUDA provider options: the device, and the arena cap and growth policy."""
+    options: dict[str, object] = {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}
+    if memory_limit_mb > 0:
+        options["gpu_mem_limit"] = memory_limit_mb * 1024 * 1024
+    return options

@@ -60,3 +60,10 @@ def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir
     )
     assert completed.returncode == 2
     assert "provider 'cuda' requested" in completed.stderr
+
+
+def test_cuda_options_carry_the_device_and_the_arena_cap() -> None:
+    from server.providers import cuda_options
+
+    assert cuda_options(1, 0) == {"device_id": 1, "arena_extend_strategy": "kSameAsRequested"}
+    assert cuda_options(0, 2048)["gpu_mem_limit"] == 2048 * 1024 * 1024
