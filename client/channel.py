@@ -47,7 +47,8 @@ class ChannelConfig:
     an `ipv4:`/`ipv6:` list. `load_balancing` "round_robin" spreads calls over every resolved
     address; `retry` None disables retries. With `health_check`, the balancer skips replicas
     whose grpc.health.v1 status is not SERVING (starting, draining), so calls move to healthy
-    ones before they fail. `separate_connection` gives this channel its own TCP connection
+    ones before they fail (those checks carry no bearer token: turn `health_check` off when the
+    server guards health with tokens). `separate_connection` gives this channel its own TCP connection
     instead of sharing one with other channels to the same target (load tests, workers that
     share a port). TLS is used when `tls` or any certificate is given.
     """

@@ -212,6 +212,26 @@ class TestSecurity:
         finally:
             server.close()
 
+    def test_tokens_from_the_environment_can_guard_health_too(self, tiny_model_dir: Path) -> None:
+        from server.settings import Settings
+
+        settings = Settings.from_args(
+            ["--model-dir", str(tiny_model_dir), "--port", "0", "--provider", "cpu", "--metrics-port", "-1"],
+            environ={"EMBEDREC_AUTH_TOKENS": "alpha, beta", "EMBEDREC_AUTH_EXEMPT_HEALTH": "false"},
+        )
+        server = start_server(settings)
+        try:
+            with EmbedrecClient(server.target, channel=ChannelConfig(health_check=False)) as anonymous:
+                with pytest.raises(Unauthenticated):
+                    anonymous.health()
+            # gRPC's client-side health checks carry no per-call token: off when health is guarded.
+            member_config = ChannelConfig(bearer_token="beta", health_check=False)
+            with EmbedrecClient(server.target, channel=member_config) as member:
+                assert member.health() == "SERVING"
+                assert member.info().dim == 32
+        finally:
+            server.close()
+
     def test_mutual_tls(self, tiny_model_dir: Path, certificates: dict[str, Path]) -> None:
         server = start_server(
             server_settings(
