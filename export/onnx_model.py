@@ -30,7 +30,6 @@ from server.manifest import (
     write_manifest,
 )
 
-DEFAULT_MIN_COSINE = MIN_COSINE["fp32"]
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 logger = logging.getLogger(__name__)

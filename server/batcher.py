@@ -189,6 +189,19 @@ class MicroBatcher(Generic[Item, Result]):
                 executor.shutdown(wait=True)
         self._infer_executor = self._finish_executor = None
 
+    def check_admission(self, count: int) -> None:
+        """Raise Overloaded when `count` more items would exceed the queue bound.
+
+        Callers may check before preparing items (e.g. tokenising) so that refused work costs
+        nothing; `submit` checks again.
+        """
+        limit = self.policy.max_queued_items
+        if self._queued_items + count > limit:
+            raise Overloaded(
+                f"server overloaded: {self._queued_items} texts queued, this request adds {count}, "
+                f"limit max_queued_texts={limit}; retry with backoff"
+            )
+
     async def submit(self, items: Sequence[Item], *, timeout: float | None = None) -> list[Result]:
         """Queue `items` and wait for their results, in order.
 
@@ -200,12 +213,7 @@ class MicroBatcher(Generic[Item, Result]):
             raise Unavailable("server is not accepting work (starting or shutting down)")
         if not items:
             return []
-        limit = self.policy.max_queued_items
-        if self._queued_items + len(items) > limit:
-            raise Overloaded(
-                f"server overloaded: {self._queued_items} texts queued, this request adds {len(items)}, "
-                f"limit max_queued_texts={limit}; retry with backoff"
-            )
+        self.check_admission(len(items))
         loop = asyncio.get_running_loop()
         now = loop.time()
         request: _Request[Item, Result] = _Request(

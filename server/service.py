@@ -114,6 +114,7 @@ class EmbeddingService:
         Raises InvalidArgument, Overloaded, DeadlineExpired or Unavailable.
         """
         check_texts(texts, self.limits, field=field_name)
+        self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
         tokenized = self.encoder.tokenize(texts, truncate=True if truncate is None else truncate, field=field_name)
         chosen_pooling = pooling or self.encoder.manifest.pooling
         pooled = await self.batcher.submit([(tokens, chosen_pooling) for tokens in tokenized], timeout=timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ENGLISH_WORDS = [
@@ -73,20 +74,29 @@ def write_vocab(path: Path) -> int:
     return len(unique)
 
 
+def save_tokenizer(directory: Path, *, max_length: int) -> Any:
+    """Write the test vocabulary and a fast WordPiece tokenizer over it into `directory`."""
+    from transformers import BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_vocab(directory / "vocab.txt")
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=max_length
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
 def build_tiny_bert(directory: Path, *, max_length: int = 48, seed: int = 0) -> Path:
     """Save a 2-layer, hidden-32 random BertModel and its fast tokenizer in `directory`.
 
     A plain transformers model: the export gives it CLS pooling.
     """
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
 
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab_size = write_vocab(directory / "vocab.txt")
-    tokenizer = BertTokenizerFast(
-        vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=max_length
-    )
-    tokenizer.save_pretrained(directory)
+    tokenizer = save_tokenizer(directory, max_length=max_length)
+    vocab_size = tokenizer.vocab_size
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab_size,
@@ -111,14 +121,10 @@ def build_tiny_roberta(directory: Path, *, max_length: int = 40, seed: int = 0) 
     by padding_idx + 1 — comes from the model.
     """
     import torch
-    from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
+    from transformers import RobertaConfig, RobertaModel
 
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab_size = write_vocab(directory / "vocab.txt")
-    tokenizer = BertTokenizerFast(
-        vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=max_length
-    )
-    tokenizer.save_pretrained(directory)
+    tokenizer = save_tokenizer(directory, max_length=max_length)
+    vocab_size = tokenizer.vocab_size
     torch.manual_seed(seed)
     config = RobertaConfig(
         vocab_size=vocab_size,
