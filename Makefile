@@ -37,7 +37,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 
 serve: $(VENV)/.installed-serve
 	$(PY) -m embedrec.cli export-model --output $(MODEL_DIR)
-	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR)
+	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR) --filter-field category
 	@echo ""
 	@echo "Starting embedrec on $(HOST):$(PORT). From another terminal:"
 	@echo "  $(VENV)/bin/embedrec recommend --target $(HOST):$(PORT) --text 'energy-saving air conditioner for home'"

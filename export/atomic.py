@@ -22,12 +22,20 @@ def staged_directory(output_dir: Path) -> Iterator[Path]:
     staging.chmod(0o755)
     try:
         yield staging
-        retired = None
-        if output_dir.exists():
-            retired = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-            output_dir.rename(retired)
-        staging.rename(output_dir)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        replace_directory(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(finished: Path, output_dir: Path) -> None:
+    """Rename the complete directory `finished` to `output_dir`, retiring any old one.
+
+    Two renames: a reader sees the old directory, briefly none, or the new one, never a mix.
+    """
+    retired = None
+    if output_dir.exists():
+        retired = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+        output_dir.rename(retired)
+    finished.rename(output_dir)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

@@ -24,15 +24,19 @@ class CatalogError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CatalogRow:
-    """One catalog row: its 1-based line number, id and text (None when a field is unusable)."""
+    """One catalog row: its 1-based line number, id and text (None when a field is unusable),
+    and the value of the filter field ("" when the row lacks it or none was asked for)."""
 
     line: int
     item_id: str | None
     text: str | None
     error: str | None = None
+    filter_value: str = ""
 
 
-def iter_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") -> Iterator[CatalogRow]:
+def iter_catalog(
+    path: Path, *, id_field: str = "id", text_field: str = "text", filter_field: str = ""
+) -> Iterator[CatalogRow]:
     """Yield the rows of `path` (.jsonl/.ndjson/.json lines or .csv, each optionally .gz).
 
     A row that fails to parse is yielded with `error` set, not raised, so validation can list
@@ -43,9 +47,9 @@ def iter_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") 
     kind = suffixes[-2] if compressed and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     with _open_text(path, compressed) as handle:
         if kind == ".csv":
-            yield from _iter_csv(handle, id_field, text_field)
+            yield from _iter_csv(handle, id_field, text_field, filter_field)
         else:
-            yield from _iter_jsonl(handle, id_field, text_field)
+            yield from _iter_jsonl(handle, id_field, text_field, filter_field)
 
 
 def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") -> int:
@@ -98,7 +102,7 @@ def _open_text(path: Path, compressed: bool) -> IO[str]:
     return path.open(encoding="utf-8", newline="")
 
 
-def _iter_jsonl(handle: IO[str], id_field: str, text_field: str) -> Iterator[CatalogRow]:
+def _iter_jsonl(handle: IO[str], id_field: str, text_field: str, filter_field: str) -> Iterator[CatalogRow]:
     for line_number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -110,18 +114,28 @@ def _iter_jsonl(handle: IO[str], id_field: str, text_field: str) -> Iterator[Cat
         if not isinstance(record, dict):
             yield CatalogRow(line_number, None, None, "not a JSON object")
             continue
-        yield CatalogRow(line_number, _as_text(record.get(id_field)), _as_text(record.get(text_field)))
+        filter_value = _as_text(record.get(filter_field)) if filter_field else None
+        yield CatalogRow(
+            line_number, _as_text(record.get(id_field)), _as_text(record.get(text_field)), None, filter_value or ""
+        )
 
 
-def _iter_csv(handle: IO[str], id_field: str, text_field: str) -> Iterator[CatalogRow]:
+def _iter_csv(handle: IO[str], id_field: str, text_field: str, filter_field: str) -> Iterator[CatalogRow]:
     reader = csv.DictReader(handle)
-    missing = {id_field, text_field} - set(reader.fieldnames or ())
+    missing = {id_field, text_field, *([filter_field] if filter_field else [])} - set(reader.fieldnames or ())
     if missing:
         yield CatalogRow(1, None, None, f"header lacks column(s) {sorted(missing)}")
         return
     try:
         for record in reader:
-            yield CatalogRow(reader.line_num, _as_text(record.get(id_field)), _as_text(record.get(text_field)))
+            filter_value = _as_text(record.get(filter_field)) if filter_field else None
+            yield CatalogRow(
+                reader.line_num,
+                _as_text(record.get(id_field)),
+                _as_text(record.get(text_field)),
+                None,
+                filter_value or "",
+            )
     except csv.Error as error:
         yield CatalogRow(reader.line_num, None, None, f"invalid CSV ({error})")
 

@@ -72,8 +72,15 @@ def export_items_main(argv: Sequence[str]) -> int:
     parser.add_argument("--output", type=Path, required=True, help="output directory")
     parser.add_argument("--id-field", default="id", help="field or column holding the item id")
     parser.add_argument("--text-field", default="text", help="field or column holding the item text")
+    parser.add_argument(
+        "--filter-field",
+        default="",
+        help="field or column stored beside the ids for Recommend's filter_values (e.g. category)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="texts per inference batch")
-    parser.add_argument("--force", action="store_true", help="rebuild even when the output is up to date")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even when the output is up to date (an interrupted build resumes)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     arguments = parser.parse_args(argv)
     _configure_logging()
@@ -89,6 +96,7 @@ def export_items_main(argv: Sequence[str]) -> int:
             batch_size=arguments.batch_size,
             id_field=arguments.id_field,
             text_field=arguments.text_field,
+            filter_field=arguments.filter_field,
             progress=not arguments.no_progress,
             force=arguments.force,
         )
@@ -102,6 +110,7 @@ def export_items_main(argv: Sequence[str]) -> int:
                 "items": manifest.item_count,
                 "dim": manifest.dim,
                 "model": manifest.model_name,
+                "filter_field": manifest.filter_field,
             },
             indent=2,
         )

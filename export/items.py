@@ -1,14 +1,19 @@
-"""Item build: a catalog → L2-normalised float32 item matrix, ids and a manifest.
+"""Item build: a catalog → L2-normalised float32 item matrix, ids, optional filter codes, manifest.
 
 Rows are embedded with the server's own ONNX encoder (not PyTorch, so items and queries share
-one embedding path) and written chunk by chunk into a memory-mapped .npy: memory stays flat for
-any catalog size. Everything is written into a temporary directory that is renamed into place
-after the manifest, so a half-built matrix is never picked up.
+one embedding path) and written block by block into memory-mapped files: memory stays flat for
+any catalog size. Everything is written into a hidden `.NAME.partial` directory beside the output,
+with a checkpoint after every block; an interrupted build (Ctrl-C, kill) resumes from the last
+completed block on re-run and ends byte-identical to an uninterrupted one. The finished directory
+is renamed into place after its manifest, so a half-built matrix is never picked up.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from itertools import islice
@@ -17,12 +22,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from export.atomic import staged_directory
-from export.catalog import iter_catalog, validate_catalog
+from export.atomic import replace_directory
+from export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from server.encoder import OnnxEncoder
 from server.errors import ConfigurationError
+from server.item_ids import write_id_index
 from server.manifest import (
+    ITEMS_FILTER_CODES,
+    ITEMS_FILTER_VALUES,
     ITEMS_IDS,
+    ITEMS_LAYOUT,
     ITEMS_MANIFEST,
     ITEMS_MATRIX,
     ItemsManifest,
@@ -32,12 +41,38 @@ from server.manifest import (
     write_manifest,
 )
 
-# Rows read and sorted by length together, so batches pad little; batch_size rows per run.
+# Rows read, sorted by length and checkpointed together; batch_size rows per inference run.
 READ_BLOCK_ROWS = 1024
 DEFAULT_BATCH_SIZE = 32
+CHECKPOINT = "build_checkpoint.json"
 _Row = TypeVar("_Row")
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """What a build makes; a partial build is resumed only when its plan is this one."""
+
+    catalog_sha256: str
+    model_onnx_sha256: str
+    item_count: int
+    dim: int
+    id_field: str
+    text_field: str
+    filter_field: str
+    batch_size: int
+    block_rows: int = READ_BLOCK_ROWS
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Progress of a partial build: rows done, bytes of ids.txt that hold them, filter values."""
+
+    plan: BuildPlan
+    rows_done: int = 0
+    ids_bytes: int = 0
+    filter_values: list[str] = dataclasses.field(default_factory=list)
 
 
 def build_items(
@@ -48,77 +83,146 @@ def build_items(
     batch_size: int = DEFAULT_BATCH_SIZE,
     id_field: str = "id",
     text_field: str = "text",
+    filter_field: str = "",
     progress: bool = True,
     encoder: OnnxEncoder | None = None,
     force: bool = False,
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
-    Writes items.npy (float32, (n, dim), unit rows), ids.txt (one id per line, row order) and
-    items_manifest.json naming the model. Re-running with the same catalog and model is a
-    no-op unless `force`. Raises CatalogError listing bad rows before any embedding is done.
+    Writes items.npy (float32, (n, dim), unit rows), ids.txt and its index (server/item_ids.py),
+    with `filter_field` its values (filter_codes.npy, filter_values.json), and
+    items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
+    `force`; after an interruption it resumes. Raises CatalogError listing bad rows before any
+    embedding is done.
     """
     catalog_sha256 = sha256_file(catalog)
     model_sha256 = read_model_manifest(model_dir).onnx_sha256
-    if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256):
+    if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256, filter_field):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
     count = validate_catalog(catalog, id_field=id_field, text_field=text_field)
     encoder = encoder or OnnxEncoder(model_dir, provider="auto")
-    with staged_directory(output_dir) as staging:
-        _write_matrix_and_ids(catalog, encoder, staging, count, batch_size, id_field, text_field, progress)
-        manifest = ItemsManifest(
-            item_count=count,
-            dim=encoder.dim,
-            dtype="float32",
-            items_sha256=sha256_file(staging / ITEMS_MATRIX),
-            model_name=encoder.manifest.model_name,
-            model_onnx_sha256=encoder.manifest.onnx_sha256,
-            catalog=str(catalog),
-            catalog_sha256=catalog_sha256,
-        )
-        write_manifest(manifest, staging / ITEMS_MANIFEST)
+    plan = BuildPlan(
+        catalog_sha256, encoder.manifest.onnx_sha256, count, encoder.dim, id_field, text_field, filter_field, batch_size
+    )
+    partial = output_dir.parent / f".{output_dir.name}.partial"
+    checkpoint = _resume_or_start(partial, plan)
+    _embed_remaining(catalog, encoder, partial, checkpoint, progress)
+    if filter_field and checkpoint.filter_values == [""]:
+        raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
+    write_id_index(partial)
+    manifest = ItemsManifest(
+        item_count=count,
+        dim=encoder.dim,
+        dtype="float32",
+        items_sha256=sha256_file(partial / ITEMS_MATRIX),
+        model_name=encoder.manifest.model_name,
+        model_onnx_sha256=encoder.manifest.onnx_sha256,
+        catalog=str(catalog),
+        catalog_sha256=catalog_sha256,
+        filter_field=filter_field,
+        layout=ITEMS_LAYOUT,
+    )
+    write_manifest(manifest, partial / ITEMS_MANIFEST)
+    (partial / CHECKPOINT).unlink()
+    replace_directory(partial, output_dir)
     logger.info("built %d items (dim %d) into %s", count, encoder.dim, output_dir)
     return manifest
 
 
-def _is_up_to_date(output_dir: Path, catalog_sha256: str, model_sha256: str) -> bool:
+def _is_up_to_date(output_dir: Path, catalog_sha256: str, model_sha256: str, filter_field: str) -> bool:
     try:
         existing = read_items_manifest(output_dir)
     except ConfigurationError:
         return False
-    return existing.catalog_sha256 == catalog_sha256 and existing.model_onnx_sha256 == model_sha256
+    return (
+        existing.catalog_sha256 == catalog_sha256
+        and existing.model_onnx_sha256 == model_sha256
+        and existing.filter_field == filter_field
+        and existing.layout == ITEMS_LAYOUT
+    )
 
 
-def _write_matrix_and_ids(
-    catalog: Path,
-    encoder: OnnxEncoder,
-    staging: Path,
-    count: int,
-    batch_size: int,
-    id_field: str,
-    text_field: str,
-    progress: bool,
-) -> None:
-    matrix = np.lib.format.open_memmap(staging / ITEMS_MATRIX, mode="w+", dtype=np.float32, shape=(count, encoder.dim))
-    rows = iter_catalog(catalog, id_field=id_field, text_field=text_field)
-    bar = _progress_bar(count, progress)
-    written = 0
-    with (staging / ITEMS_IDS).open("w", encoding="utf-8") as ids_file:
-        for block in _blocks(rows, READ_BLOCK_ROWS):
-            texts = [row.text or "" for row in block]
-            # Longest first inside a block: neighbours in a batch have similar lengths.
-            order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
-            for start in range(0, len(order), batch_size):
-                chosen = order[start : start + batch_size]
-                vectors = encoder.encode([texts[index] for index in chosen], normalize=True)
-                matrix[written + np.asarray(chosen)] = vectors
-                bar.update(len(chosen))
-            ids_file.writelines(f"{row.item_id}\n" for row in block)
-            written += len(block)
-    matrix.flush()
-    bar.close()
+def _resume_or_start(partial: Path, plan: BuildPlan) -> Checkpoint:
+    """The checkpoint of a partial build of this very plan, or a fresh directory and checkpoint."""
+    try:
+        saved = json.loads((partial / CHECKPOINT).read_text())
+        checkpoint = Checkpoint(BuildPlan(**saved.pop("plan")), **saved)
+    except (OSError, ValueError, TypeError):
+        checkpoint = None
+    if checkpoint is not None and checkpoint.plan == plan:
+        logger.info("resuming the item build at row %d of %d", checkpoint.rows_done, plan.item_count)
+        return checkpoint
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    matrix = np.lib.format.open_memmap(
+        partial / ITEMS_MATRIX, mode="w+", dtype=np.float32, shape=(plan.item_count, plan.dim)
+    )
     del matrix
+    if plan.filter_field:
+        codes = np.lib.format.open_memmap(
+            partial / ITEMS_FILTER_CODES, mode="w+", dtype=np.int32, shape=(plan.item_count,)
+        )
+        del codes
+    (partial / ITEMS_IDS).write_bytes(b"")
+    checkpoint = Checkpoint(plan)
+    _save(partial, checkpoint)
+    return checkpoint
+
+
+def _embed_remaining(
+    catalog: Path, encoder: OnnxEncoder, partial: Path, checkpoint: Checkpoint, progress: bool
+) -> None:
+    plan = checkpoint.plan
+    matrix = np.load(partial / ITEMS_MATRIX, mmap_mode="r+")
+    codes = np.load(partial / ITEMS_FILTER_CODES, mmap_mode="r+") if plan.filter_field else None
+    code_of = {value: code for code, value in enumerate(checkpoint.filter_values)}
+    rows = iter_catalog(catalog, id_field=plan.id_field, text_field=plan.text_field, filter_field=plan.filter_field)
+    rows = islice(rows, checkpoint.rows_done, None)
+    bar = _progress_bar(plan.item_count, checkpoint.rows_done, progress)
+    with (partial / ITEMS_IDS).open("r+b") as ids_file:
+        ids_file.truncate(checkpoint.ids_bytes)
+        ids_file.seek(checkpoint.ids_bytes)
+        for block in _blocks(rows, plan.block_rows):
+            start = checkpoint.rows_done
+            _embed_block(encoder, block, matrix, start, plan.batch_size, bar)
+            if codes is not None:
+                for row in block:
+                    code_of.setdefault(row.filter_value, len(code_of))
+                codes[start : start + len(block)] = [code_of[row.filter_value] for row in block]
+                codes.flush()
+            ids_file.write("".join(f"{row.item_id}\n" for row in block).encode("utf-8"))
+            ids_file.flush()
+            matrix.flush()
+            checkpoint.rows_done += len(block)
+            checkpoint.ids_bytes = ids_file.tell()
+            checkpoint.filter_values = list(code_of)
+            _save(partial, checkpoint)
+    bar.close()
+    del matrix, codes
+    if plan.filter_field:
+        (partial / ITEMS_FILTER_VALUES).write_text(json.dumps(checkpoint.filter_values, ensure_ascii=False) + "\n")
+
+
+def _embed_block(
+    encoder: OnnxEncoder, block: list[CatalogRow], matrix: np.ndarray, start: int, batch_size: int, bar: Any
+) -> None:
+    texts = [row.text or "" for row in block]
+    # Longest first inside a block: neighbours in a batch have similar lengths.
+    order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+    for batch_start in range(0, len(order), batch_size):
+        chosen = order[batch_start : batch_start + batch_size]
+        vectors = encoder.encode([texts[index] for index in chosen], normalize=True)
+        matrix[start + np.asarray(chosen)] = vectors
+        bar.update(len(chosen))
+
+
+def _save(partial: Path, checkpoint: Checkpoint) -> None:
+    """Write the checkpoint atomically (after the data it describes is flushed)."""
+    temporary = partial / (CHECKPOINT + ".tmp")
+    temporary.write_text(json.dumps(dataclasses.asdict(checkpoint), ensure_ascii=False))
+    temporary.replace(partial / CHECKPOINT)
 
 
 def _blocks(iterator: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -126,7 +230,7 @@ def _blocks(iterator: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
         yield block
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def _progress_bar(total: int, done: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="item", desc="embedding items", disable=not enabled, file=sys.stderr)
+    return tqdm(total=total, initial=done, unit="item", desc="embedding items", disable=not enabled, file=sys.stderr)

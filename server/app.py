@@ -9,10 +9,12 @@ ones finish within the drain time, then stops the batcher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,15 +23,15 @@ from grpc_reflection.v1alpha import reflection
 from embedrec.v1 import embedrec_pb2 as pb
 from server.auth import TokenPolicy
 from server.encoder import OnnxEncoder
-from server.errors import ConfigurationError
-from server.handlers import register_embedrec_service
+from server.errors import ConfigurationError, FailedPrecondition
+from server.handlers import ADMIN_SERVICE, register_embedrec_service
 from server.interceptors import TokenAuthInterceptor
 from server.items import ItemIndex
 from server.logs import configure_logging
 from server.manifest import check_items_match_model
 from server.metrics import ServerMetrics
-from server.service import EmbeddingService, create_batcher
-from server.servicer import EmbedRecServicer, ServingState
+from server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
+from server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
 from server.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedRec"].full_name
@@ -54,6 +56,7 @@ class EmbedrecApp:
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._reload_lock = asyncio.Lock()
 
     async def start(self) -> int:
         """Bind and start serving (NOT_SERVING until `load`); return the bound port."""
@@ -71,9 +74,15 @@ class EmbedrecApp:
             ],
         )
         register_embedrec_service(EmbedRecServicer(self.state), server)
+        register_embedrec_service(EmbedRecAdminServicer(self.state, self.reload_items), server, ADMIN_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                ADMIN_SERVICE.full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -109,7 +118,9 @@ class EmbedrecApp:
             on_worker_restart=self._worker_restarted,
         )
         await batcher.start()
-        service = EmbeddingService(encoder, batcher, items, settings.limits)
+        search_batcher = create_search_batcher(settings.search_policy)
+        await search_batcher.start()
+        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher)
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
         self.metrics.items.set(len(items) if items else 0)
@@ -121,6 +132,42 @@ class EmbedrecApp:
             encoder.provider,
             len(items) if items else 0,
         )
+
+    async def reload_items(self) -> ReloadResult:
+        """Re-open --items-dir (re-resolving a symlink) and serve it from now on.
+
+        Calls already running finish on the old matrix. Raises FailedPrecondition, keeping the old
+        matrix, when the directory is unusable or belongs to another model.
+        """
+        service = self.state.service
+        if service is None:
+            raise FailedPrecondition("the server is still starting; reload once it is SERVING")
+        if self.settings.items_dir is None:
+            raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
+        async with self._reload_lock:
+            previous = service.items
+            try:
+                items = await asyncio.to_thread(_open_items, self.settings.items_dir, service.encoder)
+            except ConfigurationError as error:
+                logger.error("items reload refused, still serving the previous matrix: %s", error)
+                raise FailedPrecondition(f"items reload refused, still serving the previous matrix: {error}") from None
+            previous_sha = previous.manifest.items_sha256 if previous is not None else ""
+            changed = items.manifest.items_sha256 != previous_sha
+            if changed:
+                service.replace_items(items)
+                self.metrics.items.set(len(items))
+            logger.info(
+                "items reload from %s: %s (%d items, sha256 %s…)",
+                items.directory,
+                "swapped" if changed else "unchanged",
+                len(items),
+                items.manifest.items_sha256[:12],
+            )
+            return ReloadResult(items.manifest.items_sha256, len(items), previous_sha, changed)
+
+    async def _reload_on_signal(self) -> None:
+        with contextlib.suppress(FailedPrecondition):  # logged by reload_items; the old matrix serves on
+            await self.reload_items()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, answer new calls UNAVAILABLE, let in-flight ones finish, then close.
@@ -141,6 +188,7 @@ class EmbedrecApp:
             self._server = None
         if self.state.service is not None:
             await self.state.service.batcher.stop()
+            await self.state.service.search_batcher.stop()
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
@@ -180,11 +228,16 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
         spinning=settings.intra_op_spinning,
         cuda_memory_limit_mb=settings.cuda_memory_limit_mb,
     )
-    items = None
-    if settings.items_dir is not None:
-        items = ItemIndex(settings.items_dir)
-        check_items_match_model(items.manifest, encoder.manifest)
+    items = _open_items(settings.items_dir, encoder) if settings.items_dir is not None else None
     return encoder, items
+
+
+def _open_items(items_dir: Path, encoder: OnnxEncoder) -> ItemIndex:
+    """Open `items_dir` (a symlink is resolved once, so every file comes from one build) and
+    check it was built with `encoder`'s model; ConfigurationError otherwise."""
+    items = ItemIndex(items_dir.resolve())
+    check_items_match_model(items.manifest, encoder.manifest)
+    return items
 
 
 async def create_server(settings: Settings) -> EmbedrecApp:
@@ -209,6 +262,14 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop_requested.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload_on_sighup() -> None:
+        task = loop.create_task(app._reload_on_signal())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
     await app.start()
     try:
         await app.load()

@@ -130,6 +130,8 @@ class MicroBatcher(Generic[Item, Result]):
         policy: BatchPolicy,
         cost: Callable[[Item], int] = lambda _: 1,
         name: str = "batcher",
+        unit: str = "texts",
+        queue_limit_name: str = "max_queued_texts",
         observer: BatchObserver | None = None,
         on_worker_crash: Callable[[BaseException], None] | None = None,
         on_worker_restart: Callable[[], None] | None = None,
@@ -147,6 +149,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.policy = policy
         self.stats = BatcherStats()
         self._name = name
+        self._unit = unit
+        self._queue_limit_name = queue_limit_name
         self._queue: collections.deque[_Request[Item, Result]] = collections.deque()
         self._queued_items = 0
         self._arrived = asyncio.Event()
@@ -198,8 +202,8 @@ class MicroBatcher(Generic[Item, Result]):
         limit = self.policy.max_queued_items
         if self._queued_items + count > limit:
             raise Overloaded(
-                f"server overloaded: {self._queued_items} texts queued, this request adds {count}, "
-                f"limit max_queued_texts={limit}; retry with backoff"
+                f"server overloaded: {self._queued_items} {self._unit} queued, this request adds {count}, "
+                f"limit {self._queue_limit_name}={limit}; retry with backoff"
             )
 
     async def submit(self, items: Sequence[Item], *, timeout: float | None = None) -> list[Result]:

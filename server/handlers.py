@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from embedrec.v1 import embedrec_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EmbedRec"]
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["EmbedRecAdmin"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,11 @@ def _decoder(message_class: type[Message]) -> Callable[[bytes], Message | Undeco
     return decode
 
 
-def register_embedrec_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Add every method of `SERVICE` (implemented by `servicer`'s same-named coroutines)."""
+def register_embedrec_service(servicer: Any, server: grpc.aio.Server, service: Any = SERVICE) -> None:
+    """Add every method of `service` (default: EmbedRec), implemented by `servicer`'s same-named
+    coroutines."""
     handlers = {}
-    for method in SERVICE.methods:
+    for method in service.methods:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
@@ -49,5 +51,5 @@ def register_embedrec_service(servicer: Any, server: grpc.aio.Server) -> None:
             request_deserializer=_decoder(request_class),
             response_serializer=response_class.SerializeToString,
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -1,11 +1,13 @@
-"""The served catalog: a read-only memory-mapped item matrix, its ids, and user profiles.
+"""The served catalog: a read-only memory-mapped item matrix, its ids and optional filter field.
 
-The matrix is never copied into memory: `np.load(..., mmap_mode="r")` lets the page cache hold
-it, shared by every process that maps it.
+Nothing grows with the catalog in private memory: the matrix, the id index and the filter codes
+are memory maps (`np.load(..., mmap_mode="r")`), so the page cache holds them once, shared by
+every process that maps them, and opening a million-item directory takes as long as a small one.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +16,57 @@ import numpy as np
 import numpy.typing as npt
 
 from server.errors import ConfigurationError, InvalidArgument, NotFound
-from server.manifest import ITEMS_IDS, ITEMS_MATRIX, ItemsManifest, read_items_manifest
-from server.topk import FloatArray, IndexArray, top_k
+from server.item_ids import ItemIds
+from server.manifest import (
+    ITEMS_FILTER_CODES,
+    ITEMS_FILTER_VALUES,
+    ITEMS_LAYOUT,
+    ITEMS_MATRIX,
+    ItemsManifest,
+    read_items_manifest,
+)
+from server.profiles import Contribution
+from server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item and its cosine score."""
+    """One recommended item: its id, its row in the matrix, its cosine score and, when asked
+    for, the profile part that contributed most to that score."""
 
     item_id: str
     score: float
+    row: int
+    contribution: Contribution | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user's search: a unit profile vector (dim,) and the rows it may return
+    (`ItemIndex.row_filter`)."""
+
+    profile: FloatArray
+    row_filter: RowFilter
 
 
 class ItemIndex:
     """An item matrix directory (written by `embedrec export-items`) opened for search."""
 
     def __init__(self, items_dir: Path) -> None:
-        """Map `items_dir/items.npy` read-only and read its ids and manifest.
+        """Map `items_dir`'s matrix, ids and filter codes read-only and read its manifest.
 
-        Raises ConfigurationError when the files are missing or disagree with the manifest.
+        Raises ConfigurationError when files are missing, of an older layout, or disagree with
+        the manifest.
         """
+        self.directory = items_dir
         self.manifest: ItemsManifest = read_items_manifest(items_dir)
+        if self.manifest.layout != ITEMS_LAYOUT:
+            raise ConfigurationError(
+                f"{items_dir} has item layout {self.manifest.layout}; this server reads {ITEMS_LAYOUT}: "
+                "rebuild the items (embedrec export-items --force)"
+            )
         try:
             self.matrix: npt.NDArray[np.float32] = np.load(items_dir / ITEMS_MATRIX, mmap_mode="r")
-            ids = (items_dir / ITEMS_IDS).read_text(encoding="utf-8").split("\n")[:-1]
         except (OSError, ValueError) as error:
             raise ConfigurationError(f"item matrix in {items_dir} unreadable: {error}") from None
         if self.matrix.dtype != np.float32 or self.manifest.dtype != "float32":
@@ -46,16 +75,31 @@ class ItemIndex:
                 "this server reads float32: rebuild the items"
             )
         expected = (self.manifest.item_count, self.manifest.dim)
-        if self.matrix.shape != expected or len(ids) != self.manifest.item_count:
+        if self.matrix.shape != expected:
             raise ConfigurationError(
-                f"{items_dir}: matrix shape {self.matrix.shape} and {len(ids)} ids disagree with "
-                f"the manifest's {expected}; rebuild the items"
+                f"{items_dir}: matrix shape {self.matrix.shape} disagrees with the manifest's {expected}; "
+                "rebuild the items"
             )
-        self.ids = ids
-        self._row_of = {item_id: row for row, item_id in enumerate(ids)}
+        self.ids = ItemIds(items_dir, self.manifest.item_count)
+        self.filter_field = self.manifest.filter_field
+        self._filter_codes: CodeArray | None = None
+        self._code_of: dict[str, int] = {}
+        if self.filter_field:
+            self._load_filter(items_dir)
+
+    def _load_filter(self, items_dir: Path) -> None:
+        try:
+            codes: CodeArray = np.load(items_dir / ITEMS_FILTER_CODES, mmap_mode="r")
+            values = json.loads((items_dir / ITEMS_FILTER_VALUES).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigurationError(f"filter field of {items_dir} unreadable: {error}") from None
+        if codes.shape != (self.manifest.item_count,) or not isinstance(values, list):
+            raise ConfigurationError(f"filter field of {items_dir} disagrees with the manifest; rebuild the items")
+        self._filter_codes = codes
+        self._code_of = {str(value): code for code, value in enumerate(values)}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.manifest.item_count
 
     def rows_of(self, item_ids: Sequence[str], *, field: str) -> IndexArray:
         """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids, and
@@ -65,23 +109,52 @@ class ItemIndex:
             if item_id in seen:
                 raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
             seen.add(item_id)
-        unknown = [item_id for item_id in item_ids if item_id not in self._row_of]
+        rows = self.ids.find(item_ids)
+        unknown = [item_id for item_id, row in zip(item_ids, rows.tolist(), strict=True) if row < 0]
         if unknown:
             shown = ", ".join(repr(item_id[:64]) for item_id in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise NotFound(f"{field}: unknown item id(s) {shown}{more}")
-        return np.fromiter((self._row_of[item_id] for item_id in item_ids), dtype=np.int64, count=len(item_ids))
+        return rows
 
     def known_rows(self, item_ids: Sequence[str]) -> IndexArray:
         """Row numbers of the ids in `item_ids` that exist; unknown ids are skipped."""
-        rows = [self._row_of[item_id] for item_id in item_ids if item_id in self._row_of]
-        return np.asarray(rows, dtype=np.int64)
+        rows = self.ids.find(item_ids)
+        return rows[rows >= 0]
 
     def vectors(self, rows: IndexArray) -> FloatArray:
         """The item vectors at `rows`, float32 (len(rows), dim)."""
         return np.asarray(self.matrix[rows], dtype=np.float32)
 
-    def recommend(self, profile: FloatArray, k: int, *, excluded_rows: IndexArray) -> list[Recommendation]:
+    def row_filter(self, excluded_rows: IndexArray, filter_values: Sequence[str], *, field: str) -> RowFilter:
+        """The RowFilter for one query; InvalidArgument naming `field` when the catalog has no
+        filter field. Values the catalog does not have match nothing."""
+        if not filter_values:
+            return RowFilter(excluded_rows)
+        if self._filter_codes is None:
+            raise InvalidArgument(
+                f"{field} given, but the served items have no filter field "
+                "(build them with embedrec export-items --filter-field NAME)"
+            )
+        allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
+        return RowFilter(excluded_rows, self._filter_codes, allowed)
+
+    def search(self, queries: Sequence[Query], k: int) -> list[list[Recommendation]]:
+        """The k best items for each query in one pass over the matrix, best first (exact; equal
+        scores in catalog order)."""
+        profiles = np.stack([query.profile for query in queries]).astype(np.float32, copy=False)
+        found = top_k(self.matrix, profiles, k, filters=[query.row_filter for query in queries])
+        return [
+            [
+                Recommendation(item_id, float(score), int(row))
+                for item_id, row, score in zip(self.ids.ids_at(rows), rows, scores, strict=True)
+            ]
+            for rows, scores in found
+        ]
+
+    def recommend(
+        self, profile: FloatArray, k: int, *, excluded_rows: IndexArray, filter_values: Sequence[str] = ()
+    ) -> list[Recommendation]:
         """The k items most similar to the unit vector `profile` (dim,), best first."""
-        rows, scores = top_k(self.matrix, profile[None, :], k, excluded_rows=excluded_rows)[0]
-        return [Recommendation(self.ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
+        row_filter = self.row_filter(excluded_rows, filter_values, field="filter_values")
+        return self.search([Query(profile, row_filter)], k)[0]

@@ -22,6 +22,8 @@ class Limits:
     max_k: int = 1_000
     max_history_items: int = 1_000
     max_exclude_ids: int = 10_000
+    max_batch_users: int = 64
+    max_filter_values: int = 1_000
 
 
 def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: int | None = None) -> None:
@@ -66,10 +68,10 @@ def check_weight(weight: float, *, field: str) -> float:
     return weight
 
 
-def check_k(k: int, limits: Limits) -> None:
+def check_k(k: int, limits: Limits, *, field: str = "k") -> None:
     """Raise InvalidArgument unless 1 <= k <= max_k."""
     if k < 1 or k > limits.max_k:
-        raise InvalidArgument(f"k must be between 1 and max_k={limits.max_k}, got {k}")
+        raise InvalidArgument(f"{field} must be between 1 and max_k={limits.max_k}, got {k}")
 
 
 def check_count(count: int, limit: int, *, field: str, limit_name: str) -> None:

@@ -20,6 +20,10 @@ TOKENIZER_FILE = "tokenizer.json"
 ITEMS_MANIFEST = "items_manifest.json"
 ITEMS_MATRIX = "items.npy"
 ITEMS_IDS = "ids.txt"
+ITEMS_FILTER_CODES = "filter_codes.npy"
+ITEMS_FILTER_VALUES = "filter_values.json"
+# Layout 2 added the memory-mapped id index and the optional filter field (server/item_ids.py).
+ITEMS_LAYOUT = 2
 FORMAT_VERSION = 1
 
 PoolingName = Literal["mean", "cls"]
@@ -59,6 +63,9 @@ class ItemsManifest:
     model_onnx_sha256: str
     catalog: str
     catalog_sha256: str
+    # The catalog field whose values Recommend can filter on ("" when none was stored).
+    filter_field: str = ""
+    layout: int = 1
     format_version: int = FORMAT_VERSION
 
 

@@ -1,30 +1,78 @@
-"""A user profile: the weighted mean of unit vectors (a given vector, texts, items), normalised."""
+"""A user profile: the weighted mean of unit vectors (a given vector, texts, items), normalised,
+and how much each of those parts contributes to an item's score."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from server.errors import InvalidArgument
 from server.pooling import FloatArray, l2_normalize
 
+PartKind = Literal["user_vector", "text", "item"]
 
-def combine_profile(parts: Sequence[tuple[FloatArray, float]]) -> FloatArray:
-    """Unit vector of sum(weight * unit(vector)) over `parts` of (vector (dim,), weight).
+
+@dataclass(frozen=True)
+class ProfilePart:
+    """One part of a profile: a vector (dim,), its weight, and where it came from (`kind`, its
+    position in the request's list, the item id for items)."""
+
+    vector: FloatArray
+    weight: float
+    kind: PartKind
+    index: int = 0
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A part's share of one item's score; the shares of all parts sum to the score."""
+
+    kind: PartKind
+    index: int
+    item_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The unit profile vector and, per part, the coefficient c_j with vector = sum c_j u_j."""
+
+    vector: FloatArray
+    parts: Sequence[ProfilePart]
+    unit_parts: FloatArray
+    coefficients: FloatArray
+
+    def top_contributions(self, items: FloatArray) -> list[Contribution]:
+        """For each row of `items` (m, dim), the part with the largest share c_j * (u_j . item)
+        of its score (the profile's score is exactly the sum of these shares)."""
+        shares = self.coefficients[:, None] * (self.unit_parts @ items.T)  # (parts, m)
+        best = np.argmax(shares, axis=0)
+        return [
+            Contribution(self.parts[j].kind, self.parts[j].index, self.parts[j].item_id, float(shares[j, column]))
+            for column, j in enumerate(best.tolist())
+        ]
+
+
+def combine_profile(parts: Sequence[ProfilePart]) -> Profile:
+    """Unit vector of sum(weight * unit(vector)) over `parts`.
 
     Raises InvalidArgument when there are no parts, all weights are zero, or the parts cancel
     out (the mean has no direction).
     """
     if not parts:
         raise InvalidArgument("the user profile is empty: give user_vector, texts or items")
-    vectors = l2_normalize(np.stack([vector for vector, _ in parts]).astype(np.float32))
-    weights = np.asarray([weight for _, weight in parts], dtype=np.float64)
+    unit_parts = l2_normalize(np.stack([part.vector for part in parts]).astype(np.float32))
+    weights = np.asarray([part.weight for part in parts], dtype=np.float64)
     if weights.sum() <= 0:
         raise InvalidArgument("the user profile's weights are all zero")
-    combined = (weights[:, None] * vectors.astype(np.float64)).sum(axis=0)
+    combined = (weights[:, None] * unit_parts.astype(np.float64)).sum(axis=0)
     norm = float(np.linalg.norm(combined))
     if not np.isfinite(norm) or norm < 1e-6:
         raise InvalidArgument("the user profile's parts cancel out; the profile has no direction")
-    profile: FloatArray = (combined / norm).astype(np.float32)
-    return profile
+    vector: FloatArray = (combined / norm).astype(np.float32)
+    coefficients: FloatArray = (weights / norm).astype(np.float32)
+    return Profile(vector, list(parts), unit_parts, coefficients)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,13 @@ from embedrec import __version__
 from server.batcher import BatchPolicy, MicroBatcher
 from server.encoder import InferenceOutput, OnnxEncoder
 from server.errors import FailedPrecondition, InvalidArgument
-from server.items import ItemIndex, Recommendation
+from server.items import ItemIndex, Query, Recommendation
 from server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
 from server.manifest import PoolingName
 from server.pooling import FloatArray, l2_normalize
-from server.profiles import combine_profile
+from server.profiles import Profile, ProfilePart, combine_profile
 from server.tokenization import TokenizedText
+from server.topk import IndexArray
 
 BatchItem = tuple[TokenizedText, PoolingName]
 
@@ -49,6 +50,18 @@ class ProfileRequest:
     items: Sequence[tuple[str, float]] = ()
     exclude_ids: Sequence[str] = ()
     exclude_history: bool = True
+    filter_values: Sequence[str] = ()
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a hot reload of the items did."""
+
+    items_sha256: str
+    item_count: int
+    previous_items_sha256: str
+    changed: bool
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class ServiceInfo:
     server_instance: str
     batch_policy: BatchPolicy
     limits: Limits = field(default_factory=Limits)
+    items_filter_field: str = ""
 
 
 def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> MicroBatcher[BatchItem, FloatArray]:
@@ -84,6 +98,37 @@ def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> M
     return MicroBatcher(infer, finish, policy=policy, cost=lambda item: item[0].length, name="inference", **hooks)
 
 
+@dataclass(frozen=True)
+class SearchItem:
+    """One user's top-k search, queued for the search batcher: the index snapshot it runs on."""
+
+    items: ItemIndex
+    query: Query
+    k: int
+
+
+def run_searches(batch: list[SearchItem]) -> list[list[Recommendation]]:
+    """Answer a batch of searches with one pass over each item index in it (normally one)."""
+    results: list[list[Recommendation]] = [[] for _ in batch]
+    by_index: dict[int, list[int]] = {}
+    for position, search in enumerate(batch):
+        by_index.setdefault(id(search.items), []).append(position)
+    for positions in by_index.values():
+        items = batch[positions[0]].items
+        found = items.search([batch[p].query for p in positions], max(batch[p].k for p in positions))
+        for position, recommendations in zip(positions, found, strict=True):
+            results[position] = recommendations[: batch[position].k]
+    return results
+
+
+def create_search_batcher(policy: BatchPolicy, **hooks: Any) -> MicroBatcher[SearchItem, list[Recommendation]]:
+    """A micro-batcher for top-k searches: concurrent Recommend calls share one scan of the matrix
+    (one matrix product per chunk for all of them), off the event loop."""
+    return MicroBatcher(
+        run_searches, policy=policy, name="search", unit="searches", queue_limit_name="max_queued_searches", **hooks
+    )
+
+
 class EmbeddingService:
     """Embedding and recommendation use cases over an encoder, a batcher and optional items."""
 
@@ -93,11 +138,13 @@ class EmbeddingService:
         batcher: MicroBatcher[BatchItem, FloatArray],
         items: ItemIndex | None,
         limits: Limits,
+        search_batcher: MicroBatcher[SearchItem, list[Recommendation]],
     ) -> None:
         self.encoder = encoder
         self.batcher = batcher
         self.items = items
         self.limits = limits
+        self.search_batcher = search_batcher
 
     async def embed(
         self,
@@ -153,34 +200,97 @@ class EmbeddingService:
         Raises FailedPrecondition without items, InvalidArgument on bad fields, NotFound on
         unknown history ids.
         """
-        if self.items is None:
+        return (await self._recommend_each([request], timeout=timeout, prefix=""))[0]
+
+    async def recommend_many(
+        self, requests: Sequence[ProfileRequest], *, timeout: float | None
+    ) -> list[list[Recommendation]]:
+        """`recommend` for several users with one pass over the item matrix; results in request
+        order. Field names in errors are prefixed with users[i]."""
+        if not requests:
+            raise InvalidArgument(f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users")
+        check_count(len(requests), self.limits.max_batch_users, field="users", limit_name="max_batch_users")
+        return await self._recommend_each(requests, timeout=timeout, prefix="users[{}].")
+
+    async def _recommend_each(
+        self, requests: Sequence[ProfileRequest], *, timeout: float | None, prefix: str
+    ) -> list[list[Recommendation]]:
+        items = self.items  # one snapshot: a hot reload during this call does not affect it
+        if items is None:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
-        check_k(request.k, self.limits)
-        check_count(len(request.items), self.limits.max_history_items, field="items", limit_name="max_history_items")
-        check_count(
-            len(request.exclude_ids), self.limits.max_exclude_ids, field="exclude_ids", limit_name="max_exclude_ids"
-        )
-        text_weights = [check_weight(weight, field=f"texts[{i}].weight") for i, (_, weight) in enumerate(request.texts)]
-        item_weights = [check_weight(weight, field=f"items[{i}].weight") for i, (_, weight) in enumerate(request.items)]
-        parts: list[tuple[FloatArray, float]] = []
+        self.search_batcher.check_admission(len(requests))
+        searches: list[SearchItem] = []
+        profiles: list[Profile] = []
+        for index, request in enumerate(requests):
+            field_prefix = prefix.format(index)
+            self._check_recommend(request, field_prefix)
+            profile, history_rows = await self._profile(items, request, field_prefix, timeout)
+            excluded = items.known_rows(request.exclude_ids)
+            if request.exclude_history:
+                excluded = np.concatenate([excluded, history_rows])
+            row_filter = items.row_filter(excluded, request.filter_values, field=f"{field_prefix}filter_values")
+            searches.append(SearchItem(items, Query(profile.vector, row_filter), request.k))
+            profiles.append(profile)
+        found = await self.search_batcher.submit(searches, timeout=timeout)
+        results = []
+        for request, profile, chosen in zip(requests, profiles, found, strict=True):
+            if request.explain and chosen:
+                contributions = profile.top_contributions(items.vectors(np.asarray([r.row for r in chosen])))
+                chosen = [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
+            results.append(chosen)
+        return results
+
+    def _check_recommend(self, request: ProfileRequest, prefix: str) -> None:
+        check_k(request.k, self.limits, field=f"{prefix}k")
+        for name, count, limit_name in (
+            ("items", len(request.items), "max_history_items"),
+            ("exclude_ids", len(request.exclude_ids), "max_exclude_ids"),
+            ("filter_values", len(request.filter_values), "max_filter_values"),
+        ):
+            check_count(count, getattr(self.limits, limit_name), field=f"{prefix}{name}", limit_name=limit_name)
+
+    async def _profile(
+        self, items: ItemIndex, request: ProfileRequest, prefix: str, timeout: float | None
+    ) -> tuple[Profile, IndexArray]:
+        """The request's profile and the rows of its history items."""
+        text_weights = [
+            check_weight(weight, field=f"{prefix}texts[{i}].weight") for i, (_, weight) in enumerate(request.texts)
+        ]
+        item_weights = [
+            check_weight(weight, field=f"{prefix}items[{i}].weight") for i, (_, weight) in enumerate(request.items)
+        ]
+        parts: list[ProfilePart] = []
         if len(request.user_vector):
-            vector = check_vector(request.user_vector, self.encoder.dim, field="user_vector")
-            parts.append((vector, check_weight(request.user_vector_weight, field="user_vector_weight")))
-        history_rows = self.items.rows_of([item_id for item_id, _ in request.items], field="items")
-        parts.extend(zip(self.items.vectors(history_rows), item_weights, strict=True))
+            vector = check_vector(request.user_vector, self.encoder.dim, field=f"{prefix}user_vector")
+            weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
+            parts.append(ProfilePart(vector, weight, "user_vector"))
+        item_ids = [item_id for item_id, _ in request.items]
+        history_rows = items.rows_of(item_ids, field=f"{prefix}items")
+        parts.extend(
+            ProfilePart(vector, weight, "item", index, item_id)
+            for index, (vector, weight, item_id) in enumerate(
+                zip(items.vectors(history_rows), item_weights, item_ids, strict=True)
+            )
+        )
         if request.texts:
             texts = [text for text, _ in request.texts]
-            embedded = await self.embed(texts, normalize=True, timeout=timeout, field_name="texts")
-            parts.extend(zip(embedded.vectors, text_weights, strict=True))
-        profile = combine_profile(parts)
-        excluded = self.items.known_rows(request.exclude_ids)
-        if request.exclude_history:
-            excluded = np.concatenate([excluded, history_rows])
-        return self.items.recommend(profile, request.k, excluded_rows=excluded)
+            embedded = await self.embed(texts, normalize=True, timeout=timeout, field_name=f"{prefix}texts")
+            parts.extend(
+                ProfilePart(vector, weight, "text", index)
+                for index, (vector, weight) in enumerate(zip(embedded.vectors, text_weights, strict=True))
+            )
+        return combine_profile(parts), history_rows
+
+    def replace_items(self, items: ItemIndex) -> ItemIndex | None:
+        """Serve `items` from now on (calls already running finish on the old index); return the
+        old one. The caller checks that `items` belongs to this model."""
+        previous, self.items = self.items, items
+        return previous
 
     def info(self) -> ServiceInfo:
         """The model, the provider in use, the item matrix identity and the limits."""
         manifest = self.encoder.manifest
+        items = self.items
         return ServiceInfo(
             model_name=manifest.model_name,
             dim=manifest.dim,
@@ -189,11 +299,12 @@ class EmbeddingService:
             normalize=manifest.normalize,
             provider=self.encoder.provider,
             model_sha256=manifest.onnx_sha256,
-            item_count=len(self.items) if self.items is not None else 0,
-            items_sha256=self.items.manifest.items_sha256 if self.items is not None else "",
+            item_count=len(items) if items is not None else 0,
+            items_sha256=items.manifest.items_sha256 if items is not None else "",
             server_version=__version__,
             runtime_version=onnxruntime.__version__,
             server_instance=f"{socket.gethostname()}:{os.getpid()}",
             batch_policy=self.batcher.policy,
             limits=self.limits,
+            items_filter_field=items.filter_field if items is not None else "",
         )

@@ -24,9 +24,10 @@ from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from server.errors import EmbedrecError, InvalidArgument
 from server.handlers import UndecodableRequest
+from server.items import Recommendation
 from server.manifest import PoolingName
 from server.metrics import ServerMetrics
-from server.service import EmbeddingService, ProfileRequest
+from server.service import EmbeddingService, ProfileRequest, ReloadResult
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def request_size(request: object) -> tuple[int, int]:
         texts = [text for text in texts if text]
     elif isinstance(request, pb.RecommendRequest):
         texts = [entry.text for entry in request.texts]
+    elif isinstance(request, pb.RecommendBatchRequest):
+        texts = [entry.text for user in request.users for entry in user.texts]
     else:
         texts = []
     return len(texts), sum(len(text) for text in texts)
@@ -208,17 +211,16 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
 
     @_guarded
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
-        profile = ProfileRequest(
-            k=request.k,
-            user_vector=np.asarray(request.user_vector, dtype=np.float32),
-            user_vector_weight=request.user_vector_weight if request.HasField("user_vector_weight") else 1.0,
-            texts=[(t.text, t.weight if t.HasField("weight") else 1.0) for t in request.texts],
-            items=[(i.id, i.weight if i.HasField("weight") else 1.0) for i in request.items],
-            exclude_ids=list(request.exclude_ids),
-            exclude_history=request.exclude_history if request.HasField("exclude_history") else True,
-        )
-        found = await self.service.recommend(profile, timeout=_deadline(context))
-        return pb.RecommendResponse(items=[pb.ScoredItem(id=r.item_id, score=r.score) for r in found])
+        found = await self.service.recommend(_profile_request(request), timeout=_deadline(context))
+        return _recommend_response(found)
+
+    @_guarded
+    async def RecommendBatch(
+        self, request: pb.RecommendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendBatchResponse:
+        profiles = [_profile_request(user) for user in request.users]
+        found = await self.service.recommend_many(profiles, timeout=_deadline(context))
+        return pb.RecommendBatchResponse(results=[_recommend_response(one) for one in found])
 
     @_guarded
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
@@ -246,4 +248,62 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
             max_batch_size=info.batch_policy.max_batch_size,
             max_batch_tokens=info.batch_policy.max_batch_tokens,
             max_queued_texts=info.batch_policy.max_queued_items,
+            items_filter_field=info.items_filter_field,
+            max_batch_users=limits.max_batch_users,
+            max_filter_values=limits.max_filter_values,
         )
+
+
+class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc]
+    """Adapter from the embedrec.v1 admin service to the server's operations."""
+
+    def __init__(self, state: ServingState, reload_items: Callable[[], Awaitable[ReloadResult]]) -> None:
+        self.state = state
+        self._reload_items = reload_items
+
+    @_guarded
+    async def ReloadItems(
+        self, request: pb.ReloadItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReloadItemsResponse:
+        result = await self._reload_items()
+        return pb.ReloadItemsResponse(
+            items_sha256=result.items_sha256,
+            item_count=result.item_count,
+            previous_items_sha256=result.previous_items_sha256,
+            changed=result.changed,
+        )
+
+
+PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
+
+
+def _profile_request(request: pb.RecommendRequest) -> ProfileRequest:
+    return ProfileRequest(
+        k=request.k,
+        user_vector=np.asarray(request.user_vector, dtype=np.float32),
+        user_vector_weight=request.user_vector_weight if request.HasField("user_vector_weight") else 1.0,
+        texts=[(t.text, t.weight if t.HasField("weight") else 1.0) for t in request.texts],
+        items=[(i.id, i.weight if i.HasField("weight") else 1.0) for i in request.items],
+        exclude_ids=list(request.exclude_ids),
+        exclude_history=request.exclude_history if request.HasField("exclude_history") else True,
+        filter_values=list(request.filter_values),
+        explain=request.explain,
+    )
+
+
+def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
+    items = []
+    for recommendation in found:
+        item = pb.ScoredItem(id=recommendation.item_id, score=recommendation.score)
+        contribution = recommendation.contribution
+        if contribution is not None:
+            item.top_contribution.CopyFrom(
+                pb.Contribution(
+                    part=PART_TO_PROTO[contribution.kind],
+                    index=contribution.index,
+                    item_id=contribution.item_id,
+                    score=contribution.score,
+                )
+            )
+        items.append(item)
+    return pb.RecommendResponse(items=items)

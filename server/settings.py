@@ -75,6 +75,16 @@ class Settings:
     max_k: int = _setting(Limits.max_k, "largest k for Recommend")
     max_history_items: int = _setting(Limits.max_history_items, "item ids per Recommend profile")
     max_exclude_ids: int = _setting(Limits.max_exclude_ids, "exclude_ids per Recommend request")
+    max_batch_users: int = _setting(Limits.max_batch_users, "users per RecommendBatch request")
+    max_filter_values: int = _setting(Limits.max_filter_values, "filter_values per Recommend profile")
+    max_search_batch: int = _setting(
+        32,
+        "Recommend searches answered by one pass over the item matrix: concurrent calls share it "
+        "(one matrix product per chunk for all of them instead of one pass each)",
+    )
+    max_queued_searches: int = _setting(
+        256, "Recommend searches waiting for the item matrix before new calls get RESOURCE_EXHAUSTED"
+    )
     tls_cert: Path | None = _setting(None, "server certificate chain (PEM); with --tls-key the port speaks TLS")
     tls_key: Path | None = _setting(None, "server private key (PEM)")
     tls_client_ca: Path | None = _setting(None, "CA (PEM) that client certificates must chain to: requires mTLS")
@@ -123,6 +133,18 @@ class Settings:
             max_k=self.max_k,
             max_history_items=self.max_history_items,
             max_exclude_ids=self.max_exclude_ids,
+            max_batch_users=self.max_batch_users,
+            max_filter_values=self.max_filter_values,
+        )
+
+    @property
+    def search_policy(self) -> BatchPolicy:
+        """The search batcher's knobs in force (one search costs 1, no length grouping)."""
+        return BatchPolicy(
+            max_batch_size=self.max_search_batch,
+            max_batch_tokens=self.max_search_batch,
+            max_queued_items=self.max_queued_searches,
+            group_by_length=False,
         )
 
     @classmethod

@@ -3,7 +3,8 @@
 The kernel spreads incoming connections over the workers (SO_REUSEPORT); each worker has its own
 ONNX Runtime session (intra-op threads split across workers unless set) and maps the same item
 matrix read-only, so the page cache holds it once. The supervisor (this parent process) restarts
-a worker that dies, forwards SIGTERM so every worker drains, and exits 0 once all exited cleanly.
+a worker that dies, forwards SIGHUP (items reload) to every worker, forwards SIGTERM so every
+worker drains, and exits 0 once all exited cleanly.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     commands = [worker_command(settings, argv, index, port) for index in range(settings.workers)]
     workers = [_Worker(index, subprocess.Popen(command)) for index, command in enumerate(commands)]
+
+    def forward_reload(signal_number: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, forward_reload)
     logger.info(
         "supervising %d workers on %s:%d (pids %s)",
         len(workers),

@@ -359,8 +359,8 @@ def test_a_dead_worker_is_restarted_and_nobody_waits_forever(private_server: Ser
     [
         (lambda d: (d / "items.npy").write_bytes((d / "items.npy").read_bytes()[:-100]), "unreadable"),
         (lambda d: np.save(d / "items.npy", np.load(d / "items.npy").astype(np.float64)), "dtype float64"),
-        (lambda d: np.save(d / "items.npy", np.load(d / "items.npy")[:-1]), "disagree with the manifest"),
-        (lambda d: (d / "ids.txt").write_text("only-one\n"), "disagree with the manifest"),
+        (lambda d: np.save(d / "items.npy", np.load(d / "items.npy")[:-1]), "disagrees? with the manifest"),
+        (lambda d: (d / "ids.txt").write_text("only-one\n"), "disagrees? with the manifest"),
         (lambda d: (d / "items_manifest.json").write_text("{broken"), "items manifest unreadable"),
         (lambda d: (d / "items.npy").unlink(), "unreadable"),
     ],

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65mbedrec/v1/embedrec.proto\x12\x0b\x65mbedrec.v1\"\x8e\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12%\n\x07pooling\x18\x04 \x01(\x0e\x32\x14.embedrec.v1.PoolingB\x0c\n\n_normalizeB\x0b\n\t_truncate\"B\n\rEmbedResponse\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\r\" \n\x08TextPair\x12\t\n\x01\x61\x18\x01 \x01(\t\x12\t\n\x01\x62\x18\x02 \x01(\t\"\\\n\x11SimilarityRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12$\n\x05pairs\x18\x03 \x03(\x0b\x32\x15.embedrec.v1.TextPair\"$\n\x12SimilarityResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\"<\n\x0cWeightedText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\":\n\x0cWeightedItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"\x85\x02\n\x10RecommendRequest\x12\x13\n\x0buser_vector\x18\x01 \x03(\x02\x12\x1f\n\x12user_vector_weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12(\n\x05texts\x18\x03 \x03(\x0b\x32\x19.embedrec.v1.WeightedText\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.embedrec.v1.WeightedItem\x12\x13\n\x0b\x65xclude_ids\x18\x05 \x03(\t\x12\x1c\n\x0f\x65xclude_history\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12\t\n\x01k\x18\x07 \x01(\x05\x42\x15\n\x13_user_vector_weightB\x12\n\x10_exclude_history\"\'\n\nScoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\";\n\x11RecommendResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.embedrec.v1.ScoredItem\"\r\n\x0bInfoRequest\"\xfc\x03\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12%\n\x07pooling\x18\x04 \x01(\x0e\x32\x14.embedrec.v1.Pooling\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x12\n\nitem_count\x18\x08 \x01(\x04\x12\x14\n\x0citems_sha256\x18\t \x01(\t\x12\x16\n\x0eserver_version\x18\n \x01(\t\x12\x1d\n\x15max_texts_per_request\x18\x0b \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x0c \x01(\r\x12\x17\n\x0fmax_total_chars\x18\r \x01(\r\x12\r\n\x05max_k\x18\x0e \x01(\r\x12\x19\n\x11max_history_items\x18\x0f \x01(\r\x12\x17\n\x0fmax_exclude_ids\x18\x10 \x01(\r\x12\x17\n\x0fruntime_version\x18\x11 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x12 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x13 \x01(\r\x12\x18\n\x10max_queued_texts\x18\x14 \x01(\r\x12\x17\n\x0fserver_instance\x18\x15 \x01(\t*E\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x32\xa2\x02\n\x08\x45mbedRec\x12>\n\x05\x45mbed\x12\x19.embedrec.v1.EmbedRequest\x1a\x1a.embedrec.v1.EmbedResponse\x12M\n\nSimilarity\x12\x1e.embedrec.v1.SimilarityRequest\x1a\x1f.embedrec.v1.SimilarityResponse\x12J\n\tRecommend\x12\x1d.embedrec.v1.RecommendRequest\x1a\x1e.embedrec.v1.RecommendResponse\x12;\n\x04Info\x12\x18.embedrec.v1.InfoRequest\x1a\x19.embedrec.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65mbedrec/v1/embedrec.proto\x12\x0b\x65mbedrec.v1\"\x8e\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x16\n\tnormalize\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12%\n\x07pooling\x18\x04 \x01(\x0e\x32\x14.embedrec.v1.PoolingB\x0c\n\n_normalizeB\x0b\n\t_truncate\"B\n\rEmbedResponse\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\r\" \n\x08TextPair\x12\t\n\x01\x61\x18\x01 \x01(\t\x12\t\n\x01\x62\x18\x02 \x01(\t\"\\\n\x11SimilarityRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12$\n\x05pairs\x18\x03 \x03(\x0b\x32\x15.embedrec.v1.TextPair\"$\n\x12SimilarityResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\"<\n\x0cWeightedText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\":\n\x0cWeightedItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"\xad\x02\n\x10RecommendRequest\x12\x13\n\x0buser_vector\x18\x01 \x03(\x02\x12\x1f\n\x12user_vector_weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12(\n\x05texts\x18\x03 \x03(\x0b\x32\x19.embedrec.v1.WeightedText\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.embedrec.v1.WeightedItem\x12\x13\n\x0b\x65xclude_ids\x18\x05 \x03(\t\x12\x1c\n\x0f\x65xclude_history\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12\t\n\x01k\x18\x07 \x01(\x05\x12\x15\n\rfilter_values\x18\x08 \x03(\t\x12\x0f\n\x07\x65xplain\x18\t \x01(\x08\x42\x15\n\x13_user_vector_weightB\x12\n\x10_exclude_history\"e\n\x0c\x43ontribution\x12&\n\x04part\x18\x01 \x01(\x0e\x32\x18.embedrec.v1.ProfilePart\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"\\\n\nScoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x33\n\x10top_contribution\x18\x03 \x01(\x0b\x32\x19.embedrec.v1.Contribution\";\n\x11RecommendResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.embedrec.v1.ScoredItem\"E\n\x15RecommendBatchRequest\x12,\n\x05users\x18\x01 \x03(\x0b\x32\x1d.embedrec.v1.RecommendRequest\"I\n\x16RecommendBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.embedrec.v1.RecommendResponse\"\r\n\x0bInfoRequest\"\xcc\x04\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12%\n\x07pooling\x18\x04 \x01(\x0e\x32\x14.embedrec.v1.Pooling\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x12\n\nitem_count\x18\x08 \x01(\x04\x12\x14\n\x0citems_sha256\x18\t \x01(\t\x12\x16\n\x0eserver_version\x18\n \x01(\t\x12\x1d\n\x15max_texts_per_request\x18\x0b \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x0c \x01(\r\x12\x17\n\x0fmax_total_chars\x18\r \x01(\r\x12\r\n\x05max_k\x18\x0e \x01(\r\x12\x19\n\x11max_history_items\x18\x0f \x01(\r\x12\x17\n\x0fmax_exclude_ids\x18\x10 \x01(\r\x12\x17\n\x0fruntime_version\x18\x11 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x12 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x13 \x01(\r\x12\x18\n\x10max_queued_texts\x18\x14 \x01(\r\x12\x17\n\x0fserver_instance\x18\x15 \x01(\t\x12\x1a\n\x12items_filter_field\x18\x16 \x01(\t\x12\x17\n\x0fmax_batch_users\x18\x17 \x01(\r\x12\x19\n\x11max_filter_values\x18\x18 \x01(\r\"\x14\n\x12ReloadItemsRequest\"o\n\x13ReloadItemsResponse\x12\x14\n\x0citems_sha256\x18\x01 \x01(\t\x12\x12\n\nitem_count\x18\x02 \x01(\x04\x12\x1d\n\x15previous_items_sha256\x18\x03 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08*E\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02*w\n\x0bProfilePart\x12\x1c\n\x18PROFILE_PART_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROFILE_PART_USER_VECTOR\x10\x01\x12\x15\n\x11PROFILE_PART_TEXT\x10\x02\x12\x15\n\x11PROFILE_PART_ITEM\x10\x03\x32\xfd\x02\n\x08\x45mbedRec\x12>\n\x05\x45mbed\x12\x19.embedrec.v1.EmbedRequest\x1a\x1a.embedrec.v1.EmbedResponse\x12M\n\nSimilarity\x12\x1e.embedrec.v1.SimilarityRequest\x1a\x1f.embedrec.v1.SimilarityResponse\x12J\n\tRecommend\x12\x1d.embedrec.v1.RecommendRequest\x1a\x1e.embedrec.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".embedrec.v1.RecommendBatchRequest\x1a#.embedrec.v1.RecommendBatchResponse\x12;\n\x04Info\x12\x18.embedrec.v1.InfoRequest\x1a\x19.embedrec.v1.InfoResponse2a\n\rEmbedRecAdmin\x12P\n\x0bReloadItems\x12\x1f.embedrec.v1.ReloadItemsRequest\x1a .embedrec.v1.ReloadItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedrec.v1.embedrec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POOLING']._serialized_start=1436
-  _globals['_POOLING']._serialized_end=1505
+  _globals['_POOLING']._serialized_start=1993
+  _globals['_POOLING']._serialized_end=2062
+  _globals['_PROFILEPART']._serialized_start=2064
+  _globals['_PROFILEPART']._serialized_end=2183
   _globals['_EMBEDREQUEST']._serialized_start=44
   _globals['_EMBEDREQUEST']._serialized_end=186
   _globals['_EMBEDRESPONSE']._serialized_start=188
@@ -48,15 +50,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEIGHTEDITEM']._serialized_start=484
   _globals['_WEIGHTEDITEM']._serialized_end=542
   _globals['_RECOMMENDREQUEST']._serialized_start=545
-  _globals['_RECOMMENDREQUEST']._serialized_end=806
-  _globals['_SCOREDITEM']._serialized_start=808
-  _globals['_SCOREDITEM']._serialized_end=847
-  _globals['_RECOMMENDRESPONSE']._serialized_start=849
-  _globals['_RECOMMENDRESPONSE']._serialized_end=908
-  _globals['_INFOREQUEST']._serialized_start=910
-  _globals['_INFOREQUEST']._serialized_end=923
-  _globals['_INFORESPONSE']._serialized_start=926
-  _globals['_INFORESPONSE']._serialized_end=1434
-  _globals['_EMBEDREC']._serialized_start=1508
-  _globals['_EMBEDREC']._serialized_end=1798
+  _globals['_RECOMMENDREQUEST']._serialized_end=846
+  _globals['_CONTRIBUTION']._serialized_start=848
+  _globals['_CONTRIBUTION']._serialized_end=949
+  _globals['_SCOREDITEM']._serialized_start=951
+  _globals['_SCOREDITEM']._serialized_end=1043
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1045
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1104
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=1106
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=1175
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=1177
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=1250
+  _globals['_INFOREQUEST']._serialized_start=1252
+  _globals['_INFOREQUEST']._serialized_end=1265
+  _globals['_INFORESPONSE']._serialized_start=1268
+  _globals['_INFORESPONSE']._serialized_end=1856
+  _globals['_RELOADITEMSREQUEST']._serialized_start=1858
+  _globals['_RELOADITEMSREQUEST']._serialized_end=1878
+  _globals['_RELOADITEMSRESPONSE']._serialized_start=1880
+  _globals['_RELOADITEMSRESPONSE']._serialized_end=1991
+  _globals['_EMBEDREC']._serialized_start=2186
+  _globals['_EMBEDREC']._serialized_end=2567
+  _globals['_EMBEDRECADMIN']._serialized_start=2569
+  _globals['_EMBEDRECADMIN']._serialized_end=2666
 # @@protoc_insertion_point(module_scope)

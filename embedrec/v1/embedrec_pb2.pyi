@@ -12,9 +12,20 @@ class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOLING_UNSPECIFIED: _ClassVar[Pooling]
     POOLING_MEAN: _ClassVar[Pooling]
     POOLING_CLS: _ClassVar[Pooling]
+
+class ProfilePart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROFILE_PART_UNSPECIFIED: _ClassVar[ProfilePart]
+    PROFILE_PART_USER_VECTOR: _ClassVar[ProfilePart]
+    PROFILE_PART_TEXT: _ClassVar[ProfilePart]
+    PROFILE_PART_ITEM: _ClassVar[ProfilePart]
 POOLING_UNSPECIFIED: Pooling
 POOLING_MEAN: Pooling
 POOLING_CLS: Pooling
+PROFILE_PART_UNSPECIFIED: ProfilePart
+PROFILE_PART_USER_VECTOR: ProfilePart
+PROFILE_PART_TEXT: ProfilePart
+PROFILE_PART_ITEM: ProfilePart
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts", "normalize", "truncate", "pooling")
@@ -79,7 +90,7 @@ class WeightedItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k")
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +98,8 @@ class RecommendRequest(_message.Message):
     EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     user_vector_weight: float
     texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
@@ -94,15 +107,31 @@ class RecommendRequest(_message.Message):
     exclude_ids: _containers.RepeatedScalarFieldContainer[str]
     exclude_history: bool
     k: int
-    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ...) -> None: ...
+    filter_values: _containers.RepeatedScalarFieldContainer[str]
+    explain: bool
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class Contribution(_message.Message):
+    __slots__ = ("part", "index", "item_id", "score")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    part: ProfilePart
+    index: int
+    item_id: str
+    score: float
+    def __init__(self, part: _Optional[_Union[ProfilePart, str]] = ..., index: _Optional[int] = ..., item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("id", "score")
+    __slots__ = ("id", "score", "top_contribution")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOP_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    top_contribution: Contribution
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items",)
@@ -110,12 +139,24 @@ class RecommendResponse(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ...) -> None: ...
 
+class RecommendBatchRequest(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[RecommendRequest]
+    def __init__(self, users: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
+
+class RecommendBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecommendResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecommendResponse, _Mapping]]] = ...) -> None: ...
+
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +178,9 @@ class InfoResponse(_message.Message):
     MAX_BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_TEXTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FILTER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_USERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILTER_VALUES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -158,4 +202,23 @@ class InfoResponse(_message.Message):
     max_batch_tokens: int
     max_queued_texts: int
     server_instance: str
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ...) -> None: ...
+    items_filter_field: str
+    max_batch_users: int
+    max_filter_values: int
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ...) -> None: ...
+
+class ReloadItemsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadItemsResponse(_message.Message):
+    __slots__ = ("items_sha256", "item_count", "previous_items_sha256", "changed")
+    ITEMS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ITEMS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    items_sha256: str
+    item_count: int
+    previous_items_sha256: str
+    changed: bool
+    def __init__(self, items_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., previous_items_sha256: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...

@@ -51,6 +51,11 @@ class EmbedRecStub:
                 request_serializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecommendBatch = channel.unary_unary(
+                '/embedrec.v1.EmbedRec/RecommendBatch',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/embedrec.v1.EmbedRec/Info',
                 request_serializer=embedrec_dot_v1_dot_embedrec__pb2.InfoRequest.SerializeToString,
@@ -84,6 +89,15 @@ class EmbedRecServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendBatch(self, request, context):
+        """Recommend for several users in one call: one pass over the item matrix answers all of them
+        (one matrix product per chunk instead of one vector product per user). Results in request
+        order. A bad user fails the whole call, with the field named as users[i].<field>.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Info(self, request, context):
         """The model, item matrix and limits in force.
         """
@@ -108,6 +122,11 @@ def add_EmbedRecServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendRequest.FromString,
                     response_serializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecommendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendBatch,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -209,6 +228,33 @@ class EmbedRec:
             _registered_method=True)
 
     @staticmethod
+    def RecommendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRec/RecommendBatch',
+            embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.RecommendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Info(request,
             target,
             options=(),
@@ -225,6 +271,86 @@ class EmbedRec:
             '/embedrec.v1.EmbedRec/Info',
             embedrec_dot_v1_dot_embedrec__pb2.InfoRequest.SerializeToString,
             embedrec_dot_v1_dot_embedrec__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EmbedRecAdminStub:
+    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReloadItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/ReloadItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.FromString,
+                _registered_method=True)
+
+
+class EmbedRecAdminServicer:
+    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """
+
+    def ReloadItems(self, request, context):
+        """Re-open the item directory the server was started with (--items-dir; typically a symlink
+        that a deployment re-points at a new build) and swap it in atomically: calls already running
+        finish on the old matrix, new calls see the new one. A directory that is unreadable or was
+        built with another model fails with FAILED_PRECONDITION and the old matrix keeps serving.
+        SIGHUP does the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EmbedRecAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReloadItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'embedrec.v1.EmbedRecAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('embedrec.v1.EmbedRecAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EmbedRecAdmin:
+    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """
+
+    @staticmethod
+    def ReloadItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/ReloadItems',
+            embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
