@@ -15,7 +15,7 @@ SOAK_SECONDS ?= 150
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -76,6 +76,13 @@ bench-export: $(VENV)/.installed-dev
 
 bench-workers: $(VENV)/.installed-dev
 	$(PY) -m bench.workers
+
+bench-recommend: $(VENV)/.installed-dev
+	$(PIP) install --quiet faiss-cpu==1.15.1
+	$(PY) -m bench.recommend
+
+bench-items: $(VENV)/.installed-dev
+	$(PY) -m bench.item_build
 
 soak: $(VENV)/.installed-dev
 	$(PY) -m bench.soak $(SOAK_SECONDS)

@@ -33,6 +33,53 @@ def ensure_artifacts() -> tuple[Path, Path]:
     return MODEL_DIR, ITEMS_DIR
 
 
+def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed: int = 0) -> Path:
+    """`count` random unit rows, written as an item directory of the bundled model (so the server
+    accepts it; `dim` defaults to the model's), with ids item-0, item-1, ..."""
+    import numpy as np
+
+    from server.item_ids import write_id_index
+    from server.manifest import (
+        ITEMS_IDS,
+        ITEMS_LAYOUT,
+        ITEMS_MANIFEST,
+        ITEMS_MATRIX,
+        ItemsManifest,
+        read_model_manifest,
+        sha256_file,
+        write_manifest,
+    )
+
+    model = read_model_manifest(MODEL_DIR)
+    dim = dim or model.dim
+    directory.mkdir(parents=True, exist_ok=True)
+    matrix = np.lib.format.open_memmap(directory / ITEMS_MATRIX, mode="w+", dtype=np.float32, shape=(count, dim))
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, 50_000):
+        block = rng.standard_normal((min(50_000, count - start), dim)).astype(np.float32)
+        matrix[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    matrix.flush()
+    del matrix
+    with (directory / ITEMS_IDS).open("w") as ids:
+        ids.writelines(f"item-{row}\n" for row in range(count))
+    write_id_index(directory)
+    write_manifest(
+        ItemsManifest(
+            item_count=count,
+            dim=dim,
+            dtype="float32",
+            items_sha256=sha256_file(directory / ITEMS_MATRIX),
+            model_name=model.model_name,
+            model_onnx_sha256=model.onnx_sha256,
+            catalog=f"synthetic (seed {seed})",
+            catalog_sha256="",
+            layout=ITEMS_LAYOUT,
+        ),
+        directory / ITEMS_MANIFEST,
+    )
+    return directory
+
+
 def free_port() -> int:
     """A free loopback port."""
     with socket.socket() as probe:

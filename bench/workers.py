@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
+from bench.common import ensure_artifacts, run_header, server_process, synthetic_items, write_section
 from client.loadtest.processes import run_step_in_processes
 from client.loadtest.runner import StepPlan
 from client.loadtest.workload import TextLengths, Workload
-from server.manifest import ITEMS_IDS, ITEMS_MATRIX, ItemsManifest, read_model_manifest, sha256_file, write_manifest
+from server.manifest import ITEMS_MATRIX
 
 ITEMS = 200_000
 STEP_S, WARMUP_S = 5.0, 1.0
@@ -28,33 +26,6 @@ LOADS = [
     ("Recommend by vector, k=10", Workload(rpc_weights={"recommend": 1.0}, k=10), 16, 1),
     ("Embed, ~20 tokens", Workload(rpc_weights={"embed": 1.0}, lengths=TextLengths(16, 16)), 32, 1),
 ]
-
-
-def synthetic_items(directory: Path) -> Path:
-    """ITEMS random unit rows built for the bundled model (so the server accepts them)."""
-    model = read_model_manifest(MODEL_DIR)
-    matrix = np.lib.format.open_memmap(directory / ITEMS_MATRIX, mode="w+", dtype=np.float32, shape=(ITEMS, model.dim))
-    rng = np.random.default_rng(0)
-    for start in range(0, ITEMS, 50_000):
-        block = rng.standard_normal((min(50_000, ITEMS - start), model.dim)).astype(np.float32)
-        matrix[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    matrix.flush()
-    del matrix
-    (directory / ITEMS_IDS).write_text("".join(f"item-{row}\n" for row in range(ITEMS)))
-    write_manifest(
-        ItemsManifest(
-            item_count=ITEMS,
-            dim=model.dim,
-            dtype="float32",
-            items_sha256=sha256_file(directory / ITEMS_MATRIX),
-            model_name=model.model_name,
-            model_onnx_sha256=model.onnx_sha256,
-            catalog="synthetic",
-            catalog_sha256="",
-        ),
-        directory / "items_manifest.json",
-    )
-    return directory
 
 
 def memory_of(pids: list[int]) -> dict[str, float]:
@@ -90,7 +61,7 @@ def main() -> int:
     """Run both configurations and write the BENCHMARKS.md section."""
     ensure_artifacts()
     with tempfile.TemporaryDirectory(prefix="embedrec-items-") as temporary:
-        items_dir = synthetic_items(Path(temporary))
+        items_dir = synthetic_items(Path(temporary), ITEMS)
         matrix_mib = (items_dir / ITEMS_MATRIX).stat().st_size / 2**20
         one, one_memory = run_config(1, items_dir)
         two, two_memory = run_config(2, items_dir)

@@ -141,12 +141,25 @@ def recommend_main(argv: Sequence[str]) -> int:
     parser.add_argument("--item", action="append", default=[], help="id of an item the user liked (repeatable)")
     parser.add_argument("--exclude", action="append", default=[], help="item id never to recommend (repeatable)")
     parser.add_argument("--include-history", action="store_true", help="allow --item ids in the results")
+    parser.add_argument(
+        "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
+    )
+    parser.add_argument("--explain", action="store_true", help="show which --text or --item drove each result")
     arguments = parser.parse_args(argv)
     if not arguments.text and not arguments.item:
         parser.error("give at least one --text or --item")
 
+    def because(item: Any) -> str:
+        top = item.contribution
+        if top is None:
+            return ""
+        source = f"item {top.item_id}" if top.part == "item" else f"{top.part} #{top.index + 1}"
+        return f"  (mostly {source}: {top.score:+.4f})"
+
     def show(found: Any) -> str:
-        return "\n".join(f"{rank:>3}. {item.score:+.4f}  {item.id}" for rank, item in enumerate(found, start=1))
+        return "\n".join(
+            f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}" for rank, item in enumerate(found, start=1)
+        )
 
     return _run(
         arguments,
@@ -156,9 +169,26 @@ def recommend_main(argv: Sequence[str]) -> int:
             item_ids=arguments.item or None,
             exclude_ids=arguments.exclude,
             exclude_history=not arguments.include_history,
+            filter_values=arguments.filter,
+            explain=arguments.explain,
         ),
         show,
     )
+
+
+def reload_items_main(argv: Sequence[str]) -> int:
+    """`embedrec reload-items`: the server re-opens its --items-dir and serves the matrix there."""
+    arguments = _parser("reload-items", "Hot-reload the server's item matrix from its --items-dir.").parse_args(argv)
+
+    def show(result: Any) -> str:
+        if not result.changed:
+            return f"unchanged: {result.item_count} items, sha256 {result.items_sha256[:12]}"
+        return (
+            f"swapped: {result.item_count} items, sha256 {result.items_sha256[:12]} "
+            f"(was {result.previous_items_sha256[:12] or 'none'})"
+        )
+
+    return _run(arguments, lambda client: client.reload_items(), show)
 
 
 def info_main(argv: Sequence[str]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ class EmbedrecClient:
         self.config = dataclasses.replace(channel or ChannelConfig(), target=target)
         self._channel = open_channel(self.config, asyncio=False)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
+        self._admin = pb_grpc.EmbedRecAdminStub(self._channel)
         self._health = health_method(self._channel)
         self._metadata = self.config.metadata()
         self.timeout = timeout
@@ -94,6 +95,8 @@ class EmbedrecClient:
         item_ids: types.Weighted = None,
         exclude_ids: Iterable[str] = (),
         exclude_history: bool | None = None,
+        filter_values: Iterable[str] = (),
+        explain: bool = False,
         timeout: float | None = None,
     ) -> list[types.Recommendation]:
         """Top-k items for a user described by a vector, texts and/or item ids, best first.
@@ -108,8 +111,25 @@ class EmbedrecClient:
             item_ids=item_ids,
             exclude_ids=exclude_ids,
             exclude_history=exclude_history,
+            filter_values=filter_values,
+            explain=explain,
         )
         return types.recommendations_of(self._call(self._stub.Recommend, request, timeout))
+
+    def recommend_batch(
+        self, users: Sequence[Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[list[types.Recommendation]]:
+        """`recommend` for several users in one call (one pass over the item matrix on the server).
+
+        Each user is a mapping of `recommend`'s keyword arguments (k, vector, texts, item_ids,
+        exclude_ids, exclude_history, filter_values, explain); results in user order.
+        """
+        request = types.recommend_batch_request(users)
+        return [types.recommendations_of(r) for r in self._call(self._stub.RecommendBatch, request, timeout).results]
+
+    def reload_items(self, *, timeout: float | None = None) -> types.ReloadResult:
+        """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
+        return types.reload_result_of(self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
 
     def info(self, *, timeout: float | None = None) -> types.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""

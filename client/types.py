@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +20,38 @@ POOLING_VALUES = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS, None: pb.POOLI
 Weighted = Mapping[str, float] | Iterable[str] | None
 
 
+PART_NAMES = {pb.PROFILE_PART_USER_VECTOR: "user_vector", pb.PROFILE_PART_TEXT: "text", pb.PROFILE_PART_ITEM: "item"}
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """The profile part with the largest share of an item's score: `part` is "user_vector",
+    "text" or "item", `index` its position in the request's texts or item_ids, `item_id` the
+    history item's id (items only), `score` its share (all parts' shares sum to the score)."""
+
+    part: str
+    index: int
+    item_id: str
+    score: float
+
+
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item: its id and cosine score."""
+    """One recommended item: its id, cosine score and, with explain=True, its top contribution."""
 
     id: str
     score: float
+    contribution: Contribution | None = None
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What EmbedRecAdmin.ReloadItems did: the matrix now served, the one before, whether it changed."""
+
+    items_sha256: str
+    item_count: int
+    previous_items_sha256: str
+    changed: bool
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,7 @@ class ServerInfo:
     runtime_version: str
     server_instance: str
     limits: dict[str, int]
+    items_filter_field: str = ""
 
 
 def embed_request(
@@ -84,9 +112,15 @@ def recommend_request(
     item_ids: Weighted = None,
     exclude_ids: Iterable[str] = (),
     exclude_history: bool | None = None,
+    filter_values: Iterable[str] = (),
+    explain: bool = False,
 ) -> pb.RecommendRequest:
     """RecommendRequest; `texts` and `item_ids` are sequences (weight 1) or {value: weight}."""
-    request = pb.RecommendRequest(k=k, exclude_ids=list(exclude_ids))
+    if isinstance(filter_values, str):
+        raise TypeError("filter_values must be a sequence of strings, not one string")
+    request = pb.RecommendRequest(
+        k=k, exclude_ids=list(exclude_ids), filter_values=list(filter_values), explain=explain
+    )
     if vector is not None:
         request.user_vector.extend(np.asarray(vector, dtype=np.float32).ravel().tolist())
     if vector_weight is not None:
@@ -106,7 +140,25 @@ def recommend_request(
 
 def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
     """The items of a RecommendResponse, best first."""
-    return [Recommendation(item.id, float(item.score)) for item in response.items]
+    return [
+        Recommendation(item.id, float(item.score), _contribution(item) if item.HasField("top_contribution") else None)
+        for item in response.items
+    ]
+
+
+def recommend_batch_request(users: Sequence[Mapping[str, Any]]) -> pb.RecommendBatchRequest:
+    """RecommendBatchRequest; each user is the keyword arguments of `recommend_request`."""
+    return pb.RecommendBatchRequest(users=[recommend_request(**user) for user in users])
+
+
+def reload_result_of(response: pb.ReloadItemsResponse) -> ReloadResult:
+    """A ReloadResult from a ReloadItemsResponse."""
+    return ReloadResult(response.items_sha256, response.item_count, response.previous_items_sha256, response.changed)
+
+
+def _contribution(item: pb.ScoredItem) -> Contribution:
+    top = item.top_contribution
+    return Contribution(PART_NAMES.get(top.part, str(top.part)), top.index, top.item_id, float(top.score))
 
 
 def info_of(response: pb.InfoResponse) -> ServerInfo:
@@ -121,6 +173,8 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         "max_batch_size",
         "max_batch_tokens",
         "max_queued_texts",
+        "max_batch_users",
+        "max_filter_values",
     )
     return ServerInfo(
         model_name=response.model_name,
@@ -136,6 +190,7 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         runtime_version=response.runtime_version,
         server_instance=response.server_instance,
         limits={name: getattr(response, name) for name in limit_names},
+        items_filter_field=response.items_filter_field,
     )
 
 

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("client.cli:recommend_main", "recommend items for a user profile"),
     "info": ("client.cli:info_main", "show the server's model, items and limits"),
     "health": ("client.cli:health_main", "show the server's health status"),
+    "reload-items": ("client.cli:reload_items_main", "hot-reload the server's item matrix"),
     "loadtest": ("client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }
 

@@ -52,7 +52,7 @@ def iter_catalog(
             yield from _iter_jsonl(handle, id_field, text_field, filter_field)
 
 
-def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text") -> int:
+def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text", filter_field: str = "") -> int:
     """Check every row of `path`; return the number of items.
 
     Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
@@ -67,7 +67,7 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
         "duplicate ids": [],
     }
     count = 0
-    for row in iter_catalog(path, id_field=id_field, text_field=text_field):
+    for row in iter_catalog(path, id_field=id_field, text_field=text_field, filter_field=filter_field):
         count += 1
         if row.error is not None:
             problems["unparsable rows"].append(f"line {row.line}: {row.error}")

@@ -87,13 +87,15 @@ def build_items(
     progress: bool = True,
     encoder: OnnxEncoder | None = None,
     force: bool = False,
+    block_rows: int = READ_BLOCK_ROWS,
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
     Writes items.npy (float32, (n, dim), unit rows), ids.txt and its index (server/item_ids.py),
     with `filter_field` its values (filter_codes.npy, filter_values.json), and
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
-    `force`; after an interruption it resumes. Raises CatalogError listing bad rows before any
+    `force`; after an interruption it resumes from the last completed block of `block_rows` rows
+    (the unit of checkpointing and of length sorting). Raises CatalogError listing bad rows before any
     embedding is done.
     """
     catalog_sha256 = sha256_file(catalog)
@@ -101,10 +103,18 @@ def build_items(
     if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256, filter_field):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
-    count = validate_catalog(catalog, id_field=id_field, text_field=text_field)
+    count = validate_catalog(catalog, id_field=id_field, text_field=text_field, filter_field=filter_field)
     encoder = encoder or OnnxEncoder(model_dir, provider="auto")
     plan = BuildPlan(
-        catalog_sha256, encoder.manifest.onnx_sha256, count, encoder.dim, id_field, text_field, filter_field, batch_size
+        catalog_sha256,
+        encoder.manifest.onnx_sha256,
+        count,
+        encoder.dim,
+        id_field,
+        text_field,
+        filter_field,
+        batch_size,
+        block_rows,
     )
     partial = output_dir.parent / f".{output_dir.name}.partial"
     checkpoint = _resume_or_start(partial, plan)

@@ -14,18 +14,18 @@ from tests.server_thread import ServerThread, start_server
 from tests.tiny_models import build_tiny_bert
 
 CATALOG_ROWS = [
-    {"id": "ac-1", "text": "energy saving air conditioner for the home"},
-    {"id": "ac-2", "text": "quiet air conditioner for a small room"},
-    {"id": "ac-zh", "text": "这是一款高效节能的空调，适合家庭使用。"},
-    {"id": "shoes-1", "text": "running shoes, light and fast"},
-    {"id": "shoes-2", "text": "red running shoes for the family"},
-    {"id": "coffee-1", "text": "coffee and tea for the kitchen"},
-    {"id": "coffee-zh", "text": "我喜欢喝咖啡"},
-    {"id": "book-1", "text": "a new novel, a good book"},
-    {"id": "phone-1", "text": "phone with a large screen"},
-    {"id": "laptop-1", "text": "small laptop, fast and light"},
-    {"id": "fridge-1", "text": "large fridge for the family kitchen"},
-    {"id": "music-1", "text": "music and game for the cat and dog"},
+    {"id": "ac-1", "text": "energy saving air conditioner for the home", "category": "appliances"},
+    {"id": "ac-2", "text": "quiet air conditioner for a small room", "category": "appliances"},
+    {"id": "ac-zh", "text": "这是一款高效节能的空调，适合家庭使用。", "category": "appliances"},
+    {"id": "shoes-1", "text": "running shoes, light and fast", "category": "shoes"},
+    {"id": "shoes-2", "text": "red running shoes for the family", "category": "shoes"},
+    {"id": "coffee-1", "text": "coffee and tea for the kitchen", "category": "food"},
+    {"id": "coffee-zh", "text": "我喜欢喝咖啡", "category": "food"},
+    {"id": "book-1", "text": "a new novel, a good book", "category": "media"},
+    {"id": "phone-1", "text": "phone with a large screen", "category": "electronics"},
+    {"id": "laptop-1", "text": "small laptop, fast and light", "category": "electronics"},
+    {"id": "fridge-1", "text": "large fridge for the family kitchen", "category": "appliances"},
+    {"id": "music-1", "text": "music and game for the cat and dog", "category": "media"},
 ]
 
 
@@ -54,11 +54,11 @@ def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_items_dir(tiny_model_dir: Path, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test catalog embedded by the tiny model."""
+    """The test catalog embedded by the tiny model, with its category as the filter field."""
     from export.items import build_items
 
     output = tmp_path_factory.mktemp("items") / "tiny"
-    build_items(catalog_path, tiny_model_dir, output, progress=False)
+    build_items(catalog_path, tiny_model_dir, output, filter_field="category", progress=False)
     return output
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.topk import top_k
+from server.topk import RowFilter, top_k
 
 
 def brute_force(matrix: np.ndarray, query: np.ndarray, k: int, excluded: frozenset[int] = frozenset()):  # type: ignore[no-untyped-def]
@@ -66,3 +66,69 @@ def test_ties_are_broken_by_row_index_across_chunks() -> None:
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be positive"):
         top_k(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), 0)
+
+
+def brute_force_filtered(  # type: ignore[no-untyped-def]
+    matrix: np.ndarray, query: np.ndarray, k: int, row_filter: RowFilter
+):
+    eligible = row_filter.keep(np.arange(len(matrix), dtype=np.int64))
+    scores = matrix.astype(np.float64) @ query.astype(np.float64)
+    order = [row for row in np.lexsort((np.arange(len(scores)), -scores)) if eligible[row]]
+    return np.asarray(order[:k], dtype=np.int64)
+
+
+@pytest.mark.parametrize("k", [1, 10, 300])
+@pytest.mark.parametrize("chunk_rows", [50, 4096])
+def test_a_batch_of_queries_with_their_own_exclusions_and_filters_equals_brute_force(k: int, chunk_rows: int) -> None:
+    matrix = unit_rows(2000, 24, seed=10)
+    queries = unit_rows(6, 24, seed=11)
+    codes = np.random.default_rng(12).integers(0, 5, size=len(matrix)).astype(np.int32)
+    rng = np.random.default_rng(13)
+    filters = [
+        RowFilter(),
+        RowFilter(rng.choice(len(matrix), 500, replace=False)),
+        RowFilter(row_codes=codes, allowed_codes=np.asarray([2], dtype=np.int32)),
+        RowFilter(rng.choice(len(matrix), 50), codes, np.asarray([0, 4], dtype=np.int32)),
+        RowFilter(row_codes=codes, allowed_codes=np.zeros(0, dtype=np.int32)),  # nothing is eligible
+        RowFilter(np.arange(0, len(matrix), 2)),
+    ]
+    found = top_k(matrix, queries, k, filters=filters, chunk_rows=chunk_rows)
+    for query, row_filter, (rows, scores) in zip(queries, filters, found, strict=True):
+        np.testing.assert_array_equal(rows, brute_force_filtered(matrix, query, k, row_filter))
+        assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_a_filter_returns_k_items_whenever_k_are_eligible_even_when_they_score_worst() -> None:
+    matrix = unit_rows(5000, 16, seed=14)
+    query = unit_rows(1, 16, seed=15)
+    worst_twenty = np.argsort(matrix @ query[0])[:20]
+    codes = np.zeros(len(matrix), dtype=np.int32)
+    codes[worst_twenty] = 1
+    rows, _ = top_k(matrix, query, 25, filters=RowFilter(row_codes=codes, allowed_codes=np.asarray([1], np.int32)))[0]
+    assert sorted(rows.tolist()) == sorted(worst_twenty.tolist())
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_pruning_stays_exact_when_every_chunk_beats_the_last_or_none_does(order: str) -> None:
+    matrix = unit_rows(3000, 8, seed=16)
+    query = unit_rows(1, 8, seed=17)
+    ranking = np.argsort(matrix @ query[0])
+    matrix = matrix[ranking if order == "ascending" else ranking[::-1]]
+    rows, _ = top_k(matrix, query, 17, chunk_rows=64)[0]
+    np.testing.assert_array_equal(rows, brute_force(matrix, query[0], 17)[0])
+
+
+def test_ties_are_broken_by_row_for_every_query_of_a_batch() -> None:
+    matrix = np.zeros((100, 4), dtype=np.float32)
+    matrix[:, 0] = 1.0
+    queries = np.eye(4, dtype=np.float32)[[0, 0, 0]]
+    excluded = RowFilter(np.asarray([0, 1, 2]))
+    found = top_k(matrix, queries, 5, filters=[RowFilter(), excluded, RowFilter()], chunk_rows=7)
+    np.testing.assert_array_equal(found[0][0], np.arange(5))
+    np.testing.assert_array_equal(found[1][0], np.arange(3, 8))
+    np.testing.assert_array_equal(found[2][0], np.arange(5))
+
+
+def test_one_filter_per_query_is_required() -> None:
+    with pytest.raises(ValueError, match="2 filters for 3 queries"):
+        top_k(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), 1, filters=[RowFilter(), RowFilter()])
