@@ -82,10 +82,12 @@ class TestItemBuild:
         rows = [json.loads(line) for line in catalog_path.read_text().splitlines()]
         csv_path = tmp_path / "catalog.csv.gz"
         with gzip.open(csv_path, "wt", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "text"])
+            writer = csv.DictWriter(handle, fieldnames=["id", "text", "category"])
             writer.writeheader()
             writer.writerows(rows)
-        build_items(csv_path, tiny_model_dir, tmp_path / "from-csv", progress=False, batch_size=5)
+        build_items(
+            csv_path, tiny_model_dir, tmp_path / "from-csv", progress=False, batch_size=5, filter_field="category"
+        )
         np.testing.assert_allclose(
             np.load(tmp_path / "from-csv/items.npy"), np.load(tiny_items_dir / "items.npy"), atol=1e-5
         )
@@ -117,7 +119,7 @@ class TestItemBuild:
         self, tiny_items_dir: Path, tiny_model_dir: Path, catalog_path: Path
     ) -> None:
         before = (tiny_items_dir / "items.npy").stat().st_mtime_ns
-        build_items(catalog_path, tiny_model_dir, tiny_items_dir, progress=False)
+        build_items(catalog_path, tiny_model_dir, tiny_items_dir, progress=False, filter_field="category")
         assert (tiny_items_dir / "items.npy").stat().st_mtime_ns == before
 
 
