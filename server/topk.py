@@ -14,11 +14,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 DEFAULT_CHUNK_ROWS = 32_768
+# Scores held at a time: q queries score SCORE_BUFFER_VALUES / q rows per chunk (4 MiB of scores).
+SCORE_BUFFER_VALUES = 1 << 20
 # The first chunk is short so that every query has a k-th best score (a threshold) early.
 FIRST_CHUNK_MIN_ROWS = 4_096
 
@@ -71,48 +74,149 @@ def top_k(
     *,
     filters: Sequence[RowFilter] | RowFilter = NO_FILTER,
     excluded_rows: IndexArray | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> list[tuple[IndexArray, FloatArray]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
     `queries` is (q, dim) float32; all of them are answered in one pass over `matrix`. `filters`
     is one RowFilter for every query or one per query; `excluded_rows` (shorthand) excludes rows
-    for every query. Returns, per query, (rows, scores): at most k entries (fewer only when fewer
-    rows are eligible), best first, equal scores by ascending row.
+    for every query. `chunk_rows` overrides the rows scored at a time (default: a score buffer of
+    about SCORE_BUFFER_VALUES floats). Returns, per query, (rows, scores): at most k entries
+    (fewer only when fewer rows are eligible), best first, equal scores by ascending row.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    query_count = queries.shape[0]
-    per_query = _per_query_filters(filters, excluded_rows, query_count)
-    best_rows = [_NO_ROWS] * query_count
-    best_scores = [_NO_SCORES] * query_count
-    thresholds = np.full(query_count, -np.inf, dtype=np.float32)
-    for start, stop in _chunks(matrix.shape[0], k, chunk_rows):
+    query_count, rows_total = queries.shape[0], matrix.shape[0]
+    eligibility = _Eligibility(_per_query_filters(filters, excluded_rows, query_count), rows_total)
+    best = _Best(query_count, k, sentinel_row=rows_total)
+    if chunk_rows is None:
+        chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // max(query_count, 1))
+    for start, stop in _chunks(rows_total, k, chunk_rows):
         block = matrix[start:stop]
         if query_count == 1:
             scores = np.asarray(block @ queries[0], dtype=np.float32)[None, :]
         else:
             scores = np.asarray(queries @ block.T, dtype=np.float32)  # (q, rows)
-        passing = scores > thresholds[:, None]
-        for query_index in np.flatnonzero(passing.any(axis=1)):
-            local = np.flatnonzero(passing[query_index])
-            rows = local + start
-            row_filter = per_query[query_index]
-            if not row_filter.is_trivial:
-                kept = row_filter.keep(rows)
-                local, rows = local[kept], rows[kept]
-            values = scores[query_index, local]
-            rows, values = _best_of_chunk(rows, values, k)
-            best_rows[query_index], best_scores[query_index] = _select_merged(
-                np.concatenate([best_rows[query_index], rows]),
-                np.concatenate([best_scores[query_index], values]),
-                k,
-            )
-            if best_rows[query_index].size == k:
-                # A later row that only ties the k-th best has a higher row index: it loses.
-                thresholds[query_index] = best_scores[query_index][-1]
-    return list(zip(best_rows, best_scores, strict=True))
+        # A row that only ties a query's current k-th best has a higher row index: it loses.
+        passing = scores > best.kth_scores[:, None]
+        # flatnonzero on the (q, rows) block is several times faster than a 2-D nonzero.
+        query_of, column = np.divmod(np.flatnonzero(passing), scores.shape[1])
+        rows = column.astype(np.int64) + start
+        kept = eligibility.keep(query_of, rows)
+        if not kept.all():
+            query_of, column, rows = query_of[kept], column[kept], rows[kept]
+        values = scores[query_of, column]
+        if query_of.size > 4 * k * query_count:  # early chunks: first cut each query to its own k best
+            query_of, rows, values = _cut_to_k(query_of, rows, values, k, query_count)
+        if query_of.size:
+            best.merge(query_of, rows, values)
+    return best.results()
+
+
+class _Eligibility:
+    """Every query's RowFilter, vectorised: one check for all candidates of a chunk."""
+
+    def __init__(self, filters: Sequence[RowFilter], rows_total: int) -> None:
+        self._stride = rows_total + 1
+        excluded = [
+            query * self._stride + one.excluded_rows for query, one in enumerate(filters) if one.excluded_rows.size
+        ]
+        self._excluded_keys = np.sort(np.concatenate(excluded)) if excluded else None
+        coded = [query for query, one in enumerate(filters) if one.row_codes is not None]
+        self._row_codes: CodeArray | None = None
+        self._has_codes = np.zeros(len(filters), dtype=np.bool_)
+        self._allowed_keys = np.zeros(0, dtype=np.int64)
+        if coded:
+            codes = {id(filters[query].row_codes) for query in coded}
+            if len(codes) != 1:
+                raise ValueError("every filtered query must use the same row_codes array")
+            self._row_codes = filters[coded[0]].row_codes
+            self._has_codes[coded] = True
+            allowed = [(query << 32) + filters[query].allowed_codes.astype(np.int64) for query in coded]  # type: ignore[union-attr]
+            self._allowed_keys = np.sort(np.concatenate(allowed))
+
+    def keep(self, query_of: IndexArray, rows: IndexArray) -> npt.NDArray[np.bool_]:
+        """True for each (query, row) candidate the query's filter lets through."""
+        keep = np.ones(rows.shape, dtype=np.bool_)
+        if not rows.size:
+            return keep
+        if self._excluded_keys is not None:
+            keep &= ~_contains(self._excluded_keys, query_of * self._stride + rows)
+        if self._row_codes is not None:
+            filtered = self._has_codes[query_of]
+            codes = np.asarray(self._row_codes[rows[filtered]], dtype=np.int64)
+            allowed = _contains(self._allowed_keys, (query_of[filtered].astype(np.int64) << 32) + codes)
+            keep[np.flatnonzero(filtered)[~allowed]] = False
+        return keep
+
+
+class _Best:
+    """Each query's k best (score, row) so far as (q, k) arrays, best first; empty slots hold
+    -inf and a sentinel row, so merging is a handful of vectorised calls for all queries."""
+
+    def __init__(self, query_count: int, k: int, *, sentinel_row: int) -> None:
+        self.k = k
+        self.sentinel_row = sentinel_row
+        self.scores = np.full((query_count, k), -np.inf, dtype=np.float32)
+        self.rows = np.full((query_count, k), sentinel_row, dtype=np.int64)
+
+    @property
+    def kth_scores(self) -> FloatArray:
+        """Each query's current k-th best score (-inf until it has k candidates)."""
+        kth: FloatArray = self.scores[:, -1]
+        return kth
+
+    def merge(self, query_of: IndexArray, rows: IndexArray, scores: FloatArray) -> None:
+        """Merge candidates (query_of ascending, as np.nonzero returns them) into the k best."""
+        new_scores = _padded(query_of, scores, self.scores.shape[0], -np.inf)
+        new_rows = _padded(query_of, rows, self.scores.shape[0], self.sentinel_row)
+        all_scores = np.concatenate([self.scores, new_scores], axis=1)
+        all_rows = np.concatenate([self.rows, new_rows], axis=1)
+        order = np.lexsort((all_rows, -all_scores), axis=-1)[:, : self.k]
+        self.scores = np.take_along_axis(all_scores, order, axis=1)
+        self.rows = np.take_along_axis(all_rows, order, axis=1)
+
+    def results(self) -> list[tuple[IndexArray, FloatArray]]:
+        """Per query (rows, scores) best first, without the empty slots."""
+        found = []
+        for rows, scores in zip(self.rows, self.scores, strict=True):
+            filled = np.isfinite(scores)
+            found.append((rows[filled].copy(), scores[filled].copy()))
+        return found
+
+
+def _contains(sorted_keys: IndexArray, keys: IndexArray) -> npt.NDArray[np.bool_]:
+    """Whether each of `keys` is in the ascending array `sorted_keys`."""
+    if not sorted_keys.size:
+        return np.zeros(keys.shape, dtype=np.bool_)
+    position = np.searchsorted(sorted_keys, keys)
+    position[position == sorted_keys.size] = 0
+    found: npt.NDArray[np.bool_] = sorted_keys[position] == keys
+    return found
+
+
+def _padded(query_of: IndexArray, values: npt.NDArray[Any], query_count: int, fill: Any) -> npt.NDArray[Any]:
+    """Candidates grouped by query (query_of ascending) as a (q, most candidates) array, `fill`
+    in the empty slots."""
+    counts = np.bincount(query_of, minlength=query_count)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(query_of.size) - offsets[query_of]
+    padded = np.full((query_count, int(counts.max())), fill, dtype=values.dtype)
+    padded[query_of, position] = values
+    return padded
+
+
+def _cut_to_k(
+    query_of: IndexArray, rows: IndexArray, values: FloatArray, k: int, query_count: int
+) -> tuple[IndexArray, IndexArray, FloatArray]:
+    """Only each query's k best candidates (and every candidate tied with its k-th)."""
+    padded = _padded(query_of, values, query_count, -np.inf)
+    if padded.shape[1] <= k:
+        return query_of, rows, values
+    kth = np.partition(padded, padded.shape[1] - k, axis=1)[:, padded.shape[1] - k]
+    chosen = values >= kth[query_of]
+    return query_of[chosen], rows[chosen], values[chosen]
 
 
 def _per_query_filters(
@@ -137,18 +241,3 @@ def _chunks(rows_total: int, k: int, chunk_rows: int) -> list[tuple[int, int]]:
     first = min(chunk_rows, max(FIRST_CHUNK_MIN_ROWS, 4 * k))
     bounds = [0, *range(first, rows_total, chunk_rows), rows_total]
     return [(start, stop) for start, stop in itertools.pairwise(bounds) if stop > start]
-
-
-def _best_of_chunk(rows: IndexArray, scores: FloatArray, k: int) -> tuple[IndexArray, FloatArray]:
-    """The k best entries of one chunk's candidates, with every entry tied at the k-th."""
-    if scores.shape[0] <= k:
-        return rows, scores
-    kth_value = scores[np.argpartition(-scores, k - 1)[k - 1]]
-    chosen = scores >= kth_value
-    return rows[chosen], scores[chosen]
-
-
-def _select_merged(rows: IndexArray, scores: FloatArray, k: int) -> tuple[IndexArray, FloatArray]:
-    """Sort candidates by (score descending, row ascending) and keep the first k."""
-    order = np.lexsort((rows, -scores))[:k]
-    return rows[order], scores[order]
