@@ -62,7 +62,7 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
     del matrix
     with (directory / ITEMS_IDS).open("w") as ids:
         ids.writelines(f"item-{row}\n" for row in range(count))
-    write_id_index(directory)
+    write_id_index(directory, count)
     write_manifest(
         ItemsManifest(
             item_count=count,

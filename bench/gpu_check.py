@@ -1,5 +1,5 @@
 """GPU check for a host with NVIDIA GPUs: which ONNX Runtime providers exist, CUDA-vs-CPU
-embedding parity, and CUDA throughput by batch size, in one short run.
+embedding parity, and CUDA throughput by batch size with and without IO binding, in one short run.
 
 Usage (on the GPU host, from the repository root):
     python -m bench.gpu_check [--model-dir models/all-MiniLM-L6-v2]
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA provider in this onnxruntime build")
         return 0
     cuda = OnnxEncoder(arguments.model_dir, provider="cuda")
+    cuda_plain = OnnxEncoder(arguments.model_dir, provider="cuda", io_binding=False)
     cpu = OnnxEncoder(arguments.model_dir, provider="cpu")
     report["provider_in_use"] = cuda.provider
+    report["io_binding"] = cuda.uses_io_binding
     rng = random.Random(0)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(4, 60))) for _ in range(512)]
     on_gpu, on_cpu = cuda.encode(texts[:256], normalize=True), cpu.encode(texts[:256], normalize=True)
@@ -67,14 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             "mean_cosine": float(half_cosines.mean()),
             "floor": PARITY_FLOOR_FP16,
         }
+    plain = cuda_plain.encode(texts[:256], normalize=True)
+    report["io_binding_vs_plain_max_abs_diff"] = float(np.abs(on_gpu - plain).max())
     report["texts_per_s"] = {}
-    for batch in BATCH_SIZES:
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < arguments.seconds:
-            for offset in range(0, len(texts) - batch + 1, batch):
-                cuda.encode(texts[offset : offset + batch])
-                done += batch
-        report["texts_per_s"][batch] = round(done / (time.perf_counter() - started), 1)
+    report["texts_per_s_without_io_binding"] = {}
+    for encoder, key in ((cuda, "texts_per_s"), (cuda_plain, "texts_per_s_without_io_binding")):
+        for batch in BATCH_SIZES:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < arguments.seconds:
+                for offset in range(0, len(texts) - batch + 1, batch):
+                    encoder.encode(texts[offset : offset + batch])
+                    done += batch
+            report[key][batch] = round(done / (time.perf_counter() - started), 1)
     print(json.dumps(report, indent=2))
     fp16_ok = "parity_fp16" not in report or report["parity_fp16"]["min_cosine"] >= PARITY_FLOOR_FP16
     return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 and fp16_ok else 1

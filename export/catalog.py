@@ -6,6 +6,7 @@ number (duplicate ids, empty ids or texts, rows that fail to parse).
 
 from __future__ import annotations
 
+import array
 import csv
 import gzip
 import io
@@ -14,6 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import numpy as np
+
+from server.item_ids import id_hash
 
 MAX_LISTED_OFFENDERS = 20
 
@@ -58,7 +63,9 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
     Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
     empty ids, empty texts, ids with line breaks, and duplicate ids with their lines.
     """
-    first_line_of: dict[str, int] = {}
+    # Duplicates are found by 64-bit id hashes (8 bytes per row, not a dict of every id), and
+    # only the colliding hashes' ids are looked at again, in a second pass.
+    id_hashes = array.array("Q")
     problems: dict[str, list[str]] = {
         "unparsable rows": [],
         "empty ids": [],
@@ -76,18 +83,37 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
             problems["empty ids"].append(f"line {row.line}")
         elif "\n" in row.item_id or "\r" in row.item_id:
             problems["ids with line breaks"].append(f"line {row.line}")
-        elif row.item_id in first_line_of:
-            problems["duplicate ids"].append(f"{row.item_id!r} (lines {first_line_of[row.item_id]} and {row.line})")
         else:
-            first_line_of[row.item_id] = row.line
+            id_hashes.append(id_hash(row.item_id))
         if not row.text or not row.text.strip():
             problems["empty texts"].append(f"line {row.line}")
+    problems["duplicate ids"] = _duplicates(path, id_hashes, id_field, text_field)
     found = {kind: rows for kind, rows in problems.items() if rows}
     if found:
         raise CatalogError(f"{path}: " + "; ".join(_describe(kind, rows) for kind, rows in found.items()))
     if count == 0:
         raise CatalogError(f"{path}: the catalog has no rows")
     return count
+
+
+def _duplicates(path: Path, id_hashes: array.array[int], id_field: str, text_field: str) -> list[str]:
+    """Every repeated id with its first line and the repeat's line (second pass, only when some
+    hashes repeat)."""
+    hashes = np.frombuffer(id_hashes, dtype=np.uint64) if id_hashes else np.zeros(0, dtype=np.uint64)
+    ordered = np.sort(hashes)
+    repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not repeated:
+        return []
+    first_line_of: dict[str, int] = {}
+    duplicates = []
+    for row in iter_catalog(path, id_field=id_field, text_field=text_field):
+        if row.item_id is None or id_hash(row.item_id) not in repeated:
+            continue
+        if row.item_id in first_line_of:
+            duplicates.append(f"{row.item_id!r} (lines {first_line_of[row.item_id]} and {row.line})")
+        else:
+            first_line_of[row.item_id] = row.line
+    return duplicates
 
 
 def _describe(kind: str, rows: list[str]) -> str:

@@ -121,7 +121,7 @@ def build_items(
     _embed_remaining(catalog, encoder, partial, checkpoint, progress)
     if filter_field and checkpoint.filter_values == [""]:
         raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
-    write_id_index(partial)
+    write_id_index(partial, count)
     manifest = ItemsManifest(
         item_count=count,
         dim=encoder.dim,

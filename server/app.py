@@ -227,6 +227,7 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
         device_id=settings.device_id,
         spinning=settings.intra_op_spinning,
         cuda_memory_limit_mb=settings.cuda_memory_limit_mb,
+        io_binding=None if settings.io_binding == "auto" else settings.io_binding == "on",
     )
     items = _open_items(settings.items_dir, encoder) if settings.items_dir is not None else None
     return encoder, items

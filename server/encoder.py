@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
 from server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
 from server.pooling import FloatArray, l2_normalize, pool
@@ -32,10 +33,14 @@ class OnnxEncoder:
         device_id: int = 0,
         spinning: bool = True,
         cuda_memory_limit_mb: int = 0,
+        io_binding: bool | None = None,
     ) -> None:
         """Load the manifest, tokenizer and ONNX session of `model_dir`.
 
-        Raises ConfigurationError on a missing or mismatched manifest or an unusable provider.
+        `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
+        the provider's device: inputs are copied there once, the output is allocated there and
+        copied back once, with no intermediate host buffers. Raises ConfigurationError on a
+        missing or mismatched manifest or an unusable provider.
         """
         self.model_dir = model_dir
         self.manifest: ModelManifest = read_model_manifest(model_dir)
@@ -54,6 +59,9 @@ class OnnxEncoder:
         )
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
+        on_cuda = self.provider == "CUDAExecutionProvider"
+        self._device = ("cuda", device_id) if on_cuda else ("cpu", 0)
+        self.uses_io_binding = on_cuda if io_binding is None else io_binding
 
     @property
     def dim(self) -> int:
@@ -83,8 +91,21 @@ class OnnxEncoder:
         """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
-        hidden = np.asarray(self.session.run([self._output_name], feed)[0], dtype=np.float32)
+        hidden = np.asarray(self._run_session(feed), dtype=np.float32)
         return inputs["attention_mask"], hidden
+
+    def _run_session(self, feed: dict[str, IntArray]) -> np.ndarray:
+        if not self.uses_io_binding:
+            return np.asarray(self.session.run([self._output_name], feed)[0])
+        device, device_id = self._device
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(
+                name, onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, device_id)
+            )
+        binding.bind_output(self._output_name, device, device_id)
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0])
 
     def pool_batch(self, output: InferenceOutput, poolings: Sequence[PoolingName]) -> FloatArray:
         """Pool row i of an `infer` output with `poolings[i]`: float32 (rows, dim)."""

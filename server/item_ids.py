@@ -12,7 +12,6 @@ per process; this layout costs neither. Files (written by `write_id_index` at it
 
 from __future__ import annotations
 
-import array
 import hashlib
 import mmap
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ IDS_TEXT = "ids.txt"
 IDS_OFFSETS = "ids_offsets.npy"
 IDS_HASHES = "ids_hashes.npy"
 IDS_HASH_ROWS = "ids_hash_rows.npy"
-ID_INDEX_FILES = (IDS_TEXT, IDS_OFFSETS, IDS_HASHES, IDS_HASH_ROWS)
+_BLOCK = 65_536
 
 IndexArray = npt.NDArray[np.int64]
 
@@ -37,26 +36,34 @@ def id_hash(item_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def write_id_index(directory: Path) -> int:
-    """Write the offset and hash files for `directory/ids.txt`; return the number of ids.
+def write_id_index(directory: Path, count: int) -> None:
+    """Write the offset and hash files for `directory/ids.txt`, which holds `count` ids.
 
-    Streams ids.txt; memory is about 40 bytes per id while the hashes are sorted, nothing per
-    character.
+    Streams ids.txt into memory-mapped outputs; private memory is the sort order, 8 bytes per
+    id, nothing per character. Raises ValueError when ids.txt does not hold `count` lines.
     """
-    offsets = array.array("q", [0])  # 8 bytes per id, not a Python int object each
-    hashes = array.array("Q")
-    position = 0
+    unsorted_path = directory / (IDS_HASHES + ".unsorted.npy")
+    offsets = np.lib.format.open_memmap(directory / IDS_OFFSETS, mode="w+", dtype=np.int64, shape=(count + 1,))
+    hashes = np.lib.format.open_memmap(unsorted_path, mode="w+", dtype=np.uint64, shape=(count,))
+    offsets[0] = position = row = 0
     with (directory / IDS_TEXT).open("rb") as handle:
-        for line in handle:
+        for row, line in enumerate(handle, start=1):
+            if row > count:
+                raise ValueError(f"{directory / IDS_TEXT} has more than {count} ids")
             position += len(line)
-            offsets.append(position)
-            hashes.append(id_hash(line[:-1].decode("utf-8")))
-    hash_array = np.frombuffer(hashes, dtype=np.uint64) if hashes else np.zeros(0, dtype=np.uint64)
-    order = np.argsort(hash_array, kind="stable").astype(np.int64)
-    np.save(directory / IDS_OFFSETS, np.frombuffer(offsets, dtype=np.int64))
-    np.save(directory / IDS_HASHES, hash_array[order])
+            offsets[row] = position
+            hashes[row - 1] = id_hash(line[:-1].decode("utf-8"))
+    if row != count:
+        raise ValueError(f"{directory / IDS_TEXT} has {row} ids, expected {count}")
+    offsets.flush()
+    order = np.argsort(hashes, kind="stable").astype(np.int64)
     np.save(directory / IDS_HASH_ROWS, order)
-    return len(hashes)
+    ordered = np.lib.format.open_memmap(directory / IDS_HASHES, mode="w+", dtype=np.uint64, shape=(count,))
+    for start in range(0, count, _BLOCK):
+        ordered[start : start + _BLOCK] = hashes[order[start : start + _BLOCK]]
+    ordered.flush()
+    del offsets, hashes, ordered
+    unsorted_path.unlink()
 
 
 class ItemIds:

@@ -40,6 +40,11 @@ class Settings:
     )
     device_id: int = _setting(0, "CUDA device index")
     cuda_memory_limit_mb: int = _setting(0, "cap of the CUDA memory arena in MiB; 0: no cap")
+    io_binding: str = _setting(
+        "auto",
+        "bind model inputs and outputs to the provider's device (one copy each way): auto (on with CUDA), on, off",
+        choices=("auto", "on", "off"),
+    )
     intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
     intra_op_spinning: bool = _setting(True, "let ONNX Runtime's intra-op threads spin between runs")
     max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")

@@ -1,7 +1,7 @@
 """Exact top-k by inner product over a (possibly memory-mapped) matrix, in chunks.
 
-Pure numpy, one pass over the matrix whatever the number of queries: each chunk of rows is
-scored against every query with one matrix product (bounded temporary memory whatever N). Once a
+One pass over the matrix whatever the number of queries: each chunk of rows is scored against
+every query with one matrix product (bounded temporary memory whatever N). Once a
 query holds k candidates, a vectorised comparison with its current k-th best score discards most
 of a chunk before any partition, so selection costs little next to the product itself. Exclusions
 and category filters are checked only on the rows that pass that comparison, so they need no
@@ -11,7 +11,7 @@ are broken by row index (lower first), so results are deterministic.
 
 from __future__ import annotations
 
-import itertools
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +22,8 @@ import numpy.typing as npt
 DEFAULT_CHUNK_ROWS = 32_768
 # Scores held at a time: q queries score SCORE_BUFFER_VALUES / q rows per chunk (4 MiB of scores).
 SCORE_BUFFER_VALUES = 1 << 20
-# The first chunk is short so that every query has a k-th best score (a threshold) early.
-FIRST_CHUNK_MIN_ROWS = 4_096
+# Rows x queries scored in the first chunk, so that every query has a k-th best score early.
+FIRST_CHUNK_CANDIDATES = 4_096
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -92,21 +92,21 @@ def top_k(
     best = _Best(query_count, k, sentinel_row=rows_total)
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // max(query_count, 1))
-    for start, stop in _chunks(rows_total, k, chunk_rows):
-        block = matrix[start:stop]
-        if query_count == 1:
-            scores = np.asarray(block @ queries[0], dtype=np.float32)[None, :]
-        else:
-            scores = np.asarray(queries @ block.T, dtype=np.float32)  # (q, rows)
+    for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
+        scores = _score_block(matrix[start:stop], queries)  # (rows, q)
         # A row that only ties a query's current k-th best has a higher row index: it loses.
-        passing = scores > best.kth_scores[:, None]
-        # flatnonzero on the (q, rows) block is several times faster than a 2-D nonzero.
-        query_of, column = np.divmod(np.flatnonzero(passing), scores.shape[1])
-        rows = column.astype(np.int64) + start
+        passing = scores > best.kth_scores[None, :]
+        # flatnonzero on the block is several times faster than a 2-D nonzero.
+        flat = np.flatnonzero(passing)
+        local, query_of = np.divmod(flat, query_count)
+        rows = local.astype(np.int64) + start
         kept = eligibility.keep(query_of, rows)
         if not kept.all():
-            query_of, column, rows = query_of[kept], column[kept], rows[kept]
-        values = scores[query_of, column]
+            flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
+        values = scores.ravel()[flat]
+        if query_count > 1:  # group candidates by query (np.flatnonzero gives them by row)
+            by_query = np.argsort(query_of, kind="stable")
+            query_of, rows, values = query_of[by_query], rows[by_query], values[by_query]
         if query_of.size > 4 * k * query_count:  # early chunks: first cut each query to its own k best
             query_of, rows, values = _cut_to_k(query_of, rows, values, k, query_count)
         if query_of.size:
@@ -168,7 +168,12 @@ class _Best:
         return kth
 
     def merge(self, query_of: IndexArray, rows: IndexArray, scores: FloatArray) -> None:
-        """Merge candidates (query_of ascending, as np.nonzero returns them) into the k best."""
+        """Merge candidates (grouped by query, ascending) into the k best."""
+        if self.scores.shape[0] == 1:  # one query: a plain 1-D merge
+            all_rows, all_scores = np.concatenate([self.rows[0], rows]), np.concatenate([self.scores[0], scores])
+            order = np.lexsort((all_rows, -all_scores))[: self.k]
+            self.rows[0], self.scores[0] = all_rows[order], all_scores[order]
+            return
         new_scores = _padded(query_of, scores, self.scores.shape[0], -np.inf)
         new_rows = _padded(query_of, rows, self.scores.shape[0], self.sentinel_row)
         all_scores = np.concatenate([self.scores, new_scores], axis=1)
@@ -210,13 +215,52 @@ def _padded(query_of: IndexArray, values: npt.NDArray[Any], query_count: int, fi
 def _cut_to_k(
     query_of: IndexArray, rows: IndexArray, values: FloatArray, k: int, query_count: int
 ) -> tuple[IndexArray, IndexArray, FloatArray]:
-    """Only each query's k best candidates (and every candidate tied with its k-th)."""
+    """Only each query's k best candidates and every candidate tied with its k-th (candidates
+    grouped by query, ascending)."""
     padded = _padded(query_of, values, query_count, -np.inf)
     if padded.shape[1] <= k:
         return query_of, rows, values
     kth = np.partition(padded, padded.shape[1] - k, axis=1)[:, padded.shape[1] - k]
     chosen = values >= kth[query_of]
     return query_of[chosen], rows[chosen], values[chosen]
+
+
+def _score_block(block: npt.NDArray[np.floating], queries: FloatArray) -> FloatArray:
+    """Inner products of every row of `block` with every query: float32 (rows, q). One query is a
+    numpy matrix-vector product (memory-bound, numpy is fastest); several are one ONNX Runtime
+    MatMul (its MLAS kernel is ~1.5x OpenBLAS's for this shape on this CPU, see BENCHMARKS.md)."""
+    if queries.shape[0] == 1 or block.dtype != np.float32:
+        scores: FloatArray = np.asarray(block @ queries.T, dtype=np.float32)
+        return scores
+    product: FloatArray = _matmul_session().run(None, {"m": block, "q": _transposed(queries)})[0]
+    return product
+
+
+def _transposed(queries: FloatArray) -> FloatArray:
+    return np.ascontiguousarray(queries.T)
+
+
+@functools.cache
+def _matmul_session() -> Any:
+    """A one-node ONNX Runtime graph: (rows, dim) @ (dim, q), float32; thread-safe, built once."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["m", "q"], ["s"])],
+        "item_scores",
+        [
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, [None, None]),
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, None]),
+        ],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [None, None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = onnxruntime.SessionOptions()
+    # No spinning: between scans the threads must leave the cores to the model.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _per_query_filters(
@@ -236,8 +280,14 @@ def _per_query_filters(
     return chosen
 
 
-def _chunks(rows_total: int, k: int, chunk_rows: int) -> list[tuple[int, int]]:
-    """Row ranges covering the matrix: a short first chunk, then `chunk_rows` at a time."""
-    first = min(chunk_rows, max(FIRST_CHUNK_MIN_ROWS, 4 * k))
-    bounds = [0, *range(first, rows_total, chunk_rows), rows_total]
-    return [(start, stop) for start, stop in itertools.pairwise(bounds) if stop > start]
+def _chunks(rows_total: int, k: int, query_count: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """Row ranges covering the matrix: a short first chunk (every query gets a k-th best score
+    early, with few candidates to sort), growing 4x per chunk up to `chunk_rows`."""
+    size = min(chunk_rows, max(4 * k, FIRST_CHUNK_CANDIDATES // query_count))
+    bounds, start = [], 0
+    while start < rows_total:
+        bounds.append((start, min(start + size, rows_total)))
+        start += size
+        # One query has few candidates whatever the chunk: go straight to full chunks.
+        size = chunk_rows if query_count == 1 else min(chunk_rows, 4 * size)
+    return bounds

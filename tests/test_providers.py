@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -67,3 +68,11 @@ def test_cuda_options_carry_the_device_and_the_arena_cap() -> None:
 
     assert cuda_options(1, 0) == {"device_id": 1, "arena_extend_strategy": "kSameAsRequested"}
     assert cuda_options(0, 2048)["gpu_mem_limit"] == 2048 * 1024 * 1024
+
+
+def test_io_binding_is_off_on_cpu_by_default_and_gives_the_same_vectors_when_forced(tiny_model_dir: Path) -> None:
+    plain = OnnxEncoder(tiny_model_dir, provider="cpu")
+    bound = OnnxEncoder(tiny_model_dir, provider="cpu", io_binding=True)
+    assert not plain.uses_io_binding and bound.uses_io_binding
+    texts = ["red shoes", "a much longer text about coffee, kitchens and the family", "空调"]
+    np.testing.assert_array_equal(bound.encode(texts), plain.encode(texts))
