@@ -1,12 +1,14 @@
 """Exact top-k by inner product over a (possibly memory-mapped) matrix, in chunks.
 
 One pass over the matrix whatever the number of queries: each chunk of rows is scored against
-every query with one matrix product (bounded temporary memory whatever N). Once a
-query holds k candidates, a vectorised comparison with its current k-th best score discards most
-of a chunk before any partition, so selection costs little next to the product itself. Exclusions
-and category filters are checked only on the rows that pass that comparison, so they need no
-second scan and never cost exactness: k results come back whenever k eligible rows exist. Ties
-are broken by row index (lower first), so results are deterministic.
+every query with one product (numpy's matrix-vector product for one query, an ONNX Runtime
+MatMul for several), with bounded temporary memory whatever N. Once a query holds k candidates,
+a vectorised comparison with its current k-th best score discards most of a chunk before
+anything is sorted; the first chunk is short and chunks grow 4x, so thresholds exist early and
+few candidates are ever sorted. Exclusions and category filters are checked only on the rows
+that pass that comparison, so they need no second scan and never cost exactness: k results come
+back whenever k eligible rows exist. Ties are broken by row index (lower first), so results are
+deterministic.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def embedrec(*arguments: str, stdin: str | None = None) -> subprocess.CompletedP
 def test_help_lists_every_subcommand() -> None:
     completed = embedrec("--help")
     assert completed.returncode == 0
-    for name in ("serve", "export-model", "export-items", "embed", "similarity", "recommend", "info", "health"):
+    names = ("serve", "export-model", "export-items", "embed", "similarity", "recommend", "info", "health")
+    for name in (*names, "reload-items"):
         assert name in completed.stdout
 
 
@@ -38,6 +39,21 @@ def test_recommend_prints_a_ranked_list_and_json(tiny_server: ServerThread) -> N
     assert len(as_json) == 10
     assert "ac-1" not in {item["id"] for item in as_json}
     assert as_json[0]["score"] >= as_json[-1]["score"]
+
+
+def test_recommend_filters_by_category_and_explains_each_result(tiny_server: ServerThread) -> None:
+    arguments = ["--target", tiny_server.target, "--item", "ac-1", "--text", "coffee", "--filter", "food"]
+    readable = embedrec("recommend", *arguments, "--filter", "shoes", "--explain", "-k", "4")
+    assert readable.returncode == 0, readable.stderr
+    lines = readable.stdout.splitlines()
+    assert {line.split()[2] for line in lines} == {"coffee-1", "coffee-zh", "shoes-1", "shoes-2"}
+    assert all("(mostly item ac-1:" in line or "(mostly text #1:" in line for line in lines)
+
+
+def test_reload_items_reports_an_unchanged_matrix(tiny_server: ServerThread) -> None:
+    completed = embedrec("reload-items", "--target", tiny_server.target)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("unchanged: 12 items, sha256 ")
 
 
 def test_embed_reads_texts_from_stdin(tiny_server: ServerThread) -> None:
