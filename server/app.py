@@ -118,7 +118,7 @@ class EmbedrecApp:
             on_worker_restart=self._worker_restarted,
         )
         await batcher.start()
-        search_batcher = create_search_batcher(settings.search_policy)
+        search_batcher = create_search_batcher(settings.search_policy, observer=self.metrics.search)
         await search_batcher.start()
         service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher)
         await service.embed(list(WARMUP_TEXTS))
@@ -149,6 +149,7 @@ class EmbedrecApp:
             try:
                 items = await asyncio.to_thread(_open_items, self.settings.items_dir, service.encoder)
             except ConfigurationError as error:
+                self.metrics.items_reloads.labels(result="refused").inc()
                 logger.error("items reload refused, still serving the previous matrix: %s", error)
                 raise FailedPrecondition(f"items reload refused, still serving the previous matrix: {error}") from None
             previous_sha = previous.manifest.items_sha256 if previous is not None else ""
@@ -156,6 +157,7 @@ class EmbedrecApp:
             if changed:
                 service.replace_items(items)
                 self.metrics.items.set(len(items))
+            self.metrics.items_reloads.labels(result="swapped" if changed else "unchanged").inc()
             logger.info(
                 "items reload from %s: %s (%d items, sha256 %s…)",
                 items.directory,

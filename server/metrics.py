@@ -27,6 +27,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_inference_seconds": ("histogram", "time of one batch's padding and session.run"),
     "embedrec_texts_embedded_total": ("counter", "texts run through the model (rate() gives texts/s)"),
     "embedrec_texts_dropped_total": ("counter", "queued texts dropped before inference, by reason"),
+    "embedrec_search_queue_depth": ("gauge", "Recommend searches waiting for a pass over the item matrix"),
+    "embedrec_search_batch_size": ("histogram", "searches answered by one pass over the item matrix"),
+    "embedrec_search_seconds": ("histogram", "time of one pass over the item matrix (top-k for a batch of searches)"),
+    "embedrec_searches_total": ("counter", "searches answered (rate() gives searches/s)"),
+    "embedrec_searches_dropped_total": ("counter", "queued searches dropped before their pass, by reason"),
+    "embedrec_items_reloads_total": ("counter", "item matrix reloads, by result (swapped, unchanged, refused)"),
     "embedrec_items": ("gauge", "items in the served catalog"),
     "embedrec_serving": ("gauge", "1 while health is SERVING, else 0"),
 }
@@ -54,6 +60,14 @@ class ServerMetrics:
         self.texts_embedded = metric(Counter, "embedrec_texts_embedded_total")
         self.texts_dropped = metric(Counter, "embedrec_texts_dropped_total", labelnames=("reason",))
         self.items = metric(Gauge, "embedrec_items")
+        self.items_reloads = metric(Counter, "embedrec_items_reloads_total", labelnames=("result",))
+        self.search = SearchMetrics(
+            metric(Gauge, "embedrec_search_queue_depth"),
+            metric(Histogram, "embedrec_search_batch_size", buckets=BATCH_SIZE_BUCKETS),
+            metric(Histogram, "embedrec_search_seconds", buckets=LATENCY_BUCKETS),
+            metric(Counter, "embedrec_searches_total"),
+            metric(Counter, "embedrec_searches_dropped_total", labelnames=("reason",)),
+        )
         self.serving = metric(Gauge, "embedrec_serving")
         for reason in ("expired", "cancelled", "shutdown"):
             self.texts_dropped.labels(reason=reason)
@@ -87,3 +101,27 @@ class ServerMetrics:
     def texts_dropped_before_inference(self, reason: str, count: int) -> None:
         """`count` queued texts were dropped (reason: expired, cancelled, shutdown)."""
         self.texts_dropped.labels(reason=reason).inc(count)
+
+
+class SearchMetrics:
+    """The search batcher's observer: queue depth, searches per pass, pass time, drops."""
+
+    def __init__(self, queue_depth: Any, batch_size: Any, seconds: Any, searches: Any, dropped: Any) -> None:
+        self._queue_depth, self._batch_size, self._seconds = queue_depth, batch_size, seconds
+        self._searches, self._dropped = searches, dropped
+
+    def batch_ran(
+        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
+    ) -> None:
+        """One pass over the matrix answered `size` searches in `inference_s` seconds."""
+        self._batch_size.observe(size)
+        self._seconds.observe(inference_s)
+        self._searches.inc(size)
+
+    def queue_changed(self, depth: int) -> None:
+        """The number of queued searches changed."""
+        self._queue_depth.set(depth)
+
+    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+        """`count` queued searches were dropped (expired, cancelled, shutdown)."""
+        self._dropped.labels(reason=reason).inc(count)

@@ -400,12 +400,16 @@ def test_metrics_are_exposed_from_start_and_count_calls(tiny_model_dir: Path, ti
         assert f"embedrec_items {len(CATALOG_ROWS)}.0" in after
         texts_embedded = next(line for line in after.splitlines() if line.startswith("embedrec_texts_embedded_total"))
         assert float(texts_embedded.split()[-1]) >= 4  # warm-up texts included
+        assert "embedrec_searches_total 1.0" in after
+        assert "embedrec_search_queue_depth 0.0" in after
         for name in (
             "embedrec_request_seconds_bucket",
             "embedrec_batch_size_texts_bucket",
             "embedrec_batch_token_efficiency_bucket",
             "embedrec_inference_seconds_bucket",
             "embedrec_queue_seconds_bucket",
+            "embedrec_search_batch_size_bucket",
+            "embedrec_search_seconds_bucket",
         ):
             assert name in after
     finally:

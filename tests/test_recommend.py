@@ -192,6 +192,8 @@ def test_a_matrix_of_another_model_is_refused_and_the_old_one_keeps_serving(
         assert "another-model" in error.value.message
         assert client.info().items_sha256 == before.items_sha256
         assert len(client.recommend(3, texts=["coffee"])) == 3
+    registry = server.app.metrics.registry
+    assert registry.get_sample_value("embedrec_items_reloads_total", {"result": "refused"}) == 1
 
 
 def test_no_call_fails_while_the_matrix_is_swapped_under_load(
