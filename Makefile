@@ -22,6 +22,8 @@ help:
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
+	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | soak"
+	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
