@@ -32,7 +32,6 @@ IndexArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.int32]
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
-_NO_SCORES = np.zeros(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -50,20 +49,12 @@ class RowFilter:
             raise ValueError("row_codes and allowed_codes go together")
 
     def keep(self, rows: IndexArray) -> npt.NDArray[np.bool_]:
-        """True for each of `rows` (ascending) that this filter lets through."""
-        keep = np.ones(rows.shape, dtype=np.bool_)
-        if self.excluded_rows.size:
-            position = np.searchsorted(self.excluded_rows, rows)
-            position[position == self.excluded_rows.size] = 0
-            keep &= self.excluded_rows[position] != rows
+        """True for each of `rows` that this filter lets through (the definition that top_k
+        applies, vectorised over all queries, to the candidates of each chunk)."""
+        keep = ~_contains(self.excluded_rows, rows)
         if self.row_codes is not None and self.allowed_codes is not None:
             keep &= np.isin(self.row_codes[rows], self.allowed_codes)
         return keep
-
-    @property
-    def is_trivial(self) -> bool:
-        """True when the filter lets every row through."""
-        return not self.excluded_rows.size and self.row_codes is None
 
 
 NO_FILTER = RowFilter()
@@ -234,12 +225,8 @@ def _score_block(block: npt.NDArray[np.floating], queries: FloatArray) -> FloatA
     if queries.shape[0] == 1 or block.dtype != np.float32:
         scores: FloatArray = np.asarray(block @ queries.T, dtype=np.float32)
         return scores
-    product: FloatArray = _matmul_session().run(None, {"m": block, "q": _transposed(queries)})[0]
+    product: FloatArray = _matmul_session().run(None, {"m": block, "q": np.ascontiguousarray(queries.T)})[0]
     return product
-
-
-def _transposed(queries: FloatArray) -> FloatArray:
-    return np.ascontiguousarray(queries.T)
 
 
 @functools.cache
