@@ -24,9 +24,9 @@ from server.items import ItemIndex, Query, Recommendation
 from server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
 from server.manifest import PoolingName
 from server.pooling import FloatArray, l2_normalize
-from server.profiles import Profile, ProfilePart, combine_profile
+from server.profiles import ProfilePart, combine_profile
 from server.tokenization import TokenizedText
-from server.topk import IndexArray
+from server.topk import RowFilter
 
 BatchItem = tuple[TokenizedText, PoolingName]
 
@@ -129,6 +129,18 @@ def create_search_batcher(policy: BatchPolicy, **hooks: Any) -> MicroBatcher[Sea
     )
 
 
+@dataclass
+class _PreparedProfile:
+    """A validated Recommend request: its parts so far, the texts still to embed, its filter."""
+
+    k: int
+    parts: list[ProfilePart]
+    texts: list[str]
+    texts_field: str
+    text_weights: list[float]
+    row_filter: RowFilter
+
+
 class EmbeddingService:
     """Embedding and recommendation use cases over an encoder, a batcher and optional items."""
 
@@ -163,12 +175,31 @@ class EmbeddingService:
         check_texts(texts, self.limits, field=field_name)
         self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
         tokenized = self.encoder.tokenize(texts, truncate=True if truncate is None else truncate, field=field_name)
-        chosen_pooling = pooling or self.encoder.manifest.pooling
-        pooled = await self.batcher.submit([(tokens, chosen_pooling) for tokens in tokenized], timeout=timeout)
-        vectors = np.stack(pooled).astype(np.float32, copy=False)
+        vectors = await self._run(tokenized, pooling or self.encoder.manifest.pooling, timeout)
         if self.encoder.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
         return EmbedResult(vectors, [tokens.length for tokens in tokenized])
+
+    async def _run(self, tokenized: Sequence[TokenizedText], pooling: PoolingName, timeout: float | None) -> FloatArray:
+        """Tokenised texts through the batcher: float32 (n, dim), not normalised."""
+        pooled = await self.batcher.submit([(tokens, pooling) for tokens in tokenized], timeout=timeout)
+        return np.stack(pooled).astype(np.float32, copy=False)
+
+    async def _embed_groups(
+        self, groups: Sequence[tuple[Sequence[str], str]], *, timeout: float | None
+    ) -> list[FloatArray]:
+        """Unit vectors for several groups of (texts, field name), each group validated on its own
+        against the limits, all submitted to the batcher at once (so they share batches)."""
+        for texts, field_name in groups:
+            check_texts(texts, self.limits, field=field_name)
+        self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
+        tokenized = [self.encoder.tokenize(texts, truncate=True, field=field_name) for texts, field_name in groups]
+        flat = [tokens for group in tokenized for tokens in group]
+        if not flat:
+            return []
+        vectors = l2_normalize(await self._run(flat, self.encoder.manifest.pooling, timeout))
+        bounds = np.cumsum([len(group) for group in tokenized])[:-1]
+        return list(np.split(vectors, bounds))
 
     async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
         """Cosine similarity of `query` with each candidate, in candidate order."""
@@ -219,18 +250,20 @@ class EmbeddingService:
         if items is None:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
         self.search_batcher.check_admission(len(requests))
-        searches: list[SearchItem] = []
-        profiles: list[Profile] = []
-        for index, request in enumerate(requests):
-            field_prefix = prefix.format(index)
-            self._check_recommend(request, field_prefix)
-            profile, history_rows = await self._profile(items, request, field_prefix, timeout)
-            excluded = items.known_rows(request.exclude_ids)
-            if request.exclude_history:
-                excluded = np.concatenate([excluded, history_rows])
-            row_filter = items.row_filter(excluded, request.filter_values, field=f"{field_prefix}filter_values")
-            searches.append(SearchItem(items, Query(profile.vector, row_filter), request.k))
-            profiles.append(profile)
+        prepared = [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
+        # Every user's texts in one submission: they share inference batches.
+        with_texts = [one for one in prepared if one.texts]
+        embedded = await self._embed_groups([(one.texts, one.texts_field) for one in with_texts], timeout=timeout)
+        for one, vectors in zip(with_texts, embedded, strict=True):
+            one.parts.extend(
+                ProfilePart(vector, weight, "text", index)
+                for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
+            )
+        profiles = [combine_profile(one.parts) for one in prepared]
+        searches = [
+            SearchItem(items, Query(profile.vector, one.row_filter), one.k)
+            for one, profile in zip(prepared, profiles, strict=True)
+        ]
         found = await self.search_batcher.submit(searches, timeout=timeout)
         results = []
         for request, profile, chosen in zip(requests, profiles, found, strict=True):
@@ -240,7 +273,9 @@ class EmbeddingService:
             results.append(chosen)
         return results
 
-    def _check_recommend(self, request: ProfileRequest, prefix: str) -> None:
+    def _prepare(self, items: ItemIndex, request: ProfileRequest, prefix: str) -> _PreparedProfile:
+        """Validate `request` (field names prefixed with `prefix`) and gather every profile part
+        but the texts, which are embedded for all users together."""
         check_k(request.k, self.limits, field=f"{prefix}k")
         for name, count, limit_name in (
             ("items", len(request.items), "max_history_items"),
@@ -248,11 +283,6 @@ class EmbeddingService:
             ("filter_values", len(request.filter_values), "max_filter_values"),
         ):
             check_count(count, getattr(self.limits, limit_name), field=f"{prefix}{name}", limit_name=limit_name)
-
-    async def _profile(
-        self, items: ItemIndex, request: ProfileRequest, prefix: str, timeout: float | None
-    ) -> tuple[Profile, IndexArray]:
-        """The request's profile and the rows of its history items."""
         text_weights = [
             check_weight(weight, field=f"{prefix}texts[{i}].weight") for i, (_, weight) in enumerate(request.texts)
         ]
@@ -272,14 +302,14 @@ class EmbeddingService:
                 zip(items.vectors(history_rows), item_weights, item_ids, strict=True)
             )
         )
-        if request.texts:
-            texts = [text for text, _ in request.texts]
-            embedded = await self.embed(texts, normalize=True, timeout=timeout, field_name=f"{prefix}texts")
-            parts.extend(
-                ProfilePart(vector, weight, "text", index)
-                for index, (vector, weight) in enumerate(zip(embedded.vectors, text_weights, strict=True))
-            )
-        return combine_profile(parts), history_rows
+        if not parts and not request.texts:
+            combine_profile(parts)  # raises the "profile is empty" error before any text is embedded
+        excluded = items.known_rows(request.exclude_ids)
+        if request.exclude_history:
+            excluded = np.concatenate([excluded, history_rows])
+        row_filter = items.row_filter(excluded, request.filter_values, field=f"{prefix}filter_values")
+        texts = [text for text, _ in request.texts]
+        return _PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter)
 
     def replace_items(self, items: ItemIndex) -> ItemIndex | None:
         """Serve `items` from now on (calls already running finish on the old index); return the
