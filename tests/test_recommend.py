@@ -277,3 +277,19 @@ def test_sighup_to_the_supervisor_reloads_the_items_in_every_worker(
     finally:
         code, stderr = stop(process)
     assert code == 0, stderr
+
+
+def test_searches_over_the_queue_bound_are_refused_at_once_naming_the_limit(
+    tiny_model_dir: Path, tiny_items_dir: Path
+) -> None:
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir, max_queued_searches=2))
+    try:
+        with EmbedrecClient(server.target, timeout=30, channel=ChannelConfig(retry=None)) as client:
+            dim = client.info().dim
+            assert len(client.recommend_batch([{"k": 1, "vector": unit(1, dim)}] * 2)) == 2
+            with pytest.raises(EmbedrecClientError) as error:
+                client.recommend_batch([{"k": 1, "vector": unit(1, dim)}] * 3)
+        assert error.value.code.name == "RESOURCE_EXHAUSTED"
+        assert "limit max_queued_searches=2" in error.value.message
+    finally:
+        server.close()
