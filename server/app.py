@@ -118,7 +118,9 @@ class EmbedrecApp:
             on_worker_restart=self._worker_restarted,
         )
         await batcher.start()
-        search_batcher = create_search_batcher(settings.search_policy, observer=self.metrics.search)
+        search_batcher = create_search_batcher(
+            settings.search_policy, threads=settings.intra_op_threads, observer=self.metrics.search
+        )
         await search_batcher.start()
         service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher)
         await service.embed(list(WARMUP_TEXTS))

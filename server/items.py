@@ -139,11 +139,11 @@ class ItemIndex:
         allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
         return RowFilter(excluded_rows, self._filter_codes, allowed)
 
-    def search(self, queries: Sequence[Query], k: int) -> list[list[Recommendation]]:
+    def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
         """The k best items for each query in one pass over the matrix, best first (exact; equal
-        scores in catalog order)."""
+        scores in catalog order); `threads` as in top_k."""
         profiles = np.stack([query.profile for query in queries]).astype(np.float32, copy=False)
-        found = top_k(self.matrix, profiles, k, filters=[query.row_filter for query in queries])
+        found = top_k(self.matrix, profiles, k, filters=[query.row_filter for query in queries], threads=threads)
         return [
             [
                 Recommendation(item_id, float(score), int(row))

@@ -7,6 +7,7 @@ micro-batcher, and ranks items with the item index. The gRPC servicer is a thin 
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -107,25 +108,33 @@ class SearchItem:
     k: int
 
 
-def run_searches(batch: list[SearchItem]) -> list[list[Recommendation]]:
-    """Answer a batch of searches with one pass over each item index in it (normally one)."""
+def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[list[Recommendation]]:
+    """Answer a batch of searches with one pass over each item index in it (normally one), the
+    product on at most `threads` threads (0: one per core)."""
     results: list[list[Recommendation]] = [[] for _ in batch]
     by_index: dict[int, list[int]] = {}
     for position, search in enumerate(batch):
         by_index.setdefault(id(search.items), []).append(position)
     for positions in by_index.values():
         items = batch[positions[0]].items
-        found = items.search([batch[p].query for p in positions], max(batch[p].k for p in positions))
+        found = items.search([batch[p].query for p in positions], max(batch[p].k for p in positions), threads=threads)
         for position, recommendations in zip(positions, found, strict=True):
             results[position] = recommendations[: batch[position].k]
     return results
 
 
-def create_search_batcher(policy: BatchPolicy, **hooks: Any) -> MicroBatcher[SearchItem, list[Recommendation]]:
+def create_search_batcher(
+    policy: BatchPolicy, *, threads: int = 0, **hooks: Any
+) -> MicroBatcher[SearchItem, list[Recommendation]]:
     """A micro-batcher for top-k searches: concurrent Recommend calls share one scan of the matrix
-    (one matrix product per chunk for all of them), off the event loop."""
+    (one matrix product per chunk for all of them), off the event loop, on `threads` threads."""
     return MicroBatcher(
-        run_searches, policy=policy, name="search", unit="searches", queue_limit_name="max_queued_searches", **hooks
+        functools.partial(run_searches, threads=threads),
+        policy=policy,
+        name="search",
+        unit="searches",
+        queue_limit_name="max_queued_searches",
+        **hooks,
     )
 
 

@@ -69,6 +69,7 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         request_id = _request_id(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         code, message = _admission(self.state, request)
+        accounted = False
         self.state.in_flight += 1
         try:
             if code is None:
@@ -81,12 +82,15 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
                 except Exception:  # the boundary: nothing unexpected reaches the caller
                     logger.exception("internal error in %s (request id %s)", rpc, request_id)
                     code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
+            # Counted before the status leaves: a caller reading the metrics next sees this call.
+            _account(self.state, rpc, code, started, request_id, request)
+            accounted = True
             await context.abort(code, message)
             raise AssertionError("unreachable: abort raises")
         finally:
             self.state.in_flight -= 1
-            # A cancelled call (the client went away) lands here with code None.
-            _account(self.state, rpc, code or grpc.StatusCode.CANCELLED, started, request_id, request)
+            if not accounted:  # answered OK, or cancelled (the client went away: code None)
+                _account(self.state, rpc, code or grpc.StatusCode.CANCELLED, started, request_id, request)
 
     return wrapper
 

@@ -68,25 +68,29 @@ def top_k(
     filters: Sequence[RowFilter] | RowFilter = NO_FILTER,
     excluded_rows: IndexArray | None = None,
     chunk_rows: int | None = None,
+    threads: int = 0,
 ) -> list[tuple[IndexArray, FloatArray]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
     `queries` is (q, dim) float32; all of them are answered in one pass over `matrix`. `filters`
     is one RowFilter for every query or one per query; `excluded_rows` (shorthand) excludes rows
     for every query. `chunk_rows` overrides the rows scored at a time (default: a score buffer of
-    about SCORE_BUFFER_VALUES floats). Returns, per query, (rows, scores): at most k entries
+    about SCORE_BUFFER_VALUES floats). `threads` caps the threads of the multi-query product (0:
+    ONNX Runtime's default, one per core). Returns, per query, (rows, scores): at most k entries
     (fewer only when fewer rows are eligible), best first, equal scores by ascending row.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     query_count, rows_total = queries.shape[0], matrix.shape[0]
+    if query_count == 0:
+        return []
     eligibility = _Eligibility(_per_query_filters(filters, excluded_rows, query_count), rows_total)
     best = _Best(query_count, k, sentinel_row=rows_total)
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // max(query_count, 1))
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
-        scores = _score_block(matrix[start:stop], queries)  # (rows, q)
+        scores = _score_block(matrix[start:stop], queries, threads)  # (rows, q)
         # A row that only ties a query's current k-th best has a higher row index: it loses.
         passing = scores > best.kth_scores[None, :]
         # flatnonzero on the block is several times faster than a 2-D nonzero.
@@ -218,20 +222,21 @@ def _cut_to_k(
     return query_of[chosen], rows[chosen], values[chosen]
 
 
-def _score_block(block: npt.NDArray[np.floating], queries: FloatArray) -> FloatArray:
+def _score_block(block: npt.NDArray[np.floating], queries: FloatArray, threads: int = 0) -> FloatArray:
     """Inner products of every row of `block` with every query: float32 (rows, q). One query is a
     numpy matrix-vector product (memory-bound, numpy is fastest); several are one ONNX Runtime
     MatMul (its MLAS kernel is ~1.5x OpenBLAS's for this shape on this CPU, see BENCHMARKS.md)."""
     if queries.shape[0] == 1 or block.dtype != np.float32:
         scores: FloatArray = np.asarray(block @ queries.T, dtype=np.float32)
         return scores
-    product: FloatArray = _matmul_session().run(None, {"m": block, "q": np.ascontiguousarray(queries.T)})[0]
+    product: FloatArray = _matmul_session(threads).run(None, {"m": block, "q": np.ascontiguousarray(queries.T)})[0]
     return product
 
 
 @functools.cache
-def _matmul_session() -> Any:
-    """A one-node ONNX Runtime graph: (rows, dim) @ (dim, q), float32; thread-safe, built once."""
+def _matmul_session(threads: int) -> Any:
+    """A one-node ONNX Runtime graph: (rows, dim) @ (dim, q), float32, on `threads` intra-op
+    threads (0: the default); thread-safe, built once per thread count."""
     import onnxruntime
     from onnx import TensorProto, helper
 
@@ -247,6 +252,7 @@ def _matmul_session() -> Any:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
     # No spinning: between scans the threads must leave the cores to the model.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

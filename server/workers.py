@@ -35,10 +35,22 @@ class _Worker:
     started_at: float = field(default_factory=time.monotonic)
 
 
+def worker_threads(settings: Settings) -> int:
+    """Threads each worker computes with: --intra-op-threads, else the cores split evenly."""
+    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // settings.workers)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The workers' environment: numpy's BLAS (the one-query item scan) gets the same share of
+    the cores as ONNX Runtime, unless the caller set it."""
+    environment = dict(os.environ)
+    environment.setdefault("OPENBLAS_NUM_THREADS", str(worker_threads(settings)))
+    return environment
+
+
 def worker_command(settings: Settings, argv: Sequence[str], index: int, port: int) -> list[str]:
     """The command line of worker `index`: the parent's flags, then the per-worker overrides."""
-    cores = os.cpu_count() or 1
-    threads = settings.intra_op_threads or max(1, cores // settings.workers)
+    threads = worker_threads(settings)
     metrics_port = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
     return [
         sys.executable,
@@ -80,7 +92,8 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     commands = [worker_command(settings, argv, index, port) for index in range(settings.workers)]
-    workers = [_Worker(index, subprocess.Popen(command)) for index, command in enumerate(commands)]
+    environment = worker_environment(settings)
+    workers = [_Worker(index, subprocess.Popen(command, env=environment)) for index, command in enumerate(commands)]
 
     def forward_reload(signal_number: int, _frame: object) -> None:
         for worker in workers:
@@ -110,7 +123,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
                 "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
             )
             time.sleep(delay)
-            worker.process = subprocess.Popen(commands[worker.index])
+            worker.process = subprocess.Popen(commands[worker.index], env=environment)
             worker.restarts += 1
     for worker in workers:
         if worker.process.poll() is None:
