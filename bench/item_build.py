@@ -39,6 +39,7 @@ WORDS = [
 
 
 def write_catalog(path: Path, count: int) -> None:
+    """A JSON Lines catalog of `count` items with texts of 4-15 words and 20 categories."""
     with path.open("w", encoding="utf-8") as handle:
         for row in range(count):
             text = " ".join(WORDS[(row * 7 + step * 3) % len(WORDS)] for step in range(4 + row % 12))
@@ -46,6 +47,7 @@ def write_catalog(path: Path, count: int) -> None:
 
 
 def status_kib(pid: int, key: str) -> int:
+    """The `key` line of /proc/PID/status in KiB (0 once the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):

@@ -47,6 +47,7 @@ def timed(function: Callable[[], Any], repeats: int) -> float:
 
 
 def unit_queries(count: int, seed: int) -> np.ndarray:
+    """`count` random unit vectors of dim DIM, float32."""
     queries = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
     unit: np.ndarray = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     return unit
@@ -69,20 +70,24 @@ def kernel_product(matrix: np.ndarray, queries: np.ndarray) -> None:
 
 
 def streaming_read(matrix: np.ndarray) -> None:
+    """One pass reading every byte of the matrix (the memory-bandwidth floor)."""
     for start in range(0, matrix.shape[0], DEFAULT_CHUNK_ROWS):
         matrix[start : start + DEFAULT_CHUNK_ROWS].max()
 
 
 def loop_of_singles(matrix: np.ndarray, queries: np.ndarray, k: int) -> None:
+    """The queries answered one by one: what RecommendBatch saves."""
     for index in range(queries.shape[0]):
         top_k(matrix, queries[index : index + 1], k)
 
 
 def naive_argsort(matrix: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Top-k by a full argsort of every score: the naive peer."""
     return np.argsort(-(matrix @ query))[:k]
 
 
 def float64_top(matrix: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k best scores in float64, ties by row: the exact reference."""
     scores = np.concatenate(
         [
             matrix[start : start + DEFAULT_CHUNK_ROWS].astype(np.float64) @ query.astype(np.float64)
@@ -211,6 +216,7 @@ def float16_rows(matrix: np.ndarray, repeats: int) -> list[str]:
 
 
 def rss_anon_mib(pid: int) -> float:
+    """RssAnon of process `pid` in MiB (private memory; mapped files count as RssFile)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
