@@ -26,6 +26,7 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -205,6 +206,28 @@ class MicroBatcher(Generic[Item, Result]):
                 f"server overloaded: {self._queued_items} {self._unit} queued, this request adds {count}, "
                 f"limit {self._queue_limit_name}={limit}; retry with backoff"
             )
+
+    def run_inline(self, items: Sequence[Item]) -> list[Result]:
+        """Run `items` as one batch in the calling thread, bypassing queue and worker: for work so
+        small that the hop to the worker thread costs more than the work. Counted in `stats` and
+        reported to the observer like any batch; exceptions propagate to the caller."""
+        started = time.perf_counter()
+        batch = list(items)
+        raw = self._infer(batch)
+        results = list(self._finish(batch, raw) if self._finish is not None else raw)
+        costs = [self._cost(item) for item in batch]
+        self.stats.batches += 1
+        self.stats.items_run += len(batch)
+        self.stats.padded_tokens += len(batch) * max(costs, default=0)
+        self.stats.real_tokens += sum(costs)
+        self._observer.batch_ran(
+            len(batch),
+            sum(costs),
+            len(batch) * max(costs, default=0),
+            time.perf_counter() - started,
+            [0.0] * len(batch),
+        )
+        return results
 
     async def submit(self, items: Sequence[Item], *, timeout: float | None = None) -> list[Result]:
         """Queue `items` and wait for their results, in order.

@@ -289,3 +289,24 @@ async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_its_own
     # 100, 95, 90: 285 real of 300 padded; adding 10 would make it 295 of 400.
     assert runtime.batches[1:] == [[100, 95, 90], [10]]
     await batcher.stop()
+
+
+def test_run_inline_runs_in_the_callers_thread_and_is_counted_like_any_batch() -> None:
+    runtime = GatedRuntime()
+    runtime.gate.set()
+    seen: list[tuple[int, int]] = []
+
+    class Observer:
+        def batch_ran(self, size: int, real: int, padded: int, seconds: float, queued: Any) -> None:
+            seen.append((size, real))
+
+        def queue_changed(self, depth: int) -> None:
+            pass
+
+        def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+            pass
+
+    batcher = MicroBatcher(runtime, policy=BatchPolicy(), cost=lambda item: item, observer=Observer())
+    assert batcher.run_inline([3, 5]) == [6, 10]  # never started: no worker, no event loop needed
+    assert (batcher.stats.batches, batcher.stats.items_run, batcher.stats.real_tokens) == (1, 2, 8)
+    assert seen == [(2, 8)]
