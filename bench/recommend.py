@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.common import ensure_artifacts, free_port, run_header, synthetic_items, wait_serving, write_section
 from server.manifest import ITEMS_MATRIX
-from server.topk import DEFAULT_CHUNK_ROWS, _score_block, top_k
+from server.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
 
 DIM = 384
 BATCH = 32
@@ -66,7 +66,7 @@ def chunked_product(matrix: np.ndarray, queries: np.ndarray) -> None:
 def kernel_product(matrix: np.ndarray, queries: np.ndarray) -> None:
     """The score product alone with the kernel top_k uses for several queries (ONNX Runtime)."""
     for start in range(0, matrix.shape[0], DEFAULT_CHUNK_ROWS):
-        _score_block(matrix[start : start + DEFAULT_CHUNK_ROWS], queries)
+        score_block(matrix[start : start + DEFAULT_CHUNK_ROWS], queries)
 
 
 def streaming_read(matrix: np.ndarray) -> None:

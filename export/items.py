@@ -38,6 +38,7 @@ from server.manifest import (
     read_items_manifest,
     read_model_manifest,
     sha256_file,
+    write_json_atomically,
     write_manifest,
 )
 
@@ -230,9 +231,7 @@ def _embed_block(
 
 def _save(partial: Path, checkpoint: Checkpoint) -> None:
     """Write the checkpoint atomically (after the data it describes is flushed)."""
-    temporary = partial / (CHECKPOINT + ".tmp")
-    temporary.write_text(json.dumps(dataclasses.asdict(checkpoint), ensure_ascii=False))
-    temporary.replace(partial / CHECKPOINT)
+    write_json_atomically(dataclasses.asdict(checkpoint), partial / CHECKPOINT, ensure_ascii=False)
 
 
 def _blocks(iterator: Iterator[_Row], size: int) -> Iterator[list[_Row]]:

@@ -67,7 +67,7 @@ def write_id_index(directory: Path, count: int) -> None:
 
 
 class ItemIds:
-    """The ids of an item directory, memory-mapped: `id_at(row)` and `rows_of(ids)`."""
+    """The ids of an item directory, memory-mapped: `id_at(row)` and `find(ids)`."""
 
     def __init__(self, directory: Path, expected_count: int) -> None:
         """Map the id files of `directory`; ConfigurationError when missing or inconsistent."""

@@ -151,10 +151,3 @@ class ItemIndex:
             ]
             for rows, scores in found
         ]
-
-    def recommend(
-        self, profile: FloatArray, k: int, *, excluded_rows: IndexArray, filter_values: Sequence[str] = ()
-    ) -> list[Recommendation]:
-        """The k items most similar to the unit vector `profile` (dim,), best first."""
-        row_filter = self.row_filter(excluded_rows, filter_values, field="filter_values")
-        return self.search([Query(profile, row_filter)], k)[0]

@@ -71,8 +71,14 @@ class ItemsManifest:
 
 def write_manifest(manifest: ModelManifest | ItemsManifest, path: Path) -> None:
     """Write `manifest` as indented JSON to `path` (atomically: temp file, then rename)."""
+    write_json_atomically(dataclasses.asdict(manifest), path, indent=2, sort_keys=True)
+
+
+def write_json_atomically(data: Any, path: Path, **dump_options: Any) -> None:
+    """Write `data` as JSON to `path` through a temporary file and a rename, so a reader (or a
+    resumed build after a kill) sees the old file or the new one, never half of one."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(dataclasses.asdict(manifest), indent=2, sort_keys=True) + "\n")
+    temporary.write_text(json.dumps(data, **dump_options) + "\n", encoding="utf-8")
     temporary.replace(path)
 
 

@@ -329,11 +329,10 @@ class EmbeddingService:
         texts = [text for text, _ in request.texts]
         return _PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter)
 
-    def replace_items(self, items: ItemIndex) -> ItemIndex | None:
-        """Serve `items` from now on (calls already running finish on the old index); return the
-        old one. The caller checks that `items` belongs to this model."""
-        previous, self.items = self.items, items
-        return previous
+    def replace_items(self, items: ItemIndex) -> None:
+        """Serve `items` from now on (calls already running finish on the old index). The caller
+        checks that `items` belongs to this model."""
+        self.items = items
 
     def info(self) -> ServiceInfo:
         """The model, the provider in use, the item matrix identity and the limits."""

@@ -66,18 +66,17 @@ def top_k(
     k: int,
     *,
     filters: Sequence[RowFilter] | RowFilter = NO_FILTER,
-    excluded_rows: IndexArray | None = None,
     chunk_rows: int | None = None,
     threads: int = 0,
 ) -> list[tuple[IndexArray, FloatArray]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
     `queries` is (q, dim) float32; all of them are answered in one pass over `matrix`. `filters`
-    is one RowFilter for every query or one per query; `excluded_rows` (shorthand) excludes rows
-    for every query. `chunk_rows` overrides the rows scored at a time (default: a score buffer of
-    about SCORE_BUFFER_VALUES floats). `threads` caps the threads of the multi-query product (0:
-    ONNX Runtime's default, one per core). Returns, per query, (rows, scores): at most k entries
-    (fewer only when fewer rows are eligible), best first, equal scores by ascending row.
+    is one RowFilter for every query or one per query. `chunk_rows` overrides the rows scored at
+    a time (default: a score buffer of about SCORE_BUFFER_VALUES floats). `threads` caps the
+    threads of the multi-query product (0: ONNX Runtime's default, one per core). Returns, per
+    query, (rows, scores): at most k entries (fewer only when fewer rows are eligible), best
+    first, equal scores by ascending row.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -85,12 +84,12 @@ def top_k(
     query_count, rows_total = queries.shape[0], matrix.shape[0]
     if query_count == 0:
         return []
-    eligibility = _Eligibility(_per_query_filters(filters, excluded_rows, query_count), rows_total)
+    eligibility = _Eligibility(_per_query_filters(filters, query_count), rows_total)
     best = _Best(query_count, k, sentinel_row=rows_total)
     if chunk_rows is None:
-        chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // max(query_count, 1))
+        chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
-        scores = _score_block(matrix[start:stop], queries, threads)  # (rows, q)
+        scores = score_block(matrix[start:stop], queries, threads)  # (rows, q)
         # A row that only ties a query's current k-th best has a higher row index: it loses.
         passing = scores > best.kth_scores[None, :]
         # flatnonzero on the block is several times faster than a 2-D nonzero.
@@ -222,7 +221,7 @@ def _cut_to_k(
     return query_of[chosen], rows[chosen], values[chosen]
 
 
-def _score_block(block: npt.NDArray[np.floating], queries: FloatArray, threads: int = 0) -> FloatArray:
+def score_block(block: npt.NDArray[np.floating], queries: FloatArray, threads: int = 0) -> FloatArray:
     """Inner products of every row of `block` with every query: float32 (rows, q). One query is a
     numpy matrix-vector product (memory-bound, numpy is fastest); several are one ONNX Runtime
     MatMul (its MLAS kernel is ~1.5x OpenBLAS's for this shape on this CPU, see BENCHMARKS.md)."""
@@ -258,21 +257,12 @@ def _matmul_session(threads: int) -> Any:
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _per_query_filters(
-    filters: Sequence[RowFilter] | RowFilter, excluded_rows: IndexArray | None, query_count: int
-) -> list[RowFilter]:
+def _per_query_filters(filters: Sequence[RowFilter] | RowFilter, query_count: int) -> list[RowFilter]:
     if isinstance(filters, RowFilter):
-        chosen = [filters] * query_count
-    else:
-        chosen = list(filters)
-        if len(chosen) != query_count:
-            raise ValueError(f"{len(chosen)} filters for {query_count} queries")
-    if excluded_rows is not None:
-        chosen = [
-            RowFilter(np.concatenate([one.excluded_rows, excluded_rows]), one.row_codes, one.allowed_codes)
-            for one in chosen
-        ]
-    return chosen
+        return [filters] * query_count
+    if len(filters) != query_count:
+        raise ValueError(f"{len(filters)} filters for {query_count} queries")
+    return list(filters)
 
 
 def _chunks(rows_total: int, k: int, query_count: int, chunk_rows: int) -> list[tuple[int, int]]:

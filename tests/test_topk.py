@@ -44,14 +44,14 @@ def test_excluded_rows_never_come_back_and_k_is_still_filled() -> None:
     query = unit_rows(1, 8, seed=5)
     best_twenty = brute_force(matrix, query[0], 20)[0]
     excluded = np.concatenate([best_twenty, best_twenty[:3]])  # duplicates are harmless
-    rows, _ = top_k(matrix, query, 10, excluded_rows=excluded, chunk_rows=50)[0]
+    rows, _ = top_k(matrix, query, 10, filters=RowFilter(excluded), chunk_rows=50)[0]
     assert len(rows) == 10
     np.testing.assert_array_equal(rows, brute_force(matrix, query[0], 10, frozenset(best_twenty.tolist()))[0])
 
 
 def test_returns_fewer_than_k_only_when_fewer_rows_are_eligible() -> None:
     matrix = unit_rows(12, 4, seed=6)
-    rows, scores = top_k(matrix, unit_rows(1, 4, seed=7), 50, excluded_rows=np.arange(5))[0]
+    rows, scores = top_k(matrix, unit_rows(1, 4, seed=7), 50, filters=RowFilter(np.arange(5)))[0]
     assert sorted(rows.tolist()) == list(range(5, 12))
     assert list(scores) == sorted(scores, reverse=True)
 
