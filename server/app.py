@@ -159,11 +159,12 @@ class EmbedrecApp:
             if changed:
                 service.replace_items(items)
                 self.metrics.items.set(len(items))
-            self.metrics.items_reloads.labels(result="swapped" if changed else "unchanged").inc()
+            result = "swapped" if changed else "unchanged"
+            self.metrics.items_reloads.labels(result=result).inc()
             logger.info(
                 "items reload from %s: %s (%d items, sha256 %s…)",
                 items.directory,
-                "swapped" if changed else "unchanged",
+                result,
                 len(items),
                 items.manifest.items_sha256[:12],
             )
