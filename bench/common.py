@@ -25,8 +25,8 @@ BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"
 
 def ensure_artifacts() -> tuple[Path, Path]:
     """Export the bundled MiniLM and build the demo items when missing (as `make serve` does)."""
-    from export.items import build_items
-    from export.onnx_model import export_model
+    from embedrec.export.items import build_items
+    from embedrec.export.onnx_model import export_model
 
     export_model(output_dir=MODEL_DIR)
     build_items(CATALOG, MODEL_DIR, ITEMS_DIR, progress=False)
@@ -38,8 +38,8 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
     accepts it; `dim` defaults to the model's), with ids item-0, item-1, ..."""
     import numpy as np
 
-    from server.item_ids import write_id_index
-    from server.manifest import (
+    from embedrec.server.item_ids import write_id_index
+    from embedrec.server.manifest import (
         ITEMS_IDS,
         ITEMS_LAYOUT,
         ITEMS_MANIFEST,
@@ -124,7 +124,7 @@ def server_process(
 
 def wait_serving(target: str, timeout_s: float = 120.0) -> None:
     """Block until `target` reports SERVING."""
-    from client import EmbedrecClient, EmbedrecClientError
+    from embedrec.client import EmbedrecClient, EmbedrecClientError
 
     deadline = time.monotonic() + timeout_s
     with EmbedrecClient(target, timeout=2) as client:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
-from client.loadtest.processes import run_step_in_processes
-from client.loadtest.runner import StepPlan
-from client.loadtest.workload import WORDS, TextLengths, Workload
-from server.encoder import OnnxEncoder
+from embedrec.client.loadtest.processes import run_step_in_processes
+from embedrec.client.loadtest.runner import StepPlan
+from embedrec.client.loadtest.workload import WORDS, TextLengths, Workload
+from embedrec.server.encoder import OnnxEncoder
 
 CONCURRENCY = (1, 8, 32, 128)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import run_header, write_section
-from client.loadtest.workload import WORDS
-from export.onnx_model import export_model
-from server.encoder import OnnxEncoder
+from embedrec.client.loadtest.workload import WORDS
+from embedrec.export.onnx_model import export_model
+from embedrec.server.encoder import OnnxEncoder
 
 VARIANTS = {
     "fp32": {},

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from client.loadtest.workload import WORDS
-from server.encoder import OnnxEncoder
+from embedrec.client.loadtest.workload import WORDS
+from embedrec.server.encoder import OnnxEncoder
 
 BATCH_SIZES = (1, 8, 32, 128, 256)
 PARITY_FLOOR_FP32 = 0.999

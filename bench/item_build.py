@@ -60,7 +60,7 @@ def status_kib(pid: int, key: str) -> int:
 def measured_build(model_dir: Path, catalog: Path, output: Path) -> tuple[float, float, float]:
     """(peak RssAnon MiB, RssAnon MiB once the catalog is validated and the model loaded, seconds)."""
     script = (
-        "from pathlib import Path; from export.items import build_items; "
+        "from pathlib import Path; from embedrec.export.items import build_items; "
         f"build_items(Path({str(catalog)!r}), Path({str(model_dir)!r}), Path({str(output)!r}), "
         "filter_field='category', progress=False)"
     )
@@ -79,7 +79,7 @@ def measured_build(model_dir: Path, catalog: Path, output: Path) -> tuple[float,
 
 def main() -> int:
     """Build 10k and 100k items, sample RssAnon, write the BENCHMARKS.md section."""
-    from export.onnx_model import export_model
+    from embedrec.export.onnx_model import export_model
     from tests.tiny_models import build_tiny_bert
 
     rows = []

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 
 from bench.common import ensure_artifacts, run_header, server_process, write_section
-from client.loadtest.processes import run_step_in_processes
-from client.loadtest.report import format_table
-from client.loadtest.runner import StepPlan
-from client.loadtest.workload import TextLengths, Workload
+from embedrec.client.loadtest.processes import run_step_in_processes
+from embedrec.client.loadtest.report import format_table
+from embedrec.client.loadtest.runner import StepPlan
+from embedrec.client.loadtest.workload import TextLengths, Workload
 
 DURATION_S = 10.0
 WARMUP_S = 2.0

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import ensure_artifacts, free_port, run_header, synthetic_items, wait_serving, write_section
-from server.manifest import ITEMS_MATRIX
-from server.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
+from embedrec.server.manifest import ITEMS_MATRIX
+from embedrec.server.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
 
 DIM = 384
 BATCH = 32
@@ -229,9 +229,9 @@ def server_rows(items_by_count: dict[int, Path], step_s: float) -> list[str]:
     import subprocess
 
     from bench.common import MODEL_DIR, REPO_ROOT
-    from client.loadtest.processes import run_step_in_processes
-    from client.loadtest.runner import StepPlan
-    from client.loadtest.workload import Workload
+    from embedrec.client.loadtest.processes import run_step_in_processes
+    from embedrec.client.loadtest.runner import StepPlan
+    from embedrec.client.loadtest.workload import Workload
 
     def start(items_dir: Path) -> tuple[subprocess.Popen[bytes], str, float]:
         port = free_port()

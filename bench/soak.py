@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ensure_artifacts, free_port, run_header, server_process, write_section
-from client import EmbedrecClient
-from client.loadtest.runner import StepPlan, run_step
-from client.loadtest.workload import TextLengths, Workload
+from embedrec.client import EmbedrecClient
+from embedrec.client.loadtest.runner import StepPlan, run_step
+from embedrec.client.loadtest.workload import TextLengths, Workload
 
 OVERLOAD = 3.0
 WORKLOAD = Workload(rpc_weights={"embed": 1.0}, lengths=TextLengths(16, 16))

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ensure_artifacts, run_header, server_process, synthetic_items, write_section
-from client.loadtest.processes import run_step_in_processes
-from client.loadtest.runner import StepPlan
-from client.loadtest.workload import TextLengths, Workload
-from server.manifest import ITEMS_MATRIX
+from embedrec.client.loadtest.processes import run_step_in_processes
+from embedrec.client.loadtest.runner import StepPlan
+from embedrec.client.loadtest.workload import TextLengths, Workload
+from embedrec.server.manifest import ITEMS_MATRIX
 
 ITEMS = 200_000
 STEP_S, WARMUP_S = 5.0, 1.0

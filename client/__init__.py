@@ -2,16 +2,16 @@
 
 Needs only grpcio, protobuf and numpy.
 
-    from client import EmbedrecClient
+    from embedrec.client import EmbedrecClient
     with EmbedrecClient("127.0.0.1:50051") as embedrec:
         vectors = embedrec.embed(["energy-saving air conditioner"])
         for item in embedrec.recommend(5, texts=["quiet air conditioner for a bedroom"]):
             print(item.id, item.score)
 """
 
-from client.aio import AsyncEmbedrecClient
-from client.channel import ChannelConfig, RetryPolicy
-from client.errors import (
+from embedrec.client.aio import AsyncEmbedrecClient
+from embedrec.client.channel import ChannelConfig, RetryPolicy
+from embedrec.client.errors import (
     Cancelled,
     DeadlineExceeded,
     EmbedrecClientError,
@@ -23,8 +23,8 @@ from client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from client.sync import EmbedrecClient
-from client.types import Recommendation, ServerInfo
+from embedrec.client.sync import EmbedrecClient
+from embedrec.client.types import Recommendation, ServerInfo
 
 __all__ = [
     "AsyncEmbedrecClient",

@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from client import types
-from client.channel import ChannelConfig, health_method, open_channel
-from client.errors import from_rpc_error
-from client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
+from embedrec.client import types
+from embedrec.client.channel import ChannelConfig, health_method, open_channel
+from embedrec.client.errors import from_rpc_error
+from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 

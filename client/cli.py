@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from client.channel import ChannelConfig
-from client.errors import EmbedrecClientError
-from client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
+from embedrec.client.channel import ChannelConfig
+from embedrec.client.errors import EmbedrecClientError
+from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
 

@@ -11,16 +11,16 @@ from collections.abc import Sequence
 
 # name → (module:function taking argv and returning an exit code, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("server.app:main", "run the gRPC server"),
-    "export-model": ("export.cli:export_model_main", "export a Hugging Face model to validated ONNX"),
-    "export-items": ("export.cli:export_items_main", "embed a catalog into an item matrix"),
-    "embed": ("client.cli:embed_main", "embed texts"),
-    "similarity": ("client.cli:similarity_main", "cosine similarity of a query and candidates, or of pairs"),
-    "recommend": ("client.cli:recommend_main", "recommend items for a user profile"),
-    "info": ("client.cli:info_main", "show the server's model, items and limits"),
-    "health": ("client.cli:health_main", "show the server's health status"),
-    "reload-items": ("client.cli:reload_items_main", "hot-reload the server's item matrix"),
-    "loadtest": ("client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
+    "serve": ("embedrec.server.app:main", "run the gRPC server"),
+    "export-model": ("embedrec.export.cli:export_model_main", "export a Hugging Face model to validated ONNX"),
+    "export-items": ("embedrec.export.cli:export_items_main", "embed a catalog into an item matrix"),
+    "embed": ("embedrec.client.cli:embed_main", "embed texts"),
+    "similarity": ("embedrec.client.cli:similarity_main", "cosine similarity of a query and candidates, or of pairs"),
+    "recommend": ("embedrec.client.cli:recommend_main", "recommend items for a user profile"),
+    "info": ("embedrec.client.cli:info_main", "show the server's model, items and limits"),
+    "health": ("embedrec.client.cli:health_main", "show the server's health status"),
+    "reload-items": ("embedrec.client.cli:reload_items_main", "hot-reload the server's item matrix"),
+    "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }
 
 

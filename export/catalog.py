@@ -18,7 +18,7 @@ from typing import IO
 
 import numpy as np
 
-from server.item_ids import id_hash
+from embedrec.server.item_ids import id_hash
 
 MAX_LISTED_OFFENDERS = 20
 

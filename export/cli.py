@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.source import BUNDLED_MODEL
+from embedrec.export.source import BUNDLED_MODEL
 
 
 def export_model_main(argv: Sequence[str]) -> int:
@@ -37,7 +37,7 @@ def export_model_main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     _configure_logging()
 
-    from export.onnx_model import export_model
+    from embedrec.export.onnx_model import export_model
 
     manifest = export_model(
         arguments.model,
@@ -85,8 +85,8 @@ def export_items_main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     _configure_logging()
 
-    from export.catalog import CatalogError
-    from export.items import build_items
+    from embedrec.export.catalog import CatalogError
+    from embedrec.export.items import build_items
 
     try:
         manifest = build_items(

@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from export.atomic import replace_directory
-from export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
-from server.encoder import OnnxEncoder
-from server.errors import ConfigurationError
-from server.item_ids import write_id_index
-from server.manifest import (
+from embedrec.export.atomic import replace_directory
+from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.errors import ConfigurationError
+from embedrec.server.item_ids import write_id_index
+from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
     ITEMS_FILTER_VALUES,
     ITEMS_IDS,

@@ -15,12 +15,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from export.atomic import staged_directory
-from export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
-from export.validation import validate_against_pytorch
-from export.variants import MIN_COSINE, apply_variant, variant_name
-from server.errors import ConfigurationError
-from server.manifest import (
+from embedrec.export.atomic import staged_directory
+from embedrec.export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
+from embedrec.export.validation import validate_against_pytorch
+from embedrec.export.variants import MIN_COSINE, apply_variant, variant_name
+from embedrec.server.errors import ConfigurationError
+from embedrec.server.manifest import (
     MODEL_FILE,
     MODEL_MANIFEST,
     TOKENIZER_FILE,

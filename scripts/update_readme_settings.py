@@ -1,4 +1,4 @@
-"""Rewrite the generated tables of README.md: settings (from server.settings) and metrics (from
+"""Rewrite the generated tables of README.md: settings (from embedrec.server.settings) and metrics (from
 server.metrics), each between its markers.
 
 Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when they are stale)
@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.metrics import METRICS
-from server.settings import settings_table
+from embedrec.server.metrics import METRICS
+from embedrec.server.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"

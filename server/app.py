@@ -20,19 +20,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from embedrec.server.auth import TokenPolicy
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.errors import ConfigurationError, FailedPrecondition
+from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
+from embedrec.server.interceptors import TokenAuthInterceptor
+from embedrec.server.items import ItemIndex
+from embedrec.server.logs import configure_logging
+from embedrec.server.manifest import check_items_match_model
+from embedrec.server.metrics import ServerMetrics
+from embedrec.server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
+from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
+from embedrec.server.settings import Settings
 from embedrec.v1 import embedrec_pb2 as pb
-from server.auth import TokenPolicy
-from server.encoder import OnnxEncoder
-from server.errors import ConfigurationError, FailedPrecondition
-from server.handlers import ADMIN_SERVICE, register_embedrec_service
-from server.interceptors import TokenAuthInterceptor
-from server.items import ItemIndex
-from server.logs import configure_logging
-from server.manifest import check_items_match_model
-from server.metrics import ServerMetrics
-from server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
-from server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
-from server.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedRec"].full_name
 # Health name for liveness probes: SERVING from start to exit (the process and its event loop
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_args(argv)
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
-        from server.workers import supervise
+        from embedrec.server.workers import supervise
 
         return supervise(settings, list(argv if argv is not None else sys.argv[2:]))
     return asyncio.run(serve(settings))

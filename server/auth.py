@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError
 
 
 class TokenPolicy:

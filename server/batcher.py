@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.errors import DeadlineExpired, Overloaded, Unavailable
+from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from server.auth import TokenPolicy
+from embedrec.server.auth import TokenPolicy
 
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
 DENIED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"

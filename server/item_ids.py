@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError
 
 IDS_TEXT = "ids.txt"
 IDS_OFFSETS = "ids_offsets.npy"

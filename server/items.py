@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import ConfigurationError, InvalidArgument, NotFound
-from server.item_ids import ItemIds
-from server.manifest import (
+from embedrec.server.errors import ConfigurationError, InvalidArgument, NotFound
+from embedrec.server.item_ids import ItemIds
+from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
     ITEMS_FILTER_VALUES,
     ITEMS_LAYOUT,
@@ -25,8 +25,8 @@ from server.manifest import (
     ItemsManifest,
     read_items_manifest,
 )
-from server.profiles import Contribution
-from server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
+from embedrec.server.profiles import Contribution
+from embedrec.server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 
 
 @dataclass(frozen=True)

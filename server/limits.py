@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import InvalidArgument
+from embedrec.server.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

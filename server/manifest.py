@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError
 
 MODEL_MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"

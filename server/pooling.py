@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.manifest import PoolingName
+from embedrec.server.manifest import PoolingName
 
 FloatArray = npt.NDArray[np.float32]
 

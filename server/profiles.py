@@ -9,8 +9,8 @@ from typing import Literal
 
 import numpy as np
 
-from server.errors import InvalidArgument
-from server.pooling import FloatArray, l2_normalize
+from embedrec.server.errors import InvalidArgument
+from embedrec.server.pooling import FloatArray, l2_normalize
 
 PartKind = Literal["user_vector", "text", "item"]
 

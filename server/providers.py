@@ -14,7 +14,7 @@ from typing import Literal
 
 import onnxruntime as ort
 
-from server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError
 
 ProviderChoice = Literal["auto", "cuda", "cpu"]
 CUDA = "CUDAExecutionProvider"

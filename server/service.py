@@ -18,16 +18,16 @@ import numpy as np
 import onnxruntime
 
 from embedrec import __version__
-from server.batcher import BatchPolicy, MicroBatcher
-from server.encoder import InferenceOutput, OnnxEncoder
-from server.errors import FailedPrecondition, InvalidArgument
-from server.items import ItemIndex, Query, Recommendation
-from server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
-from server.manifest import PoolingName
-from server.pooling import FloatArray, l2_normalize
-from server.profiles import ProfilePart, combine_profile
-from server.tokenization import TokenizedText
-from server.topk import RowFilter
+from embedrec.server.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.encoder import InferenceOutput, OnnxEncoder
+from embedrec.server.errors import FailedPrecondition, InvalidArgument
+from embedrec.server.items import ItemIndex, Query, Recommendation
+from embedrec.server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
+from embedrec.server.manifest import PoolingName
+from embedrec.server.pooling import FloatArray, l2_normalize
+from embedrec.server.profiles import ProfilePart, combine_profile
+from embedrec.server.tokenization import TokenizedText
+from embedrec.server.topk import RowFilter
 
 BatchItem = tuple[TokenizedText, PoolingName]
 

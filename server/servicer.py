@@ -20,14 +20,14 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from embedrec.server.errors import EmbedrecError, InvalidArgument
+from embedrec.server.handlers import UndecodableRequest
+from embedrec.server.items import Recommendation
+from embedrec.server.manifest import PoolingName
+from embedrec.server.metrics import ServerMetrics
+from embedrec.server.service import EmbeddingService, ProfileRequest, ReloadResult
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
-from server.errors import EmbedrecError, InvalidArgument
-from server.handlers import UndecodableRequest
-from server.items import Recommendation
-from server.manifest import PoolingName
-from server.metrics import ServerMetrics
-from server.service import EmbeddingService, ProfileRequest, ReloadResult
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from server.batcher import BatchPolicy
-from server.limits import Limits
-from server.providers import PROVIDER_CHOICES
+from embedrec.server.batcher import BatchPolicy
+from embedrec.server.limits import Limits
+from embedrec.server.providers import PROVIDER_CHOICES
 
 ENV_PREFIX = "EMBEDREC_"
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from server.errors import InvalidArgument
+from embedrec.server.errors import InvalidArgument
 
 IntArray = npt.NDArray[np.int64]
 

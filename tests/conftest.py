@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client import EmbedrecClient
-from server.settings import Settings
+from embedrec.client import EmbedrecClient
+from embedrec.server.settings import Settings
 from tests.server_thread import ServerThread, start_server
 from tests.tiny_models import build_tiny_bert
 
@@ -38,7 +38,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny BERT exported to ONNX by export/ (validated against PyTorch)."""
-    from export.onnx_model import export_model
+    from embedrec.export.onnx_model import export_model
 
     output = tmp_path_factory.mktemp("exports") / "tiny"
     export_model(str(tiny_bert_dir), output)
@@ -55,7 +55,7 @@ def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_items_dir(tiny_model_dir: Path, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test catalog embedded by the tiny model, with its category as the filter field."""
-    from export.items import build_items
+    from embedrec.export.items import build_items
 
     output = tmp_path_factory.mktemp("items") / "tiny"
     build_items(catalog_path, tiny_model_dir, output, filter_field="category", progress=False)

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from server.app import EmbedrecApp
-from server.settings import Settings
+from embedrec.server.app import EmbedrecApp
+from embedrec.server.settings import Settings
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from server.batcher import BatchPolicy, MicroBatcher
-from server.errors import DeadlineExpired, Overloaded, Unavailable
+from embedrec.server.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 
 
 class GatedRuntime:

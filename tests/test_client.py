@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client import (
+from embedrec.client import (
     AsyncEmbedrecClient,
     ChannelConfig,
     DeadlineExceeded,
@@ -26,7 +26,7 @@ from client import (
     Unauthenticated,
     Unavailable,
 )
-from client.errors import Cancelled, FailedPrecondition, from_rpc_error
+from embedrec.client.errors import Cancelled, FailedPrecondition, from_rpc_error
 from tests.certificates import make_certificates
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
@@ -213,7 +213,7 @@ class TestSecurity:
             server.close()
 
     def test_tokens_from_the_environment_can_guard_health_too(self, tiny_model_dir: Path) -> None:
-        from server.settings import Settings
+        from embedrec.server.settings import Settings
 
         settings = Settings.from_args(
             ["--model-dir", str(tiny_model_dir), "--port", "0", "--provider", "cpu", "--metrics-port", "-1"],

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from server.app import LIVENESS_SERVICE, SERVICE_NAME
-from server.settings import ENV_PREFIX, Settings
+from embedrec.server.app import LIVENESS_SERVICE, SERVICE_NAME
+from embedrec.server.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DEFAULTS = Settings()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedrec.server.settings import Settings, settings_table
 from scripts.update_readme_settings import updated_readme
-from server.settings import Settings, settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

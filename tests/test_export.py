@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.catalog import CatalogError
-from export.items import build_items
-from export.onnx_model import export_model
-from export.validation import ExportValidationError
-from server.encoder import OnnxEncoder
-from server.manifest import read_items_manifest, read_model_manifest, sha256_file
+from embedrec.export.catalog import CatalogError
+from embedrec.export.items import build_items
+from embedrec.export.onnx_model import export_model
+from embedrec.export.validation import ExportValidationError
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.manifest import read_items_manifest, read_model_manifest, sha256_file
 
 
 class TestModelExport:
@@ -149,7 +149,7 @@ class TestVariants:
             export_model(str(tiny_bert_dir), tmp_path / "both", optimize="O2", quantize="int8")
 
     def test_each_variant_has_a_documented_default_floor(self) -> None:
-        from export.variants import MIN_COSINE
+        from embedrec.export.variants import MIN_COSINE
 
         assert MIN_COSINE["fp32"] == MIN_COSINE["O1"] == MIN_COSINE["O2"] == 0.9999
         assert MIN_COSINE["O3"] < 0.9999 and MIN_COSINE["int8"] < MIN_COSINE["O3"]

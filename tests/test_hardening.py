@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client import AsyncEmbedrecClient, ChannelConfig, EmbedrecClient, Unavailable
+from embedrec.client import AsyncEmbedrecClient, ChannelConfig, EmbedrecClient, Unavailable
+from embedrec.server.errors import ConfigurationError
+from embedrec.server.logs import JsonFormatter
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
-from server.errors import ConfigurationError
-from server.logs import JsonFormatter
 from tests.conftest import CATALOG_ROWS, server_settings
 from tests.server_thread import ServerThread, start_server
 
@@ -451,7 +451,7 @@ def test_sigterm_under_load_drains_answers_every_call_and_exits_zero(
     import subprocess
     import sys
 
-    from client import EmbedrecClientError
+    from embedrec.client import EmbedrecClientError
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ SERVE_AND_REPORT = textwrap.dedent(
     probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
 
     def exercise():
-        from client import EmbedrecClient
+        from embedrec.client import EmbedrecClient
         with EmbedrecClient(f"127.0.0.1:{port}", timeout=30) as client:
             for _ in range(300):
                 try:
@@ -57,7 +57,7 @@ BLOCK_AND_CALL = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Blocker())
-    from client import EmbedrecClient
+    from embedrec.client import EmbedrecClient
     with EmbedrecClient(sys.argv[1], timeout=30) as client:
         print(client.info().dim, client.embed(["hello"]).shape, client.health())
     """

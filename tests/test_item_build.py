@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.catalog import CatalogError
-from export.items import build_items
-from server.encoder import OnnxEncoder
-from server.item_ids import ItemIds
-from server.items import ItemIndex
+from embedrec.export.catalog import CatalogError
+from embedrec.export.items import build_items
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.item_ids import ItemIds
+from embedrec.server.items import ItemIndex
 
 ROWS = 90
 BLOCK_ROWS = 16  # 6 blocks: an interruption can land in the middle
@@ -104,8 +104,8 @@ def test_a_build_killed_with_sigkill_resumes_and_ends_byte_identical(
     script = f"""
 import os, signal
 from pathlib import Path
-from export.items import build_items
-from server.encoder import OnnxEncoder
+from embedrec.export.items import build_items
+from embedrec.server.encoder import OnnxEncoder
 
 encoder = OnnxEncoder(Path({str(tiny_model_dir)!r}), provider="cpu")
 real_encode, calls = encoder.encode, []
@@ -186,7 +186,7 @@ def test_a_csv_without_the_filter_column_is_refused_with_its_name(tiny_model_dir
 
 
 def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import server.item_ids as item_ids
+    import embedrec.server.item_ids as item_ids
 
     monkeypatch.setattr(item_ids, "id_hash", lambda item_id: len(item_id) % 2)  # nearly everything collides
     ids = ["a", "bb", "ccc", "dddd", "e", "ffffff", "ümlaut", "中文"]
@@ -201,7 +201,7 @@ def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.
 def test_an_item_directory_of_the_older_layout_asks_for_a_rebuild(tiny_items_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from server.errors import ConfigurationError
+    from embedrec.server.errors import ConfigurationError
 
     old = tmp_path / "old"
     shutil.copytree(tiny_items_dir, old)
@@ -216,7 +216,7 @@ def test_memory_of_the_build_does_not_hold_the_catalog(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Streaming: rows are read block by block, never all at once (the benchmark measures RssAnon).
-    import export.items as items_module
+    import embedrec.export.items as items_module
 
     largest_block = []
     real_blocks = items_module._blocks

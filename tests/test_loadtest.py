@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from client.loadtest.processes import run_step_in_processes, split_level
-from client.loadtest.runner import StepPlan, run_step
-from client.loadtest.stats import PERCENTILES, StepResult, merge
-from client.loadtest.workload import RequestPool, TextLengths, Workload
+from embedrec.client.loadtest.processes import run_step_in_processes, split_level
+from embedrec.client.loadtest.runner import StepPlan, run_step
+from embedrec.client.loadtest.stats import PERCENTILES, StepResult, merge
+from embedrec.client.loadtest.workload import RequestPool, TextLengths, Workload
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from tests.server_thread import ServerThread

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import EmbedrecClient
+from embedrec.client import EmbedrecClient
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
 
@@ -78,7 +78,7 @@ TEXTS = ENGLISH + CHINESE + OTHER + LONG
 
 @pytest.fixture(scope="module")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.onnx_model import export_model
+    from embedrec.export.onnx_model import export_model
 
     output = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
     export_model(output_dir=output)
@@ -87,7 +87,7 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_items_dir(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.items import build_items
+    from embedrec.export.items import build_items
 
     output = tmp_path_factory.mktemp("demo-items") / "demo"
     build_items(REPO_ROOT / "data/demo_catalog.jsonl", minilm_dir, output, progress=False)
@@ -104,7 +104,7 @@ def minilm_server(minilm_dir: Path, demo_items_dir: Path) -> Iterator[ServerThre
 def test_served_embeddings_match_sentence_transformers(minilm_server: ServerThread) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from export.source import BUNDLED_MODEL, resolve_model_source
+    from embedrec.export.source import BUNDLED_MODEL, resolve_model_source
 
     assert len(TEXTS) >= 50
     with EmbedrecClient(minilm_server.target, timeout=60) as client:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import ChannelConfig, EmbedrecClient, EmbedrecClientError
+from embedrec.client import ChannelConfig, EmbedrecClient, EmbedrecClientError
 from tests.conftest import CATALOG_ROWS, server_settings
 from tests.server_thread import ServerThread, start_server
 
@@ -117,7 +117,7 @@ def test_explain_names_the_part_that_contributed_most_and_shares_sum_to_the_scor
 
 
 def test_filter_values_without_a_filter_field_are_refused_by_name(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from export.items import build_items
+    from embedrec.export.items import build_items
 
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in CATALOG_ROWS))
@@ -138,7 +138,7 @@ def test_filter_values_without_a_filter_field_are_refused_by_name(tiny_model_dir
 @pytest.fixture()
 def second_items_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """Another catalog (other ids) built with the same model."""
-    from export.items import build_items
+    from embedrec.export.items import build_items
 
     catalog = tmp_path / "second.jsonl"
     rows = [{"id": f"new-{row['id']}", "text": row["text"] + " new", "category": "new"} for row in CATALOG_ROWS[:7]]

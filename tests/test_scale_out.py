@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from client import ChannelConfig, EmbedrecClient, EmbedrecClientError
+from embedrec.client import ChannelConfig, EmbedrecClient, EmbedrecClientError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

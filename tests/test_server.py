@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client import (
+from embedrec.client import (
     AsyncEmbedrecClient,
     ChannelConfig,
     EmbedrecClient,
@@ -18,8 +18,8 @@ from client import (
     NotFound,
     Unavailable,
 )
-from server.encoder import OnnxEncoder
-from server.errors import ConfigurationError
+from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.errors import ConfigurationError
 from tests.conftest import CATALOG_ROWS, server_settings
 from tests.server_thread import ServerThread, start_server
 
@@ -45,7 +45,7 @@ class TestLifecycle:
             server.close()
 
     def test_refuses_an_item_matrix_built_by_another_model(self, tiny_items_dir: Path, tmp_path: Path) -> None:
-        from export.onnx_model import export_model
+        from embedrec.export.onnx_model import export_model
         from tests.tiny_models import build_tiny_bert
 
         other_model = export_model(str(build_tiny_bert(tmp_path / "other-bert", seed=1)), tmp_path / "other")
@@ -179,7 +179,7 @@ class TestInfo:
     def test_reports_model_provider_items_and_limits(
         self, client: EmbedrecClient, tiny_model_dir: Path, tiny_items_dir: Path
     ) -> None:
-        from server.manifest import read_items_manifest, read_model_manifest
+        from embedrec.server.manifest import read_items_manifest, read_model_manifest
 
         info = client.info()
         model = read_model_manifest(tiny_model_dir)

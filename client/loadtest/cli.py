@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.cli import add_connection_arguments, connect
-from client.errors import EmbedrecClientError
-from client.loadtest.processes import run_step_in_processes
-from client.loadtest.report import format_table, plot, progress_bar
-from client.loadtest.runner import MAX_STEP_SECONDS, StepPlan
-from client.loadtest.workload import TextLengths, Workload
+from embedrec.client.cli import add_connection_arguments, connect
+from embedrec.client.errors import EmbedrecClientError
+from embedrec.client.loadtest.processes import run_step_in_processes
+from embedrec.client.loadtest.report import format_table, plot, progress_bar
+from embedrec.client.loadtest.runner import MAX_STEP_SECONDS, StepPlan
+from embedrec.client.loadtest.workload import TextLengths, Workload
 
 
 def _levels(text: str) -> list[float]:

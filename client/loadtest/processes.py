@@ -8,10 +8,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from client.channel import ChannelConfig
-from client.loadtest.runner import ProgressCallback, StepPlan, run_step
-from client.loadtest.stats import StepResult, merge
-from client.loadtest.workload import Workload
+from embedrec.client.channel import ChannelConfig
+from embedrec.client.loadtest.runner import ProgressCallback, StepPlan, run_step
+from embedrec.client.loadtest.stats import StepResult, merge
+from embedrec.client.loadtest.workload import Workload
 
 START_DELAY_S = 1.0
 

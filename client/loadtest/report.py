@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.loadtest.runner import ProgressCallback
+from embedrec.client.loadtest.runner import ProgressCallback
 
 COLUMNS = ("step", "req/s", "texts/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "sent", "answers")
 

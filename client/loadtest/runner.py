@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
-from client.channel import ChannelConfig, open_channel
-from client.loadtest.stats import StepResult
-from client.loadtest.workload import RequestPool, Workload
+from embedrec.client.channel import ChannelConfig, open_channel
+from embedrec.client.loadtest.stats import StepResult
+from embedrec.client.loadtest.workload import RequestPool, Workload
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
 MAX_STEP_SECONDS = 600.0
