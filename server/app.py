@@ -29,6 +29,7 @@ from embedrec.server.items import ItemIndex
 from embedrec.server.logs import configure_logging
 from embedrec.server.manifest import check_items_match_model
 from embedrec.server.metrics import ServerMetrics
+from embedrec.server.offload import CpuPool
 from embedrec.server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
 from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
 from embedrec.server.settings import Settings
@@ -110,19 +111,14 @@ class EmbedrecApp:
         """
         settings = self.settings
         encoder, items = await asyncio.to_thread(_load_artifacts, settings)
-        batcher = create_batcher(
-            encoder,
-            settings.batch_policy,
-            observer=self.metrics,
-            on_worker_crash=self._worker_crashed,
-            on_worker_restart=self._worker_restarted,
-        )
+        batcher = create_batcher(encoder, settings.batch_policy, observer=self.metrics)
         await batcher.start()
         search_batcher = create_search_batcher(
-            settings.search_policy, threads=settings.intra_op_threads, observer=self.metrics.search
+            settings.search_policy, threads=settings.search_thread_count, observer=self.metrics.search
         )
         await search_batcher.start()
-        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher)
+        cpu = CpuPool(settings.cpu_threads)
+        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu)
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
         self.metrics.items.set(len(items) if items else 0)
@@ -186,26 +182,22 @@ class EmbedrecApp:
         earliest = loop.time() + min(self.settings.drain_min_seconds, grace)
         self.state.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        while loop.time() < deadline and (self.state.in_flight > 0 or loop.time() < earliest):
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):  # past the grace period, stop() below cancels what is left
+            await asyncio.wait_for(self.state.idle.wait(), max(0.0, deadline - loop.time()))
+        await asyncio.sleep(max(0.0, earliest - loop.time()))
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))
             self._server = None
-        if self.state.service is not None:
-            await self.state.service.batcher.stop()
-            await self.state.service.search_batcher.stop()
+        service = self.state.service
+        if service is not None:
+            await service.batcher.stop()
+            await service.search_batcher.stop()
+            await asyncio.to_thread(service.cpu.close)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
-
-    def _worker_crashed(self, error: BaseException) -> None:
-        asyncio.get_running_loop().create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
-
-    def _worker_restarted(self) -> None:
-        if not self.state.draining:
-            asyncio.get_running_loop().create_task(self._set_health(health_pb2.HealthCheckResponse.SERVING))
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

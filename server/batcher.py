@@ -4,19 +4,22 @@ One asyncio class, a future per request. A request's items wait in a bounded que
 runtime is free (no added latency when idle) — or, with `max_wait_ms` > 0, once a batch is full
 or its oldest item has waited that long — the worker forms a batch:
 
-- bounded by `max_batch_size` items and by a padded-token budget (items x longest <=
-  `max_batch_tokens`);
+- bounded by `max_batch_size` items and by a padded-cost budget (items x costliest <=
+  `max_batch_cost`; for texts the cost is the token count, so this is a padded-token budget);
 - fair: candidates are taken round-robin over requests (each request's next item first), so one
   huge request cannot monopolise the runtime ahead of many small ones;
 - length-grouped: the oldest waiting item always goes (no starvation, bounded reordering), and
   the rest are the candidates within a `lookahead` window whose lengths are closest to it, so
-  padding waste stays low; an item joins only while real tokens / padded tokens stays at or
-  above `min_token_efficiency` (on a CPU, padding costs as much as real work).
+  padding waste stays low; an item joins only while real cost / padded cost stays at or above
+  `min_efficiency` (on a CPU, padding costs as much as real work).
 
-Inference runs in a dedicated thread, off the event loop; each batch's `finish` step (pooling)
-runs in a second thread, so it overlaps the next batch's inference. Items of cancelled or
+A batch runs in the worker's dedicated thread, off the event loop; each batch's `finish` step
+(pooling, for texts) runs in a second thread, so it overlaps the next batch's run. Items of cancelled or
 expired requests are dropped before a batch is formed and never computed. A failing batch fails
-exactly its requests; the worker keeps serving. The module knows nothing of gRPC.
+exactly its requests; the worker keeps serving. The module knows nothing of gRPC, nor of what
+its items are: the inference batcher runs token sequences, the search batcher top-k searches.
+Nothing here runs on the event loop but queue bookkeeping: every batch, however small, runs in
+the worker's thread.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import collections
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,8 +48,8 @@ class BatcherStats:
 
     batches: int = 0
     items_run: int = 0
-    padded_tokens: int = 0
-    real_tokens: int = 0
+    padded_cost: int = 0
+    cost: int = 0
     items_expired: int = 0
     items_cancelled: int = 0
     batches_failed: int = 0
@@ -55,27 +57,31 @@ class BatcherStats:
 
 
 class BatchObserver(Protocol):
-    """Receives what the batcher does (e.g. to export metrics); every method must be cheap."""
+    """Receives what the batcher does (e.g. to export metrics); every method must be cheap.
+
+    `batch_ran`: a batch of `size` items with summed `cost` (padded: size x costliest) ran in
+    `run_s` seconds, its items having waited `queue_seconds`. `queue_changed`: items waiting now.
+    `items_dropped`: `count` queued items were dropped before running (reason: expired,
+    cancelled, shutdown, worker_restart).
+    """
 
     def batch_ran(
-        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
+        self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]
     ) -> None: ...
 
     def queue_changed(self, depth: int) -> None: ...
 
-    def texts_dropped_before_inference(self, reason: str, count: int) -> None: ...
+    def items_dropped(self, reason: str, count: int) -> None: ...
 
 
 class _NoObserver:
-    def batch_ran(
-        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
-    ) -> None:
+    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
         pass
 
     def queue_changed(self, depth: int) -> None:
         pass
 
-    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+    def items_dropped(self, reason: str, count: int) -> None:
         pass
 
 
@@ -84,20 +90,20 @@ class BatchPolicy:
     """The knobs of batch formation and admission (see the module docstring)."""
 
     max_batch_size: int = 32
-    max_batch_tokens: int = 1024
+    max_batch_cost: int = 1024
     max_wait_ms: float = 0.0
     max_queued_items: int = 256
     group_by_length: bool = True
     lookahead: int = 64
-    min_token_efficiency: float = 0.0
+    min_efficiency: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.max_batch_size, self.max_batch_tokens, self.max_queued_items, self.lookahead) < 1:
-            raise ValueError("max_batch_size, max_batch_tokens, max_queued_items and lookahead must be >= 1")
+        if min(self.max_batch_size, self.max_batch_cost, self.max_queued_items, self.lookahead) < 1:
+            raise ValueError("max_batch_size, max_batch_cost, max_queued_items and lookahead must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
-        if not 0.0 <= self.min_token_efficiency <= 1.0:
-            raise ValueError("min_token_efficiency must be in [0, 1]")
+        if not 0.0 <= self.min_efficiency <= 1.0:
+            raise ValueError("min_efficiency must be in [0, 1]")
 
 
 @dataclass(eq=False)
@@ -131,18 +137,18 @@ class MicroBatcher(Generic[Item, Result]):
         policy: BatchPolicy,
         cost: Callable[[Item], int] = lambda _: 1,
         name: str = "batcher",
-        unit: str = "texts",
-        queue_limit_name: str = "max_queued_texts",
+        unit: str = "items",
+        queue_limit_name: str = "max_queued_items",
         observer: BatchObserver | None = None,
-        on_worker_crash: Callable[[BaseException], None] | None = None,
-        on_worker_restart: Callable[[], None] | None = None,
     ) -> None:
-        """`infer(items)` runs the model (inference thread); `finish(items, raw)` turns its output
-        into one result per item, in order (finishing thread). Without `finish`, `infer` must
-        return the results itself. `cost(item)` is the item's length in tokens. `observer` hears
-        about batches, queue depth and dropped items. If the worker itself dies (a bug, not a
-        failed batch), every waiting request fails with Unavailable, `on_worker_crash` is called,
-        the worker is restarted and `on_worker_restart` is called.
+        """`infer(items)` does the work of a batch (worker thread); `finish(items, raw)` turns its
+        output into one result per item, in order (finishing thread). Without `finish`, `infer`
+        must return the results itself. `cost(item)` is what an item costs (a text's token count;
+        1 per search). `unit` and `queue_limit_name` name the items and the queue bound in
+        Overloaded messages. `observer` hears about batches, queue depth and dropped items. If the
+        worker itself dies (a bug, not a failed batch), every waiting request fails with
+        Unavailable and the worker is restarted at once: health does not flip, because the
+        restarted worker serves the next batch (a probe could act on nothing in between).
         """
         self._infer = infer
         self._finish = finish
@@ -161,8 +167,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._finishing: set[asyncio.Future[Any]] = set()
         self._accepting = False
         self._observer: BatchObserver = observer or _NoObserver()
-        self._on_worker_crash = on_worker_crash
-        self._on_worker_restart = on_worker_restart
         self._running_batch: list[_Slot] = []
 
     @property
@@ -206,28 +210,6 @@ class MicroBatcher(Generic[Item, Result]):
                 f"server overloaded: {self._queued_items} {self._unit} queued, this request adds {count}, "
                 f"limit {self._queue_limit_name}={limit}; retry with backoff"
             )
-
-    def run_inline(self, items: Sequence[Item]) -> list[Result]:
-        """Run `items` as one batch in the calling thread, bypassing queue and worker: for work so
-        small that the hop to the worker thread costs more than the work. Counted in `stats` and
-        reported to the observer like any batch; exceptions propagate to the caller."""
-        started = time.perf_counter()
-        batch = list(items)
-        raw = self._infer(batch)
-        results = list(self._finish(batch, raw) if self._finish is not None else raw)
-        costs = [self._cost(item) for item in batch]
-        self.stats.batches += 1
-        self.stats.items_run += len(batch)
-        self.stats.padded_tokens += len(batch) * max(costs, default=0)
-        self.stats.real_tokens += sum(costs)
-        self._observer.batch_ran(
-            len(batch),
-            sum(costs),
-            len(batch) * max(costs, default=0),
-            time.perf_counter() - started,
-            [0.0] * len(batch),
-        )
-        return results
 
     async def submit(self, items: Sequence[Item], *, timeout: float | None = None) -> list[Result]:
         """Queue `items` and wait for their results, in order.
@@ -274,17 +256,13 @@ class MicroBatcher(Generic[Item, Result]):
                 raise
             except Exception as error:
                 self.stats.worker_restarts += 1
-                logger.critical("inference worker died; restarting it", exc_info=error)
-                crash = Unavailable("inference worker restarted; retry")
+                logger.critical("%s worker died; restarting it", self._name, exc_info=error)
+                crash = Unavailable(f"{self._name} worker restarted; retry")
                 for slot in self._running_batch:
                     _fail(slot.request, crash)
                 self._running_batch = []
                 self._fail_queued(crash, reason="worker_restart")
-                if self._on_worker_crash is not None:
-                    self._on_worker_crash(error)
                 await asyncio.sleep(0)
-                if self._on_worker_restart is not None:
-                    self._on_worker_restart()
 
     def _fail_queued(self, error: BaseException, *, reason: str) -> None:
         dropped = self._queued_items
@@ -293,7 +271,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._queued_items = 0
         self._observer.queue_changed(0)
         if dropped:
-            self._observer.texts_dropped_before_inference(reason, dropped)
+            self._observer.items_dropped(reason, dropped)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -312,9 +290,9 @@ class MicroBatcher(Generic[Item, Result]):
                 self._batch_failed(batch, error)
                 continue
             self._running_batch = []
-            real = sum(slot.cost for slot in batch)
+            cost = sum(slot.cost for slot in batch)
             self._observer.batch_ran(
-                len(batch), real, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
+                len(batch), cost, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
             )
             if finished:
                 self._deliver(batch, raw)
@@ -348,8 +326,8 @@ class MicroBatcher(Generic[Item, Result]):
             return
         self.stats.batches += 1
         self.stats.items_run += len(batch)
-        self.stats.padded_tokens += len(batch) * max(slot.cost for slot in batch)
-        self.stats.real_tokens += sum(slot.cost for slot in batch)
+        self.stats.padded_cost += len(batch) * max(slot.cost for slot in batch)
+        self.stats.cost += sum(slot.cost for slot in batch)
         for slot, result in zip(batch, results, strict=True):
             request = slot.request
             if request.future.done():
@@ -420,18 +398,18 @@ class MicroBatcher(Generic[Item, Result]):
         head, others = candidates[0], candidates[1:]
         if policy.group_by_length:
             others = sorted(others, key=lambda slot: (abs(slot.cost - head.cost), slot.order))
-        chosen, longest, real = [head], head.cost, head.cost
+        chosen, costliest, total = [head], head.cost, head.cost
         for slot in others:
             if len(chosen) == policy.max_batch_size:
                 break
-            widest = max(longest, slot.cost)
+            widest = max(costliest, slot.cost)
             padded = widest * (len(chosen) + 1)
-            if padded > policy.max_batch_tokens or (real + slot.cost) < policy.min_token_efficiency * padded:
+            if padded > policy.max_batch_cost or (total + slot.cost) < policy.min_efficiency * padded:
                 if policy.group_by_length:
                     continue
                 break
             chosen.append(slot)
-            longest, real = widest, real + slot.cost
+            costliest, total = widest, total + slot.cost
         for slot in chosen:
             slot.request.pending.remove(slot.index)
         self._queued_items -= len(chosen)
@@ -447,13 +425,13 @@ class MicroBatcher(Generic[Item, Result]):
             if request.future.done():
                 if request.future.cancelled():
                     self.stats.items_cancelled += dropped
-                    self._observer.texts_dropped_before_inference("cancelled", dropped)
+                    self._observer.items_dropped("cancelled", dropped)
                 elif isinstance(request.future.exception(), DeadlineExpired):
                     self.stats.items_expired += dropped
-                    self._observer.texts_dropped_before_inference("expired", dropped)
+                    self._observer.items_dropped("expired", dropped)
             elif request.deadline is not None and now >= request.deadline:
                 self.stats.items_expired += dropped
-                self._observer.texts_dropped_before_inference("expired", dropped)
+                self._observer.items_dropped("expired", dropped)
                 request.future.set_exception(DeadlineExpired("deadline exceeded while queued"))
             else:
                 live.append(request)
@@ -465,7 +443,7 @@ class MicroBatcher(Generic[Item, Result]):
 
 def _expire(request: _Request[Any, Any]) -> None:
     """The caller's deadline passed: answer now; queued items are dropped at the next batch."""
-    _fail(request, DeadlineExpired("deadline exceeded while waiting for inference"))
+    _fail(request, DeadlineExpired("deadline exceeded while queued or running"))
 
 
 def _fail(request: _Request[Any, Any], error: BaseException) -> None:

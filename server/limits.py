@@ -35,7 +35,7 @@ def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: 
         raise InvalidArgument(f"{field} has {len(texts)} texts; the limit is {limit} per request")
     total = 0
     for index, text in enumerate(texts):
-        if not text.strip():
+        if not text or text.isspace():  # isspace stops at the first visible character; strip copies
             raise InvalidArgument(f"{field}[{index}] is empty or blank")
         if len(text) > limits.max_chars_per_text:
             raise InvalidArgument(

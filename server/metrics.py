@@ -83,13 +83,12 @@ class ServerMetrics:
         self.request_seconds.labels(rpc=rpc).observe(seconds)
 
     # BatchObserver
-    def batch_ran(
-        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
-    ) -> None:
-        """A batch ran: its size, padding efficiency, inference time and its texts' queue times."""
+    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
+        """An inference batch ran: its size, token efficiency (cost is tokens here), inference time
+        and its texts' queue times."""
         self.batch_size.observe(size)
-        self.efficiency.observe(real_tokens / padded_tokens if padded_tokens else 1.0)
-        self.inference_seconds.observe(inference_s)
+        self.efficiency.observe(cost / padded_cost if padded_cost else 1.0)
+        self.inference_seconds.observe(run_s)
         self.texts_embedded.inc(size)
         for seconds in queue_seconds:
             self.queue_seconds.observe(seconds)
@@ -98,8 +97,8 @@ class ServerMetrics:
         """The number of queued texts changed."""
         self.queue_depth.set(depth)
 
-    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
-        """`count` queued texts were dropped (reason: expired, cancelled, shutdown)."""
+    def items_dropped(self, reason: str, count: int) -> None:
+        """`count` queued texts were dropped before inference (expired, cancelled, shutdown)."""
         self.texts_dropped.labels(reason=reason).inc(count)
 
 
@@ -110,18 +109,16 @@ class SearchMetrics:
         self._queue_depth, self._batch_size, self._seconds = queue_depth, batch_size, seconds
         self._searches, self._dropped = searches, dropped
 
-    def batch_ran(
-        self, size: int, real_tokens: int, padded_tokens: int, inference_s: float, queue_seconds: Sequence[float]
-    ) -> None:
-        """One pass over the matrix answered `size` searches in `inference_s` seconds."""
+    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
+        """One pass over the matrix answered `size` searches in `run_s` seconds."""
         self._batch_size.observe(size)
-        self._seconds.observe(inference_s)
+        self._seconds.observe(run_s)
         self._searches.inc(size)
 
     def queue_changed(self, depth: int) -> None:
         """The number of queued searches changed."""
         self._queue_depth.set(depth)
 
-    def texts_dropped_before_inference(self, reason: str, count: int) -> None:
-        """`count` queued searches were dropped (expired, cancelled, shutdown)."""
+    def items_dropped(self, reason: str, count: int) -> None:
+        """`count` queued searches were dropped before their pass (expired, cancelled, shutdown)."""
         self._dropped.labels(reason=reason).inc(count)

@@ -3,10 +3,16 @@
 `EmbeddingService` validates requests against `Limits`, tokenises at admission (so a too-long
 text with truncate=false is refused before it is queued), sends token sequences through the
 micro-batcher, and ranks items with the item index. The gRPC servicer is a thin adapter on it.
+
+Nothing CPU-bound runs on the event loop: tokenising (past a measured cut-off, see
+`embedrec.server.offload`) and every id look-up in the memory-mapped catalog run in the CPU pool;
+combining profiles, every search (whatever the catalog size) and explanations run in the search
+batcher's thread, where concurrent searches share one pass over the matrix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -20,12 +26,13 @@ import onnxruntime
 from embedrec import __version__
 from embedrec.server.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.encoder import InferenceOutput, OnnxEncoder
-from embedrec.server.errors import FailedPrecondition, InvalidArgument
+from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
 from embedrec.server.items import ItemIndex, Query, Recommendation
 from embedrec.server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
 from embedrec.server.manifest import PoolingName
+from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
-from embedrec.server.profiles import ProfilePart, combine_profile
+from embedrec.server.profiles import Profile, ProfilePart, combine_profile
 from embedrec.server.tokenization import TokenizedText
 from embedrec.server.topk import RowFilter
 
@@ -67,7 +74,8 @@ class ReloadResult:
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """What Info reports."""
+    """What Info reports. Field names are InfoResponse's (the proto is the one field list);
+    `fields()` flattens the limits into it, and a test checks the names against the proto."""
 
     model_name: str
     dim: int
@@ -81,9 +89,17 @@ class ServiceInfo:
     server_version: str
     runtime_version: str
     server_instance: str
-    batch_policy: BatchPolicy
+    max_batch_size: int
+    max_batch_tokens: int
+    max_queued_texts: int
     limits: Limits = field(default_factory=Limits)
     items_filter_field: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        """Every value by its InfoResponse field name, the limits flattened in."""
+        values = {one.name: getattr(self, one.name) for one in dataclasses.fields(self) if one.name != "limits"}
+        values.update(dataclasses.asdict(self.limits))
+        return values
 
 
 def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> MicroBatcher[BatchItem, FloatArray]:
@@ -96,44 +112,74 @@ def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> M
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
 
-    return MicroBatcher(infer, finish, policy=policy, cost=lambda item: item[0].length, name="inference", **hooks)
-
-
-# One search over at most this many rows runs inline on the event loop (well under 1 ms: 0.4-0.7 ms
-# lower p50 at 1k items than the hop to the search batcher); larger ones go through the batcher
-# (shared passes, off the event loop).
-INLINE_SEARCH_ROWS = 65_536
+    return MicroBatcher(
+        infer,
+        finish,
+        policy=policy,
+        cost=lambda item: item[0].length,
+        name="inference",
+        unit="texts",
+        queue_limit_name="max_queued_texts",
+        **hooks,
+    )
 
 
 @dataclass(frozen=True)
 class SearchItem:
-    """One user's top-k search, queued for the search batcher: the index snapshot it runs on."""
+    """One user's search, queued for the search batcher: the index snapshot it runs on, the
+    profile's parts (combined in the search thread), the rows it may return, its k, and whether
+    each result names the part that contributed most."""
 
     items: ItemIndex
-    query: Query
+    parts: Sequence[ProfilePart]
+    row_filter: RowFilter
     k: int
+    explain: bool = False
 
 
-def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[list[Recommendation]]:
+# A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
+# cancel out), so one bad profile never fails the other users sharing its pass.
+SearchResult = list[Recommendation] | EmbedrecError
+
+
+def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchResult]:
     """Answer a batch of searches with one pass over each item index in it (normally one), the
-    product on at most `threads` threads (0: one per core)."""
-    results: list[list[Recommendation]] = [[] for _ in batch]
-    by_index: dict[int, list[int]] = {}
+    product on at most `threads` threads (0: one per core). Blocking: runs in the search thread."""
+    results: list[SearchResult] = [[] for _ in batch]
+    profiles: dict[int, Profile] = {}
     for position, search in enumerate(batch):
-        by_index.setdefault(id(search.items), []).append(position)
+        try:
+            profiles[position] = combine_profile(search.parts)
+        except EmbedrecError as error:
+            results[position] = error
+    by_index: dict[int, list[int]] = {}
+    for position in profiles:
+        by_index.setdefault(id(batch[position].items), []).append(position)
     for positions in by_index.values():
         items = batch[positions[0]].items
-        found = items.search([batch[p].query for p in positions], max(batch[p].k for p in positions), threads=threads)
+        queries = [Query(profiles[p].vector, batch[p].row_filter) for p in positions]
+        found = items.search(queries, max(batch[p].k for p in positions), threads=threads)
         for position, recommendations in zip(positions, found, strict=True):
-            results[position] = recommendations[: batch[position].k]
+            chosen = recommendations[: batch[position].k]
+            if batch[position].explain and chosen:
+                chosen = _explained(items, profiles[position], chosen)
+            results[position] = chosen
     return results
+
+
+def _explained(items: ItemIndex, profile: Profile, chosen: list[Recommendation]) -> list[Recommendation]:
+    """`chosen` with each item's top contribution filled in."""
+    contributions = profile.top_contributions(items.vectors(np.asarray([r.row for r in chosen])))
+    return [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
 
 
 def create_search_batcher(
     policy: BatchPolicy, *, threads: int = 0, **hooks: Any
-) -> MicroBatcher[SearchItem, list[Recommendation]]:
+) -> MicroBatcher[SearchItem, SearchResult]:
     """A micro-batcher for top-k searches: concurrent Recommend calls share one scan of the matrix
-    (one matrix product per chunk for all of them), off the event loop, on `threads` threads."""
+    (one matrix product per chunk for all of them), off the event loop, on `threads` threads.
+    With no wait (max_wait_ms 0) an idle server runs a lone search at once; searches that
+    arrive while a pass runs meet in the next one."""
     return MicroBatcher(
         functools.partial(run_searches, threads=threads),
         policy=policy,
@@ -165,13 +211,16 @@ class EmbeddingService:
         batcher: MicroBatcher[BatchItem, FloatArray],
         items: ItemIndex | None,
         limits: Limits,
-        search_batcher: MicroBatcher[SearchItem, list[Recommendation]],
+        search_batcher: MicroBatcher[SearchItem, SearchResult],
+        cpu: CpuPool,
     ) -> None:
+        """`cpu` runs the request-sized CPU work (tokenising, catalog id look-ups) off the loop."""
         self.encoder = encoder
         self.batcher = batcher
         self.items = items
         self.limits = limits
         self.search_batcher = search_batcher
+        self.cpu = cpu
 
     async def embed(
         self,
@@ -189,7 +238,13 @@ class EmbeddingService:
         """
         check_texts(texts, self.limits, field=field_name)
         self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
-        tokenized = self.encoder.tokenize(texts, truncate=True if truncate is None else truncate, field=field_name)
+        tokenized = await self.cpu.run_unless_small(
+            _characters(texts) <= INLINE_TOKENIZE_MAX_CHARS,
+            self.encoder.tokenize,
+            texts,
+            truncate=True if truncate is None else truncate,
+            field=field_name,
+        )
         vectors = await self._run(tokenized, pooling or self.encoder.manifest.pooling, timeout)
         if self.encoder.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
@@ -208,13 +263,19 @@ class EmbeddingService:
         for texts, field_name in groups:
             check_texts(texts, self.limits, field=field_name)
         self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
-        tokenized = [self.encoder.tokenize(texts, truncate=True, field=field_name) for texts, field_name in groups]
+        characters = sum(_characters(texts) for texts, _ in groups)
+        tokenized = await self.cpu.run_unless_small(
+            characters <= INLINE_TOKENIZE_MAX_CHARS, self._tokenize_groups, groups
+        )
         flat = [tokens for group in tokenized for tokens in group]
         if not flat:
             return []
         vectors = l2_normalize(await self._run(flat, self.encoder.manifest.pooling, timeout))
         bounds = np.cumsum([len(group) for group in tokenized])[:-1]
         return list(np.split(vectors, bounds))
+
+    def _tokenize_groups(self, groups: Sequence[tuple[Sequence[str], str]]) -> list[list[TokenizedText]]:
+        return [self.encoder.tokenize(texts, truncate=True, field=field_name) for texts, field_name in groups]
 
     async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
         """Cosine similarity of `query` with each candidate, in candidate order."""
@@ -265,7 +326,14 @@ class EmbeddingService:
         if items is None:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
         self.search_batcher.check_admission(len(requests))
-        prepared = [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
+        # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
+        prepared = await self.cpu.run_unless_small(
+            not any(request.items or request.exclude_ids for request in requests),
+            self._prepare_all,
+            items,
+            requests,
+            prefix,
+        )
         # Every user's texts in one submission: they share inference batches.
         with_texts = [one for one in prepared if one.texts]
         embedded = await self._embed_groups([(one.texts, one.texts_field) for one in with_texts], timeout=timeout)
@@ -274,22 +342,18 @@ class EmbeddingService:
                 ProfilePart(vector, weight, "text", index)
                 for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
             )
-        profiles = [combine_profile(one.parts) for one in prepared]
         searches = [
-            SearchItem(items, Query(profile.vector, one.row_filter), one.k)
-            for one, profile in zip(prepared, profiles, strict=True)
+            SearchItem(items, one.parts, one.row_filter, one.k, request.explain)
+            for one, request in zip(prepared, requests, strict=True)
         ]
-        if len(searches) == 1 and len(items) <= INLINE_SEARCH_ROWS:
-            found = self.search_batcher.run_inline(searches)  # well under 1 ms: cheaper than the hop
-        else:
-            found = await self.search_batcher.submit(searches, timeout=timeout)
-        results = []
-        for request, profile, chosen in zip(requests, profiles, found, strict=True):
-            if request.explain and chosen:
-                contributions = profile.top_contributions(items.vectors(np.asarray([r.row for r in chosen])))
-                chosen = [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
-            results.append(chosen)
-        return results
+        results = await self.search_batcher.submit(searches, timeout=timeout)
+        for result in results:
+            if isinstance(result, EmbedrecError):
+                raise result
+        return [result for result in results if not isinstance(result, EmbedrecError)]
+
+    def _prepare_all(self, items: ItemIndex, requests: Sequence[ProfileRequest], prefix: str) -> list[_PreparedProfile]:
+        return [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
 
     def _prepare(self, items: ItemIndex, request: ProfileRequest, prefix: str) -> _PreparedProfile:
         """Validate `request` (field names prefixed with `prefix`) and gather every profile part
@@ -351,7 +415,13 @@ class EmbeddingService:
             server_version=__version__,
             runtime_version=onnxruntime.__version__,
             server_instance=f"{socket.gethostname()}:{os.getpid()}",
-            batch_policy=self.batcher.policy,
+            max_batch_size=self.batcher.policy.max_batch_size,
+            max_batch_tokens=self.batcher.policy.max_batch_cost,
+            max_queued_texts=self.batcher.policy.max_queued_items,
             limits=self.limits,
             items_filter_field=items.filter_field if items is not None else "",
         )
+
+
+def _characters(texts: Sequence[str]) -> int:
+    return sum(len(text) for text in texts)

@@ -1,19 +1,28 @@
 """The gRPC edge: protobuf in, core calls, protobuf out, and the one error table.
 
 Each handler converts its request to plain Python, calls `EmbeddingService`, and converts the
-result back. `_guarded` applies the error mapping in one place: domain errors become their
-status with their message; anything else is INTERNAL with the traceback in the server log and
-nothing internal in the reply. Request text is never logged.
+result back. `_guarded` wraps every handler with the call's life cycle, each step its own piece:
+the request id (`_request_id`), admission (`_admission`), the in-flight count
+(`ServingState.in_flight_call`), the error table (`_answer`: domain errors become their status
+with their message; anything else is INTERNAL with the traceback in the server log and nothing
+internal in the reply), and accounting (`_account`: metrics and the access log). Request text
+is never logged.
+
+Responses are built without per-value Python work where it matters: vectors go out as packed
+float bytes (`_packed_floats`), and Recommend responses past INLINE_RESPONSE_MAX_ITEMS items are
+built in the CPU pool, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,6 +34,8 @@ from embedrec.server.handlers import UndecodableRequest
 from embedrec.server.items import Recommendation
 from embedrec.server.manifest import PoolingName
 from embedrec.server.metrics import ServerMetrics
+from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
+from embedrec.server.pooling import FloatArray
 from embedrec.server.service import EmbeddingService, ProfileRequest, ReloadResult
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
@@ -38,6 +49,8 @@ POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
 }
 POOLING_TO_PROTO = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
 REQUEST_ID_KEY = "x-request-id"
+EMBED_VALUES_FIELD = pb.EmbedResponse.DESCRIPTOR.fields_by_name["values"].number
+SIMILARITY_SCORES_FIELD = pb.SimilarityResponse.DESCRIPTOR.fields_by_name["scores"].number
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -50,6 +63,7 @@ class ServingState:
 
     `calls` counts answered calls by (method, status code name); `metrics`, when set, records
     them for Prometheus; `access_log` logs one line per call (sizes only, never text).
+    `in_flight` counts calls being handled; `idle` is set whenever it is zero (drain awaits it).
     """
 
     service: EmbeddingService | None = None
@@ -58,6 +72,40 @@ class ServingState:
     metrics: ServerMetrics | None = None
     access_log: bool = False
     in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @contextlib.contextmanager
+    def in_flight_call(self) -> Iterator[None]:
+        """Count one call as in flight for the duration of the block."""
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """The status a call is answered with instead of a response."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What accounting needs to know of one call."""
+
+    rpc: str
+    request_id: str
+    request: object
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -65,45 +113,48 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
 
     @functools.wraps(handler)
     async def wrapper(self: EmbedRecServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        started = time.perf_counter()
-        request_id = _request_id(context)
-        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        code, message = _admission(self.state, request)
-        accounted = False
-        self.state.in_flight += 1
-        try:
-            if code is None:
-                try:
-                    response = await handler(self, request, context)
-                    code = grpc.StatusCode.OK
-                    return response
-                except EmbedrecError as error:
-                    code, message = grpc.StatusCode[error.status], str(error)
-                except Exception:  # the boundary: nothing unexpected reaches the caller
-                    logger.exception("internal error in %s (request id %s)", rpc, request_id)
-                    code, message = grpc.StatusCode.INTERNAL, "internal error; the details are in the server log"
-            # Counted before the status leaves: a caller reading the metrics next sees this call.
-            _account(self.state, rpc, code, started, request_id, request)
-            accounted = True
-            await context.abort(code, message)
-            raise AssertionError("unreachable: abort raises")
-        finally:
-            self.state.in_flight -= 1
-            if not accounted:  # answered OK, or cancelled (the client went away: code None)
-                _account(self.state, rpc, code or grpc.StatusCode.CANCELLED, started, request_id, request)
+        call = _Call(rpc, _request_id(context), request)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
+        answered: grpc.StatusCode | None = None  # None while unanswered: the caller went away
+        with self.state.in_flight_call():
+            try:
+                refusal = _admission(self.state, request)
+                outcome = refusal if refusal is not None else await _answer(handler(self, request, context), call)
+                if not isinstance(outcome, _Refusal):
+                    answered = grpc.StatusCode.OK
+                    return outcome
+                # Counted before the status leaves: a caller reading the metrics next sees this call.
+                _account(self.state, call, outcome.code)
+                answered = outcome.code
+                await context.abort(outcome.code, outcome.message)
+                raise AssertionError("unreachable: abort raises")
+            finally:
+                if answered is None or answered == grpc.StatusCode.OK:
+                    _account(self.state, call, answered or grpc.StatusCode.CANCELLED)
 
     return wrapper
 
 
-def _account(
-    state: ServingState, rpc: str, code: grpc.StatusCode, started: float, request_id: str, request: object
-) -> None:
-    elapsed = time.perf_counter() - started
+async def _answer(handling: Awaitable[Response], call: _Call) -> Response | _Refusal:
+    """The handler's response, or the refusal its error maps to (the one error table)."""
+    try:
+        return await handling
+    except EmbedrecError as error:
+        return _Refusal(grpc.StatusCode[error.status], str(error))
+    except Exception:  # the boundary: nothing unexpected reaches the caller
+        logger.exception("internal error in %s (request id %s)", call.rpc, call.request_id)
+        return _Refusal(grpc.StatusCode.INTERNAL, "internal error; the details are in the server log")
+
+
+def _account(state: ServingState, call: _Call, code: grpc.StatusCode) -> None:
+    """Count the answered call (calls, metrics) and write its access-log line when enabled."""
+    rpc, request_id = call.rpc, call.request_id
+    elapsed = time.perf_counter() - call.started
     state.calls[(rpc, code.name)] += 1
     if state.metrics is not None:
         state.metrics.observe_call(rpc, code.name, elapsed)
     if state.access_log:
-        texts, characters = request_size(request)
+        texts, characters = request_size(call.request)
         logger.info(
             "rpc=%s code=%s ms=%.2f texts=%d chars=%d request_id=%s",
             rpc,
@@ -147,15 +198,17 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _admission(state: ServingState, request: object) -> tuple[grpc.StatusCode | None, str]:
-    """(None, "") when the call may run, else the status and message that refuse it."""
+def _admission(state: ServingState, request: object) -> _Refusal | None:
+    """None when the call may run, else the refusal."""
     if state.draining:
-        return grpc.StatusCode.UNAVAILABLE, "server is draining; retry another replica or later"
+        return _Refusal(grpc.StatusCode.UNAVAILABLE, "server is draining; retry another replica or later")
     if state.service is None:
-        return grpc.StatusCode.UNAVAILABLE, "server is starting; retry shortly"
+        return _Refusal(grpc.StatusCode.UNAVAILABLE, "server is starting; retry shortly")
     if isinstance(request, UndecodableRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request.type_name}: {request.reason}"
-    return None, ""
+        return _Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request.type_name}: {request.reason}"
+        )
+    return None
 
 
 def _optional(message: object, field: str) -> bool | None:
@@ -193,9 +246,9 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
             pooling=_pooling(request.pooling),
             timeout=_deadline(context),
         )
-        return pb.EmbedResponse(
-            values=result.vectors.ravel(), dim=result.vectors.shape[1], token_counts=result.token_counts
-        )
+        response = pb.EmbedResponse(dim=result.vectors.shape[1], token_counts=result.token_counts)
+        response.MergeFromString(_packed_floats(EMBED_VALUES_FIELD, result.vectors))
+        return response
 
     @_guarded
     async def Similarity(
@@ -211,12 +264,16 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
         else:
             pairs = [(pair.a, pair.b) for pair in request.pairs]
             scores = await self.service.similarity_of_pairs(pairs, timeout=_deadline(context))
-        return pb.SimilarityResponse(scores=scores)
+        response = pb.SimilarityResponse()
+        response.MergeFromString(_packed_floats(SIMILARITY_SCORES_FIELD, scores))
+        return response
 
     @_guarded
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
         found = await self.service.recommend(_profile_request(request), timeout=_deadline(context))
-        return _recommend_response(found)
+        return await self.service.cpu.run_unless_small(
+            len(found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found
+        )
 
     @_guarded
     async def RecommendBatch(
@@ -224,38 +281,15 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
     ) -> pb.RecommendBatchResponse:
         profiles = [_profile_request(user) for user in request.users]
         found = await self.service.recommend_many(profiles, timeout=_deadline(context))
-        return pb.RecommendBatchResponse(results=[_recommend_response(one) for one in found])
+        return await self.service.cpu.run_unless_small(
+            sum(len(one) for one in found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_batch_response, found
+        )
 
     @_guarded
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
-        info = self.service.info()
-        limits = info.limits
-        return pb.InfoResponse(
-            model_name=info.model_name,
-            dim=info.dim,
-            max_length=info.max_length,
-            pooling=POOLING_TO_PROTO[info.pooling],
-            normalize=info.normalize,
-            provider=info.provider,
-            model_sha256=info.model_sha256,
-            item_count=info.item_count,
-            items_sha256=info.items_sha256,
-            server_version=info.server_version,
-            max_texts_per_request=limits.max_texts_per_request,
-            max_chars_per_text=limits.max_chars_per_text,
-            max_total_chars=limits.max_total_chars,
-            max_k=limits.max_k,
-            max_history_items=limits.max_history_items,
-            max_exclude_ids=limits.max_exclude_ids,
-            runtime_version=info.runtime_version,
-            server_instance=info.server_instance,
-            max_batch_size=info.batch_policy.max_batch_size,
-            max_batch_tokens=info.batch_policy.max_batch_tokens,
-            max_queued_texts=info.batch_policy.max_queued_items,
-            items_filter_field=info.items_filter_field,
-            max_batch_users=limits.max_batch_users,
-            max_filter_values=limits.max_filter_values,
-        )
+        fields = self.service.info().fields()
+        fields["pooling"] = POOLING_TO_PROTO[fields["pooling"]]
+        return pb.InfoResponse(**fields)
 
 
 class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc]
@@ -295,6 +329,10 @@ def _profile_request(request: pb.RecommendRequest) -> ProfileRequest:
     )
 
 
+def _recommend_batch_response(found: list[list[Recommendation]]) -> pb.RecommendBatchResponse:
+    return pb.RecommendBatchResponse(results=[_recommend_response(one) for one in found])
+
+
 def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
     items = []
     for recommendation in found:
@@ -311,3 +349,24 @@ def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
             )
         items.append(item)
     return pb.RecommendResponse(items=items)
+
+
+def _packed_floats(field_number: int, values: FloatArray) -> bytes:
+    """Wire bytes of a packed `repeated float` field holding `values` (row-major), for
+    MergeFromString. Setting the field from a numpy array converts one Python float per value:
+    147 us for one 384-d vector, 37 ms for 256 of them, on the event loop; these bytes cost 4 us
+    and 64 us (BENCHMARKS.md, "Event-loop isolation")."""
+    payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    if not payload:
+        return b""
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    """Protocol buffers' base-128 varint encoding of a non-negative int."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

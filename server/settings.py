@@ -87,6 +87,16 @@ class Settings:
         "Recommend searches answered by one pass over the item matrix: concurrent calls share it "
         "(one matrix product per chunk for all of them instead of one pass each)",
     )
+    search_threads: int = _setting(
+        0,
+        "threads of one pass over the item matrix (the product of a batch of searches); 0: as many as "
+        "--intra-op-threads",
+    )
+    cpu_threads: int = _setting(
+        0,
+        "threads for request-sized CPU work kept off the event loop (tokenising long texts, catalog id "
+        "look-ups, large responses); 0: one per core",
+    )
     max_queued_searches: int = _setting(
         256, "Recommend searches waiting for the item matrix before new calls get RESOURCE_EXHAUSTED"
     )
@@ -120,12 +130,12 @@ class Settings:
         """The micro-batcher's knobs in force."""
         return BatchPolicy(
             max_batch_size=self.max_batch_size,
-            max_batch_tokens=self.max_batch_tokens,
+            max_batch_cost=self.max_batch_tokens,
             max_wait_ms=self.max_wait_ms,
             max_queued_items=self.max_queued_texts,
             group_by_length=self.length_grouping,
             lookahead=self.batch_lookahead,
-            min_token_efficiency=self.min_batch_efficiency,
+            min_efficiency=self.min_batch_efficiency,
         )
 
     @property
@@ -143,11 +153,16 @@ class Settings:
         )
 
     @property
+    def search_thread_count(self) -> int:
+        """Threads of one search pass (0: ONNX Runtime's default, one per core)."""
+        return self.search_threads or self.intra_op_threads
+
+    @property
     def search_policy(self) -> BatchPolicy:
         """The search batcher's knobs in force (one search costs 1, no length grouping)."""
         return BatchPolicy(
             max_batch_size=self.max_search_batch,
-            max_batch_tokens=self.max_search_batch,
+            max_batch_cost=self.max_search_batch,
             max_queued_items=self.max_queued_searches,
             group_by_length=False,
         )

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from embedrec.server.settings import Settings
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# A worker that stayed up this long counts as healthy again: its next crash restarts it after the
+# shortest backoff, not after the one its earlier crashes had reached.
+STABLE_AFTER_S = 60.0
 POLL_S = 0.2
 
 logger = logging.getLogger(__name__)
@@ -30,9 +33,20 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Worker:
     index: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None  # when a dead worker is due to start again
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def next_backoff_s(self, now: float) -> float:
+        """The delay before restarting this worker, which just died."""
+        if now - self.started_at >= STABLE_AFTER_S:
+            self.restarts = 0
+        return RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
 
 
 def worker_threads(settings: Settings) -> int:
@@ -77,6 +91,16 @@ def _free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _start_worker(command: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one worker. It ignores SIGHUP until its server installs the reload handler: a reload
+    forwarded while it starts would otherwise kill it (and it loads the current items anyway)."""
+    return subprocess.Popen(command, env=environment, preexec_fn=_ignore_sighup)
+
+
 def supervise(settings: Settings, argv: Sequence[str]) -> int:
     """Run `settings.workers` workers until SIGTERM/SIGINT; return 0 when all drained cleanly.
 
@@ -93,11 +117,11 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     commands = [worker_command(settings, argv, index, port) for index in range(settings.workers)]
     environment = worker_environment(settings)
-    workers = [_Worker(index, subprocess.Popen(command, env=environment)) for index, command in enumerate(commands)]
+    workers = [_Worker(index, _start_worker(command, environment)) for index, command in enumerate(commands)]
 
     def forward_reload(signal_number: int, _frame: object) -> None:
         for worker in workers:
-            if worker.process.poll() is None:
+            if worker.process is not None and worker.running:
                 worker.process.send_signal(signal.SIGHUP)
 
     signal.signal(signal.SIGHUP, forward_reload)
@@ -106,35 +130,46 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         len(workers),
         settings.host,
         port,
-        ", ".join(str(worker.process.pid) for worker in workers),
+        ", ".join(str(worker.process.pid) for worker in workers if worker.process is not None),
     )
+    # Never sleeps longer than POLL_S: a SIGTERM during a restart backoff is acted on at once.
     while not stopping:
         time.sleep(POLL_S)
+        now = time.monotonic()
         for worker in workers:
+            if stopping:
+                break
+            if worker.process is None:
+                if worker.restart_at is not None and now >= worker.restart_at:
+                    worker.process = _start_worker(commands[worker.index], environment)
+                    worker.started_at, worker.restart_at = now, None
+                    worker.restarts += 1
+                continue
             code = worker.process.poll()
-            if code is None or stopping:
+            if code is None:
                 continue
             if code == 2:  # a configuration error: restarting cannot help
                 logger.error("worker %d cannot start (exit 2); stopping", worker.index)
                 stopping = True
                 break
-            delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
+            delay = worker.next_backoff_s(now)
             logger.error(
                 "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
             )
-            time.sleep(delay)
-            worker.process = subprocess.Popen(commands[worker.index], env=environment)
-            worker.restarts += 1
+            worker.process, worker.restart_at = None, now + delay
     for worker in workers:
-        if worker.process.poll() is None:
+        if worker.process is not None and worker.running:
             worker.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + settings.drain_seconds + 15
     codes = []
     for worker in workers:
+        if worker.process is None:
+            continue
         try:
             codes.append(worker.process.wait(max(0.1, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             worker.process.kill()
             codes.append(worker.process.wait())
-    logger.info("all workers stopped (exit codes %s)", codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    clean = all(code == 0 for code in codes)
+    (logger.info if clean else logger.warning)("all workers stopped (exit codes %s)", codes)
+    return 0 if clean else 1

@@ -95,7 +95,7 @@ async def test_a_full_queue_refuses_at_once_naming_the_limit() -> None:
     await wait_started(runtime)
     queued = asyncio.ensure_future(batcher.submit([1, 2, 3]))
     await asyncio.sleep(0)
-    with pytest.raises(Overloaded, match="max_queued_texts=3"):
+    with pytest.raises(Overloaded, match="max_queued_items=3"):
         await batcher.submit([4])
     runtime.gate.set()
     assert await running == [0]
@@ -182,7 +182,7 @@ async def test_stop_fails_queued_requests_and_finishes_the_running_batch() -> No
 
 async def test_the_padded_token_budget_bounds_a_batch() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=8, max_batch_tokens=100, group_by_length=False)
+    batcher = make(runtime, max_batch_size=8, max_batch_cost=100, group_by_length=False)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[10], [20], [30], [40], [50]])
     runtime.gate.set()
@@ -195,7 +195,7 @@ async def test_the_padded_token_budget_bounds_a_batch() -> None:
 async def test_a_single_text_over_the_token_budget_still_runs_alone() -> None:
     runtime = GatedRuntime()
     runtime.gate.set()
-    batcher = make(runtime, max_batch_tokens=50)
+    batcher = make(runtime, max_batch_cost=50)
     await batcher.start()
     assert await batcher.submit([80, 5]) == [160, 10]
     assert runtime.batches == [[80], [5]]
@@ -204,7 +204,7 @@ async def test_a_single_text_over_the_token_budget_still_runs_alone() -> None:
 
 async def test_queued_texts_are_grouped_by_length() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000)
+    batcher = make(runtime, max_batch_size=3, max_batch_cost=10_000)
     await batcher.start()
     lengths = [5, 100, 6, 101, 7, 102]
     calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in lengths])
@@ -212,13 +212,13 @@ async def test_queued_texts_are_grouped_by_length() -> None:
     results = await asyncio.gather(*calls)
     assert results[1:] == [[2 * n] for n in lengths]
     assert runtime.batches[1:] == [[5, 6, 7], [100, 101, 102]]
-    assert batcher.stats.padded_tokens - batcher.stats.real_tokens == (1000 - 1000) + (7 * 3 - 18) + (102 * 3 - 303)
+    assert batcher.stats.padded_cost - batcher.stats.cost == (1000 - 1000) + (7 * 3 - 18) + (102 * 3 - 303)
     await batcher.stop()
 
 
 async def test_fifo_mode_keeps_arrival_order() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000, group_by_length=False)
+    batcher = make(runtime, max_batch_size=3, max_batch_cost=10_000, group_by_length=False)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in [5, 100, 6, 101, 7, 102]])
     runtime.gate.set()
@@ -229,7 +229,7 @@ async def test_fifo_mode_keeps_arrival_order() -> None:
 
 async def test_the_oldest_text_always_leaves_with_the_next_batch() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=2, max_batch_tokens=10_000, lookahead=8)
+    batcher = make(runtime, max_batch_size=2, max_batch_cost=10_000, lookahead=8)
     await batcher.start()
     # An odd-length text first, then many that group well with each other: it is not bypassed.
     calls = await queue_behind_a_running_batch(batcher, runtime, [[500], *([[10]] * 6)])
@@ -281,7 +281,7 @@ async def test_finishing_a_batch_overlaps_the_next_inference() -> None:
 
 async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_its_own() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=4, max_batch_tokens=10_000, min_token_efficiency=0.8)
+    batcher = make(runtime, max_batch_size=4, max_batch_cost=10_000, min_efficiency=0.8)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[100], [95], [10], [90]])
     runtime.gate.set()
@@ -291,22 +291,24 @@ async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_its_own
     await batcher.stop()
 
 
-def test_run_inline_runs_in_the_callers_thread_and_is_counted_like_any_batch() -> None:
+async def test_the_observer_hears_each_batch_by_size_and_cost() -> None:
     runtime = GatedRuntime()
     runtime.gate.set()
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, int]] = []
 
     class Observer:
-        def batch_ran(self, size: int, real: int, padded: int, seconds: float, queued: Any) -> None:
-            seen.append((size, real))
+        def batch_ran(self, size: int, cost: int, padded: int, seconds: float, queued: Any) -> None:
+            seen.append((size, cost, padded))
 
         def queue_changed(self, depth: int) -> None:
             pass
 
-        def texts_dropped_before_inference(self, reason: str, count: int) -> None:
+        def items_dropped(self, reason: str, count: int) -> None:
             pass
 
     batcher = MicroBatcher(runtime, policy=BatchPolicy(), cost=lambda item: item, observer=Observer())
-    assert batcher.run_inline([3, 5]) == [6, 10]  # never started: no worker, no event loop needed
-    assert (batcher.stats.batches, batcher.stats.items_run, batcher.stats.real_tokens) == (1, 2, 8)
-    assert seen == [(2, 8)]
+    await batcher.start()
+    assert await batcher.submit([3, 5]) == [6, 10]
+    await batcher.stop()
+    assert (batcher.stats.batches, batcher.stats.items_run, batcher.stats.cost) == (1, 2, 8)
+    assert seen == [(2, 8, 10)]
