@@ -89,10 +89,11 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    extra_args: Sequence[str] = (), *, items_dir: Path = ITEMS_DIR
+    extra_args: Sequence[str] = (), *, items_dir: Path = ITEMS_DIR, cwd: Path = REPO_ROOT
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
-    (target, process) and drains it with SIGTERM on exit."""
+    (target, process) and drains it with SIGTERM on exit. `cwd` is the source tree whose code
+    runs (another checkout, for before/after comparisons)."""
     port = free_port()
     command = [
         sys.executable,
@@ -109,7 +110,7 @@ def server_process(
         "WARNING",
         *extra_args,
     ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
+    process = subprocess.Popen(command, cwd=cwd)
     target = f"127.0.0.1:{port}"
     try:
         wait_serving(target)

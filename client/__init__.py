@@ -1,6 +1,6 @@
 """The embedrec Python client: synchronous and asyncio, numpy in and out.
 
-Needs only grpcio, protobuf and numpy.
+Needs only grpcio (with gRPC's generated health stubs, grpcio-health-checking), protobuf and numpy.
 
     from embedrec.client import EmbedrecClient
     with EmbedrecClient("127.0.0.1:50051") as embedrec:
@@ -19,17 +19,19 @@ from embedrec.client.errors import (
     InvalidArgument,
     NotFound,
     Overloaded,
+    PermissionDenied,
     ServerError,
     Unauthenticated,
     Unavailable,
 )
+from embedrec.client.models import Contribution, Recommendation, ReloadResult, ServerInfo, UserProfile
 from embedrec.client.sync import EmbedrecClient
-from embedrec.client.types import Recommendation, ServerInfo
 
 __all__ = [
     "AsyncEmbedrecClient",
     "Cancelled",
     "ChannelConfig",
+    "Contribution",
     "DeadlineExceeded",
     "EmbedrecClient",
     "EmbedrecClientError",
@@ -37,10 +39,13 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "Overloaded",
+    "PermissionDenied",
     "Recommendation",
+    "ReloadResult",
     "RetryPolicy",
     "ServerError",
     "ServerInfo",
     "Unauthenticated",
     "Unavailable",
+    "UserProfile",
 ]

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedrec.client import types
-from embedrec.client.channel import ChannelConfig, health_method, open_channel
+from embedrec.client import models
+from embedrec.client.channel import ChannelConfig, health_status, open_channel
 from embedrec.client.errors import from_rpc_error
 from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from embedrec.v1 import embedrec_pb2 as pb
@@ -36,7 +37,7 @@ class AsyncEmbedrecClient:
         self._channel = open_channel(self.config, asyncio=True)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
         self._admin = pb_grpc.EmbedRecAdminStub(self._channel)
-        self._health = health_method(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = self.config.metadata()
         self.timeout = timeout
 
@@ -62,21 +63,21 @@ class AsyncEmbedrecClient:
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """Embed `texts`: float32 (len(texts), dim), in order (see EmbedrecClient.embed)."""
-        request = types.embed_request(texts, normalize, truncate, pooling)
-        return types.embeddings_of(await self._call(self._stub.Embed, request, timeout))
+        request = models.embed_request(texts, normalize, truncate, pooling)
+        return models.embeddings_of(await self._call(self._stub.Embed, request, timeout))
 
     async def similarity(
         self, query: str, candidates: Sequence[str], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate."""
-        request = types.similarity_request(query, candidates, None)
+        request = models.similarity_request(query, candidates, None)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     async def similarity_pairs(
         self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair."""
-        request = types.similarity_request(None, None, pairs)
+        request = models.similarity_request(None, None, pairs)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     async def recommend(
@@ -85,16 +86,16 @@ class AsyncEmbedrecClient:
         *,
         vector: npt.ArrayLike | None = None,
         vector_weight: float | None = None,
-        texts: types.Weighted = None,
-        item_ids: types.Weighted = None,
+        texts: models.Weighted = None,
+        item_ids: models.Weighted = None,
         exclude_ids: Iterable[str] = (),
         exclude_history: bool | None = None,
         filter_values: Iterable[str] = (),
         explain: bool = False,
         timeout: float | None = None,
-    ) -> list[types.Recommendation]:
+    ) -> list[models.Recommendation]:
         """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
-        request = types.recommend_request(
+        request = models.UserProfile(
             k,
             vector=vector,
             vector_weight=vector_weight,
@@ -104,33 +105,35 @@ class AsyncEmbedrecClient:
             exclude_history=exclude_history,
             filter_values=filter_values,
             explain=explain,
-        )
-        return types.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
+        ).to_request()
+        return models.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 
     async def recommend_batch(
-        self, users: Sequence[Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[list[types.Recommendation]]:
+        self, users: Sequence[models.UserProfile | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[list[models.Recommendation]]:
         """`recommend` for several users in one call (one pass over the item matrix on the server).
 
-        Each user is a mapping of `recommend`'s keyword arguments (k, vector, texts, item_ids,
+        Each user is a UserProfile (or a mapping of its fields: k, vector, texts, item_ids,
         exclude_ids, exclude_history, filter_values, explain); results in user order.
         """
-        request = types.recommend_batch_request(users)
+        request = models.recommend_batch_request(users)
         return [
-            types.recommendations_of(r) for r in (await self._call(self._stub.RecommendBatch, request, timeout)).results
+            models.recommendations_of(r)
+            for r in (await self._call(self._stub.RecommendBatch, request, timeout)).results
         ]
 
-    async def reload_items(self, *, timeout: float | None = None) -> types.ReloadResult:
+    async def reload_items(self, *, timeout: float | None = None) -> models.ReloadResult:
         """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
-        return types.reload_result_of(await self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
+        return models.reload_result_of(await self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
 
-    async def info(self, *, timeout: float | None = None) -> types.ServerInfo:
+    async def info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""
-        return types.info_of(await self._call(self._stub.Info, pb.InfoRequest(), timeout))
+        return models.info_of(await self._call(self._stub.Info, pb.InfoRequest(), timeout))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status of `service` ("" is the whole server)."""
-        return str(await self._call(self._health, service, timeout))
+        request = health_pb2.HealthCheckRequest(service=service)
+        return health_status(await self._call(self._health.Check, request, timeout))
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, timeout: float | None) -> Reply:
         try:

@@ -2,9 +2,8 @@
 
 `ChannelConfig` holds what a production caller sets once: several targets with round_robin,
 retries of idempotent calls on UNAVAILABLE through the gRPC service config, keepalive, message
-size limits, wait_for_ready, TLS or mTLS, and a bearer token. The health check speaks
-grpc.health.v1 with a hand-written two-field codec, so the client needs no package beyond
-grpcio, protobuf and numpy.
+size limits, wait_for_ready, TLS or mTLS, and a bearer token. Health checks use the generated
+grpc.health.v1 stubs of grpcio-health-checking (a small pure-Python package of gRPC's own).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 SERVICE_NAME = "embedrec.v1.EmbedRec"
-HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
-HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -141,47 +139,9 @@ def _read(path: Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
-def encode_health_request(service: str) -> bytes:
-    """Wire bytes of HealthCheckRequest{service} (field 1, length-delimited)."""
-    payload = service.encode()
-    return b"\x0a" + _varint(len(payload)) + payload if payload else b""
-
-
-def decode_health_status(data: bytes) -> str:
-    """The status name in HealthCheckResponse wire bytes (field 1, varint); UNKNOWN if absent."""
-    position = 0
-    while position < len(data):
-        key, position = _read_varint(data, position)
-        if key == 0x08:
-            value, position = _read_varint(data, position)
-            return HEALTH_STATUS.get(value, str(value))
-        if key & 7 == 2:
-            length, position = _read_varint(data, position)
-            position += length
-        else:
-            _, position = _read_varint(data, position)
-    return HEALTH_STATUS[0]
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, position
+def health_status(response: health_pb2.HealthCheckResponse) -> str:
+    """The status name of a grpc.health.v1 response: SERVING, NOT_SERVING, SERVICE_UNKNOWN, …"""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def open_channel(config: ChannelConfig, *, asyncio: bool) -> Any:
@@ -192,10 +152,3 @@ def open_channel(config: ChannelConfig, *, asyncio: bool) -> Any:
     if credentials is None:
         return module.insecure_channel(target, options=options)
     return module.secure_channel(target, credentials, options=options)
-
-
-def health_method(channel: Any) -> Any:
-    """The unary grpc.health.v1 Check callable on `channel` (request: service name; reply: status)."""
-    return channel.unary_unary(
-        HEALTH_CHECK_METHOD, request_serializer=encode_health_request, response_deserializer=decode_health_status
-    )

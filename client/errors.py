@@ -42,7 +42,12 @@ class DeadlineExceeded(EmbedrecClientError):
 
 
 class Unauthenticated(EmbedrecClientError):
-    """Missing or wrong credentials (UNAUTHENTICATED, PERMISSION_DENIED)."""
+    """Missing or wrong credentials (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(Unauthenticated):
+    """Valid credentials without the right to this call, e.g. a client token on an admin RPC
+    (PERMISSION_DENIED). A subclass of Unauthenticated, which caught both before."""
 
 
 class FailedPrecondition(EmbedrecClientError):
@@ -65,7 +70,7 @@ _BY_CODE: dict[grpc.StatusCode, type[EmbedrecClientError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.CANCELLED: Cancelled,
 }

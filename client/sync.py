@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedrec.client import types
-from embedrec.client.channel import ChannelConfig, health_method, open_channel
+from embedrec.client import models
+from embedrec.client.channel import ChannelConfig, health_status, open_channel
 from embedrec.client.errors import from_rpc_error
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
@@ -42,7 +43,7 @@ class EmbedrecClient:
         self._channel = open_channel(self.config, asyncio=False)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
         self._admin = pb_grpc.EmbedRecAdminStub(self._channel)
-        self._health = health_method(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = self.config.metadata()
         self.timeout = timeout
 
@@ -68,21 +69,21 @@ class EmbedrecClient:
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's."""
-        request = types.embed_request(texts, normalize, truncate, pooling)
-        return types.embeddings_of(self._call(self._stub.Embed, request, timeout))
+        request = models.embed_request(texts, normalize, truncate, pooling)
+        return models.embeddings_of(self._call(self._stub.Embed, request, timeout))
 
     def similarity(
         self, query: str, candidates: Sequence[str], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
-        request = types.similarity_request(query, candidates, None)
+        request = models.similarity_request(query, candidates, None)
         return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
 
     def similarity_pairs(
         self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
-        request = types.similarity_request(None, None, pairs)
+        request = models.similarity_request(None, None, pairs)
         return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
 
     def recommend(
@@ -91,19 +92,19 @@ class EmbedrecClient:
         *,
         vector: npt.ArrayLike | None = None,
         vector_weight: float | None = None,
-        texts: types.Weighted = None,
-        item_ids: types.Weighted = None,
+        texts: models.Weighted = None,
+        item_ids: models.Weighted = None,
         exclude_ids: Iterable[str] = (),
         exclude_history: bool | None = None,
         filter_values: Iterable[str] = (),
         explain: bool = False,
         timeout: float | None = None,
-    ) -> list[types.Recommendation]:
+    ) -> list[models.Recommendation]:
         """Top-k items for a user described by a vector, texts and/or item ids, best first.
 
         `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
         """
-        request = types.recommend_request(
+        request = models.UserProfile(
             k,
             vector=vector,
             vector_weight=vector_weight,
@@ -113,31 +114,32 @@ class EmbedrecClient:
             exclude_history=exclude_history,
             filter_values=filter_values,
             explain=explain,
-        )
-        return types.recommendations_of(self._call(self._stub.Recommend, request, timeout))
+        ).to_request()
+        return models.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 
     def recommend_batch(
-        self, users: Sequence[Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[list[types.Recommendation]]:
+        self, users: Sequence[models.UserProfile | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[list[models.Recommendation]]:
         """`recommend` for several users in one call (one pass over the item matrix on the server).
 
-        Each user is a mapping of `recommend`'s keyword arguments (k, vector, texts, item_ids,
+        Each user is a UserProfile (or a mapping of its fields: k, vector, texts, item_ids,
         exclude_ids, exclude_history, filter_values, explain); results in user order.
         """
-        request = types.recommend_batch_request(users)
-        return [types.recommendations_of(r) for r in self._call(self._stub.RecommendBatch, request, timeout).results]
+        request = models.recommend_batch_request(users)
+        return [models.recommendations_of(r) for r in self._call(self._stub.RecommendBatch, request, timeout).results]
 
-    def reload_items(self, *, timeout: float | None = None) -> types.ReloadResult:
+    def reload_items(self, *, timeout: float | None = None) -> models.ReloadResult:
         """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
-        return types.reload_result_of(self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
+        return models.reload_result_of(self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
 
-    def info(self, *, timeout: float | None = None) -> types.ServerInfo:
+    def info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""
-        return types.info_of(self._call(self._stub.Info, pb.InfoRequest(), timeout))
+        return models.info_of(self._call(self._stub.Info, pb.InfoRequest(), timeout))
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status of `service` ("" is the whole server): SERVING, NOT_SERVING, …"""
-        return str(self._call(self._health, service, timeout))
+        request = health_pb2.HealthCheckRequest(service=service)
+        return health_status(self._call(self._health.Check, request, timeout))
 
     def _call(self, method: Callable[..., Reply], request: Any, timeout: float | None) -> Reply:
         try:

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from embedrec.server.auth import TokenPolicy
+from embedrec.server.auth import TokenGuard
 from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError, FailedPrecondition
 from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
@@ -50,7 +50,7 @@ class EmbedrecApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = ServingState(access_log=settings.access_log)
-        self.tokens = TokenPolicy.from_sources(settings.auth_tokens_file, settings.auth_tokens)
+        self.tokens = TokenGuard(settings.token_sources)
         self.health = health.aio.HealthServicer()
         self.metrics = ServerMetrics()
         self.state.metrics = self.metrics
@@ -63,7 +63,7 @@ class EmbedrecApp:
         """Bind and start serving (NOT_SERVING until `load`); return the bound port."""
         message_limit = self.settings.max_message_bytes
         interceptors = []
-        if self.tokens.enabled:
+        if self.tokens.policy.enabled:
             interceptors.append(TokenAuthInterceptor(self.tokens, exempt_health=self.settings.auth_exempt_health))
         server = grpc.aio.server(
             interceptors=interceptors,
@@ -166,7 +166,23 @@ class EmbedrecApp:
             )
             return ReloadResult(items.manifest.items_sha256, len(items), previous_sha, changed)
 
-    async def _reload_on_signal(self) -> None:
+    async def reload_tokens(self) -> bool:
+        """Re-read the token files (off the event loop) and put them in force for the next call;
+        calls already admitted are not affected. False, keeping the old tokens, when a file is
+        unreadable or empty."""
+        if self.settings.auth_tokens_file is None and self.settings.admin_tokens_file is None:
+            return True
+        try:
+            await asyncio.to_thread(self.tokens.reload)
+        except ConfigurationError as error:
+            logger.error("token reload refused, the previous tokens stay in force: %s", error)
+            return False
+        logger.info("bearer tokens reloaded")
+        return True
+
+    async def reload_on_signal(self) -> None:
+        """SIGHUP: reload the token files and the items (each failure logged; the old ones stay)."""
+        await self.reload_tokens()
         with contextlib.suppress(FailedPrecondition):  # logged by reload_items; the old matrix serves on
             await self.reload_items()
 
@@ -255,6 +271,7 @@ async def create_server(settings: Settings) -> EmbedrecApp:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain; return the process exit code."""
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     app = EmbedrecApp(settings)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -263,7 +280,7 @@ async def serve(settings: Settings) -> int:
     reloads: set[asyncio.Task[None]] = set()
 
     def reload_on_sighup() -> None:
-        task = loop.create_task(app._reload_on_signal())
+        task = loop.create_task(app.reload_on_signal())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

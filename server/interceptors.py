@@ -1,5 +1,5 @@
-"""gRPC server interceptors: bearer-token authentication for every service but (optionally)
-health, applied before any handler runs."""
+"""gRPC server interceptors: bearer-token authentication for every service (reflection included)
+but, optionally, health, applied before any handler runs; admin RPCs need an admin token."""
 
 from __future__ import annotations
 
@@ -8,20 +8,24 @@ from typing import Any
 
 import grpc
 
-from embedrec.server.auth import TokenPolicy
+from embedrec.server.auth import Access, TokenGuard
+from embedrec.v1 import embedrec_pb2 as pb
 
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
-DENIED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+ADMIN_SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["EmbedRecAdmin"].full_name + "/"
+UNAUTHENTICATED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+PERMISSION_DENIED = "this RPC needs an admin token (--admin-tokens-file); a client token may not call it"
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls without an accepted bearer token with UNAUTHENTICATED.
+    """Refuses calls without an accepted bearer token with UNAUTHENTICATED, and admin RPCs called
+    with a client token with PERMISSION_DENIED, by the policy `guard` holds at call time.
 
     Health stays open when `exempt_health` (orchestrators probe it without credentials).
     """
 
-    def __init__(self, policy: TokenPolicy, *, exempt_health: bool) -> None:
-        self._policy = policy
+    def __init__(self, guard: TokenGuard, *, exempt_health: bool) -> None:
+        self._guard = guard
         self._exempt_health = exempt_health
 
     async def intercept_service(
@@ -33,19 +37,24 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or (self._exempt_health and details.method.startswith(HEALTH_SERVICE_PREFIX)):
             return handler
         metadata = dict(details.invocation_metadata or ())
-        if self._policy.allows(metadata.get("authorization")):
+        access = self._guard.policy.check(
+            metadata.get("authorization"), admin=details.method.startswith(ADMIN_SERVICE_PREFIX)
+        )
+        if access is Access.ALLOWED:
             return handler
-        return _denying(handler)
+        if access is Access.PERMISSION_DENIED:
+            return _denying(handler, grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED)
+        return _denying(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
 
 
-def _denying(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
+def _denying(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that answers `code` with `message`."""
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+        await context.abort(code, message)
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+        await context.abort(code, message)
         yield  # pragma: no cover (makes this an async generator)
 
     codecs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from embedrec.server.auth import TokenSources
 from embedrec.server.batcher import BatchPolicy
 from embedrec.server.limits import Limits
 from embedrec.server.providers import PROVIDER_CHOICES
@@ -97,6 +98,12 @@ class Settings:
         "threads for request-sized CPU work kept off the event loop (tokenising long texts, catalog id "
         "look-ups, large responses); 0: one per core",
     )
+    gil_switch_interval_ms: float = _setting(
+        1.0,
+        "how long a Python thread may hold the GIL while another waits (Python's default is 5 ms): the "
+        "event loop waits at most this long for a search or tokenising thread's Python steps, which bounds "
+        "the tail latency other calls see under mixed load",
+    )
     max_queued_searches: int = _setting(
         256, "Recommend searches waiting for the item matrix before new calls get RESOURCE_EXHAUSTED"
     )
@@ -109,8 +116,20 @@ class Settings:
     auth_exempt_health: bool = _setting(True, "health checks need no token (for orchestrators' probes)")
     auth_tokens_file: Path | None = _setting(
         None,
-        "file of bearer tokens, one per line; when set, embedrec calls need 'authorization: Bearer <token>' "
-        "(health and reflection stay open)",
+        "file of client bearer tokens, one per line, re-read on SIGHUP (rotation without a restart); when "
+        "set, every call needs 'authorization: Bearer <token>', reflection included (health per "
+        "--auth-exempt-health)",
+    )
+    admin_tokens: str = _setting(
+        "",
+        "comma-separated admin bearer tokens: only these may call EmbedRecAdmin (reloads); they may also "
+        "make every other call (prefer the environment variable: flags show in ps)",
+        secret=True,
+    )
+    admin_tokens_file: Path | None = _setting(
+        None,
+        "file of admin bearer tokens, one per line; re-read on SIGHUP like --auth-tokens-file. With client "
+        "tokens but no admin token, admin RPCs are refused (PERMISSION_DENIED)",
     )
     max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
@@ -151,6 +170,11 @@ class Settings:
             max_batch_users=self.max_batch_users,
             max_filter_values=self.max_filter_values,
         )
+
+    @property
+    def token_sources(self) -> TokenSources:
+        """Where the bearer tokens come from."""
+        return TokenSources(self.auth_tokens_file, self.auth_tokens, self.admin_tokens_file, self.admin_tokens)
 
     @property
     def search_thread_count(self) -> int:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from embedrec.client import EmbedrecClient
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,3 +23,22 @@ def test_generated_stubs_are_up_to_date(tmp_path: Path) -> None:
         committed = REPO_ROOT / relative
         assert committed.is_file(), f"{relative} is not committed; run make proto"
         assert committed.read_bytes() == (tmp_path / relative).read_bytes(), f"{relative} is stale; run make proto"
+
+
+def test_info_has_one_field_list_the_proto_and_both_sides_follow_it(client: EmbedrecClient) -> None:
+    import dataclasses
+
+    from embedrec.client.models import ServerInfo
+    from embedrec.server.limits import Limits
+    from embedrec.server.service import ServiceInfo
+    from embedrec.v1 import embedrec_pb2 as pb
+
+    proto_fields = {field.name for field in pb.InfoResponse.DESCRIPTOR.fields}
+    server_side = {field.name for field in dataclasses.fields(ServiceInfo)} - {"limits"}
+    server_side |= {field.name for field in dataclasses.fields(Limits)}
+    assert server_side == proto_fields
+    info = client.info()
+    client_side = {field.name for field in dataclasses.fields(ServerInfo)} - {"limits"} | set(info.limits)
+    assert client_side == proto_fields
+    assert all(name.startswith("max_") for name in info.limits)
+    assert info.limits["max_batch_tokens"] > 0 and info.limits["max_queued_texts"] > 0

@@ -47,12 +47,12 @@ SERVE_AND_REPORT = textwrap.dedent(
 BLOCK_AND_CALL = textwrap.dedent(
     """
     import sys
-    BLOCKED = {"onnxruntime", "tokenizers", "torch", "transformers", "optimum", "grpc_health", "grpc_reflection",
-               "sentence_transformers", "server", "export"}
+    BLOCKED = {"onnxruntime", "tokenizers", "torch", "transformers", "optimum", "grpc_reflection",
+               "sentence_transformers", "prometheus_client", "onnx", "embedrec.server", "embedrec.export"}
 
     class Blocker:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
+            if any(name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED):
                 raise ImportError(f"{name} is blocked in this test")
             return None
 

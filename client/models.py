@@ -1,10 +1,13 @@
-"""Plain result types of the client, and conversion from and to the protobuf messages.
+"""The client's plain types (a user profile, results, server info) and their conversion from and
+to the protobuf messages.
 
-Shared by the synchronous and the asyncio client, so both speak the same types.
+Shared by the synchronous and the asyncio client, so both speak the same types and build the
+same requests; only the call itself differs between them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +59,9 @@ class ReloadResult:
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """What the server runs: model, provider, items and limits (see InfoResponse)."""
+    """What the server runs: model, provider, items and limits (see InfoResponse). Every
+    InfoResponse field is here: each `max_*` field in `limits` by its name, the others as
+    attributes of the same name (a test checks this against the proto)."""
 
     model_name: str
     dim: int
@@ -103,39 +108,49 @@ def similarity_request(
     return pb.SimilarityRequest(query=query or "", candidates=list(candidates or ()))
 
 
-def recommend_request(
-    k: int,
-    *,
-    vector: npt.ArrayLike | None = None,
-    vector_weight: float | None = None,
-    texts: Weighted = None,
-    item_ids: Weighted = None,
-    exclude_ids: Iterable[str] = (),
-    exclude_history: bool | None = None,
-    filter_values: Iterable[str] = (),
-    explain: bool = False,
-) -> pb.RecommendRequest:
-    """RecommendRequest; `texts` and `item_ids` are sequences (weight 1) or {value: weight}."""
-    if isinstance(filter_values, str):
-        raise TypeError("filter_values must be a sequence of strings, not one string")
-    request = pb.RecommendRequest(
-        k=k, exclude_ids=list(exclude_ids), filter_values=list(filter_values), explain=explain
-    )
-    if vector is not None:
-        request.user_vector.extend(np.asarray(vector, dtype=np.float32).ravel().tolist())
-    if vector_weight is not None:
-        request.user_vector_weight = vector_weight
-    for text, weight in _weighted(texts):
-        entry = request.texts.add(text=text)
-        if weight is not None:
-            entry.weight = weight
-    for item_id, weight in _weighted(item_ids):
-        item = request.items.add(id=item_id)
-        if weight is not None:
-            item.weight = weight
-    if exclude_history is not None:
-        request.exclude_history = exclude_history
-    return request
+@dataclass(frozen=True)
+class UserProfile:
+    """One user to recommend for: any of a vector, texts and history item ids, each weighted.
+
+    `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings; history
+    items are excluded from the results unless `exclude_history` is False; `exclude_ids` are
+    never returned; `filter_values` keeps only items whose filter field has one of them;
+    `explain` names each result's top contributing part. None leaves a field to the server's
+    default (see RecommendRequest in the proto).
+    """
+
+    k: int = 10
+    vector: npt.ArrayLike | None = None
+    vector_weight: float | None = None
+    texts: Weighted = None
+    item_ids: Weighted = None
+    exclude_ids: Iterable[str] = ()
+    exclude_history: bool | None = None
+    filter_values: Iterable[str] = ()
+    explain: bool = False
+
+    def to_request(self) -> pb.RecommendRequest:
+        """The RecommendRequest for this profile."""
+        if isinstance(self.filter_values, str) or isinstance(self.exclude_ids, str):
+            raise TypeError("filter_values and exclude_ids must be sequences of strings, not one string")
+        request = pb.RecommendRequest(
+            k=self.k, exclude_ids=list(self.exclude_ids), filter_values=list(self.filter_values), explain=self.explain
+        )
+        if self.vector is not None:
+            request.user_vector.extend(np.asarray(self.vector, dtype=np.float32).ravel().tolist())
+        if self.vector_weight is not None:
+            request.user_vector_weight = self.vector_weight
+        for text, weight in _weighted(self.texts):
+            entry = request.texts.add(text=text)
+            if weight is not None:
+                entry.weight = weight
+        for item_id, weight in _weighted(self.item_ids):
+            item = request.items.add(id=item_id)
+            if weight is not None:
+                item.weight = weight
+        if self.exclude_history is not None:
+            request.exclude_history = self.exclude_history
+        return request
 
 
 def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
@@ -146,9 +161,10 @@ def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
     ]
 
 
-def recommend_batch_request(users: Sequence[Mapping[str, Any]]) -> pb.RecommendBatchRequest:
-    """RecommendBatchRequest; each user is the keyword arguments of `recommend_request`."""
-    return pb.RecommendBatchRequest(users=[recommend_request(**user) for user in users])
+def recommend_batch_request(users: Sequence[UserProfile | Mapping[str, Any]]) -> pb.RecommendBatchRequest:
+    """RecommendBatchRequest; each user a UserProfile (or a mapping of its fields)."""
+    profiles = [user if isinstance(user, UserProfile) else UserProfile(**user) for user in users]
+    return pb.RecommendBatchRequest(users=[profile.to_request() for profile in profiles])
 
 
 def reload_result_of(response: pb.ReloadItemsResponse) -> ReloadResult:
@@ -163,35 +179,12 @@ def _contribution(item: pb.ScoredItem) -> Contribution:
 
 def info_of(response: pb.InfoResponse) -> ServerInfo:
     """A ServerInfo from an InfoResponse."""
-    limit_names = (
-        "max_texts_per_request",
-        "max_chars_per_text",
-        "max_total_chars",
-        "max_k",
-        "max_history_items",
-        "max_exclude_ids",
-        "max_batch_size",
-        "max_batch_tokens",
-        "max_queued_texts",
-        "max_batch_users",
-        "max_filter_values",
-    )
-    return ServerInfo(
-        model_name=response.model_name,
-        dim=response.dim,
-        max_length=response.max_length,
-        pooling=POOLING_NAMES.get(response.pooling, str(response.pooling)),
-        normalize=response.normalize,
-        provider=response.provider,
-        model_sha256=response.model_sha256,
-        item_count=response.item_count,
-        items_sha256=response.items_sha256,
-        server_version=response.server_version,
-        runtime_version=response.runtime_version,
-        server_instance=response.server_instance,
-        limits={name: getattr(response, name) for name in limit_names},
-        items_filter_field=response.items_filter_field,
-    )
+    names = [field.name for field in pb.InfoResponse.DESCRIPTOR.fields]
+    attributes = {field.name for field in dataclasses.fields(ServerInfo)} - {"limits"}
+    values: dict[str, Any] = {name: getattr(response, name) for name in names if name in attributes}
+    values["pooling"] = POOLING_NAMES.get(response.pooling, str(response.pooling))
+    limits = {name: getattr(response, name) for name in names if name.startswith("max_")}
+    return ServerInfo(**values, limits=limits)
 
 
 def _weighted(values: Weighted) -> list[tuple[str, float | None]]:
