@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,10 @@ class Loads:
         self._pool.shutdown()
 
 
-def run_version(root: Path, items_dir: Path, seconds: float) -> dict[str, Any]:
-    """Every row against a server started from the code at `root`."""
+def run_version(root: Path, items_dir: Path, seconds: float, server_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Every row against a server started from the code at `root` with `server_args`."""
     rows: dict[str, Any] = {}
-    with server_process(["--metrics-port", "-1"], items_dir=items_dir, cwd=root) as (target, _):
+    with server_process(["--metrics-port", "-1", *server_args], items_dir=items_dir, cwd=root) as (target, _):
         loads = Loads(target, seconds)
         try:
             loads.measure(RECOMMEND, 4)  # warm the matrix into the page cache
@@ -226,14 +227,57 @@ def targets(rows: dict[str, Any]) -> list[str]:
     ]
 
 
+THREAD_CONFIGS = [
+    (
+        "before the tuning: spinning inference threads, searches at normal priority",
+        ("--intra-op-spinning", "true", "--search-niceness", "0"),
+    ),
+    ("spinning off, searches at normal priority", ("--search-niceness", "0")),
+    ("spinning off, searches at nice +2", ("--search-niceness", "2")),
+    ("spinning off, searches at nice +5", ("--search-niceness", "5")),
+    ("spinning off, nice +5, --search-threads 1", ("--search-niceness", "5", "--search-threads", "1")),
+]
+
+
+def thread_budget(items_dir: Path, seconds: float) -> list[str]:
+    """The same rows for each thread configuration of the current code (mixed load included)."""
+    header = "| configuration | " + " | ".join(label for label, _, _ in ROWS) + " |"
+    lines = [header, "|---|" + "---|" * len(ROWS)]
+    for label, arguments in THREAD_CONFIGS:
+        rows = run_version(REPO_ROOT, items_dir, seconds, arguments)
+        lines.append(f"| {label} | " + " | ".join(_cell(rows[key], kind) for _, key, kind in ROWS) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> int:
     """Run both versions and write the BENCHMARKS.md section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s steps instead of 6 (a smoke run)")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the revision to compare with")
+    parser.add_argument(
+        "--threads", action="store_true", help="instead: the current code under each thread configuration"
+    )
     arguments = parser.parse_args()
     seconds = 2.0 if arguments.quick else 6.0
     ensure_artifacts()
+    if arguments.threads:
+        with tempfile.TemporaryDirectory(prefix="embedrec-isolation-") as temporary:
+            table = thread_budget(synthetic_items(Path(temporary) / "items", ITEMS), seconds)
+        body = "\n".join(
+            [
+                "## Event-loop isolation: thread budget under mixed load",
+                "",
+                run_header("python -m bench.isolation --threads"),
+                "- the rows of the isolation table for the current code, one server per configuration "
+                f"(synthetic {ITEMS:,}-item matrix, {seconds:g} s steps)",
+                "",
+                *table,
+            ]
+        )
+        write_section("isolation-threads", body + "\n")
+        print(body)
+        return 0
     micro = micro_costs()
     with tempfile.TemporaryDirectory(prefix="embedrec-isolation-") as temporary:
         items_dir = synthetic_items(Path(temporary) / "items", ITEMS)

@@ -114,7 +114,10 @@ class EmbedrecApp:
         batcher = create_batcher(encoder, settings.batch_policy, observer=self.metrics)
         await batcher.start()
         search_batcher = create_search_batcher(
-            settings.search_policy, threads=settings.search_thread_count, observer=self.metrics.search
+            settings.search_policy,
+            threads=settings.search_thread_count,
+            observer=self.metrics.search,
+            niceness=settings.search_niceness,
         )
         await search_batcher.start()
         cpu = CpuPool(settings.cpu_threads)

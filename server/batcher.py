@@ -29,6 +29,8 @@ import collections
 import contextlib
 import functools
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,6 +142,7 @@ class MicroBatcher(Generic[Item, Result]):
         unit: str = "items",
         queue_limit_name: str = "max_queued_items",
         observer: BatchObserver | None = None,
+        niceness: int = 0,
     ) -> None:
         """`infer(items)` does the work of a batch (worker thread); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). Without `finish`, `infer`
@@ -149,6 +152,8 @@ class MicroBatcher(Generic[Item, Result]):
         worker itself dies (a bug, not a failed batch), every waiting request fails with
         Unavailable and the worker is restarted at once: health does not flip, because the
         restarted worker serves the next batch (a probe could act on nothing in between).
+        `niceness` > 0 lowers the OS priority of the worker's threads (and of the threads a
+        runtime creates from them), so that under contention they yield the cores to the rest.
         """
         self._infer = infer
         self._finish = finish
@@ -167,6 +172,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._finishing: set[asyncio.Future[Any]] = set()
         self._accepting = False
         self._observer: BatchObserver = observer or _NoObserver()
+        self._niceness = niceness
         self._running_batch: list[_Slot] = []
 
     @property
@@ -178,8 +184,15 @@ class MicroBatcher(Generic[Item, Result]):
         """Start the worker; submits are accepted from now on."""
         if self._worker is not None:
             return
-        self._infer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-infer")
-        self._finish_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-finish")
+        self._infer_executor, self._finish_executor = (
+            ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"{self._name}-{role}",
+                initializer=lower_thread_priority,
+                initargs=(self._niceness,),
+            )
+            for role in ("infer", "finish")
+        )
         self._accepting = True
         self._worker = asyncio.get_running_loop().create_task(self._supervise(), name=self._name)
 
@@ -439,6 +452,16 @@ class MicroBatcher(Generic[Item, Result]):
             self._queued_items -= dropped
             self._observer.queue_changed(self._queued_items)
         self._queue = live
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by `niceness` (Linux: per thread; threads it starts
+    inherit it). Where the platform has no per-thread priority, nothing happens."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
 
 
 def _expire(request: _Request[Any, Any]) -> None:

@@ -47,7 +47,12 @@ class Settings:
         choices=("auto", "on", "off"),
     )
     intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
-    intra_op_spinning: bool = _setting(True, "let ONNX Runtime's intra-op threads spin between runs")
+    intra_op_spinning: bool = _setting(
+        False,
+        "let ONNX Runtime's intra-op threads spin between runs. Off: spinning threads take the cores from "
+        "searches and the event loop (1-text Embed p50 under Recommend c=4: 37 ms spinning, 17 ms not; "
+        "Embed c=32 throughput unchanged; BENCHMARKS.md)",
+    )
     max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")
     max_batch_tokens: int = _setting(
         1024,
@@ -92,6 +97,11 @@ class Settings:
         0,
         "threads of one pass over the item matrix (the product of a batch of searches); 0: as many as "
         "--intra-op-threads",
+    )
+    search_niceness: int = _setting(
+        5,
+        "how much lower the OS priority of the search threads is (nice; Linux, per thread): a search pass "
+        "yields the cores to the event loop and to inference under mixed load, and runs at full speed alone",
     )
     cpu_threads: int = _setting(
         0,
