@@ -77,6 +77,8 @@ class ServerInfo:
     server_instance: str
     limits: dict[str, int]
     items_filter_field: str = ""
+    instances: int = 1
+    tuning: str = ""
 
 
 def embed_request(

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("embedrec.client.cli:info_main", "show the server's model, items and limits"),
     "health": ("embedrec.client.cli:health_main", "show the server's health status"),
     "reload-items": ("embedrec.client.cli:reload_items_main", "hot-reload the server's item matrix"),
+    "tune": ("embedrec.server.tune:main", "measure the best instances/threads/batch for this machine; save it"),
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }
 

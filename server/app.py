@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -27,12 +28,14 @@ from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
 from embedrec.server.interceptors import TokenAuthInterceptor
 from embedrec.server.items import ItemIndex
 from embedrec.server.logs import configure_logging
-from embedrec.server.manifest import check_items_match_model
+from embedrec.server.manifest import check_items_match_model, read_model_manifest
 from embedrec.server.metrics import ServerMetrics
 from embedrec.server.offload import CpuPool
+from embedrec.server.providers import expected_provider
 from embedrec.server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
 from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
 from embedrec.server.settings import Settings
+from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 from embedrec.v1 import embedrec_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedRec"].full_name
@@ -109,7 +112,8 @@ class EmbedrecApp:
 
         Raises ConfigurationError when they cannot be loaded or do not belong together.
         """
-        settings = self.settings
+        settings, tuning = await asyncio.to_thread(resolve_tuning, self.settings)
+        self.settings = settings
         encoder, items = await asyncio.to_thread(_load_artifacts, settings)
         batcher = create_batcher(encoder, settings.batch_policy, observer=self.metrics)
         await batcher.start()
@@ -121,17 +125,20 @@ class EmbedrecApp:
         )
         await search_batcher.start()
         cpu = CpuPool(settings.cpu_threads)
-        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu)
+        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu, tuning=tuning)
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
         self.metrics.items.set(len(items) if items else 0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
-            "SERVING %s (dim %d, %s) with %d items",
+            "SERVING %s (dim %d, %s, %d instance(s) x %s threads) with %d items; tuning: %s",
             encoder.manifest.model_name,
             encoder.dim,
             encoder.provider,
+            encoder.instances,
+            settings.threads_per_instance or "default",
             len(items) if items else 0,
+            tuning,
         )
 
     async def reload_items(self) -> ReloadResult:
@@ -219,6 +226,32 @@ class EmbedrecApp:
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
 
 
+def resolve_tuning(settings: Settings) -> tuple[Settings, str]:
+    """`settings` with the model's tuning file applied (for the settings not given explicitly)
+    when it was measured on this machine with this model, and a line saying what happened (for
+    the log and Info). A file that is unreadable or measured elsewhere is ignored, with a warning."""
+    if settings.tuning == "off":
+        return settings, "off"
+    path = settings.model_dir / TUNING_FILE
+    try:
+        tuning = read_tuning(settings.model_dir)
+        model_sha256 = read_model_manifest(settings.model_dir).onnx_sha256
+    except ConfigurationError as error:
+        logger.warning("tuning file ignored: %s", error)
+        return settings, f"ignored {path}: unreadable"
+    if tuning is None:
+        return settings, "none"
+    reason = mismatch(tuning, Machine.here(expected_provider(settings.provider)), model_sha256)
+    if reason:
+        logger.warning("tuning file %s ignored: %s (re-run embedrec tune on this machine)", path, reason)
+        return settings, f"ignored {path}: {reason}"
+    values = tuned_values(tuning, settings.explicitly_set())
+    overridden = sorted(set(tuning.settings) - set(values))
+    note = tuning.describe(path) + (f"; overridden by flags: {', '.join(overridden)}" if overridden else "")
+    tuned: Settings = dataclasses.replace(settings, **values)  # type: ignore[arg-type]
+    return tuned, note
+
+
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from the settings (mTLS when a client CA is set); None for plaintext."""
     if settings.tls_cert is None and settings.tls_key is None:
@@ -239,7 +272,8 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
     encoder = OnnxEncoder(
         settings.model_dir,
         provider=settings.provider,  # type: ignore[arg-type]
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.threads_per_instance,
+        instances=settings.instances,
         device_id=settings.device_id,
         spinning=settings.intra_op_spinning,
         cuda_memory_limit_mb=settings.cuda_memory_limit_mb,

@@ -133,7 +133,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def __init__(
         self,
-        infer: Callable[[list[Item]], Any],
+        infer: Callable[[list[Item]], Any] | Sequence[Callable[[list[Item]], Any]],
         finish: Callable[[list[Item], Any], Sequence[Result]] | None = None,
         *,
         policy: BatchPolicy,
@@ -145,7 +145,10 @@ class MicroBatcher(Generic[Item, Result]):
         niceness: int = 0,
     ) -> None:
         """`infer(items)` does the work of a batch (worker thread); `finish(items, raw)` turns its
-        output into one result per item, in order (finishing thread). Without `finish`, `infer`
+        output into one result per item, in order (finishing thread). A sequence of `infer`
+        callables is one per instance (e.g. one ONNX Runtime session each): each has its own
+        thread, and the next batch is formed as soon as any instance is free, for that instance;
+        queue, fairness, length grouping, deadlines and the cost budget are the same for all. Without `finish`, `infer`
         must return the results itself. `cost(item)` is what an item costs (a text's token count;
         1 per search). `unit` and `queue_limit_name` name the items and the queue bound in
         Overloaded messages. `observer` hears about batches, queue depth and dropped items. If the
@@ -155,7 +158,9 @@ class MicroBatcher(Generic[Item, Result]):
         `niceness` > 0 lowers the OS priority of the worker's threads (and of the threads a
         runtime creates from them), so that under contention they yield the cores to the rest.
         """
-        self._infer = infer
+        self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
+        if not self._infers:
+            raise ValueError("infer: give at least one instance")
         self._finish = finish
         self._cost = cost
         self.policy = policy
@@ -166,14 +171,20 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue: collections.deque[_Request[Item, Result]] = collections.deque()
         self._queued_items = 0
         self._arrived = asyncio.Event()
-        self._infer_executor: ThreadPoolExecutor | None = None
+        self._infer_executors: list[ThreadPoolExecutor] = []
+        self._idle_instances: asyncio.Queue[int] = asyncio.Queue()
+        self._running: dict[asyncio.Task[None], list[_Slot]] = {}
         self._finish_executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Future[Any]] = set()
         self._accepting = False
         self._observer: BatchObserver = observer or _NoObserver()
         self._niceness = niceness
-        self._running_batch: list[_Slot] = []
+
+    @property
+    def instances(self) -> int:
+        """How many batches can run at once (one per `infer` callable)."""
+        return len(self._infers)
 
     @property
     def queued_items(self) -> int:
@@ -184,15 +195,18 @@ class MicroBatcher(Generic[Item, Result]):
         """Start the worker; submits are accepted from now on."""
         if self._worker is not None:
             return
-        self._infer_executor, self._finish_executor = (
+        *self._infer_executors, self._finish_executor = (
             ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix=f"{self._name}-{role}",
                 initializer=lower_thread_priority,
                 initargs=(self._niceness,),
             )
-            for role in ("infer", "finish")
+            for role in [*(f"infer{index}" for index in range(len(self._infers))), "finish"]
         )
+        self._idle_instances = asyncio.Queue()
+        for instance in range(len(self._infers)):
+            self._idle_instances.put_nowait(instance)
         self._accepting = True
         self._worker = asyncio.get_running_loop().create_task(self._supervise(), name=self._name)
 
@@ -204,12 +218,14 @@ class MicroBatcher(Generic[Item, Result]):
             self._arrived.set()
             await self._worker
             self._worker = None
+        if self._running:
+            await asyncio.wait(list(self._running))
         if self._finishing:
             await asyncio.wait(self._finishing)
-        for executor in (self._infer_executor, self._finish_executor):
+        for executor in (*self._infer_executors, self._finish_executor):
             if executor is not None:
                 executor.shutdown(wait=True)
-        self._infer_executor = self._finish_executor = None
+        self._infer_executors, self._finish_executor = [], None
 
     def check_admission(self, count: int) -> None:
         """Raise Overloaded when `count` more items would exceed the queue bound.
@@ -271,9 +287,9 @@ class MicroBatcher(Generic[Item, Result]):
                 self.stats.worker_restarts += 1
                 logger.critical("%s worker died; restarting it", self._name, exc_info=error)
                 crash = Unavailable(f"{self._name} worker restarted; retry")
-                for slot in self._running_batch:
-                    _fail(slot.request, crash)
-                self._running_batch = []
+                for batch in self._running.values():
+                    for slot in batch:
+                        _fail(slot.request, crash)
                 self._fail_queued(crash, reason="worker_restart")
                 await asyncio.sleep(0)
 
@@ -287,38 +303,56 @@ class MicroBatcher(Generic[Item, Result]):
             self._observer.items_dropped(reason, dropped)
 
     async def _work(self) -> None:
+        """Whenever an instance is free, form a batch for it and start it; on stop, wait for the
+        running batches."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch(loop)
+            instance = await self._idle_instances.get()
+            try:
+                batch = await self._next_batch(loop)
+            except BaseException:
+                self._idle_instances.put_nowait(instance)
+                raise
             if batch is None:
+                self._idle_instances.put_nowait(instance)
+                if self._running:
+                    await asyncio.wait(list(self._running))
                 return
-            self._running_batch = batch
+            task = loop.create_task(self._run_batch(loop, instance, batch), name=f"{self._name}-batch")
+            self._running[task] = batch
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, instance: int, batch: list[_Slot]) -> None:
+        """Run `batch` on `instance` (its thread), deliver or hand it to the finishing thread; the
+        instance is free again afterwards, whatever happened."""
+        try:
             now = loop.time()
             queue_seconds = [now - slot.request.enqueued_at for slot in batch]
             items = [slot.request.items[slot.index] for slot in batch]
+            executor = self._infer_executors[instance]
             try:
-                raw, finished = await loop.run_in_executor(self._infer_executor, self._infer_and_maybe_finish, items)
+                raw, finished = await loop.run_in_executor(executor, self._infer_and_maybe_finish, instance, items)
             except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
-                self._running_batch = []
                 self._batch_failed(batch, error)
-                continue
-            self._running_batch = []
+                return
             cost = sum(slot.cost for slot in batch)
             self._observer.batch_ran(
                 len(batch), cost, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
             )
             if finished:
                 self._deliver(batch, raw)
-                continue
+                return
             assert self._finish is not None  # else _infer_and_maybe_finish finished it
             finishing = loop.run_in_executor(self._finish_executor, self._finish, items, raw)
             self._finishing.add(finishing)
             finishing.add_done_callback(functools.partial(self._finished, batch))
+        finally:
+            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._idle_instances.put_nowait(instance)
 
-    def _infer_and_maybe_finish(self, items: list[Item]) -> tuple[Any, bool]:
-        """Run `infer`; also `finish` in this thread when no other batch is waiting (saves a thread
-        hop at low load). Returns (output, whether it is finished)."""
-        raw = self._infer(items)
+    def _infer_and_maybe_finish(self, instance: int, items: list[Item]) -> tuple[Any, bool]:
+        """Run `instance`'s `infer`; also `finish` in this thread when no other batch is waiting
+        (saves a thread hop at low load). Returns (output, whether it is finished)."""
+        raw = self._infers[instance](items)
         if self._finish is None:
             return raw, True
         if self._queued_items == 0:  # read across threads: a stale value only costs the overlap

@@ -34,8 +34,10 @@ class OnnxEncoder:
         spinning: bool = True,
         cuda_memory_limit_mb: int = 0,
         io_binding: bool | None = None,
+        instances: int = 1,
     ) -> None:
-        """Load the manifest, tokenizer and ONNX session of `model_dir`.
+        """Load the manifest, tokenizer and `instances` ONNX sessions of `model_dir` (each with
+        `intra_op_threads` threads; on CUDA they share the device).
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -49,14 +51,20 @@ class OnnxEncoder:
             max_length=self.manifest.max_length,
             pad_token_id=self.manifest.pad_token_id,
         )
-        self.session = create_session(
-            model_dir / MODEL_FILE,
-            provider=provider,
-            intra_op_threads=intra_op_threads,
-            device_id=device_id,
-            spinning=spinning,
-            cuda_memory_limit_mb=cuda_memory_limit_mb,
-        )
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        self.sessions = [
+            create_session(
+                model_dir / MODEL_FILE,
+                provider=provider,
+                intra_op_threads=intra_op_threads,
+                device_id=device_id,
+                spinning=spinning,
+                cuda_memory_limit_mb=cuda_memory_limit_mb,
+            )
+            for _ in range(instances)
+        ]
+        self.session = self.sessions[0]
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
         on_cuda = self.provider == "CUDAExecutionProvider"
@@ -84,27 +92,33 @@ class OnnxEncoder:
         """
         return self.pool_batch(self.infer(batch), poolings)
 
-    def infer(self, batch: Sequence[TokenizedText]) -> InferenceOutput:
-        """Pad `batch` to its longest text and run the model: (attention mask, token vectors).
+    @property
+    def instances(self) -> int:
+        """How many sessions (model instances) there are; `infer` may run on each at once."""
+        return len(self.sessions)
 
-        Blocking (ONNX Runtime releases the GIL while it runs).
+    def infer(self, batch: Sequence[TokenizedText], instance: int = 0) -> InferenceOutput:
+        """Pad `batch` to its longest text and run the model on session `instance`: (attention
+        mask, token vectors).
+
+        Blocking (ONNX Runtime releases the GIL while it runs); one batch per instance at a time.
         """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
-        hidden = np.asarray(self._run_session(feed), dtype=np.float32)
+        hidden = np.asarray(self._run_session(self.sessions[instance], feed), dtype=np.float32)
         return inputs["attention_mask"], hidden
 
-    def _run_session(self, feed: dict[str, IntArray]) -> np.ndarray:
+    def _run_session(self, session: onnxruntime.InferenceSession, feed: dict[str, IntArray]) -> np.ndarray:
         if not self.uses_io_binding:
-            return np.asarray(self.session.run([self._output_name], feed)[0])
+            return np.asarray(session.run([self._output_name], feed)[0])
         device, device_id = self._device
-        binding = self.session.io_binding()
+        binding = session.io_binding()
         for name, array in feed.items():
             binding.bind_ortvalue_input(
                 name, onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, device_id)
             )
         binding.bind_output(self._output_name, device, device_id)
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0])
 
     def pool_batch(self, output: InferenceOutput, poolings: Sequence[PoolingName]) -> FloatArray:

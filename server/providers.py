@@ -69,6 +69,14 @@ def create_session(
     return ort.InferenceSession(str(model_path), sess_options=options, providers=[CPU])
 
 
+def expected_provider(choice: str) -> str:
+    """The provider a session will most likely run for `choice`, without creating one: CUDA for
+    `cuda`, and for `auto` when this onnxruntime build has the CUDA provider; else CPU."""
+    if choice == "cuda" or (choice == "auto" and CUDA in ort.get_available_providers()):
+        return CUDA
+    return CPU
+
+
 def cuda_options(device_id: int, memory_limit_mb: int) -> dict[str, object]:
     """CUDA provider options: the device, and the arena cap and growth policy."""
     options: dict[str, object] = {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}

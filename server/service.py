@@ -94,6 +94,8 @@ class ServiceInfo:
     max_queued_texts: int
     limits: Limits = field(default_factory=Limits)
     items_filter_field: str = ""
+    instances: int = 1
+    tuning: str = "none"
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -104,16 +106,17 @@ class ServiceInfo:
 
 def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> MicroBatcher[BatchItem, FloatArray]:
     """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
-    inference thread, pooling in the finishing thread (overlapping the next batch's inference)."""
+    thread of whichever model instance is free, pooling in the finishing thread (overlapping the
+    next batch's inference)."""
 
-    def infer(items: list[BatchItem]) -> InferenceOutput:
-        return encoder.infer([tokens for tokens, _ in items])
+    def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
+        return encoder.infer([tokens for tokens, _ in items], instance)
 
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
 
     return MicroBatcher(
-        infer,
+        [functools.partial(infer_on, instance) for instance in range(encoder.instances)],
         finish,
         policy=policy,
         cost=lambda item: item[0].length,
@@ -213,6 +216,8 @@ class EmbeddingService:
         limits: Limits,
         search_batcher: MicroBatcher[SearchItem, SearchResult],
         cpu: CpuPool,
+        *,
+        tuning: str = "none",
     ) -> None:
         """`cpu` runs the request-sized CPU work (tokenising, catalog id look-ups) off the loop."""
         self.encoder = encoder
@@ -221,6 +226,7 @@ class EmbeddingService:
         self.limits = limits
         self.search_batcher = search_batcher
         self.cpu = cpu
+        self.tuning = tuning
 
     async def embed(
         self,
@@ -420,6 +426,8 @@ class EmbeddingService:
             max_queued_texts=self.batcher.policy.max_queued_items,
             limits=self.limits,
             items_filter_field=items.filter_field if items is not None else "",
+            instances=self.encoder.instances,
+            tuning=self.tuning,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,21 @@ class Settings:
         "bind model inputs and outputs to the provider's device (one copy each way): auto (on with CUDA), on, off",
         choices=("auto", "on", "off"),
     )
-    intra_op_threads: int = _setting(0, "ONNX Runtime intra-op threads; 0: one per physical core")
+    instances: int = _setting(
+        1,
+        "model instances: ONNX Runtime sessions fed by the one batcher, a batch going to whichever is free "
+        "(`embedrec tune` measures the best count for a machine; its tuning file sets this unless a flag does)",
+    )
+    intra_op_threads: int = _setting(
+        0, "ONNX Runtime intra-op threads per instance; 0: the cores divided among the instances"
+    )
+    tuning: str = _setting(
+        "auto",
+        "the tuning file of `embedrec tune` (MODEL_DIR/tuning.json): auto applies it when it was measured on "
+        "this machine (CPU model, cores, provider) with this model, for the settings not given explicitly; "
+        "off ignores it",
+        choices=("auto", "off"),
+    )
     intra_op_spinning: bool = _setting(
         False,
         "let ONNX Runtime's intra-op threads spin between runs. Off: spinning threads take the cores from "
@@ -154,6 +169,16 @@ class Settings:
     metrics_port: int = _setting(9464, "Prometheus /metrics HTTP port; 0 picks a free one, -1 disables")
     metrics_host: str = _setting("127.0.0.1", "address the metrics endpoint listens on")
 
+    # Not a flag: the settings given explicitly (flag or environment), which a tuning file never
+    # overrides. Settings built in code count every value that differs from its default.
+    explicit: frozenset[str] | None = dataclasses.field(default=None, metadata={"internal": True})
+
+    def explicitly_set(self) -> frozenset[str]:
+        """Names of the settings given explicitly (see `explicit`)."""
+        if self.explicit is not None:
+            return self.explicit
+        return frozenset(f.name for f in _flag_fields() if getattr(self, f.name) != f.default)
+
     @property
     def batch_policy(self) -> BatchPolicy:
         """The micro-batcher's knobs in force."""
@@ -187,9 +212,17 @@ class Settings:
         return TokenSources(self.auth_tokens_file, self.auth_tokens, self.admin_tokens_file, self.admin_tokens)
 
     @property
+    def threads_per_instance(self) -> int:
+        """Intra-op threads of each model instance: --intra-op-threads, else the cores split evenly
+        (0 with one instance: ONNX Runtime's default, one per physical core)."""
+        if self.intra_op_threads or self.instances == 1:
+            return self.intra_op_threads
+        return max(1, (os.cpu_count() or 1) // self.instances)
+
+    @property
     def search_thread_count(self) -> int:
         """Threads of one search pass (0: ONNX Runtime's default, one per core)."""
-        return self.search_threads or self.intra_op_threads
+        return self.search_threads or self.intra_op_threads * self.instances
 
     @property
     def search_policy(self) -> BatchPolicy:
@@ -204,19 +237,32 @@ class Settings:
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Parse flags `argv` over the environment `environ` (default: os.environ) over defaults."""
+        environ = os.environ if environ is None else environ
         parser = argparse.ArgumentParser(prog="embedrec serve", description="Run the embedrec gRPC server.")
-        add_arguments(parser, os.environ if environ is None else environ)
-        return cls.from_namespace(parser.parse_args(argv))
+        add_arguments(parser, environ)
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        settings = cls.from_namespace(parser.parse_args(arguments))
+        given = {
+            f.name
+            for f in _flag_fields()
+            if ENV_PREFIX + f.name.upper() in environ
+            or any(word.split("=")[0] == "--" + f.name.replace("_", "-") for word in arguments)
+        }
+        return dataclasses.replace(settings, explicit=frozenset(given))
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> Settings:
         """Settings from an argparse namespace filled by `add_arguments`."""
-        return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: getattr(namespace, f.name) for f in _flag_fields()})
+
+
+def _flag_fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """Add one flag per Settings field, its default taken from `environ` when set there."""
-    for field in dataclasses.fields(Settings):
+    for field in _flag_fields():
         env_name = ENV_PREFIX + field.name.upper()
         convert = _converter(field.type)
         default = convert(environ[env_name]) if env_name in environ else field.default
@@ -240,7 +286,7 @@ def settings_table() -> list[tuple[str, str, str, str]]:
             "(empty)" if f.default == "" else str(f.default),
             f.metadata["help"],
         )
-        for f in dataclasses.fields(Settings)
+        for f in _flag_fields()
     ]
 
 

@@ -50,8 +50,9 @@ class _Worker:
 
 
 def worker_threads(settings: Settings) -> int:
-    """Threads each worker computes with: --intra-op-threads, else the cores split evenly."""
-    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    """Threads of each model instance of each worker: --intra-op-threads, else the cores split
+    evenly over workers x instances."""
+    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // (settings.workers * settings.instances))
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:

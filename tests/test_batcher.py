@@ -312,3 +312,79 @@ async def test_the_observer_hears_each_batch_by_size_and_cost() -> None:
     await batcher.stop()
     assert (batcher.stats.batches, batcher.stats.items_run, batcher.stats.cost) == (1, 2, 8)
     assert seen == [(2, 8, 10)]
+
+
+def make_instances(*runtimes: GatedRuntime, **overrides: Any) -> MicroBatcher[int, int]:
+    """A batcher with one model instance per runtime."""
+    settings: dict[str, Any] = {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queued_items": 100}
+    settings.update(overrides)
+    return MicroBatcher(list(runtimes), policy=BatchPolicy(**settings), cost=lambda item: item)
+
+
+async def test_a_batch_runs_on_a_free_instance_while_another_is_busy() -> None:
+    busy, free = GatedRuntime(), GatedRuntime()
+    free.gate.set()
+    batcher = make_instances(busy, free)
+    await batcher.start()
+    assert batcher.instances == 2
+    held = asyncio.ensure_future(batcher.submit([1]))
+    await wait_started(busy)
+    assert await batcher.submit([2, 3]) == [4, 6]  # answered while the first instance is held
+    assert (busy.batches, free.batches) == ([[1]], [[2, 3]])
+    assert not held.done()
+    busy.gate.set()
+    assert await held == [2]
+    await batcher.stop()
+
+
+async def test_with_every_instance_busy_requests_queue_and_batch_for_the_first_free_one() -> None:
+    first, second = GatedRuntime(), GatedRuntime()
+    batcher = make_instances(first, second, max_batch_size=3)
+    await batcher.start()
+    running = [asyncio.ensure_future(batcher.submit([1]))]
+    await wait_started(first)
+    running.append(asyncio.ensure_future(batcher.submit([2])))
+    await wait_started(second)
+    queued = [asyncio.ensure_future(batcher.submit([value])) for value in (5, 6, 7)]
+    await asyncio.sleep(0)
+    second.gate.set()
+    assert [await call for call in queued] == [[10], [12], [14]]
+    assert second.batches == [[2], [5, 6, 7]]  # fair, in arrival order, one batch, on the free instance
+    first.gate.set()
+    assert [await call for call in running] == [[2], [4]]
+    await batcher.stop()
+
+
+async def test_a_failing_instance_fails_only_its_batch() -> None:
+    failing, healthy = GatedRuntime(fail_on=1), GatedRuntime()
+    batcher = make_instances(failing, healthy)
+    await batcher.start()
+    doomed = asyncio.ensure_future(batcher.submit([1]))
+    await wait_started(failing)
+    fine = asyncio.ensure_future(batcher.submit([2]))
+    await wait_started(healthy)
+    failing.gate.set()
+    healthy.gate.set()
+    with pytest.raises(RuntimeError, match="injected batch failure"):
+        await doomed
+    assert await fine == [4]
+    assert await batcher.submit([3]) in ([6],)  # both instances serve on
+    assert batcher.stats.batches_failed == 1
+    await batcher.stop()
+
+
+async def test_deadlines_hold_with_several_instances() -> None:
+    first, second = GatedRuntime(), GatedRuntime()
+    batcher = make_instances(first, second)
+    await batcher.start()
+    running = [asyncio.ensure_future(batcher.submit([1]))]
+    await wait_started(first)
+    running.append(asyncio.ensure_future(batcher.submit([2])))
+    await wait_started(second)
+    with pytest.raises(DeadlineExpired):
+        await batcher.submit([9], timeout=0.05)
+    first.gate.set()
+    second.gate.set()
+    await asyncio.gather(*running)
+    assert [9] not in first.batches + second.batches  # expired while queued: never computed
+    await batcher.stop()

@@ -49,8 +49,8 @@ def call_in_background(function: Callable[[], Any]) -> tuple[Future[Any], Thread
 
 def test_info_answers_while_a_search_is_running(server: ServerThread) -> None:
     search_batcher = server.app.state.service.search_batcher  # type: ignore[union-attr]
-    held = Held(search_batcher._infer)
-    search_batcher._infer = held
+    held = Held(search_batcher._infers[0])
+    search_batcher._infers[0] = held
     with EmbedrecClient(server.target, timeout=30) as client:
         recommending, pool = call_in_background(lambda: client.recommend(3, texts=["coffee"]))
         assert held.entered.acquire(timeout=30)
@@ -65,8 +65,8 @@ def test_info_answers_while_a_search_is_running(server: ServerThread) -> None:
 
 def test_concurrent_searches_share_one_pass_even_on_a_tiny_catalog(server: ServerThread) -> None:
     search_batcher = server.app.state.service.search_batcher  # type: ignore[union-attr]
-    held = Held(search_batcher._infer)
-    search_batcher._infer = held
+    held = Held(search_batcher._infers[0])
+    search_batcher._infers[0] = held
     before = (search_batcher.stats.batches, search_batcher.stats.items_run)
     with EmbedrecClient(server.target, timeout=30) as client:
         first, pool = call_in_background(lambda: client.recommend(2, texts=["coffee"]))

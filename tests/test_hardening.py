@@ -244,13 +244,13 @@ class GatedInference:
 
     def __init__(self, server: ServerThread, *, fail_on: str | None = None) -> None:
         self.batcher = server.app.state.service.batcher  # type: ignore[union-attr]
-        self.original = self.batcher._infer
+        self.original = self.batcher._infers[0]
         self.gate = threading.Event()
         self.started = threading.Event()
         self.fail_on = fail_on
         self.batches: list[list[str]] = []
         self.tokenizer = server.app.state.service.encoder.tokenizer._tokenizer  # type: ignore[union-attr]
-        self.batcher._infer = self
+        self.batcher._infers[0] = self
 
     def __call__(self, items: list[Any]) -> Any:
         texts = [self.tokenizer.decode(tokens.input_ids.tolist()) for tokens, _ in items]

@@ -283,7 +283,9 @@ class EmbedRec:
 
 
 class EmbedRecAdminStub:
-    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """Operations on a running server. When the server has bearer tokens, only an admin token
+    (--admin-tokens-file) may call these: a client token gets PERMISSION_DENIED, no token or an
+    unknown one UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -300,7 +302,9 @@ class EmbedRecAdminStub:
 
 
 class EmbedRecAdminServicer:
-    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """Operations on a running server. When the server has bearer tokens, only an admin token
+    (--admin-tokens-file) may call these: a client token gets PERMISSION_DENIED, no token or an
+    unknown one UNAUTHENTICATED.
     """
 
     def ReloadItems(self, request, context):
@@ -331,7 +335,9 @@ def add_EmbedRecAdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EmbedRecAdmin:
-    """Operations on a running server. Guarded by the same bearer tokens as EmbedRec.
+    """Operations on a running server. When the server has bearer tokens, only an admin token
+    (--admin-tokens-file) may call these: a client token gets PERMISSION_DENIED, no token or an
+    unknown one UNAUTHENTICATED.
     """
 
     @staticmethod
