@@ -114,9 +114,11 @@ class Settings:
         "--intra-op-threads",
     )
     search_niceness: int = _setting(
-        5,
-        "how much lower the OS priority of the search threads is (nice; Linux, per thread): a search pass "
-        "yields the cores to the event loop and to inference under mixed load, and runs at full speed alone",
+        2,
+        "how much lower the OS priority of the search threads is (nice; Linux, per thread): under contention a "
+        "search pass yields part of the cores to the event loop and to inference, alone it runs at full speed. "
+        "+5 protects Embed latency more but starves searches whenever anything else runs on the machine "
+        "(BENCHMARKS.md); 0 turns it off",
     )
     cpu_threads: int = _setting(
         0,
