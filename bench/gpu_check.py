@@ -1,5 +1,6 @@
 """GPU check for a host with NVIDIA GPUs: which ONNX Runtime providers exist, CUDA-vs-CPU
-embedding parity, and CUDA throughput by batch size with and without IO binding, in one short run.
+embedding parity, CUDA throughput by batch size with and without IO binding, and two model
+instances sharing the GPU, in one short run.
 
 Usage (on the GPU host, from the repository root):
     python -m bench.gpu_check [--model-dir models/all-MiniLM-L6-v2]
@@ -81,9 +82,35 @@ def main(argv: list[str] | None = None) -> int:
                     encoder.encode(texts[offset : offset + batch])
                     done += batch
             report[key][batch] = round(done / (time.perf_counter() - started), 1)
+    # Two sessions sharing the GPU (--instances 2), each fed by its own thread, at batch 32.
+    shared = OnnxEncoder(arguments.model_dir, provider="cuda", sessions=2)
+    report["two_instances_texts_per_s_batch_32"] = round(_two_instances(shared, texts, arguments.seconds), 1)
     print(json.dumps(report, indent=2))
     fp16_ok = "parity_fp16" not in report or report["parity_fp16"]["min_cosine"] >= PARITY_FLOOR_FP16
     return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 and fp16_ok else 1
+
+
+def _two_instances(encoder: OnnxEncoder, texts: list[str], seconds: float, batch: int = 32) -> float:
+    """Texts/s with one thread per instance of `encoder`, each running batches of `batch`."""
+    import threading
+
+    done = [0] * encoder.session_count
+    stop_at = time.perf_counter() + seconds
+    pooling = [encoder.manifest.pooling] * batch
+
+    def feed(instance: int) -> None:
+        while time.perf_counter() < stop_at:
+            chunk = texts[(done[instance] % 256) : (done[instance] % 256) + batch]
+            encoder.pool_batch(encoder.infer(encoder.tokenize(chunk), instance), pooling)
+            done[instance] += batch
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=feed, args=(index,)) for index in range(encoder.session_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class ServerInfo:
     items_filter_field: str = ""
     instances: int = 1
     tuning: str = ""
+    sessions: int = 1
 
 
 def embed_request(

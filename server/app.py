@@ -115,7 +115,7 @@ class EmbedrecApp:
         settings, tuning = await asyncio.to_thread(resolve_tuning, self.settings)
         self.settings = settings
         encoder, items = await asyncio.to_thread(_load_artifacts, settings)
-        batcher = create_batcher(encoder, settings.batch_policy, observer=self.metrics)
+        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=self.metrics)
         await batcher.start()
         search_batcher = create_search_batcher(
             settings.search_policy,
@@ -131,12 +131,13 @@ class EmbedrecApp:
         self.metrics.items.set(len(items) if items else 0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
-            "SERVING %s (dim %d, %s, %d instance(s) x %s threads) with %d items; tuning: %s",
+            "SERVING %s (dim %d, %s, %d instance(s) on %d session(s) x %s threads) with %d items; tuning: %s",
             encoder.manifest.model_name,
             encoder.dim,
             encoder.provider,
-            encoder.instances,
-            settings.threads_per_instance or "default",
+            batcher.instances,
+            encoder.session_count,
+            settings.threads_per_session or "default",
             len(items) if items else 0,
             tuning,
         )
@@ -272,8 +273,8 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
     encoder = OnnxEncoder(
         settings.model_dir,
         provider=settings.provider,  # type: ignore[arg-type]
-        intra_op_threads=settings.threads_per_instance,
-        instances=settings.instances,
+        intra_op_threads=settings.threads_per_session,
+        sessions=settings.session_count,
         device_id=settings.device_id,
         spinning=settings.intra_op_spinning,
         cuda_memory_limit_mb=settings.cuda_memory_limit_mb,

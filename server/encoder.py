@@ -34,10 +34,12 @@ class OnnxEncoder:
         spinning: bool = True,
         cuda_memory_limit_mb: int = 0,
         io_binding: bool | None = None,
-        instances: int = 1,
+        sessions: int = 1,
     ) -> None:
-        """Load the manifest, tokenizer and `instances` ONNX sessions of `model_dir` (each with
-        `intra_op_threads` threads; on CUDA they share the device).
+        """Load the manifest, tokenizer and `sessions` ONNX sessions of `model_dir` (each with
+        `intra_op_threads` threads; on CUDA they share the device). A session may run several
+        batches at once (ONNX Runtime sessions are thread-safe); separate sessions give each
+        concurrent batch threads of its own, at the cost of a copy of the weights each.
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -51,8 +53,8 @@ class OnnxEncoder:
             max_length=self.manifest.max_length,
             pad_token_id=self.manifest.pad_token_id,
         )
-        if instances < 1:
-            raise ValueError(f"instances must be >= 1, got {instances}")
+        if sessions < 1:
+            raise ValueError(f"sessions must be >= 1, got {sessions}")
         self.sessions = [
             create_session(
                 model_dir / MODEL_FILE,
@@ -62,7 +64,7 @@ class OnnxEncoder:
                 spinning=spinning,
                 cuda_memory_limit_mb=cuda_memory_limit_mb,
             )
-            for _ in range(instances)
+            for _ in range(sessions)
         ]
         self.session = self.sessions[0]
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
@@ -93,19 +95,19 @@ class OnnxEncoder:
         return self.pool_batch(self.infer(batch), poolings)
 
     @property
-    def instances(self) -> int:
-        """How many sessions (model instances) there are; `infer` may run on each at once."""
+    def session_count(self) -> int:
+        """How many ONNX Runtime sessions there are (`infer`'s `session` is below this)."""
         return len(self.sessions)
 
-    def infer(self, batch: Sequence[TokenizedText], instance: int = 0) -> InferenceOutput:
-        """Pad `batch` to its longest text and run the model on session `instance`: (attention
-        mask, token vectors).
+    def infer(self, batch: Sequence[TokenizedText], session: int = 0) -> InferenceOutput:
+        """Pad `batch` to its longest text and run the model on session number `session`:
+        (attention mask, token vectors).
 
-        Blocking (ONNX Runtime releases the GIL while it runs); one batch per instance at a time.
+        Blocking (ONNX Runtime releases the GIL while it runs); thread-safe.
         """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
-        hidden = np.asarray(self._run_session(self.sessions[instance], feed), dtype=np.float32)
+        hidden = np.asarray(self._run_session(self.sessions[session], feed), dtype=np.float32)
         return inputs["attention_mask"], hidden
 
     def _run_session(self, session: onnxruntime.InferenceSession, feed: dict[str, IntArray]) -> np.ndarray:

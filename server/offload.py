@@ -6,8 +6,8 @@ to a thread runs in `CpuPool` (tokenising, id look-ups in the memory-mapped cata
 large responses) or in a batcher's worker thread (inference, item searches). The tokenizers
 library, numpy and ONNX Runtime release the GIL, so that work really runs beside the loop.
 
-Measured on the development machine (2 cores, `python /tmp/hop.py`-style micro-benchmarks kept in
-BENCHMARKS.md, "Event-loop isolation"): a hop to a thread and back costs the loop thread ~85 us of
+Measured on the development machine (2 cores; `make bench-isolation` re-measures these figures
+and writes them to BENCHMARKS.md, "Event-loop isolation"): a hop to a thread and back costs the loop thread ~85 us of
 CPU (p50 round trip ~115 us); tokenising one text costs ~30 us + ~0.7 us per character (3 words
 38 us, 10 words 68 us, 20 words 115 us). So a request whose texts hold at most
 INLINE_TOKENIZE_MAX_CHARS characters is tokenised inline (at most about one hop's worth of loop

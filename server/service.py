@@ -96,6 +96,7 @@ class ServiceInfo:
     items_filter_field: str = ""
     instances: int = 1
     tuning: str = "none"
+    sessions: int = 1
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -104,19 +105,22 @@ class ServiceInfo:
         return values
 
 
-def create_batcher(encoder: OnnxEncoder, policy: BatchPolicy, **hooks: Any) -> MicroBatcher[BatchItem, FloatArray]:
+def create_batcher(
+    encoder: OnnxEncoder, policy: BatchPolicy, *, instances: int = 1, **hooks: Any
+) -> MicroBatcher[BatchItem, FloatArray]:
     """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
-    thread of whichever model instance is free, pooling in the finishing thread (overlapping the
+    thread of whichever of the `instances` is free (instance i runs on session i modulo the
+    encoder's sessions), pooling in the finishing thread (overlapping the
     next batch's inference)."""
 
     def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
-        return encoder.infer([tokens for tokens, _ in items], instance)
+        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count)
 
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
 
     return MicroBatcher(
-        [functools.partial(infer_on, instance) for instance in range(encoder.instances)],
+        [functools.partial(infer_on, instance) for instance in range(instances)],
         finish,
         policy=policy,
         cost=lambda item: item[0].length,
@@ -426,7 +430,8 @@ class EmbeddingService:
             max_queued_texts=self.batcher.policy.max_queued_items,
             limits=self.limits,
             items_filter_field=items.filter_field if items is not None else "",
-            instances=self.encoder.instances,
+            instances=self.batcher.instances,
+            sessions=self.encoder.session_count,
             tuning=self.tuning,
         )
 

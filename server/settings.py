@@ -49,11 +49,18 @@ class Settings:
     )
     instances: int = _setting(
         1,
-        "model instances: ONNX Runtime sessions fed by the one batcher, a batch going to whichever is free "
-        "(`embedrec tune` measures the best count for a machine; its tuning file sets this unless a flag does)",
+        "model instances: inference batches that may run at once, fed by the one batcher, each batch going to "
+        "whichever instance is free (`embedrec tune` measures the best count for a machine; its tuning file "
+        "sets this unless a flag does)",
+    )
+    sessions: int = _setting(
+        0,
+        "ONNX Runtime sessions behind the instances (instance i runs on session i mod N): 0 gives every "
+        "instance its own (own threads, a copy of the weights each, ~120 MiB for MiniLM); 1 lets all "
+        "instances share one session and its threads (no extra memory; a lone batch still gets every thread)",
     )
     intra_op_threads: int = _setting(
-        0, "ONNX Runtime intra-op threads per instance; 0: the cores divided among the instances"
+        0, "ONNX Runtime intra-op threads per session; 0: the cores divided among the sessions"
     )
     tuning: str = _setting(
         "auto",
@@ -214,17 +221,22 @@ class Settings:
         return TokenSources(self.auth_tokens_file, self.auth_tokens, self.admin_tokens_file, self.admin_tokens)
 
     @property
-    def threads_per_instance(self) -> int:
-        """Intra-op threads of each model instance: --intra-op-threads, else the cores split evenly
-        (0 with one instance: ONNX Runtime's default, one per physical core)."""
-        if self.intra_op_threads or self.instances == 1:
+    def session_count(self) -> int:
+        """ONNX Runtime sessions to create: --sessions, else one per instance (never more)."""
+        return min(self.sessions or self.instances, self.instances)
+
+    @property
+    def threads_per_session(self) -> int:
+        """Intra-op threads of each session: --intra-op-threads, else the cores split evenly (0
+        with one session: ONNX Runtime's default, one per physical core)."""
+        if self.intra_op_threads or self.session_count == 1:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.instances)
+        return max(1, (os.cpu_count() or 1) // self.session_count)
 
     @property
     def search_thread_count(self) -> int:
         """Threads of one search pass (0: ONNX Runtime's default, one per core)."""
-        return self.search_threads or self.intra_op_threads * self.instances
+        return self.search_threads or self.intra_op_threads * self.session_count
 
     @property
     def search_policy(self) -> BatchPolicy:

@@ -2,8 +2,9 @@
 
 Two stages, bounded by `--budget` seconds all together:
 
-1. In-process floor: for each split of the cores into instances x threads per instance, the
-   texts/s of tokenise + infer + pool at batch 1, 8 and 32, one feeding thread per instance.
+1. In-process floor: for each layout (instances x threads per session, each instance with a
+   session of its own or all sharing one), the texts/s of tokenise + infer + pool at batch 1, 8
+   and 32, one feeding thread per instance.
 2. Through a real server (`embedrec serve` in a subprocess, the project's load tester in
    another): each candidate (a split x a max batch size) at closed-loop concurrency 1, 8 and 32,
    then an open-loop rate of 90% of its c=32 throughput.
@@ -48,40 +49,55 @@ LATENCY_TOLERANCE = 1.10
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One configuration to measure: instances x threads per instance, and the batch bound."""
+class Layout:
+    """Instances (batches at once) on sessions of `threads` intra-op threads each."""
 
     instances: int
+    sessions: int
     threads: int
+
+    @property
+    def label(self) -> str:
+        shared = " shared" if self.sessions == 1 and self.instances > 1 else ""
+        return f"{self.instances}x{self.threads}{shared}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to measure: a layout and the batch bound."""
+
+    layout: Layout
     max_batch_size: int
 
     @property
     def label(self) -> str:
-        return f"{self.instances}x{self.threads} b{self.max_batch_size}"
+        return f"{self.layout.label} b{self.max_batch_size}"
 
     def settings(self) -> dict[str, int]:
         """The setting values this candidate stands for (the tuning file's keys)."""
         return {
-            "instances": self.instances,
-            "intra_op_threads": self.threads,
+            "instances": self.layout.instances,
+            "sessions": self.layout.sessions,
+            "intra_op_threads": self.layout.threads,
             "max_batch_size": self.max_batch_size,
             "max_batch_tokens": max(1024, 32 * self.max_batch_size),
         }
 
 
-def core_splits(cores: int) -> list[tuple[int, int]]:
-    """(instances, threads each) using every core: instance counts that divide the cores, at most
-    five of them (1, 2, 4, ... and the core count)."""
+def layouts(cores: int) -> list[Layout]:
+    """Every core used: instance counts that divide the cores (at most five: 1, 2, 4, ... and the
+    core count), each with sessions of its own; and 2 instances sharing one session of all cores."""
     counts = sorted({n for n in (1, 2, 4, 8, 16, 32, cores) if n <= cores and cores % n == 0})
     if len(counts) > 5:
         counts = [*counts[:4], cores]
-    return [(count, cores // count) for count in counts]
+    found = [Layout(count, count, cores // count) for count in counts]
+    return [*found, Layout(2, 1, cores)]
 
 
 def candidates(cores: int) -> list[Candidate]:
-    """Every split x batch size; the default configuration (1 instance, all cores, batch 32) first."""
-    found = [Candidate(n, t, b) for n, t in core_splits(cores) for b in BATCH_SIZES]
-    default = Candidate(1, cores, 32)
+    """Every layout x batch size; the default configuration (1 instance, all cores, batch 32) first."""
+    found = [Candidate(layout, size) for layout in layouts(cores) for size in BATCH_SIZES]
+    default = Candidate(Layout(1, 1, cores), 32)
     return [default, *(candidate for candidate in found if candidate != default)]
 
 
@@ -106,26 +122,27 @@ def raw_floor(
 
     rows: list[dict[str, Any]] = []
     used = ""
-    for instances, threads in core_splits(os.cpu_count() or 1):
+    for layout in layouts(os.cpu_count() or 1):
         encoder = OnnxEncoder(
             model_dir,
             provider=provider,  # type: ignore[arg-type]
-            intra_op_threads=threads,
-            instances=instances,
+            intra_op_threads=layout.threads,
+            sessions=layout.sessions,
             spinning=False,
         )
         used = encoder.provider
         for batch in RAW_BATCHES:
-            rate = _feed(encoder, texts, batch, seconds)
-            rows.append({"instances": instances, "threads": threads, "batch": batch, "texts_per_s": rate})
-            tick(f"raw {instances}x{threads} batch {batch}: {rate:.0f} texts/s")
+            rate = _feed(encoder, layout.instances, texts, batch, seconds)
+            rows.append({"layout": layout.label, "batch": batch, "texts_per_s": rate})
+            tick(f"raw {layout.label} batch {batch}: {rate:.0f} texts/s")
         del encoder
     return rows, used
 
 
-def _feed(encoder: Any, texts: Sequence[str], batch: int, seconds: float) -> float:
-    """Texts/s with one thread per instance, each tokenising, inferring and pooling batches."""
-    done = [0] * encoder.instances
+def _feed(encoder: Any, instances: int, texts: Sequence[str], batch: int, seconds: float) -> float:
+    """Texts/s with one thread per instance, each tokenising, inferring and pooling batches on
+    session (instance mod the encoder's sessions)."""
+    done = [0] * instances
     stop_at = time.perf_counter() + seconds
     pooling = [encoder.manifest.pooling] * batch
 
@@ -134,12 +151,12 @@ def _feed(encoder: Any, texts: Sequence[str], batch: int, seconds: float) -> flo
         while time.perf_counter() < stop_at:
             chunk = [texts[(position + i) % len(texts)] for i in range(batch)]
             position += batch
-            encoder.pool_batch(encoder.infer(encoder.tokenize(chunk), instance), pooling)
+            encoder.pool_batch(encoder.infer(encoder.tokenize(chunk), instance % encoder.session_count), pooling)
             done[instance] += batch
 
     _feed_once(encoder, texts, batch)
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(encoder.instances)]
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(instances)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -148,9 +165,9 @@ def _feed(encoder: Any, texts: Sequence[str], batch: int, seconds: float) -> flo
 
 
 def _feed_once(encoder: Any, texts: Sequence[str], batch: int) -> None:
-    """Warm every instance up with one batch."""
-    for instance in range(encoder.instances):
-        encoder.infer(encoder.tokenize(list(texts[:batch])), instance)
+    """Warm every session up with one batch."""
+    for session in range(encoder.session_count):
+        encoder.infer(encoder.tokenize(list(texts[:batch])), session)
 
 
 def _load_step(target: str, mode: str, level: float, seconds: float, texts_file: str | None) -> dict[str, Any]:
@@ -277,17 +294,13 @@ def table(rows: list[dict[str, Any]], winner: dict[str, Any]) -> list[str]:
 
 
 def raw_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The in-process floor as a Markdown table: texts/s by split and batch."""
-    splits = sorted({(row["instances"], row["threads"]) for row in rows})
+    """The in-process floor as a Markdown table: texts/s by layout and batch."""
+    labels = list(dict.fromkeys(row["layout"] for row in rows))
     lines = ["| instances x threads | " + " | ".join(f"batch {b} texts/s" for b in RAW_BATCHES) + " |"]
     lines.append("|---|" + "---|" * len(RAW_BATCHES))
-    for instances, threads in splits:
-        rates = {
-            row["batch"]: row["texts_per_s"]
-            for row in rows
-            if (row["instances"], row["threads"]) == (instances, threads)
-        }
-        lines.append(f"| {instances} x {threads} | " + " | ".join(f"{rates[b]:.0f}" for b in RAW_BATCHES) + " |")
+    for label in labels:
+        rates = {row["batch"]: row["texts_per_s"] for row in rows if row["layout"] == label}
+        lines.append(f"| {label} | " + " | ".join(f"{rates[b]:.0f}" for b in RAW_BATCHES) + " |")
     return lines
 
 
@@ -314,7 +327,7 @@ def tune(model_dir: Path, *, budget_s: float, provider: str = "auto", texts_file
     cores = os.cpu_count() or 1
     texts = sample_texts(texts_file)
     planned = candidates(cores)
-    raw_steps = len(core_splits(cores)) * len(RAW_BATCHES)
+    raw_steps = len(layouts(cores)) * len(RAW_BATCHES)
     server_steps = len(planned) * (len(CONCURRENCIES) + 1)
     # Each step also warms up for up to a second; server start-up is planned separately.
     step_s = (budget_s - len(planned) * SERVER_START_S) / (raw_steps + 1.5 * server_steps)
@@ -342,7 +355,7 @@ def tune(model_dir: Path, *, budget_s: float, provider: str = "auto", texts_file
             )
     print(file=sys.stderr)
     winner = choose(rows)
-    settings = {name: int(winner[name]) for name in Candidate(1, 1, 1).settings()}
+    settings = {name: int(winner[name]) for name in Candidate(Layout(1, 1, 1), 1).settings()}
     tuning = Tuning(
         settings=settings,
         machine=Machine.here(used),

@@ -22,7 +22,7 @@ from embedrec.server.errors import ConfigurationError
 
 TUNING_FILE = "tuning.json"
 # The settings a tuning decides; everything else stays as configured.
-TUNED_SETTINGS = ("instances", "intra_op_threads", "max_batch_size", "max_batch_tokens")
+TUNED_SETTINGS = ("instances", "sessions", "intra_op_threads", "max_batch_size", "max_batch_tokens")
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ class _Worker:
 
 def worker_threads(settings: Settings) -> int:
     """Threads of each model instance of each worker: --intra-op-threads, else the cores split
-    evenly over workers x instances."""
-    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // (settings.workers * settings.instances))
+    evenly over workers x sessions."""
+    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // (settings.workers * settings.session_count))
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:

@@ -35,12 +35,16 @@ def info_of(server: ServerThread) -> object:
         return client.info()
 
 
-def test_two_instances_embed_exactly_like_one(tiny_server: ServerThread, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(("sessions", "expected_sessions"), [(0, 2), (1, 1)], ids=["own-sessions", "shared-session"])
+def test_two_instances_embed_exactly_like_one(
+    tiny_server: ServerThread, tiny_model_dir: Path, sessions: int, expected_sessions: int
+) -> None:
     texts = [f"text number {index} about air conditioners and coffee" for index in range(24)]
-    server = start_server(server_settings(tiny_model_dir, None, instances=2))
+    server = start_server(server_settings(tiny_model_dir, None, instances=2, sessions=sessions))
     try:
         with EmbedrecClient(server.target, timeout=30) as two, EmbedrecClient(tiny_server.target) as one:
-            assert two.info().instances == 2
+            info = two.info()
+            assert (info.instances, info.sessions) == (2, expected_sessions)
             with ThreadPoolExecutor(8) as pool:  # concurrent calls keep both instances busy
                 served = list(pool.map(lambda text: two.embed([text])[0], texts))
             expected = one.embed(texts)
@@ -62,7 +66,7 @@ def test_tune_writes_a_tuning_file_that_serve_applies(model_copy: Path) -> None:
     assert "In-process floor" in completed.stdout and "(chosen)" in completed.stdout
     tuning = read_tuning(model_copy)
     assert tuning is not None
-    assert set(tuning.settings) == {"instances", "intra_op_threads", "max_batch_size", "max_batch_tokens"}
+    assert set(tuning.settings) == {"instances", "sessions", "intra_op_threads", "max_batch_size", "max_batch_tokens"}
     assert tuning.machine == Machine.here("CPUExecutionProvider")
     server = start_server(server_settings(model_copy, None))  # intra_op_threads=1 is given explicitly
     try:
@@ -77,7 +81,13 @@ def test_tune_writes_a_tuning_file_that_serve_applies(model_copy: Path) -> None:
 
 def write_fake_tuning(model_dir: Path, machine: Machine, instances: int = 2) -> None:
     sha = read_model_manifest(model_dir).onnx_sha256
-    settings = {"instances": instances, "intra_op_threads": 1, "max_batch_size": 8, "max_batch_tokens": 1024}
+    settings = {
+        "instances": instances,
+        "sessions": 1,
+        "intra_op_threads": 1,
+        "max_batch_size": 8,
+        "max_batch_tokens": 1024,
+    }
     write_tuning(model_dir, Tuning(settings=settings, machine=machine, model_sha256=sha))
 
 
