@@ -58,8 +58,9 @@ class Layout:
 
     @property
     def label(self) -> str:
-        shared = " shared" if self.sessions == 1 and self.instances > 1 else ""
-        return f"{self.instances}x{self.threads}{shared}"
+        if self.instances > 1 and self.sessions == 1:
+            return f"{self.instances}x{self.threads} shared"
+        return f"{self.instances}x{self.threads}"
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,14 @@ class Candidate:
 
 def layouts(cores: int) -> list[Layout]:
     """Every core used: instance counts that divide the cores (at most five: 1, 2, 4, ... and the
-    core count), each with sessions of its own; and 2 instances sharing one session of all cores."""
+    core count), each with sessions of its own splitting the cores; and 2 instances on all cores,
+    sharing one session or with one each (a lone batch keeps every thread, two at once share them)."""
     counts = sorted({n for n in (1, 2, 4, 8, 16, 32, cores) if n <= cores and cores % n == 0})
     if len(counts) > 5:
         counts = [*counts[:4], cores]
     found = [Layout(count, count, cores // count) for count in counts]
-    return [*found, Layout(2, 1, cores)]
+    extra = [Layout(2, 1, cores), Layout(2, 2, cores)] if cores > 1 else []
+    return [*found, *(layout for layout in extra if layout not in found)]
 
 
 def candidates(cores: int) -> list[Candidate]:
