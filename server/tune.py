@@ -259,9 +259,9 @@ def score(row: dict[str, Any]) -> float:
     return math.exp(statistics.fmean(math.log(max(value, 1e-9)) for value in values))
 
 
-def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best-scoring row whose c=1 p50 is within LATENCY_TOLERANCE of the default's (rows[0])."""
-    limit = rows[0]["c1_p50_ms"] * LATENCY_TOLERANCE
+def choose(rows: list[dict[str, Any]], latency_tolerance: float = LATENCY_TOLERANCE) -> dict[str, Any]:
+    """The best-scoring row whose c=1 p50 is within `latency_tolerance` x the default's (rows[0])."""
+    limit = rows[0]["c1_p50_ms"] * latency_tolerance
     eligible = [row for row in rows if row["c1_p50_ms"] <= limit] or rows[:1]
     return max(eligible, key=score)
 
@@ -318,7 +318,14 @@ class TuneResult:
     skipped: list[str]
 
 
-def tune(model_dir: Path, *, budget_s: float, provider: str = "auto", texts_file: Path | None = None) -> TuneResult:
+def tune(
+    model_dir: Path,
+    *,
+    budget_s: float,
+    provider: str = "auto",
+    texts_file: Path | None = None,
+    latency_tolerance: float = LATENCY_TOLERANCE,
+) -> TuneResult:
     """Measure every candidate within `budget_s` seconds and return the tuning (not yet written).
 
     Candidates that do not fit in the budget are skipped (named in `skipped`); the default is
@@ -357,7 +364,7 @@ def tune(model_dir: Path, *, budget_s: float, provider: str = "auto", texts_file
                 )
             )
     print(file=sys.stderr)
-    winner = choose(rows)
+    winner = choose(rows, latency_tolerance)
     settings = {name: int(winner[name]) for name in Candidate(Layout(1, 1, 1), 1).settings()}
     tuning = Tuning(
         settings=settings,
@@ -395,12 +402,23 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--budget", type=float, default=240.0, help="seconds for the whole run (default 240)")
     parser.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="ONNX Runtime provider")
     parser.add_argument("--plot", type=Path, help="also write a PNG of throughput by concurrency")
+    parser.add_argument(
+        "--c1-tolerance",
+        type=float,
+        default=LATENCY_TOLERANCE,
+        help="largest c=1 p50 a winner may have, as a multiple of the default configuration's (default 1.10; "
+        "raise it to trade idle latency for throughput)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="measure and print, but write no tuning file")
     arguments = parser.parse_args(argv)
     if arguments.budget < 10:
         parser.error("--budget must be at least 10 seconds")
     result = tune(
-        arguments.model_dir, budget_s=arguments.budget, provider=arguments.provider, texts_file=arguments.texts_file
+        arguments.model_dir,
+        budget_s=arguments.budget,
+        provider=arguments.provider,
+        texts_file=arguments.texts_file,
+        latency_tolerance=arguments.c1_tolerance,
     )
     print("\n".join(["In-process floor:", "", *raw_table(result.raw), "", "Through the server (Embed, 1 text):", ""]))
     print("\n".join(table(result.rows, result.winner)))
