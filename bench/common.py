@@ -7,11 +7,9 @@ import datetime
 import os
 import platform
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,39 +114,23 @@ def server_process(
         wait_serving(target)
         yield target, process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        from embedrec.server.tune import stop_server
+
+        stop_server(process)
 
 
 def wait_serving(target: str, timeout_s: float = 120.0) -> None:
     """Block until `target` reports SERVING."""
-    from embedrec.client import EmbedrecClient, EmbedrecClientError
+    from embedrec.server.tune import wait_serving as wait_until_serving
 
-    deadline = time.monotonic() + timeout_s
-    with EmbedrecClient(target, timeout=2) as client:
-        while time.monotonic() < deadline:
-            try:
-                if client.health() == "SERVING":
-                    return
-            except EmbedrecClientError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"{target} did not become SERVING within {timeout_s} s")
+    wait_until_serving(target, timeout_s=timeout_s)
 
 
 def machine_description() -> str:
     """CPU model, cores, memory, OS and Python, for the record."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from embedrec.server.tuning import cpu_model
+
+    cpu = cpu_model()
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.release()}, "

@@ -194,13 +194,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_serving(target: str, process: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
+def wait_serving(target: str, process: subprocess.Popen[bytes] | None = None, timeout_s: float = 300.0) -> None:
+    """Block until `target` reports SERVING; raise when `process` (the server, if given) exits
+    first or `timeout_s` passes."""
     from embedrec.client import EmbedrecClient, EmbedrecClientError
 
     deadline = time.monotonic() + timeout_s
     with EmbedrecClient(target, timeout=2) as client:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if process is not None and process.poll() is not None:
                 raise RuntimeError(f"the server under test exited with {process.returncode}")
             try:
                 if client.health() == "SERVING":
@@ -208,7 +210,7 @@ def _wait_serving(target: str, process: subprocess.Popen[bytes], timeout_s: floa
             except EmbedrecClientError:
                 pass
             time.sleep(0.1)
-    raise TimeoutError(f"the server under test did not become SERVING within {timeout_s} s")
+    raise TimeoutError(f"{target} did not become SERVING within {timeout_s} s")
 
 
 def measure_server(
@@ -231,7 +233,7 @@ def measure_server(
     row: dict[str, Any] = {"candidate": candidate.label, **candidate.settings()}
     texts = str(texts_file) if texts_file else None
     try:
-        _wait_serving(target, process)
+        wait_serving(target, process)
         for concurrency in CONCURRENCIES:
             summary = pool.submit(_load_step, target, "closed", concurrency, seconds, texts).result()
             row[f"c{concurrency}_per_s"] = summary["requests_per_s"]
@@ -245,12 +247,17 @@ def measure_server(
         row["open_p99_ms"] = summary["latency_ms"]["p99"]
         tick(f"{candidate.label} open {rate:.0f}/s: p99 {summary['latency_ms']['p99']:.0f} ms")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
     return row
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the server drains), then kill if it is still there after 60 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def score(row: dict[str, Any]) -> float:
