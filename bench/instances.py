@@ -47,7 +47,7 @@ def serve_and_load(flags: list[str], pool: ProcessPoolExecutor) -> tuple[dict[in
 def main() -> int:
     """Run the floor, the tuner and both servers; write the BENCHMARKS.md section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=240.0, help="the tuner's budget in seconds")
+    parser.add_argument("--budget", type=float, default=300.0, help="the tuner's budget in seconds")
     arguments = parser.parse_args()
     ensure_artifacts()
     raw, provider = raw_floor(MODEL_DIR, "cpu", sample_texts(None), 4.0, lambda line: print(line, flush=True))
@@ -79,7 +79,7 @@ def main() -> int:
         "",
         *table(result.rows, result.winner),
         "",
-        f"Chosen: `{' '.join(tuned_flags)}`" + skipped,
+        f"Chosen: `{' '.join(tuned_flags)}`" + skipped + (f". {result.confirmation}" if result.confirmation else ""),
         "",
         "Server, default configuration (1 instance, ONNX Runtime's threads, batch 32) vs the tuned one:",
         "",

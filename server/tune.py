@@ -9,10 +9,14 @@ Two stages, bounded by `--budget` seconds all together:
    another): each candidate (a split x a max batch size) at closed-loop concurrency 1, 8 and 32,
    then an open-loop rate of 90% of its c=32 throughput.
 
-The winner has the best geometric mean of the c=8, c=32 and open-loop throughputs among the
+The sweep's best has the best geometric mean of the c=8, c=32 and open-loop throughputs among the
 candidates whose c=1 p50 is within 10% of the default configuration's (a tuning must not make an
-idle server slower). It is written to MODEL_DIR/tuning.json with the machine's CPU model, core
-count, provider and the date; `embedrec serve` applies it on a matching machine.
+idle server slower). Then a confirmation: the default and that candidate are measured again,
+alternately, twice each at c=8 and c=32; the candidate wins only if it beats the default there by
+at least CONFIRM_MARGIN, else the default stays (one sweep step is short, and on a small shared
+machine runs of one configuration differ by 10%). The winner is written to MODEL_DIR/tuning.json
+with the machine's CPU model, core count, provider and the date; `embedrec serve` applies it on a
+matching machine.
 
 Usage: embedrec tune --model-dir DIR [--texts-file F] [--budget S] [--provider P] [--plot F.png]
 """
@@ -46,6 +50,9 @@ CONCURRENCIES = (1, 8, 32)
 BATCH_SIZES = (8, 32)
 SERVER_START_S = 4.0  # planning figure for one server's start-up (tiny models start faster)
 LATENCY_TOLERANCE = 1.10
+CONFIRM_ROUNDS = 2
+CONFIRM_CONCURRENCIES = (8, 32)
+CONFIRM_MARGIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -222,8 +229,11 @@ def measure_server(
     texts_file: Path | None,
     pool: ProcessPoolExecutor,
     tick: Callable[[str], None],
+    concurrencies: Sequence[int] = CONCURRENCIES,
+    open_loop: bool = True,
 ) -> dict[str, Any]:
-    """Closed loop c=1, 8, 32 and an open-loop rate near saturation against a real server."""
+    """Closed loop at `concurrencies` (c=1, 8, 32) and, with `open_loop`, a rate of 90% of the
+    c=32 throughput, against a real server started for `candidate`."""
     port = _free_port()
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in candidate.settings().items()]
     command = [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
@@ -234,12 +244,14 @@ def measure_server(
     texts = str(texts_file) if texts_file else None
     try:
         wait_serving(target, process)
-        for concurrency in CONCURRENCIES:
+        for concurrency in concurrencies:
             summary = pool.submit(_load_step, target, "closed", concurrency, seconds, texts).result()
             row[f"c{concurrency}_per_s"] = summary["requests_per_s"]
             row[f"c{concurrency}_p50_ms"] = summary["latency_ms"]["p50"]
             row[f"c{concurrency}_p99_ms"] = summary["latency_ms"]["p99"]
             tick(f"{candidate.label} c={concurrency}: {summary['requests_per_s']:.0f} req/s")
+        if not open_loop:
+            return row
         rate = max(1.0, 0.9 * row["c32_per_s"])
         summary = pool.submit(_load_step, target, "open", rate, seconds, texts).result()
         row["open_rate"] = rate
@@ -264,6 +276,17 @@ def score(row: dict[str, Any]) -> float:
     """Geometric mean of the c=8, c=32 and open-loop throughputs."""
     values = [row["c8_per_s"], row["c32_per_s"], row["open_per_s"]]
     return math.exp(statistics.fmean(math.log(max(value, 1e-9)) for value in values))
+
+
+def confirmed_score(rows: Sequence[dict[str, Any]]) -> float:
+    """Geometric mean of the confirmation throughputs of one configuration over its rounds."""
+    values = [row[f"c{c}_per_s"] for row in rows for c in CONFIRM_CONCURRENCIES]
+    return math.exp(statistics.fmean(math.log(max(value, 1e-9)) for value in values))
+
+
+def confirms(candidate_runs: Sequence[dict[str, Any]], default_runs: Sequence[dict[str, Any]]) -> bool:
+    """Whether the candidate's confirmation runs beat the default's by at least CONFIRM_MARGIN."""
+    return confirmed_score(candidate_runs) >= confirmed_score(default_runs) * (1 + CONFIRM_MARGIN)
 
 
 def choose(rows: list[dict[str, Any]], latency_tolerance: float = LATENCY_TOLERANCE) -> dict[str, Any]:
@@ -323,6 +346,7 @@ class TuneResult:
     rows: list[dict[str, Any]]
     winner: dict[str, Any]
     skipped: list[str]
+    confirmation: str = ""
 
 
 def tune(
@@ -345,18 +369,20 @@ def tune(
     texts = sample_texts(texts_file)
     planned = candidates(cores)
     raw_steps = len(layouts(cores)) * len(RAW_BATCHES)
-    server_steps = len(planned) * (len(CONCURRENCIES) + 1)
+    confirm_runs = 2 * CONFIRM_ROUNDS
+    server_steps = len(planned) * (len(CONCURRENCIES) + 1) + confirm_runs * len(CONFIRM_CONCURRENCIES)
     # Each step also warms up for up to a second; server start-up is planned separately.
-    step_s = (budget_s - len(planned) * SERVER_START_S) / (raw_steps + 1.5 * server_steps)
+    step_s = (budget_s - (len(planned) + confirm_runs) * SERVER_START_S) / (raw_steps + 1.5 * server_steps)
     step_s = min(5.0, max(0.5, step_s))
     progress = Progress(raw_steps + server_steps)
     raw, used = raw_floor(model_dir, provider, texts, step_s, progress.tick)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     per_candidate = SERVER_START_S + 1.5 * step_s * (len(CONCURRENCIES) + 1)
+    confirm_s = confirm_runs * (SERVER_START_S + 1.5 * step_s * len(CONFIRM_CONCURRENCIES))
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         for candidate in planned:
-            if rows and time.monotonic() - started + per_candidate > budget_s:
+            if rows and time.monotonic() - started + per_candidate + confirm_s > budget_s:
                 skipped.append(candidate.label)
                 continue
             rows.append(
@@ -370,8 +396,37 @@ def tune(
                     tick=progress.tick,
                 )
             )
+        best = choose(rows, latency_tolerance)
+        winner, confirmation = best, ""
+        if best is not rows[0]:
+            runs: dict[str, list[dict[str, Any]]] = {rows[0]["candidate"]: [], best["candidate"]: []}
+            by_label = {candidate.label: candidate for candidate in planned}
+            for _ in range(CONFIRM_ROUNDS):
+                for label in runs:
+                    runs[label].append(
+                        measure_server(
+                            model_dir,
+                            by_label[label],
+                            provider=provider,
+                            seconds=step_s,
+                            texts_file=texts_file,
+                            pool=pool,
+                            tick=progress.tick,
+                            concurrencies=CONFIRM_CONCURRENCIES,
+                            open_loop=False,
+                        )
+                    )
+            default_score = confirmed_score(runs[rows[0]["candidate"]])
+            best_score = confirmed_score(runs[best["candidate"]])
+            kept = confirms(runs[best["candidate"]], runs[rows[0]["candidate"]])
+            winner = best if kept else rows[0]
+            confirmation = (
+                f"confirmation ({CONFIRM_ROUNDS} alternating rounds at c={CONFIRM_CONCURRENCIES}): "
+                f"{best['candidate']} {best_score:.1f} vs default {default_score:.1f} "
+                f"({best_score / default_score:.2f}x; needs {1 + CONFIRM_MARGIN:.2f}x): "
+                + (f"{best['candidate']} chosen" if kept else "the default stays")
+            )
     print(file=sys.stderr)
-    winner = choose(rows, latency_tolerance)
     settings = {name: int(winner[name]) for name in Candidate(Layout(1, 1, 1), 1).settings()}
     tuning = Tuning(
         settings=settings,
@@ -379,7 +434,7 @@ def tune(
         model_sha256=read_model_manifest(model_dir).onnx_sha256,
         measurements=[{"stage": "in-process", **row} for row in raw] + [{"stage": "server", **row} for row in rows],
     )
-    return TuneResult(tuning, raw, rows, winner, skipped)
+    return TuneResult(tuning, raw, rows, winner, skipped, confirmation)
 
 
 def plot(result: TuneResult, path: Path) -> None:
@@ -429,6 +484,8 @@ def main(argv: Sequence[str]) -> int:
     )
     print("\n".join(["In-process floor:", "", *raw_table(result.raw), "", "Through the server (Embed, 1 text):", ""]))
     print("\n".join(table(result.rows, result.winner)))
+    if result.confirmation:
+        print(f"\n{result.confirmation}")
     if result.skipped:
         print(f"\nnot measured within the budget: {', '.join(result.skipped)}")
     if arguments.plot:
