@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from embedrec.client.loadtest.workload import WORDS
 from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.tune import feed_rate
 
 BATCH_SIZES = (1, 8, 32, 128, 256)
 PARITY_FLOOR_FP32 = 0.999
@@ -84,33 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             report[key][batch] = round(done / (time.perf_counter() - started), 1)
     # Two sessions sharing the GPU (--instances 2), each fed by its own thread, at batch 32.
     shared = OnnxEncoder(arguments.model_dir, provider="cuda", sessions=2)
-    report["two_instances_texts_per_s_batch_32"] = round(_two_instances(shared, texts, arguments.seconds), 1)
+    report["two_instances_texts_per_s_batch_32"] = round(feed_rate(shared, 2, texts, 32, arguments.seconds), 1)
     print(json.dumps(report, indent=2))
     fp16_ok = "parity_fp16" not in report or report["parity_fp16"]["min_cosine"] >= PARITY_FLOOR_FP16
     return 0 if report["parity_fp32"]["min_cosine"] >= PARITY_FLOOR_FP32 and fp16_ok else 1
-
-
-def _two_instances(encoder: OnnxEncoder, texts: list[str], seconds: float, batch: int = 32) -> float:
-    """Texts/s with one thread per instance of `encoder`, each running batches of `batch`."""
-    import threading
-
-    done = [0] * encoder.session_count
-    stop_at = time.perf_counter() + seconds
-    pooling = [encoder.manifest.pooling] * batch
-
-    def feed(instance: int) -> None:
-        while time.perf_counter() < stop_at:
-            chunk = texts[(done[instance] % 256) : (done[instance] % 256) + batch]
-            encoder.pool_batch(encoder.infer(encoder.tokenize(chunk), instance), pooling)
-            done[instance] += batch
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=feed, args=(index,)) for index in range(encoder.session_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -236,12 +236,15 @@ def resolve_tuning(settings: Settings) -> tuple[Settings, str]:
     path = settings.model_dir / TUNING_FILE
     try:
         tuning = read_tuning(settings.model_dir)
-        model_sha256 = read_model_manifest(settings.model_dir).onnx_sha256
     except ConfigurationError as error:
         logger.warning("tuning file ignored: %s", error)
         return settings, f"ignored {path}: unreadable"
     if tuning is None:
         return settings, "none"
+    try:
+        model_sha256 = read_model_manifest(settings.model_dir).onnx_sha256
+    except ConfigurationError:
+        return settings, "none"  # the model loader reports the broken manifest itself
     reason = mismatch(tuning, Machine.here(expected_provider(settings.provider)), model_sha256)
     if reason:
         logger.warning("tuning file %s ignored: %s (re-run embedrec tune on this machine)", path, reason)

@@ -72,10 +72,6 @@ class TokenPolicy:
             return Access.PERMISSION_DENIED if admin else Access.ALLOWED
         return Access.UNAUTHENTICATED
 
-    def allows(self, authorization: str | None) -> bool:
-        """Whether an `authorization` header value may make regular (non-admin) calls."""
-        return self.check(authorization, admin=False) is Access.ALLOWED
-
 
 def _bearer(authorization: str | None) -> bytes | None:
     if not authorization or not authorization.startswith("Bearer "):

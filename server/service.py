@@ -248,13 +248,7 @@ class EmbeddingService:
         """
         check_texts(texts, self.limits, field=field_name)
         self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
-        tokenized = await self.cpu.run_unless_small(
-            _characters(texts) <= INLINE_TOKENIZE_MAX_CHARS,
-            self.encoder.tokenize,
-            texts,
-            truncate=True if truncate is None else truncate,
-            field=field_name,
-        )
+        (tokenized,) = await self._tokenize([(texts, field_name)], truncate=True if truncate is None else truncate)
         vectors = await self._run(tokenized, pooling or self.encoder.manifest.pooling, timeout)
         if self.encoder.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
@@ -273,10 +267,7 @@ class EmbeddingService:
         for texts, field_name in groups:
             check_texts(texts, self.limits, field=field_name)
         self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
-        characters = sum(_characters(texts) for texts, _ in groups)
-        tokenized = await self.cpu.run_unless_small(
-            characters <= INLINE_TOKENIZE_MAX_CHARS, self._tokenize_groups, groups
-        )
+        tokenized = await self._tokenize(groups, truncate=True)
         flat = [tokens for group in tokenized for tokens in group]
         if not flat:
             return []
@@ -284,8 +275,17 @@ class EmbeddingService:
         bounds = np.cumsum([len(group) for group in tokenized])[:-1]
         return list(np.split(vectors, bounds))
 
-    def _tokenize_groups(self, groups: Sequence[tuple[Sequence[str], str]]) -> list[list[TokenizedText]]:
-        return [self.encoder.tokenize(texts, truncate=True, field=field_name) for texts, field_name in groups]
+    async def _tokenize(
+        self, groups: Sequence[tuple[Sequence[str], str]], *, truncate: bool
+    ) -> list[list[TokenizedText]]:
+        """Each group of (texts, field name) tokenised: inline when all of them hold at most
+        INLINE_TOKENIZE_MAX_CHARS characters (cheaper than the hop), else in the CPU pool."""
+        characters = sum(len(text) for texts, _ in groups for text in texts)
+
+        def tokenize_all() -> list[list[TokenizedText]]:
+            return [self.encoder.tokenize(texts, truncate=truncate, field=field) for texts, field in groups]
+
+        return await self.cpu.run_unless_small(characters <= INLINE_TOKENIZE_MAX_CHARS, tokenize_all)
 
     async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
         """Cosine similarity of `query` with each candidate, in candidate order."""
@@ -434,7 +434,3 @@ class EmbeddingService:
             sessions=self.encoder.session_count,
             tuning=self.tuning,
         )
-
-
-def _characters(texts: Sequence[str]) -> int:
-    return sum(len(text) for text in texts)

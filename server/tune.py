@@ -142,14 +142,14 @@ def raw_floor(
         )
         used = encoder.provider
         for batch in RAW_BATCHES:
-            rate = _feed(encoder, layout.instances, texts, batch, seconds)
+            rate = feed_rate(encoder, layout.instances, texts, batch, seconds)
             rows.append({"layout": layout.label, "batch": batch, "texts_per_s": rate})
             tick(f"raw {layout.label} batch {batch}: {rate:.0f} texts/s")
         del encoder
     return rows, used
 
 
-def _feed(encoder: Any, instances: int, texts: Sequence[str], batch: int, seconds: float) -> float:
+def feed_rate(encoder: Any, instances: int, texts: Sequence[str], batch: int, seconds: float) -> float:
     """Texts/s with one thread per instance, each tokenising, inferring and pooling batches on
     session (instance mod the encoder's sessions)."""
     done = [0] * instances
