@@ -35,7 +35,9 @@ class Settings:
     items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")
-    workers: int = _setting(1, "server processes sharing the port (SO_REUSEPORT), each with its own model session")
+    workers: int = _setting(
+        1, "server processes sharing the port (SO_REUSEPORT), each with its own model session", minimum=1
+    )
     reuse_port: bool = _setting(False, "let other processes bind the same port (set for workers by the supervisor)")
     provider: str = _setting(
         "auto", "ONNX Runtime provider: auto (CUDA when usable, else CPU), cuda, cpu", choices=PROVIDER_CHOICES
@@ -52,15 +54,19 @@ class Settings:
         "model instances: inference batches that may run at once, fed by the one batcher, each batch going to "
         "whichever instance is free (`embedrec tune` measures the best count for a machine; its tuning file "
         "sets this unless a flag does)",
+        minimum=1,
     )
     sessions: int = _setting(
         0,
         "ONNX Runtime sessions behind the instances (instance i runs on session i mod N): 0 gives every "
         "instance its own (own threads, a copy of the weights each, ~120 MiB for MiniLM); 1 lets all "
         "instances share one session and its threads (no extra memory; a lone batch still gets every thread)",
+        minimum=0,
     )
     intra_op_threads: int = _setting(
-        0, "ONNX Runtime intra-op threads per session; 0: the cores divided among the sessions"
+        0,
+        "ONNX Runtime intra-op threads per session; 0: the cores divided among the sessions",
+        minimum=0,
     )
     tuning: str = _setting(
         "auto",
@@ -75,21 +81,24 @@ class Settings:
         "searches and the event loop (1-text Embed p50 under Recommend c=4: 37 ms spinning, 17 ms not; "
         "Embed c=32 throughput unchanged; BENCHMARKS.md)",
     )
-    max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)")
+    max_batch_size: int = _setting(32, "most texts in one inference batch (32 is near the CPU optimum here)", minimum=1)
     max_batch_tokens: int = _setting(
         1024,
         "padded-token budget of a batch: texts x longest text. On CPU throughput per token is flat from 512 "
         "tokens up, so a small budget keeps long-text batches short and well grouped; raise it on a GPU",
+        minimum=1,
     )
     max_wait_ms: float = _setting(
         0.0,
         "how long a partial batch may wait for more texts while the runtime is "
         "idle; 0 runs at once (lowest latency; batches still form under load)",
+        minimum=0,
     )
     max_queued_texts: int = _setting(
         256,
         "texts waiting for inference before new calls get RESOURCE_EXHAUSTED; 256 is about 2 s of queue at "
         "this machine's CPU throughput: deeper queues only turn overload into latency",
+        minimum=1,
     )
     length_grouping: bool = _setting(
         True, "group queued texts of similar token length into a batch (less padding); false: plain FIFO"
@@ -100,7 +109,9 @@ class Settings:
         "as much as real tokens and batching long texts gains nothing, so 0.8; on a GPU 0.5 or lower",
     )
     batch_lookahead: int = _setting(
-        64, "oldest queued texts considered when grouping by length; bounds how far a text can be overtaken"
+        64,
+        "oldest queued texts considered when grouping by length; bounds how far a text can be overtaken",
+        minimum=1,
     )
     max_texts_per_request: int = _setting(Limits.max_texts_per_request, "texts per Embed request")
     max_chars_per_text: int = _setting(Limits.max_chars_per_text, "characters per text")
@@ -114,11 +125,13 @@ class Settings:
         32,
         "Recommend searches answered by one pass over the item matrix: concurrent calls share it "
         "(one matrix product per chunk for all of them instead of one pass each)",
+        minimum=1,
     )
     search_threads: int = _setting(
         0,
         "threads of one pass over the item matrix (the product of a batch of searches); 0: as many as "
         "--intra-op-threads",
+        minimum=0,
     )
     search_niceness: int = _setting(
         2,
@@ -126,20 +139,25 @@ class Settings:
         "search pass yields part of the cores to the event loop and to inference, alone it runs at full speed. "
         "+5 protects Embed latency more but starves searches whenever anything else runs on the machine "
         "(BENCHMARKS.md); 0 turns it off",
+        minimum=0,
     )
     cpu_threads: int = _setting(
         0,
         "threads for request-sized CPU work kept off the event loop (tokenising long texts, catalog id "
         "look-ups, large responses); 0: one per core",
+        minimum=0,
     )
     gil_switch_interval_ms: float = _setting(
         1.0,
         "how long a Python thread may hold the GIL while another waits (Python's default is 5 ms): the "
         "event loop waits at most this long for a search or tokenising thread's Python steps, which bounds "
         "the tail latency other calls see under mixed load",
+        minimum=0.01,
     )
     max_queued_searches: int = _setting(
-        256, "Recommend searches waiting for the item matrix before new calls get RESOURCE_EXHAUSTED"
+        256,
+        "Recommend searches waiting for the item matrix before new calls get RESOURCE_EXHAUSTED",
+        minimum=1,
     )
     tls_cert: Path | None = _setting(None, "server certificate chain (PEM); with --tls-key the port speaks TLS")
     tls_key: Path | None = _setting(None, "server private key (PEM)")
@@ -215,6 +233,14 @@ class Settings:
             max_filter_values=self.max_filter_values,
         )
 
+    def __post_init__(self) -> None:
+        for setting in _flag_fields():
+            minimum = setting.metadata.get("minimum")
+            value = getattr(self, setting.name)
+            if minimum is not None and value < minimum:
+                flag = "--" + setting.name.replace("_", "-")
+                raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+
     @property
     def token_sources(self) -> TokenSources:
         """Where the bearer tokens come from."""
@@ -255,7 +281,10 @@ class Settings:
         parser = argparse.ArgumentParser(prog="embedrec serve", description="Run the embedrec gRPC server.")
         add_arguments(parser, environ)
         arguments = list(sys.argv[1:] if argv is None else argv)
-        settings = cls.from_namespace(parser.parse_args(arguments))
+        try:
+            settings = cls.from_namespace(parser.parse_args(arguments))
+        except ValueError as error:  # a value out of range: a usage error naming the flag (exit 2)
+            parser.error(str(error))
         given = {
             f.name
             for f in _flag_fields()
