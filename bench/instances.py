@@ -36,7 +36,7 @@ def rss_mib(pid: int) -> dict[str, float]:
 def serve_and_load(flags: list[str], pool: ProcessPoolExecutor) -> tuple[dict[int, dict[str, Any]], dict[str, float]]:
     """Closed-loop Embed at each concurrency against `embedrec serve FLAGS`; and its memory after."""
     rows = {}
-    with server_process(["--tuning", "off", "--metrics-port", "-1", *flags]) as (target, process):
+    with server_process(["--tuning", "off", "--metrics-port", "-1", "--http-port", "-1", *flags]) as (target, process):
         for concurrency in CONCURRENCIES:
             rows[concurrency] = pool.submit(_load_step, target, "closed", concurrency, STEP_S, None).result()
             print(flags, concurrency, f"{rows[concurrency]['requests_per_s']:.1f}/s", flush=True)

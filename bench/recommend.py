@@ -237,7 +237,7 @@ def server_rows(items_by_count: dict[int, Path], step_s: float) -> list[str]:
         port = free_port()
         command = [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(MODEL_DIR)]
         command += ["--items-dir", str(items_dir), "--port", str(port), "--log-level", "WARNING"]
-        command += ["--metrics-port", "-1"]
+        command += ["--metrics-port", "-1", "--http-port", "-1"]
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO_ROOT)
         target = f"127.0.0.1:{port}"

@@ -60,10 +60,12 @@ class AsyncEmbedrecClient:
         normalize: bool | None = None,
         truncate: bool | None = None,
         pooling: str | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """Embed `texts`: float32 (len(texts), dim), in order (see EmbedrecClient.embed)."""
-        request = models.embed_request(texts, normalize, truncate, pooling)
+        request = models.embed_request(texts, normalize, truncate, pooling, prompt_name, dimensions)
         return models.embeddings_of(await self._call(self._stub.Embed, request, timeout))
 
     async def similarity(

@@ -104,9 +104,12 @@ def embed_main(argv: Sequence[str]) -> int:
     parser.add_argument("texts", nargs="*", help="texts to embed")
     parser.add_argument("--file", help="read texts from a file, one per line ('-': stdin)")
     parser.add_argument("--no-normalize", action="store_true", help="return raw pooled vectors")
+    parser.add_argument("--prompt-name", default=None, help="one of the model's prompts (see info); '' for none")
+    parser.add_argument("--dimensions", type=int, default=None, help="keep the first N values (Matryoshka models)")
     arguments = parser.parse_args(argv)
     texts = _texts(arguments)
     normalize = False if arguments.no_normalize else None
+    options = {"prompt_name": arguments.prompt_name, "dimensions": arguments.dimensions}
 
     def show(vectors: Any) -> str:
         rows = [f"{len(vectors)} vectors, dim {vectors.shape[1] if vectors.ndim == 2 else 0}"]
@@ -115,7 +118,7 @@ def embed_main(argv: Sequence[str]) -> int:
             rows.append(f"[{head}, …] |v|={float((vector**2).sum()) ** 0.5:.3f}  {text[:60]}")
         return "\n".join(rows)
 
-    return _run(arguments, lambda client: client.embed(texts, normalize=normalize), show)
+    return _run(arguments, lambda client: client.embed(texts, normalize=normalize, **options), show)
 
 
 def similarity_main(argv: Sequence[str]) -> int:

@@ -80,10 +80,19 @@ class ServerInfo:
     instances: int = 1
     tuning: str = ""
     sessions: int = 1
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    default_prompt_name: str = ""
+    query_prompt_name: str = ""
+    items_prompt_name: str = ""
 
 
 def embed_request(
-    texts: Sequence[str], normalize: bool | None, truncate: bool | None, pooling: str | None
+    texts: Sequence[str],
+    normalize: bool | None,
+    truncate: bool | None,
+    pooling: str | None,
+    prompt_name: str | None = None,
+    dimensions: int | None = None,
 ) -> pb.EmbedRequest:
     """EmbedRequest for `texts`; None leaves an option to the server's default."""
     if isinstance(texts, str):
@@ -93,6 +102,10 @@ def embed_request(
         request.normalize = normalize
     if truncate is not None:
         request.truncate = truncate
+    if prompt_name is not None:
+        request.prompt_name = prompt_name
+    if dimensions is not None:
+        request.dimensions = dimensions
     return request
 
 
@@ -186,6 +199,7 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
     attributes = {field.name for field in dataclasses.fields(ServerInfo)} - {"limits"}
     values: dict[str, Any] = {name: getattr(response, name) for name in names if name in attributes}
     values["pooling"] = POOLING_NAMES.get(response.pooling, str(response.pooling))
+    values["prompts"] = dict(response.prompts)
     limits = {name: getattr(response, name) for name in names if name.startswith("max_")}
     return ServerInfo(**values, limits=limits)
 

@@ -66,10 +66,14 @@ class EmbedrecClient:
         normalize: bool | None = None,
         truncate: bool | None = None,
         pooling: str | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's."""
-        request = models.embed_request(texts, normalize, truncate, pooling)
+        """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's:
+        `prompt_name` picks one of its prompts (ServerInfo.prompts; "" for none), `dimensions`
+        shortens the vectors (Matryoshka models only)."""
+        request = models.embed_request(texts, normalize, truncate, pooling, prompt_name, dimensions)
         return models.embeddings_of(self._call(self._stub.Embed, request, timeout))
 
     def similarity(

@@ -34,7 +34,26 @@ def export_model_main(argv: Sequence[str]) -> int:
     parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="a prompt of the model (repeatable), e.g. --prompt 'query=query: ' --prompt 'passage=passage: '; "
+        "added to the model's own sentence-transformers prompts",
+    )
+    parser.add_argument(
+        "--default-prompt-name",
+        default=None,
+        help="the prompt Embed uses when a request names none (default: the model's; '' for none)",
+    )
     arguments = parser.parse_args(argv)
+    prompts = {}
+    for given in arguments.prompt:
+        name, separator, text = given.partition("=")
+        if not separator or not name:
+            parser.error(f"--prompt takes NAME=TEXT, got {given!r}")
+        prompts[name] = text
     _configure_logging()
 
     from embedrec.export.onnx_model import export_model
@@ -49,6 +68,8 @@ def export_model_main(argv: Sequence[str]) -> int:
         quantize=arguments.quantize,
         fp16=arguments.fp16,
         force=arguments.force,
+        prompts=prompts,
+        default_prompt_name=arguments.default_prompt_name,
     )
     summary = {
         "output": str(arguments.output),
@@ -58,6 +79,8 @@ def export_model_main(argv: Sequence[str]) -> int:
         "pooling": manifest.pooling,
         "normalize": manifest.normalize,
         "variant": manifest.variant,
+        "prompts": manifest.prompts,
+        "default_prompt_name": manifest.default_prompt_name,
         "validation": manifest.validation,
     }
     print(json.dumps(summary, indent=2))
@@ -79,6 +102,12 @@ def export_items_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="texts per inference batch")
     parser.add_argument(
+        "--prompt-name",
+        default=None,
+        help="the model prompt item texts are embedded with (default: its document prompt, 'document', "
+        "'passage' or 'corpus', else its default prompt; '' for none)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="rebuild even when the output is up to date (an interrupted build resumes)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,6 +116,7 @@ def export_items_main(argv: Sequence[str]) -> int:
 
     from embedrec.export.catalog import CatalogError
     from embedrec.export.items import build_items
+    from embedrec.server.errors import ConfigurationError
 
     try:
         manifest = build_items(
@@ -99,8 +129,9 @@ def export_items_main(argv: Sequence[str]) -> int:
             filter_field=arguments.filter_field,
             progress=not arguments.no_progress,
             force=arguments.force,
+            prompt_name=arguments.prompt_name,
         )
-    except CatalogError as error:
+    except (CatalogError, ConfigurationError) as error:
         print(f"embedrec export-items: {error}", file=sys.stderr)
         return 2
     print(
@@ -111,6 +142,7 @@ def export_items_main(argv: Sequence[str]) -> int:
                 "dim": manifest.dim,
                 "model": manifest.model_name,
                 "filter_field": manifest.filter_field,
+                "prompt_name": manifest.prompt_name,
             },
             indent=2,
         )

@@ -25,7 +25,7 @@ import numpy as np
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.server.encoder import OnnxEncoder
-from embedrec.server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.item_ids import write_id_index
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
@@ -41,6 +41,7 @@ from embedrec.server.manifest import (
     write_json_atomically,
     write_manifest,
 )
+from embedrec.server.prompts import document_prompt_name, prompt_text
 
 # Rows read, sorted by length and checkpointed together; batch_size rows per inference run.
 READ_BLOCK_ROWS = 1024
@@ -64,6 +65,7 @@ class BuildPlan:
     filter_field: str
     batch_size: int
     block_rows: int = READ_BLOCK_ROWS
+    prompt: str = ""
 
 
 @dataclasses.dataclass
@@ -89,6 +91,7 @@ def build_items(
     encoder: OnnxEncoder | None = None,
     force: bool = False,
     block_rows: int = READ_BLOCK_ROWS,
+    prompt_name: str | None = None,
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
@@ -97,11 +100,18 @@ def build_items(
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
     (the unit of checkpointing and of length sorting). Raises CatalogError listing bad rows before any
-    embedding is done.
+    embedding is done. Item texts are documents: embedded with the model's prompt `prompt_name`
+    (None: its document prompt, see embedrec.server.prompts; "": none), recorded in the manifest.
     """
     catalog_sha256 = sha256_file(catalog)
-    model_sha256 = read_model_manifest(model_dir).onnx_sha256
-    if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256, filter_field):
+    model_manifest = read_model_manifest(model_dir)
+    model_sha256 = model_manifest.onnx_sha256
+    chosen_prompt = document_prompt_name(model_manifest) if prompt_name is None else prompt_name
+    try:
+        prompt = prompt_text(model_manifest, chosen_prompt, field="--prompt-name")
+    except InvalidArgument as error:
+        raise ConfigurationError(str(error)) from None
+    if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256, filter_field, chosen_prompt, prompt):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
     count = validate_catalog(catalog, id_field=id_field, text_field=text_field, filter_field=filter_field)
@@ -116,6 +126,7 @@ def build_items(
         filter_field,
         batch_size,
         block_rows,
+        prompt,
     )
     partial = output_dir.parent / f".{output_dir.name}.partial"
     checkpoint = _resume_or_start(partial, plan)
@@ -133,6 +144,8 @@ def build_items(
         catalog=str(catalog),
         catalog_sha256=catalog_sha256,
         filter_field=filter_field,
+        prompt_name=chosen_prompt,
+        prompt=prompt,
         layout=ITEMS_LAYOUT,
     )
     write_manifest(manifest, partial / ITEMS_MANIFEST)
@@ -142,7 +155,9 @@ def build_items(
     return manifest
 
 
-def _is_up_to_date(output_dir: Path, catalog_sha256: str, model_sha256: str, filter_field: str) -> bool:
+def _is_up_to_date(
+    output_dir: Path, catalog_sha256: str, model_sha256: str, filter_field: str, prompt_name: str, prompt: str
+) -> bool:
     try:
         existing = read_items_manifest(output_dir)
     except ConfigurationError:
@@ -151,6 +166,8 @@ def _is_up_to_date(output_dir: Path, catalog_sha256: str, model_sha256: str, fil
         existing.catalog_sha256 == catalog_sha256
         and existing.model_onnx_sha256 == model_sha256
         and existing.filter_field == filter_field
+        and existing.prompt_name == prompt_name
+        and existing.prompt == prompt
         and existing.layout == ITEMS_LAYOUT
     )
 
@@ -197,7 +214,7 @@ def _embed_remaining(
         ids_file.seek(checkpoint.ids_bytes)
         for block in _blocks(rows, plan.block_rows):
             start = checkpoint.rows_done
-            _embed_block(encoder, block, matrix, start, plan.batch_size, bar)
+            _embed_block(encoder, block, matrix, start, plan, bar)
             if codes is not None:
                 for row in block:
                     code_of.setdefault(row.filter_value, len(code_of))
@@ -217,9 +234,10 @@ def _embed_remaining(
 
 
 def _embed_block(
-    encoder: OnnxEncoder, block: list[CatalogRow], matrix: np.ndarray, start: int, batch_size: int, bar: Any
+    encoder: OnnxEncoder, block: list[CatalogRow], matrix: np.ndarray, start: int, plan: BuildPlan, bar: Any
 ) -> None:
-    texts = [row.text or "" for row in block]
+    batch_size = plan.batch_size
+    texts = [plan.prompt + (row.text or "") for row in block]
     # Longest first inside a block: neighbours in a batch have similar lengths.
     order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
     for batch_start in range(0, len(order), batch_size):

@@ -46,6 +46,8 @@ def export_model(
     quantize: str | None = None,
     fp16: bool = False,
     force: bool = False,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
 
@@ -54,12 +56,18 @@ def export_model(
     the position embeddings). `optimize` (O1-O3) or `quantize` ("int8") picks a variant (see
     export.variants). Raises ExportValidationError when the ONNX model's embeddings fall below
     `min_cosine` (default: the variant's floor) against PyTorch; ModelSourceError when the source
-    is unusable; ValueError on a bad variant.
+    is unusable; ValueError on a bad variant. The manifest records the model's prompts
+    (sentence-transformers `prompts`), updated with `prompts`, and its default prompt's name
+    (`default_prompt_name` when given; "" for none).
     """
     variant = variant_name(optimize, quantize, fp16)
     model = resolve_model_source(source)
     floor = MIN_COSINE[variant] if min_cosine is None else min_cosine
-    options = {
+    all_prompts = {**model.prompts, **(prompts or {})}
+    default_prompt = model.default_prompt_name if default_prompt_name is None else default_prompt_name
+    if default_prompt and default_prompt not in all_prompts:
+        raise ValueError(f"default prompt {default_prompt!r} is not one of the prompts ({', '.join(all_prompts)})")
+    options: dict[str, Any] = {
         "max_length": max_length,
         "opset": opset,
         "min_cosine": floor,
@@ -67,6 +75,8 @@ def export_model(
         "quantize": quantize,
         "fp16": fp16,
     }
+    if all_prompts or default_prompt:  # absent otherwise, so exports made before prompts stay up to date
+        options.update(prompts=all_prompts, default_prompt_name=default_prompt)
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
         return read_model_manifest(output_dir)
@@ -144,6 +154,8 @@ def _manifest(
         validation=validation,
         export_options=options,
         variant=variant_name(options["optimize"], options["quantize"], options["fp16"]),
+        prompts=dict(options.get("prompts", {})),
+        default_prompt_name=options.get("default_prompt_name", ""),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class ModelSource:
     pooling: PoolingName
     normalize: bool
     max_length_hint: int | None
+    # sentence-transformers' `prompts` and `default_prompt_name` (config_sentence_transformers.json).
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
 
 
 def resolve_model_source(source: str) -> ModelSource:
@@ -50,6 +53,7 @@ def resolve_model_source(source: str) -> ModelSource:
     else:
         directory = _download_from_hub(source)
     pooling, normalize = _pooling_of(directory)
+    prompts, default_prompt_name = _sentence_transformers_prompts(directory)
     return ModelSource(
         name=name,
         directory=directory,
@@ -57,6 +61,8 @@ def resolve_model_source(source: str) -> ModelSource:
         pooling=pooling,
         normalize=normalize,
         max_length_hint=_sentence_transformers_max_length(directory),
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
     )
 
 
@@ -110,6 +116,8 @@ def _pooling_of(directory: Path) -> tuple[PoolingName, bool]:
     if pooling_module is None:
         return "cls", normalize
     config = _read_json(directory / pooling_module.get("path", "") / "config.json") or {}
+    if config.get("include_prompt") is False:
+        raise ModelSourceError(f"{directory}: pooling that excludes the prompt's tokens is not supported")
     if config.get("pooling_mode_mean_tokens"):
         return "mean", normalize
     if config.get("pooling_mode_cls_token"):
@@ -121,3 +129,15 @@ def _sentence_transformers_max_length(directory: Path) -> int | None:
     config = _read_json(directory / "sentence_bert_config.json") or {}
     value = config.get("max_seq_length")
     return int(value) if value else None
+
+
+def _sentence_transformers_prompts(directory: Path) -> tuple[dict[str, str], str]:
+    """The model's prompts by name and its default prompt's name ("" for none)."""
+    config = _read_json(directory / "config_sentence_transformers.json") or {}
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ModelSourceError(f"{directory}: config_sentence_transformers.json has malformed prompts")
+    default = config.get("default_prompt_name") or ""
+    if default and default not in prompts:
+        raise ModelSourceError(f"{directory}: default_prompt_name {default!r} is not one of its prompts")
+    return {str(name): text for name, text in prompts.items()}, str(default)

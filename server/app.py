@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,10 +22,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from embedrec.server import tracing
 from embedrec.server.auth import TokenGuard
+from embedrec.server.calls import ServingState
 from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError, FailedPrecondition
 from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
+from embedrec.server.http import HttpApi, HttpServer
 from embedrec.server.interceptors import TokenAuthInterceptor
 from embedrec.server.items import ItemIndex
 from embedrec.server.logs import configure_logging
@@ -33,7 +37,7 @@ from embedrec.server.metrics import ServerMetrics
 from embedrec.server.offload import CpuPool
 from embedrec.server.providers import expected_provider
 from embedrec.server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
-from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer, ServingState
+from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer
 from embedrec.server.settings import Settings
 from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 from embedrec.v1 import embedrec_pb2 as pb
@@ -59,6 +63,8 @@ class EmbedrecApp:
         self.state.metrics = self.metrics
         self.port = 0
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self._http: HttpServer | None = None
         self._server: grpc.aio.Server | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -101,11 +107,46 @@ class EmbedrecApp:
             raise ConfigurationError(f"cannot listen on {address}")
         await server.start()
         self._server = server
+        try:
+            await self._start_http()
+        except BaseException:
+            await server.stop(0)
+            self._server = None
+            raise
         if self.settings.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.settings.metrics_host, self.settings.metrics_port)
             logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.metrics_port)
         logger.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
         return self.port
+
+    async def _start_http(self) -> None:
+        """The HTTP/JSON edge on --http-port (unless -1), same host, tokens and TLS as gRPC."""
+        settings = self.settings
+        if settings.http_port < 0:
+            return
+        _server_credentials(settings)  # the same checks of the TLS settings as gRPC's
+        tls = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            client_ca = str(settings.tls_client_ca) if settings.tls_client_ca is not None else None
+            tls = (str(settings.tls_cert), str(settings.tls_key), client_ca)
+        api = HttpApi(
+            self.state,
+            self.tokens,
+            max_body_bytes=settings.max_message_bytes,
+            exempt_health=settings.auth_exempt_health,
+        )
+        http = HttpServer(api)
+        try:
+            self.http_port = await http.start(
+                settings.host, settings.http_port, reuse_port=settings.reuse_port, tls=tls
+            )
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {error}"
+            ) from None
+        self._http = http
+        scheme = "https" if tls else "http"
+        logger.info("HTTP on %s://%s:%d (/v1/embeddings, /v1/recommend, ...)", scheme, settings.host, self.http_port)
 
     async def load(self) -> None:
         """Load model and items, warm up, then turn SERVING.
@@ -212,6 +253,9 @@ class EmbedrecApp:
         with contextlib.suppress(TimeoutError):  # past the grace period, stop() below cancels what is left
             await asyncio.wait_for(self.state.idle.wait(), max(0.0, deadline - loop.time()))
         await asyncio.sleep(max(0.0, earliest - loop.time()))
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))
             self._server = None
@@ -313,6 +357,11 @@ async def create_server(settings: Settings) -> EmbedrecApp:
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain; return the process exit code."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
+    try:
+        logger.info("tracing %s", tracing.configure(os.environ))
+    except ConfigurationError as error:
+        logger.error("cannot start: %s", error)
+        return 2
     app = EmbedrecApp(settings)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()

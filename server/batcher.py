@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +77,26 @@ class BatchObserver(Protocol):
     def items_dropped(self, reason: str, count: int) -> None: ...
 
 
+class BatchTracer(Protocol):
+    """Traces batches (see `embedrec.server.tracing.BatchTracer`): `capture()` runs in the caller's
+    context at submit; `batch_ran` after each batch with one (captured, enqueued ns, items) entry
+    per request in it and wall-clock nanosecond times."""
+
+    def capture(self) -> Any: ...
+
+    def batch_ran(
+        self,
+        requests: list[tuple[Any, int, int]],
+        *,
+        started_ns: int,
+        inferred_ns: int,
+        finished_ns: int,
+        cost: int,
+        padded_cost: int,
+        error: BaseException | None = None,
+    ) -> None: ...
+
+
 class _NoObserver:
     def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
         pass
@@ -118,6 +139,7 @@ class _Request(Generic[Item, Result]):
     pending: list[int]
     results: list[Result | None] = field(default_factory=list)
     remaining: int = 0
+    trace: Any = None  # with a tracer: (the caller's span context, wall-clock ns at submit)
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,7 @@ class MicroBatcher(Generic[Item, Result]):
         queue_limit_name: str = "max_queued_items",
         observer: BatchObserver | None = None,
         niceness: int = 0,
+        tracer: BatchTracer | None = None,
     ) -> None:
         """`infer(items)` does the work of a batch (worker thread); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). A sequence of `infer`
@@ -157,6 +180,8 @@ class MicroBatcher(Generic[Item, Result]):
         restarted worker serves the next batch (a probe could act on nothing in between).
         `niceness` > 0 lowers the OS priority of the worker's threads (and of the threads a
         runtime creates from them), so that under contention they yield the cores to the rest.
+        `tracer`, when given, captures each caller's trace context at submit and hears about every
+        batch with wall-clock times (None, the default, costs nothing).
         """
         self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
         if not self._infers:
@@ -180,6 +205,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._accepting = False
         self._observer: BatchObserver = observer or _NoObserver()
         self._niceness = niceness
+        self._tracer = tracer
 
     @property
     def instances(self) -> int:
@@ -264,6 +290,8 @@ class MicroBatcher(Generic[Item, Result]):
             results=[None] * len(items),
             remaining=len(items),
         )
+        if self._tracer is not None:
+            request.trace = (self._tracer.capture(), time.time_ns())
         self._queue.append(request)
         self._queued_items += len(items)
         self._observer.queue_changed(self._queued_items)
@@ -326,12 +354,16 @@ class MicroBatcher(Generic[Item, Result]):
         instance is free again afterwards, whatever happened."""
         try:
             now = loop.time()
+            started_ns = time.time_ns()
             queue_seconds = [now - slot.request.enqueued_at for slot in batch]
             items = [slot.request.items[slot.index] for slot in batch]
             executor = self._infer_executors[instance]
             try:
-                raw, finished = await loop.run_in_executor(executor, self._infer_and_maybe_finish, instance, items)
+                raw, finished, inferred_ns = await loop.run_in_executor(
+                    executor, self._infer_and_maybe_finish, instance, items
+                )
             except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+                self._trace(batch, started_ns, time.time_ns(), error)
                 self._batch_failed(batch, error)
                 return
             cost = sum(slot.cost for slot in batch)
@@ -339,33 +371,55 @@ class MicroBatcher(Generic[Item, Result]):
                 len(batch), cost, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
             )
             if finished:
+                self._trace(batch, started_ns, inferred_ns)
                 self._deliver(batch, raw)
                 return
             assert self._finish is not None  # else _infer_and_maybe_finish finished it
             finishing = loop.run_in_executor(self._finish_executor, self._finish, items, raw)
             self._finishing.add(finishing)
-            finishing.add_done_callback(functools.partial(self._finished, batch))
+            finishing.add_done_callback(functools.partial(self._finished, batch, started_ns, inferred_ns))
         finally:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._idle_instances.put_nowait(instance)
 
-    def _infer_and_maybe_finish(self, instance: int, items: list[Item]) -> tuple[Any, bool]:
+    def _infer_and_maybe_finish(self, instance: int, items: list[Item]) -> tuple[Any, bool, int]:
         """Run `instance`'s `infer`; also `finish` in this thread when no other batch is waiting
-        (saves a thread hop at low load). Returns (output, whether it is finished)."""
+        (saves a thread hop at low load). Returns (output, whether it is finished, wall-clock ns
+        when `infer` returned)."""
         raw = self._infers[instance](items)
+        inferred_ns = time.time_ns()
         if self._finish is None:
-            return raw, True
+            return raw, True, inferred_ns
         if self._queued_items == 0:  # read across threads: a stale value only costs the overlap
-            return self._finish(items, raw), True
-        return raw, False
+            return self._finish(items, raw), True, inferred_ns
+        return raw, False, inferred_ns
 
-    def _finished(self, batch: list[_Slot], done: asyncio.Future[Any]) -> None:
+    def _finished(self, batch: list[_Slot], started_ns: int, inferred_ns: int, done: asyncio.Future[Any]) -> None:
         self._finishing.discard(done)
         error = done.exception()
+        self._trace(batch, started_ns, inferred_ns, error)
         if error is not None:
             self._batch_failed(batch, error)
         else:
             self._deliver(batch, done.result())
+
+    def _trace(self, batch: list[_Slot], started_ns: int, inferred_ns: int, error: BaseException | None = None) -> None:
+        """Hand the batch to the tracer, if any: one entry per request, with its items here."""
+        if self._tracer is None:
+            return
+        per_request: dict[int, list[Any]] = {}
+        for slot in batch:
+            entry = per_request.setdefault(id(slot.request), [*(slot.request.trace or (None, started_ns)), 0])
+            entry[2] += 1
+        self._tracer.batch_ran(
+            [(context, enqueued_ns, items) for context, enqueued_ns, items in per_request.values()],
+            started_ns=started_ns,
+            inferred_ns=inferred_ns,
+            finished_ns=time.time_ns(),
+            cost=sum(slot.cost for slot in batch),
+            padded_cost=len(batch) * max(slot.cost for slot in batch),
+            error=error,
+        )
 
     def _deliver(self, batch: list[_Slot], results: Sequence[Any]) -> None:
         if len(results) != len(batch):

@@ -48,6 +48,10 @@ class ModelManifest:
     validation: dict[str, Any]
     export_options: dict[str, Any]
     variant: str = "fp32"
+    # Prompts by name (sentence-transformers `prompts`, or given at export) and the one used when
+    # a request names none ("" for none).
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    default_prompt_name: str = ""
     format_version: int = FORMAT_VERSION
 
 
@@ -65,6 +69,9 @@ class ItemsManifest:
     catalog_sha256: str
     # The catalog field whose values Recommend can filter on ("" when none was stored).
     filter_field: str = ""
+    # The model prompt the item texts were embedded with ("" for none) and its text.
+    prompt_name: str = ""
+    prompt: str = ""
     layout: int = 1
     format_version: int = FORMAT_VERSION
 

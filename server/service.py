@@ -33,8 +33,11 @@ from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
 from embedrec.server.profiles import Profile, ProfilePart, combine_profile
+from embedrec.server.prompts import prompt_text, query_prompt_name, with_prompt
 from embedrec.server.tokenization import TokenizedText
 from embedrec.server.topk import RowFilter
+from embedrec.server.tracing import batch_tracer, span
+from embedrec.server.tracing import enabled as tracing_enabled
 
 BatchItem = tuple[TokenizedText, PoolingName]
 
@@ -97,6 +100,10 @@ class ServiceInfo:
     instances: int = 1
     tuning: str = "none"
     sessions: int = 1
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
+    query_prompt_name: str = ""
+    items_prompt_name: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -122,6 +129,7 @@ def create_batcher(
     return MicroBatcher(
         [functools.partial(infer_on, instance) for instance in range(instances)],
         finish,
+        tracer=batch_tracer("inference", finish_span="embedrec.pooling"),
         policy=policy,
         cost=lambda item: item[0].length,
         name="inference",
@@ -189,6 +197,7 @@ def create_search_batcher(
     arrive while a pass runs meet in the next one."""
     return MicroBatcher(
         functools.partial(run_searches, threads=threads),
+        tracer=batch_tracer("search"),
         policy=policy,
         name="search",
         unit="searches",
@@ -239,20 +248,34 @@ class EmbeddingService:
         normalize: bool | None = None,
         truncate: bool | None = None,
         pooling: PoolingName | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
         timeout: float | None = None,
         field_name: str = "texts",
     ) -> EmbedResult:
         """Embed `texts` (validated against the limits); vectors in request order.
 
-        Raises InvalidArgument, Overloaded, DeadlineExpired or Unavailable.
+        `prompt_name`: one of the model's prompts, prepended to each text (None: the model's
+        default, "": none). `dimensions`: keep the first `dimensions` values of each vector
+        (Matryoshka truncation), normalised after truncating. Raises InvalidArgument,
+        Overloaded, DeadlineExpired or Unavailable.
         """
-        check_texts(texts, self.limits, field=field_name)
-        self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
-        (tokenized,) = await self._tokenize([(texts, field_name)], truncate=True if truncate is None else truncate)
-        vectors = await self._run(tokenized, pooling or self.encoder.manifest.pooling, timeout)
-        if self.encoder.manifest.normalize if normalize is None else normalize:
+        manifest = self.encoder.manifest
+        with span("embedrec.admission", texts=len(texts)):
+            check_texts(texts, self.limits, field=field_name)
+            prompt = prompt_text(manifest, prompt_name)
+            if dimensions is not None and not 1 <= dimensions <= manifest.dim:
+                raise InvalidArgument(f"dimensions must be 1 to the model's dimension {manifest.dim}, got {dimensions}")
+            self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
+        (tokenized,) = await self._tokenize(
+            [(with_prompt(prompt, list(texts)), field_name)], truncate=True if truncate is None else truncate
+        )
+        vectors = await self._run(tokenized, pooling or manifest.pooling, timeout)
+        if dimensions is not None:
+            vectors = vectors[:, :dimensions]
+        if manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
-        return EmbedResult(vectors, [tokens.length for tokens in tokenized])
+        return EmbedResult(np.ascontiguousarray(vectors), [tokens.length for tokens in tokenized])
 
     async def _run(self, tokenized: Sequence[TokenizedText], pooling: PoolingName, timeout: float | None) -> FloatArray:
         """Tokenised texts through the batcher: float32 (n, dim), not normalised."""
@@ -263,11 +286,16 @@ class EmbeddingService:
         self, groups: Sequence[tuple[Sequence[str], str]], *, timeout: float | None
     ) -> list[FloatArray]:
         """Unit vectors for several groups of (texts, field name), each group validated on its own
-        against the limits, all submitted to the batcher at once (so they share batches)."""
-        for texts, field_name in groups:
-            check_texts(texts, self.limits, field=field_name)
-        self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
-        tokenized = await self._tokenize(groups, truncate=True)
+        against the limits, all submitted to the batcher at once (so they share batches). The
+        texts are queries: embedded with the model's query prompt."""
+        with span("embedrec.admission", texts=sum(len(texts) for texts, _ in groups)):
+            for texts, field_name in groups:
+                check_texts(texts, self.limits, field=field_name)
+            self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
+        prompt = prompt_text(self.encoder.manifest, query_prompt_name(self.encoder.manifest))
+        tokenized = await self._tokenize(
+            [(with_prompt(prompt, list(texts)), field_name) for texts, field_name in groups], truncate=True
+        )
         flat = [tokens for group in tokenized for tokens in group]
         if not flat:
             return []
@@ -285,7 +313,11 @@ class EmbeddingService:
         def tokenize_all() -> list[list[TokenizedText]]:
             return [self.encoder.tokenize(texts, truncate=truncate, field=field) for texts, field in groups]
 
-        return await self.cpu.run_unless_small(characters <= INLINE_TOKENIZE_MAX_CHARS, tokenize_all)
+        with span("embedrec.tokenize", characters=characters) as traced:
+            tokenized = await self.cpu.run_unless_small(characters <= INLINE_TOKENIZE_MAX_CHARS, tokenize_all)
+            if tracing_enabled():
+                traced.set(tokens=sum(tokens.length for group in tokenized for tokens in group))
+        return tokenized
 
     async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
         """Cosine similarity of `query` with each candidate, in candidate order."""
@@ -337,13 +369,14 @@ class EmbeddingService:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
         self.search_batcher.check_admission(len(requests))
         # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
-        prepared = await self.cpu.run_unless_small(
-            not any(request.items or request.exclude_ids for request in requests),
-            self._prepare_all,
-            items,
-            requests,
-            prefix,
-        )
+        with span("embedrec.prepare", users=len(requests)):
+            prepared = await self.cpu.run_unless_small(
+                not any(request.items or request.exclude_ids for request in requests),
+                self._prepare_all,
+                items,
+                requests,
+                prefix,
+            )
         # Every user's texts in one submission: they share inference batches.
         with_texts = [one for one in prepared if one.texts]
         embedded = await self._embed_groups([(one.texts, one.texts_field) for one in with_texts], timeout=timeout)
@@ -433,4 +466,8 @@ class EmbeddingService:
             instances=self.batcher.instances,
             sessions=self.encoder.session_count,
             tuning=self.tuning,
+            prompts=dict(manifest.prompts),
+            default_prompt_name=manifest.default_prompt_name,
+            query_prompt_name=query_prompt_name(manifest),
+            items_prompt_name=items.manifest.prompt_name if items is not None else "",
         )

@@ -193,6 +193,12 @@ class Settings:
     log_level: str = _setting("INFO", "log level (request text is never logged)")
     log_format: str = _setting("text", "log format: text, or json (one object per line)", choices=("text", "json"))
     access_log: bool = _setting(False, "log one line per call: rpc, status, ms, text count and characters, request id")
+    http_port: int = _setting(
+        8080,
+        "HTTP/JSON port on --host (OpenAI-compatible /v1/embeddings, JSON mirrors of the RPCs, /health), "
+        "sharing the model, queue, tokens and TLS with gRPC; 0 picks a free one, -1 turns HTTP off",
+        minimum=-1,
+    )
     metrics_port: int = _setting(9464, "Prometheus /metrics HTTP port; 0 picks a free one, -1 disables")
     metrics_host: str = _setting("127.0.0.1", "address the metrics endpoint listens on")
 

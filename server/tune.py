@@ -237,7 +237,19 @@ def measure_server(
     port = _free_port()
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in candidate.settings().items()]
     command = [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
-    command += ["--provider", provider, "--tuning", "off", "--metrics-port", "-1", "--log-level", "WARNING", *flags]
+    command += [
+        "--provider",
+        provider,
+        "--tuning",
+        "off",
+        "--metrics-port",
+        "-1",
+        "--http-port",
+        "-1",
+        "--log-level",
+        "WARNING",
+        *flags,
+    ]
     process = subprocess.Popen(command)
     target = f"127.0.0.1:{port}"
     row: dict[str, Any] = {"candidate": candidate.label, **candidate.settings()}

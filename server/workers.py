@@ -63,8 +63,11 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
-def worker_command(settings: Settings, argv: Sequence[str], index: int, port: int) -> list[str]:
-    """The command line of worker `index`: the parent's flags, then the per-worker overrides."""
+def worker_command(
+    settings: Settings, argv: Sequence[str], index: int, port: int, http_port: int | None = None
+) -> list[str]:
+    """The command line of worker `index`: the parent's flags, then the per-worker overrides
+    (the gRPC port and the HTTP port, `http_port` defaulting to --http-port, are shared)."""
     threads = worker_threads(settings)
     metrics_port = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
     return [
@@ -83,6 +86,8 @@ def worker_command(settings: Settings, argv: Sequence[str], index: int, port: in
         str(threads),
         "--metrics-port",
         str(metrics_port),
+        "--http-port",
+        str(settings.http_port if http_port is None else http_port),
     ]
 
 
@@ -116,7 +121,8 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    commands = [worker_command(settings, argv, index, port) for index in range(settings.workers)]
+    http_port = settings.http_port if settings.http_port != 0 else _free_port(settings.host)
+    commands = [worker_command(settings, argv, index, port, http_port) for index in range(settings.workers)]
     environment = worker_environment(settings)
     workers = [_Worker(index, _start_worker(command, environment)) for index, command in enumerate(commands)]
 

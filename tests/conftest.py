@@ -72,6 +72,7 @@ def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object
         "intra_op_threads": 1,
         "drain_seconds": 1.0,
         "metrics_port": 0,
+        "http_port": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

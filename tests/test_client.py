@@ -217,7 +217,18 @@ class TestSecurity:
         from embedrec.server.settings import Settings
 
         settings = Settings.from_args(
-            ["--model-dir", str(tiny_model_dir), "--port", "0", "--provider", "cpu", "--metrics-port", "-1"],
+            [
+                "--model-dir",
+                str(tiny_model_dir),
+                "--port",
+                "0",
+                "--provider",
+                "cpu",
+                "--metrics-port",
+                "-1",
+                "--http-port",
+                "-1",
+            ],
             environ={"EMBEDREC_AUTH_TOKENS": "alpha, beta", "EMBEDREC_AUTH_EXEMPT_HEALTH": "false"},
         )
         server = start_server(settings)

@@ -475,6 +475,8 @@ def test_sigterm_under_load_drains_answers_every_call_and_exits_zero(
             "5",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "-1",
         ],
         cwd=Path(__file__).resolve().parent.parent,
         stderr=subprocess.PIPE,

@@ -53,6 +53,8 @@ def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir
             "cuda",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "-1",
         ],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,

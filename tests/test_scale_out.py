@@ -42,6 +42,8 @@ def serve(model_dir: Path, items_dir: Path, port: int, *extra: str) -> subproces
             "cpu",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "-1",
             "--drain-seconds",
             "3",
             "--log-level",

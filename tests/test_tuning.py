@@ -104,7 +104,18 @@ def test_a_tuning_measured_on_another_machine_is_ignored(model_copy: Path) -> No
 
 def test_explicit_flags_win_over_the_tuning_file_and_off_ignores_it(model_copy: Path) -> None:
     write_fake_tuning(model_copy, Machine.here("CPUExecutionProvider"), instances=2)
-    base = ["--model-dir", str(model_copy), "--port", "0", "--provider", "cpu", "--metrics-port", "-1"]
+    base = [
+        "--model-dir",
+        str(model_copy),
+        "--port",
+        "0",
+        "--provider",
+        "cpu",
+        "--metrics-port",
+        "-1",
+        "--http-port",
+        "-1",
+    ]
     cases = [
         (base, 2, "tuning file"),
         ([*base, "--instances", "1"], 1, "tuning file"),

@@ -28,16 +28,20 @@ PROFILE_PART_TEXT: ProfilePart
 PROFILE_PART_ITEM: ProfilePart
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "normalize", "truncate", "pooling")
+    __slots__ = ("texts", "normalize", "truncate", "pooling", "prompt_name", "dimensions")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     truncate: bool
     pooling: Pooling
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ...) -> None: ...
+    prompt_name: str
+    dimensions: int
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("values", "dim", "token_counts")
@@ -156,7 +160,14 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name")
+    class PromptsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +195,10 @@ class InfoResponse(_message.Message):
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -211,7 +226,11 @@ class InfoResponse(_message.Message):
     instances: int
     tuning: str
     sessions: int
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ...) -> None: ...
+    prompts: _containers.ScalarMap[str, str]
+    default_prompt_name: str
+    query_prompt_name: str
+    items_prompt_name: str
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ...) -> None: ...
 
 class ReloadItemsRequest(_message.Message):
     __slots__ = ()

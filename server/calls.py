@@ -1,0 +1,151 @@
+"""One call's life cycle, shared by every transport (gRPC and HTTP).
+
+A transport edge parses its request, then: counts the call as in flight
+(`ServingState.in_flight_call`), asks `admission` whether it may run, awaits its handler through
+`answer` (the one error table: domain errors become their status with their message; anything else
+is INTERNAL with the traceback in the server log and nothing internal in the reply), and records
+it with `account` (metrics and the access log, sizes only: request text is never logged).
+Statuses are gRPC status code names ("OK", "INVALID_ARGUMENT", ...); each edge maps them to its
+own codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from embedrec.server.errors import EmbedrecError
+from embedrec.server.handlers import UndecodableRequest
+from embedrec.server.metrics import ServerMetrics
+from embedrec.server.service import EmbeddingService
+from embedrec.v1 import embedrec_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+Response = TypeVar("Response")
+
+
+@dataclass
+class ServingState:
+    """Whether calls are served: `service` is None while starting; `draining` once stopping.
+
+    `calls` counts answered calls by (method, status code name); `metrics`, when set, records
+    them for Prometheus; `access_log` logs one line per call (sizes only, never text).
+    `in_flight` counts calls being handled; `idle` is set whenever it is zero (drain awaits it).
+    """
+
+    service: EmbeddingService | None = None
+    draining: bool = False
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    metrics: ServerMetrics | None = None
+    access_log: bool = False
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @contextlib.contextmanager
+    def in_flight_call(self) -> Iterator[None]:
+        """Count one call as in flight for the duration of the block."""
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The status (a gRPC status code name) a call is answered with instead of a response."""
+
+    status: str
+    message: str
+
+
+@dataclass
+class Call:
+    """What accounting needs to know of one call: its method, request id and request (for sizes)."""
+
+    rpc: str
+    request_id: str
+    request: object = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def admission(state: ServingState, request: object = None) -> Refusal | None:
+    """None when the call may run, else the refusal (starting, draining, undecodable request)."""
+    if state.draining:
+        return Refusal("UNAVAILABLE", "server is draining; retry another replica or later")
+    if state.service is None:
+        return Refusal("UNAVAILABLE", "server is starting; retry shortly")
+    if isinstance(request, UndecodableRequest):
+        return Refusal("INVALID_ARGUMENT", f"request is not a valid {request.type_name}: {request.reason}")
+    return None
+
+
+async def answer(handling: Awaitable[Response], call: Call) -> Response | Refusal:
+    """The handler's response, or the refusal its error maps to (the one error table)."""
+    try:
+        return await handling
+    except EmbedrecError as error:
+        return Refusal(error.status, str(error))
+    except Exception:  # the boundary: nothing unexpected reaches the caller
+        logger.exception("internal error in %s (request id %s)", call.rpc, call.request_id)
+        return Refusal("INTERNAL", "internal error; the details are in the server log")
+
+
+def account(state: ServingState, call: Call, status: str) -> None:
+    """Count the answered call (calls, metrics) and write its access-log line when enabled."""
+    rpc, request_id = call.rpc, call.request_id
+    elapsed = time.perf_counter() - call.started
+    state.calls[(rpc, status)] += 1
+    if state.metrics is not None:
+        state.metrics.observe_call(rpc, status, elapsed)
+    if state.access_log:
+        texts, characters = request_size(call.request)
+        logger.info(
+            "rpc=%s code=%s ms=%.2f texts=%d chars=%d request_id=%s",
+            rpc,
+            status,
+            elapsed * 1000,
+            texts,
+            characters,
+            request_id,
+            extra={
+                "rpc": rpc,
+                "code": status,
+                "ms": round(elapsed * 1000, 3),
+                "texts": texts,
+                "chars": characters,
+                "request_id": request_id,
+            },
+        )
+
+
+def request_size(request: object) -> tuple[int, int]:
+    """(texts, characters) a request carries: sizes for the access log, never the text itself.
+    A request is a protobuf message or, from the OpenAI route, a list of texts."""
+    if isinstance(request, list):
+        texts = [text for text in request if isinstance(text, str)]
+    elif isinstance(request, pb.EmbedRequest):
+        texts = list(request.texts)
+    elif isinstance(request, pb.SimilarityRequest):
+        texts = [request.query, *request.candidates, *(t for pair in request.pairs for t in (pair.a, pair.b))]
+        texts = [text for text in texts if text]
+    elif isinstance(request, pb.RecommendRequest):
+        texts = [entry.text for entry in request.texts]
+    elif isinstance(request, pb.RecommendBatchRequest):
+        texts = [entry.text for user in request.users for entry in user.texts]
+    else:
+        texts = []
+    return len(texts), sum(len(text) for text in texts)

@@ -1,0 +1,171 @@
+"""The embedrec.v1 operations on protobuf messages: request message in, core call, response out.
+
+Transport-free beyond protobuf: the gRPC servicer and the HTTP/JSON routes (which parse the
+proto's JSON mapping into the same messages) both call these, so every transport has the same
+semantics, limits and errors. Responses are built without per-value Python work where it
+matters: vectors go out as packed float bytes (`_packed_floats`), and Recommend responses past
+INLINE_RESPONSE_MAX_ITEMS items are built in the CPU pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedrec.server.errors import InvalidArgument
+from embedrec.server.items import Recommendation
+from embedrec.server.manifest import PoolingName
+from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
+from embedrec.server.pooling import FloatArray
+from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest
+from embedrec.v1 import embedrec_pb2 as pb
+
+POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
+    pb.POOLING_UNSPECIFIED: None,
+    pb.POOLING_MEAN: "mean",
+    pb.POOLING_CLS: "cls",
+}
+POOLING_TO_PROTO = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
+PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
+EMBED_VALUES_FIELD = pb.EmbedResponse.DESCRIPTOR.fields_by_name["values"].number
+SIMILARITY_SCORES_FIELD = pb.SimilarityResponse.DESCRIPTOR.fields_by_name["scores"].number
+
+
+async def embed(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> pb.EmbedResponse:
+    """Embed: one vector per text, in request order."""
+    result = await embed_result(service, request, timeout)
+    response = pb.EmbedResponse(dim=result.vectors.shape[1], token_counts=result.token_counts)
+    response.MergeFromString(_packed_floats(EMBED_VALUES_FIELD, result.vectors))
+    return response
+
+
+async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
+    """Embed's result in core terms (vectors as numpy), for edges that write their own format."""
+    return await service.embed(
+        list(request.texts),
+        normalize=_optional_bool(request, "normalize"),
+        truncate=_optional_bool(request, "truncate"),
+        pooling=_pooling(request.pooling),
+        prompt_name=request.prompt_name if request.HasField("prompt_name") else None,
+        dimensions=request.dimensions if request.HasField("dimensions") else None,
+        timeout=timeout,
+    )
+
+
+async def similarity(
+    service: EmbeddingService, request: pb.SimilarityRequest, timeout: float | None
+) -> pb.SimilarityResponse:
+    """Similarity: a query against candidates, or pairs."""
+    response = pb.SimilarityResponse()
+    response.MergeFromString(
+        _packed_floats(SIMILARITY_SCORES_FIELD, await similarity_scores(service, request, timeout))
+    )
+    return response
+
+
+async def similarity_scores(
+    service: EmbeddingService, request: pb.SimilarityRequest, timeout: float | None
+) -> FloatArray:
+    """Similarity's scores in core terms (numpy), for edges that write their own format."""
+    has_query_form = bool(request.query or request.candidates)
+    if has_query_form and request.pairs:
+        raise InvalidArgument("give either query with candidates, or pairs, not both")
+    if has_query_form:
+        scores = await service.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
+    else:
+        pairs = [(pair.a, pair.b) for pair in request.pairs]
+        scores = await service.similarity_of_pairs(pairs, timeout=timeout)
+    return scores
+
+
+async def recommend(
+    service: EmbeddingService, request: pb.RecommendRequest, timeout: float | None
+) -> pb.RecommendResponse:
+    """Recommend: top-k items for one profile."""
+    found = await service.recommend(profile_request(request), timeout=timeout)
+    return await service.cpu.run_unless_small(len(found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found)
+
+
+async def recommend_batch(
+    service: EmbeddingService, request: pb.RecommendBatchRequest, timeout: float | None
+) -> pb.RecommendBatchResponse:
+    """RecommendBatch: Recommend for several users in one pass."""
+    profiles = [profile_request(user) for user in request.users]
+    found = await service.recommend_many(profiles, timeout=timeout)
+    return await service.cpu.run_unless_small(
+        sum(len(one) for one in found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_batch_response, found
+    )
+
+
+async def info(service: EmbeddingService, request: pb.InfoRequest, timeout: float | None) -> pb.InfoResponse:
+    """Info: the model, items and limits in force."""
+    fields = service.info().fields()
+    fields["pooling"] = POOLING_TO_PROTO[fields["pooling"]]
+    return pb.InfoResponse(**fields)
+
+
+def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
+    """A RecommendRequest in core terms (unset optional fields take their documented defaults)."""
+    return ProfileRequest(
+        k=request.k,
+        user_vector=np.asarray(request.user_vector, dtype=np.float32),
+        user_vector_weight=request.user_vector_weight if request.HasField("user_vector_weight") else 1.0,
+        texts=[(t.text, t.weight if t.HasField("weight") else 1.0) for t in request.texts],
+        items=[(i.id, i.weight if i.HasField("weight") else 1.0) for i in request.items],
+        exclude_ids=list(request.exclude_ids),
+        exclude_history=request.exclude_history if request.HasField("exclude_history") else True,
+        filter_values=list(request.filter_values),
+        explain=request.explain,
+    )
+
+
+def _optional_bool(message: object, field: str) -> bool | None:
+    return bool(getattr(message, field)) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+def _pooling(value: int) -> PoolingName | None:
+    if value not in POOLING_FROM_PROTO:
+        raise InvalidArgument(f"pooling has unknown value {value}; use POOLING_MEAN or POOLING_CLS")
+    return POOLING_FROM_PROTO[value]
+
+
+def _recommend_batch_response(found: list[list[Recommendation]]) -> pb.RecommendBatchResponse:
+    return pb.RecommendBatchResponse(results=[_recommend_response(one) for one in found])
+
+
+def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
+    items = []
+    for recommendation in found:
+        item = pb.ScoredItem(id=recommendation.item_id, score=recommendation.score)
+        contribution = recommendation.contribution
+        if contribution is not None:
+            item.top_contribution.CopyFrom(
+                pb.Contribution(
+                    part=PART_TO_PROTO[contribution.kind],
+                    index=contribution.index,
+                    item_id=contribution.item_id,
+                    score=contribution.score,
+                )
+            )
+        items.append(item)
+    return pb.RecommendResponse(items=items)
+
+
+def _packed_floats(field_number: int, values: FloatArray) -> bytes:
+    """Wire bytes of a packed `repeated float` field holding `values` (row-major), for
+    MergeFromString. Setting the field from a numpy array converts one Python float per value:
+    147 us for one 384-d vector, 37 ms for 256 of them, on the event loop; these bytes cost 4 us
+    and 64 us (BENCHMARKS.md, "Event-loop isolation")."""
+    payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    if not payload:
+        return b""
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    """Protocol buffers' base-128 varint encoding of a non-negative int."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

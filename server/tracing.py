@@ -1,0 +1,247 @@
+"""OpenTelemetry tracing: off, at no cost, unless the standard OTEL_* environment turns it on.
+
+`configure(environ)` reads the environment once at start (the SDK's own variables apply:
+OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_*):
+
+- OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none: off;
+- OTEL_TRACES_EXPORTER=otlp (OTLP over gRPC) or console: on, with that exporter;
+- unset: on with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
+  set, off otherwise (a server nobody collects traces from exports nothing).
+
+When off, nothing of OpenTelemetry is imported, `server_span` and `span` return one shared
+do-nothing context, and the batchers get no tracer (one `None` check per batch).
+
+What a call records (never request text, only sizes and timings):
+
+- a SERVER span per call ("embedrec.v1.EmbedRec/Embed", "POST /v1/embeddings"), continuing the
+  caller's W3C `traceparent` from gRPC metadata or HTTP headers;
+- inside it "embedrec.admission" (validation, queue admission), "embedrec.tokenize" (attribute
+  embedrec.tokens), "embedrec.prepare" (Recommend's id look-ups), and one "embedrec.<batcher>.queue"
+  span per batch the call's work ran in (attribute embedrec.queue_ms);
+- per batch one "embedrec.<batcher>.batch" span (its own trace, linked to the server span of every
+  call in the batch; attributes embedrec.batch.size, .cost, .padded_cost) with, for inference, a
+  child "embedrec.pooling".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from embedrec.server.errors import ConfigurationError
+
+TRACER_NAME = "embedrec"
+_tracer: Any = None  # an opentelemetry Tracer while tracing is on
+_provider: Any = None
+
+
+def configure(environ: Mapping[str, str]) -> str:
+    """Turn tracing on or off from the OTEL_* variables in `environ` (see the module docstring);
+    a line for the log saying what was chosen. Raises ConfigurationError for an exporter or
+    protocol this server cannot export with."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "off (OTEL_SDK_DISABLED)"
+    exporter_name = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if exporter_name == "none":
+        return "off (OTEL_TRACES_EXPORTER=none)"
+    if exporter_name == "" and not endpoint:
+        return "off (no OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER)"
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    exporter: SpanExporter
+    if exporter_name in ("", "otlp"):
+        protocol = (
+            environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+        )
+        if protocol != "grpc":
+            raise ConfigurationError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported; use grpc")
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter, described = OTLPSpanExporter(), f"OTLP/gRPC to {endpoint or 'http://localhost:4317'}"
+    elif exporter_name == "console":
+        exporter, described = ConsoleSpanExporter(), "console"
+    else:
+        raise ConfigurationError(f"OTEL_TRACES_EXPORTER={exporter_name} is not supported; use otlp, console or none")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    install(provider)
+    return f"on: {described}"
+
+
+def install(provider: Any) -> None:
+    """Trace with `provider` (an OpenTelemetry TracerProvider) from now on: servers and batchers
+    created afterwards record spans. Tests install one with an in-memory exporter."""
+    global _tracer, _provider
+    _provider = provider
+    _tracer = provider.get_tracer(TRACER_NAME)
+
+
+def uninstall() -> None:
+    """Stop tracing (flushing what the provider holds); servers created afterwards trace nothing."""
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
+def enabled() -> bool:
+    """True while tracing is on."""
+    return _tracer is not None
+
+
+class _NoSpan:
+    """The span handed out while tracing is off: every method does nothing."""
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set(self, **attributes: Any) -> None:
+        """Set attributes on the span (none while off)."""
+
+    def refused(self, status: str) -> None:
+        """Mark the call as answered with `status`, a gRPC status code name (nothing while off)."""
+
+
+NO_SPAN = _NoSpan()
+
+
+class _Span(_NoSpan):
+    """A live span, current for the duration of its `with` block."""
+
+    def __init__(self, name: str, *, kind: Any = None, context: Any = None, attributes: Mapping[str, Any]) -> None:
+        from opentelemetry import trace
+
+        self._span = _tracer.start_span(
+            name, context=context, kind=kind or trace.SpanKind.INTERNAL, attributes=dict(attributes)
+        )
+        self._scope: Any = None
+
+    def __enter__(self) -> _Span:
+        from opentelemetry import trace
+
+        self._scope = trace.use_span(self._span, end_on_exit=True, record_exception=False)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._scope.__exit__(*exc)
+
+    def set(self, **attributes: Any) -> None:
+        self._span.set_attributes({"embedrec." + key: value for key, value in attributes.items()})
+
+    def refused(self, status: str) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_attribute("rpc.grpc.status_code_name", status)
+        if status != "OK":
+            self._span.set_status(Status(StatusCode.ERROR, status))
+
+
+def server_span(
+    name: str, carrier: Iterable[tuple[Any, Any]], *, request_id: str, system: str = "grpc", **attributes: Any
+) -> _NoSpan:
+    """The SERVER span of one call named `name`, continuing the W3C trace context found in
+    `carrier` (gRPC metadata pairs or HTTP header pairs, str or bytes); NO_SPAN while off."""
+    if _tracer is None:
+        return NO_SPAN
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    headers = {_text(key).lower(): _text(value) for key, value in carrier}
+    parent = TraceContextTextMapPropagator().extract(headers)
+    values = {"rpc.system": system, "rpc.method": name, "embedrec.request_id": request_id}
+    values.update(attributes)
+    return _Span(name, kind=trace.SpanKind.SERVER, context=parent, attributes=values)
+
+
+def span(name: str, **attributes: Any) -> _NoSpan:
+    """An INTERNAL span, child of the current one, attributes prefixed "embedrec."; NO_SPAN while off."""
+    if _tracer is None:
+        return NO_SPAN
+    return _Span(name, attributes={"embedrec." + key: value for key, value in attributes.items()})
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class BatchTracer:
+    """Records a micro-batcher's batches (the batcher's `tracer` hook): `capture` runs at submit,
+    in the caller's context; `batch_ran` after a batch, with wall-clock nanosecond times."""
+
+    batcher: str
+    finish_span: str | None = None
+
+    def capture(self) -> Any:
+        """The caller's span context (the parent of its queue span, the target of batch links)."""
+        from opentelemetry import trace
+
+        return trace.get_current_span().get_span_context()
+
+    def batch_ran(
+        self,
+        requests: list[tuple[Any, int, int]],
+        *,
+        started_ns: int,
+        inferred_ns: int,
+        finished_ns: int,
+        cost: int,
+        padded_cost: int,
+        error: BaseException | None = None,
+    ) -> None:
+        """Spans of one batch: `requests` holds (captured context, enqueued at ns, items of that
+        request in the batch), one entry per request."""
+        from opentelemetry import trace
+        from opentelemetry.trace import Link, Status, StatusCode
+
+        size = sum(items for _, _, items in requests)
+        for context, enqueued_ns, items in requests:
+            if context is None or not context.is_valid:
+                continue
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(context))
+            queue = _tracer.start_span(
+                f"embedrec.{self.batcher}.queue",
+                context=parent,
+                start_time=enqueued_ns,
+                attributes={"embedrec.queue_ms": (started_ns - enqueued_ns) / 1e6, "embedrec.batch.items": items},
+            )
+            queue.end(end_time=started_ns)
+        links = [Link(context) for context, _, _ in requests if context is not None and context.is_valid]
+        batch = _tracer.start_span(
+            f"embedrec.{self.batcher}.batch",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            links=links,
+            start_time=started_ns,
+            attributes={
+                "embedrec.batch.size": size,
+                "embedrec.batch.requests": len(requests),
+                "embedrec.batch.cost": cost,
+                "embedrec.batch.padded_cost": padded_cost,
+            },
+        )
+        if error is not None:
+            batch.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if self.finish_span is not None and error is None:
+            finish = _tracer.start_span(
+                self.finish_span, context=trace.set_span_in_context(batch), start_time=inferred_ns
+            )
+            finish.end(end_time=finished_ns)
+        batch.end(end_time=finished_ns)
+
+
+def batch_tracer(batcher: str, *, finish_span: str | None = None) -> BatchTracer | None:
+    """A tracer for the micro-batcher named `batcher` while tracing is on, else None."""
+    return BatchTracer(batcher, finish_span) if _tracer is not None else None
+
+
+def now_ns() -> int:
+    """Wall-clock nanoseconds, the time base of spans."""
+    return time.time_ns()

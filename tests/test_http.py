@@ -1,0 +1,329 @@
+"""The HTTP/JSON edge: the real `openai` client against /v1/embeddings, JSON mirrors of the RPCs
+equal to gRPC's answers, and every refusal in OpenAI's error shape with the right HTTP status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+
+from embedrec.client import EmbedrecClient
+from tests.certificates import make_certificates
+from tests.conftest import server_settings
+from tests.server_thread import ServerThread, start_server
+
+TEXTS = ["energy saving air conditioner", "我喜欢喝咖啡", "running shoes, light and fast"]
+
+
+def http_base(server: ServerThread) -> str:
+    return f"http://127.0.0.1:{server.app.http_port}"
+
+
+def call(
+    base: str,
+    path: str,
+    body: object | bytes | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    """(status, decoded JSON body, headers) of one HTTP call; POST when there is a body."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"content-type": "application/json"})
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def openai_client(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=http_base(server) + "/v1", api_key=api_key, max_retries=0, timeout=30)
+
+
+def model_name(client: EmbedrecClient) -> str:
+    return client.info().model_name
+
+
+def served_model(server: ServerThread) -> str:
+    assert server.app.state.service is not None
+    return server.app.state.service.encoder.manifest.model_name
+
+
+class TestOpenAIEmbeddings:
+    def test_the_openai_client_gets_the_same_vectors_as_grpc_in_both_encodings(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        expected = client.embed(TEXTS)
+        api = openai_client(tiny_server)
+        for encoding in ("float", "base64"):
+            result = api.embeddings.create(model=model_name(client), input=TEXTS, encoding_format=encoding)
+            assert [item.index for item in result.data] == [0, 1, 2]
+            rows = [
+                np.frombuffer(base64.b64decode(item.embedding), dtype="<f4") if encoding == "base64" else item.embedding
+                for item in result.data
+            ]
+            np.testing.assert_array_equal(np.asarray(rows, dtype=np.float32), expected)  # float32 exactly, both ways
+            assert result.model == model_name(client) and result.object == "list"
+            assert result.usage.prompt_tokens == result.usage.total_tokens > len(TEXTS)
+
+    def test_the_default_encoding_of_the_openai_client_round_trips(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        result = openai_client(tiny_server).embeddings.create(model=model_name(client), input="one text")
+        np.testing.assert_array_equal(
+            np.asarray(result.data[0].embedding, dtype=np.float32), client.embed(["one text"])[0]
+        )
+
+    def test_base64_is_little_endian_float32(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
+        body = {"input": TEXTS[0], "model": model_name(client), "encoding_format": "base64"}
+        status, answer, _ = call(http_base(tiny_server), "/v1/embeddings", body)
+        assert status == 200
+        vector = np.frombuffer(base64.b64decode(answer["data"][0]["embedding"]), dtype="<f4")
+        np.testing.assert_array_equal(vector, client.embed(TEXTS[:1])[0])
+
+    def test_dimensions_shorten_and_renormalise_like_grpc(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        full = client.embed(TEXTS, normalize=False)
+        result = openai_client(tiny_server).embeddings.create(model=model_name(client), input=TEXTS, dimensions=8)
+        short = np.asarray([item.embedding for item in result.data], dtype=np.float32)
+        assert short.shape == (3, 8)
+        expected = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+        np.testing.assert_allclose(short, expected, atol=1e-6)
+        np.testing.assert_array_equal(short, client.embed(TEXTS, dimensions=8))
+
+    def test_the_short_model_name_is_accepted_and_models_lists_the_served_one(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        api = openai_client(tiny_server)
+        assert [model.id for model in api.models.list()] == [model_name(client)]
+        short = model_name(client).rsplit("/", 1)[-1]
+        assert len(api.embeddings.create(model=short, input="x").data) == 1
+
+    def test_an_unknown_model_is_404_model_not_found(self, tiny_server: ServerThread) -> None:
+        with pytest.raises(openai.NotFoundError) as raised:
+            openai_client(tiny_server).embeddings.create(model="text-embedding-3-small", input="x")
+        assert "is not served here" in str(raised.value)
+
+    @pytest.mark.parametrize(
+        ("body", "named"),
+        [
+            ({"input": ""}, "texts[0]"),
+            ({"input": []}, "input"),
+            ({"input": [[1, 2, 3]]}, "token ids"),
+            ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+            ({"input": "x", "dimensions": 0}, "dimensions"),
+            ({"input": "x", "dimensions": 10_000}, "dimensions"),
+            ({"input": "x", "dimensions": "8"}, "dimensions"),
+            ({"input": "x", "prompt_name": "query"}, "prompt_name"),
+            ({"input": ["x"] * 10_000}, "the limit is 64"),
+            ({"input": "x" * 20_000}, "max_chars_per_text"),
+        ],
+    )
+    def test_bad_input_is_400_naming_the_field(
+        self, tiny_server: ServerThread, client: EmbedrecClient, body: dict[str, Any], named: str
+    ) -> None:
+        status, answer, _ = call(http_base(tiny_server), "/v1/embeddings", {"model": model_name(client), **body})
+        assert status == 400
+        assert named in answer["error"]["message"]
+        assert answer["error"]["type"] == "invalid_request_error" and answer["error"]["code"] == "INVALID_ARGUMENT"
+
+    def test_a_missing_model_or_a_body_that_is_not_json_is_400(self, tiny_server: ServerThread) -> None:
+        assert call(http_base(tiny_server), "/v1/embeddings", {"input": "x"})[0] == 400
+        status, answer, _ = call(http_base(tiny_server), "/v1/embeddings", b"{not json")
+        assert status == 400 and "not valid JSON" in answer["error"]["message"]
+
+
+class TestJsonRoutes:
+    def test_embed_mirrors_the_rpc(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
+        status, answer, _ = call(http_base(tiny_server), "/v1/embed", {"texts": TEXTS, "normalize": False})
+        assert status == 200
+        vectors = np.asarray(answer["values"], dtype=np.float32).reshape(len(TEXTS), answer["dim"])
+        np.testing.assert_array_equal(vectors, client.embed(TEXTS, normalize=False))
+        assert len(answer["tokenCounts"]) == len(TEXTS)
+
+    def test_similarity_mirrors_the_rpc(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
+        status, answer, _ = call(http_base(tiny_server), "/v1/similarity", {"query": TEXTS[0], "candidates": TEXTS[1:]})
+        assert status == 200
+        np.testing.assert_array_equal(np.float32(answer["scores"]), client.similarity(TEXTS[0], TEXTS[1:]))
+
+    def test_recommend_mirrors_the_rpc_in_the_proto_json_mapping(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        body = {"texts": [{"text": "coffee"}], "items": [{"id": "ac-1", "weight": 0.5}], "k": 4, "explain": True}
+        status, answer, _ = call(http_base(tiny_server), "/v1/recommend", body)
+        assert status == 200
+        expected = client.recommend(4, texts=["coffee"], item_ids={"ac-1": 0.5}, explain=True)
+        assert [item["id"] for item in answer["items"]] == [r.id for r in expected]
+        np.testing.assert_allclose([item["score"] for item in answer["items"]], [r.score for r in expected], rtol=1e-6)
+        assert answer["items"][0]["topContribution"]["part"] in ("PROFILE_PART_TEXT", "PROFILE_PART_ITEM")
+        # The proto field names are accepted too.
+        status, same, _ = call(http_base(tiny_server), "/v1/recommend", {**body, "exclude_ids": ["coffee-1"]})
+        assert status == 200 and "coffee-1" not in [item["id"] for item in same["items"]]
+
+    def test_recommend_batch_answers_each_user_in_order(
+        self, tiny_server: ServerThread, client: EmbedrecClient
+    ) -> None:
+        users = [{"texts": [{"text": "coffee"}], "k": 2}, {"texts": [{"text": "shoes"}], "k": 3}]
+        status, answer, _ = call(http_base(tiny_server), "/v1/recommend-batch", {"users": users})
+        assert status == 200
+        assert [len(result["items"]) for result in answer["results"]] == [2, 3]
+        assert [item["id"] for item in answer["results"][1]["items"]] == [
+            r.id for r in client.recommend(3, texts=["shoes"])
+        ]
+
+    def test_info_is_the_rpcs_answer(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
+        status, answer, _ = call(http_base(tiny_server), "/v1/info")
+        info = client.info()
+        assert status == 200
+        assert answer["modelName"] == info.model_name and answer["dim"] == info.dim
+        assert int(answer["itemCount"]) == info.item_count  # 64-bit integers are strings in the mapping
+        assert answer["maxK"] == info.limits["max_k"]
+
+    @pytest.mark.parametrize(
+        ("path", "body", "status", "named"),
+        [
+            ("/v1/recommend", {"k": 0, "texts": [{"text": "x"}]}, 400, "k"),
+            ("/v1/recommend", {"k": 2, "bogus": 1}, 400, "bogus"),
+            ("/v1/recommend", {"k": "two"}, 400, "k"),
+            ("/v1/recommend", {"k": 2, "items": [{"id": "no-such-item"}]}, 404, "no-such-item"),
+            ("/v1/similarity", {"query": "a"}, 400, "candidates"),
+            ("/v1/embed", {"texts": ["x"], "pooling": "POOLING_NONSENSE"}, 400, "pooling"),
+            ("/v1/embed", [1, 2], 400, "JSON object"),
+        ],
+    )
+    def test_bad_requests_get_their_status_and_name_the_field(
+        self, tiny_server: ServerThread, path: str, body: object, status: int, named: str
+    ) -> None:
+        got, answer, _ = call(http_base(tiny_server), path, body)
+        assert got == status
+        assert named in answer["error"]["message"]
+
+    def test_unknown_routes_are_404_and_wrong_methods_405(self, tiny_server: ServerThread) -> None:
+        assert call(http_base(tiny_server), "/v2/nothing")[0] == 404
+        assert call(http_base(tiny_server), "/v1/recommend")[0] == 405  # GET of a POST route
+        assert call(http_base(tiny_server), "/v1/info", {})[0] == 405
+
+    def test_calls_are_counted_with_the_grpc_ones(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
+        before = tiny_server.app.state.calls[("POST /v1/embed", "OK")]
+        call(http_base(tiny_server), "/v1/embed", {"texts": ["x"]})
+        assert tiny_server.app.state.calls[("POST /v1/embed", "OK")] == before + 1
+
+
+def test_a_body_over_the_message_limit_is_413(tiny_model_dir: Path, tiny_items_dir: Path) -> None:
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir, max_message_bytes=4096))
+    try:
+        status, answer, _ = call(http_base(server), "/v1/embeddings", {"model": "x", "input": "y" * 5000})
+        assert status == 413 and "4096" in answer["error"]["message"]
+    finally:
+        server.close()
+
+
+def test_overload_is_429_with_retry_after(tiny_model_dir: Path, tiny_items_dir: Path) -> None:
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir, max_queued_texts=2))
+    try:
+        with pytest.raises(openai.RateLimitError) as raised:
+            openai_client(server).embeddings.create(model=served_model(server), input=["a", "b", "c"])
+        assert raised.value.response.headers["retry-after"] == "1"
+        assert "max_queued_texts" in str(raised.value)
+    finally:
+        server.close()
+
+
+def test_starting_and_draining_are_503_with_retry_after(tiny_model_dir: Path, tiny_items_dir: Path) -> None:
+    server = ServerThread(server_settings(tiny_model_dir, tiny_items_dir)).start()
+    try:
+        status, answer, headers = call(http_base(server), "/v1/embeddings", {"model": "bert", "input": "x"})
+        assert status == 503 and headers["retry-after"] == "1" and "starting" in answer["error"]["message"]
+        assert call(http_base(server), "/health")[0] == 503
+        server.load()
+        assert call(http_base(server), "/health")[:2] == (200, {"status": "SERVING"})
+        server.app.state.draining = True
+        status, answer, _ = call(http_base(server), "/v1/embeddings", {"model": served_model(server), "input": "x"})
+        assert status == 503 and "draining" in answer["error"]["message"]
+        server.app.state.draining = False
+    finally:
+        server.close()
+
+
+def test_http_can_be_turned_off(tiny_model_dir: Path) -> None:
+    server = start_server(server_settings(tiny_model_dir, None, http_port=-1))
+    try:
+        assert server.app.http_port is None
+    finally:
+        server.close()
+
+
+@pytest.fixture()
+def guarded_server(tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path) -> Iterator[ServerThread]:
+    (tmp_path / "clients").write_text("client-token\n")
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir, auth_tokens_file=tmp_path / "clients"))
+    yield server
+    server.close()
+
+
+def test_bearer_tokens_guard_http_like_grpc(guarded_server: ServerThread) -> None:
+    model = served_model(guarded_server)
+    with pytest.raises(openai.AuthenticationError):
+        openai_client(guarded_server, api_key="wrong").embeddings.create(model=model, input="x")
+    result = openai_client(guarded_server, api_key="client-token").embeddings.create(model=model, input="x")
+    assert len(result.data) == 1
+    status, answer, _ = call(http_base(guarded_server), "/v1/info")
+    assert status == 401 and answer["error"]["code"] == "UNAUTHENTICATED"
+    assert call(http_base(guarded_server), "/health")[0] == 200  # exempt, like gRPC health
+
+
+def test_https_with_the_grpc_tls_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
+    files = make_certificates(tmp_path)
+    server = start_server(
+        server_settings(tiny_model_dir, None, tls_cert=files["server.crt"], tls_key=files["server.key"])
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(files["ca.crt"]))
+        base = f"https://localhost:{server.app.http_port}"
+        body = {"model": served_model(server), "input": "x"}
+        status, answer, _ = call(base, "/v1/embeddings", body, context=context)
+        assert status == 200 and len(answer["data"]) == 1
+        with pytest.raises(OSError):  # plaintext to the TLS port: the connection is refused, not served
+            urllib.request.urlopen(f"http://127.0.0.1:{server.app.http_port}/health", timeout=5).read()
+    finally:
+        server.close()
+
+
+def test_concurrent_http_and_grpc_calls_share_batches_and_all_succeed(
+    tiny_server: ServerThread, client: EmbedrecClient
+) -> None:
+    expected = client.embed(["shared"])[0]
+    api = openai_client(tiny_server)
+    failures: list[BaseException] = []
+
+    def http_caller() -> None:
+        try:
+            for _ in range(10):
+                vector = api.embeddings.create(model=served_model(tiny_server), input="shared").data[0].embedding
+                np.testing.assert_array_equal(np.float32(vector), expected)
+        except BaseException as error:  # noqa: BLE001 (collected for the assertion below)
+            failures.append(error)
+
+    threads = [threading.Thread(target=http_caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(10):
+        np.testing.assert_array_equal(client.embed(["shared"])[0], expected)
+    for thread in threads:
+        thread.join(60)
+    assert not failures

@@ -1,0 +1,156 @@
+"""OpenTelemetry tracing: off unless OTEL_* says so; when on, one call yields the span tree the
+module documents, continues the caller's W3C trace, links batches to their calls, and never
+carries request text."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from embedrec.client import EmbedrecClient
+from embedrec.server import tracing
+from embedrec.server.errors import ConfigurationError
+from embedrec.v1 import embedrec_pb2 as pb
+from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+from tests.conftest import server_settings
+from tests.server_thread import ServerThread, start_server
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_SPAN_ID = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
+SECRET_TEXT = "a private sentence about the caller's health"
+
+
+@pytest.fixture()
+def exporter() -> Iterator[InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.install(provider)
+    yield memory
+    tracing.uninstall()
+
+
+@pytest.fixture()
+def traced_server(exporter: InMemorySpanExporter, tiny_model_dir: Path, tiny_items_dir: Path) -> Iterator[ServerThread]:
+    server = start_server(server_settings(tiny_model_dir, tiny_items_dir))
+    exporter.clear()  # forget the warm-up
+    yield server
+    server.close()
+
+
+def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    found: dict[str, list[ReadableSpan]] = {}
+    for span in spans:
+        found.setdefault(span.name, []).append(span)
+    return found
+
+
+def children_of(parent: ReadableSpan, spans: tuple[ReadableSpan, ...]) -> set[str]:
+    return {span.name for span in spans if span.parent is not None and span.parent.span_id == parent.context.span_id}
+
+
+def all_attribute_values(spans: tuple[ReadableSpan, ...]) -> list[Any]:
+    return [value for span in spans for value in (span.attributes or {}).values()]
+
+
+def test_tracing_is_off_without_otel_settings() -> None:
+    assert tracing.configure({}).startswith("off")
+    assert tracing.configure(
+        {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4317"}
+    ).startswith("off")
+    assert tracing.configure({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}).startswith("off")
+    assert not tracing.enabled()
+    assert tracing.server_span("Embed", (), request_id="r") is tracing.NO_SPAN
+    assert tracing.span("embedrec.tokenize") is tracing.NO_SPAN
+    assert tracing.batch_tracer("inference") is None
+
+
+def test_an_otlp_endpoint_turns_tracing_on_and_unsupported_exporters_are_refused() -> None:
+    try:
+        assert tracing.configure({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}).startswith("on: OTLP")
+        assert tracing.enabled()
+    finally:
+        tracing.uninstall()
+    with pytest.raises(ConfigurationError, match="zipkin"):
+        tracing.configure({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(ConfigurationError, match="http/protobuf"):
+        tracing.configure({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert not tracing.enabled()
+
+
+def test_one_embed_call_yields_the_documented_span_tree(
+    traced_server: ServerThread, exporter: InMemorySpanExporter
+) -> None:
+    with grpc.insecure_channel(traced_server.target) as channel:  # any gRPC client passing traceparent
+        stub = pb_grpc.EmbedRecStub(channel)
+        stub.Embed(pb.EmbedRequest(texts=[SECRET_TEXT, "and another one"]), metadata=[("traceparent", TRACEPARENT)])
+    spans = exporter.get_finished_spans()
+    named = by_name(spans)
+    (call,) = named["Embed"]
+    assert format(call.context.trace_id, "032x") == TRACE_ID  # the caller's trace continues
+    assert call.parent is not None and format(call.parent.span_id, "016x") == PARENT_SPAN_ID
+    assert call.attributes is not None and call.attributes["rpc.system"] == "grpc"
+    assert {"embedrec.admission", "embedrec.tokenize", "embedrec.inference.queue"} <= children_of(call, spans)
+    (tokenize,) = named["embedrec.tokenize"]
+    assert tokenize.attributes is not None and tokenize.attributes["embedrec.tokens"] > 2
+    # The two texts may run in one batch or two (length grouping): one queue span per batch.
+    queues, batches = named["embedrec.inference.queue"], named["embedrec.inference.batch"]
+    assert len(queues) == len(batches) in (1, 2)
+    assert all(queue.attributes is not None and queue.attributes["embedrec.queue_ms"] >= 0 for queue in queues)
+    assert sum(queue.attributes["embedrec.batch.items"] for queue in queues if queue.attributes) == 2
+    for batch in batches:
+        assert batch.context.trace_id != call.context.trace_id  # its own trace, linked to each call in it
+        assert [link.context.span_id for link in batch.links] == [call.context.span_id]
+        assert children_of(batch, spans) == {"embedrec.pooling"}
+    assert sum(batch.attributes["embedrec.batch.size"] for batch in batches if batch.attributes) == 2
+    costs = sum(batch.attributes["embedrec.batch.cost"] for batch in batches if batch.attributes)
+    assert costs == tokenize.attributes["embedrec.tokens"]
+    assert not any(SECRET_TEXT in str(value) for value in all_attribute_values(spans))
+
+
+def test_a_recommend_call_traces_its_search_and_a_refusal_marks_the_span(
+    traced_server: ServerThread, exporter: InMemorySpanExporter
+) -> None:
+    with EmbedrecClient(traced_server.target, timeout=30) as client:
+        client.recommend(3, texts=[SECRET_TEXT])
+        with pytest.raises(Exception, match="k"):
+            client.recommend(0, texts=["x"])
+    spans = exporter.get_finished_spans()
+    named = by_name(spans)
+    good, refused = sorted(named["Recommend"], key=lambda span: span.start_time or 0)
+    assert {"embedrec.prepare", "embedrec.inference.queue", "embedrec.search.queue"} <= children_of(good, spans)
+    (search,) = named["embedrec.search.batch"]
+    assert [link.context.span_id for link in search.links] == [good.context.span_id]
+    assert refused.attributes is not None and refused.attributes["rpc.grpc.status_code_name"] == "INVALID_ARGUMENT"
+    assert not refused.status.is_ok
+    assert not any(SECRET_TEXT in str(value) for value in all_attribute_values(spans))
+
+
+def test_http_calls_continue_the_traceparent_header(
+    traced_server: ServerThread, exporter: InMemorySpanExporter
+) -> None:
+    assert traced_server.app.state.service is not None
+    body = {"model": traced_server.app.state.service.encoder.manifest.model_name, "input": SECRET_TEXT}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{traced_server.app.http_port}/v1/embeddings",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "traceparent": TRACEPARENT},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    spans = exporter.get_finished_spans()
+    (call,) = by_name(spans)["POST /v1/embeddings"]
+    assert format(call.context.trace_id, "032x") == TRACE_ID
+    assert call.attributes is not None and call.attributes["rpc.system"] == "http"
+    assert "embedrec.tokenize" in children_of(call, spans)
+    assert not any(SECRET_TEXT in str(value) for value in all_attribute_values(spans))
