@@ -40,7 +40,10 @@ _provider: Any = None
 def configure(environ: Mapping[str, str]) -> str:
     """Turn tracing on or off from the OTEL_* variables in `environ` (see the module docstring);
     a line for the log saying what was chosen. Raises ConfigurationError for an exporter or
-    protocol this server cannot export with."""
+    protocol this server cannot export with. A provider already installed in this process (see
+    `install`) stays in force."""
+    if _tracer is not None:
+        return "on: a tracer provider installed in this process"
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return "off (OTEL_SDK_DISABLED)"
     exporter_name = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()

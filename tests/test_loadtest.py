@@ -170,3 +170,46 @@ def test_the_command_prints_a_table_and_writes_json_and_a_plot(tiny_server: Serv
     assert [step["level"] for step in report["steps"]] == [1, 2]
     assert all(step["unanswered"] == 0 for step in report["steps"])
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_http_mode_drives_the_openai_route_and_the_json_routes(tiny_server: ServerThread, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedrec.cli",
+            "loadtest",
+            "--protocol",
+            "http",
+            "--target",
+            f"127.0.0.1:{tiny_server.app.http_port}",
+            "--concurrency",
+            "3",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--rpc",
+            "embed=2,recommend=1,similarity=1,info=1",
+            "--recommend-by",
+            "text",
+            "--json",
+            str(tmp_path / "out.json"),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    (step,) = json.loads((tmp_path / "out.json").read_text())["steps"]
+    assert step["sent"] > 10 and step["answered"] == {"OK": step["sent"]}
+
+
+def test_the_http_mode_reports_refusals_by_their_status(tiny_server: ServerThread) -> None:
+    workload = Workload(rpc_weights={"recommend": 1.0, "embed": 1.0}, k=5000, protocol="http", model="nope")
+    target = f"127.0.0.1:{tiny_server.app.http_port}"
+    result = asyncio.run(run_step(target, workload, StepPlan("closed", 2, 0.5, 0.0), dim=32))
+    assert set(result.answered) == {"NOT_FOUND", "INVALID_ARGUMENT"}  # unknown model; k over max_k
+    assert sum(result.answered.values()) == result.sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from embedrec.client.cli import add_connection_arguments, connect
 from embedrec.client.errors import EmbedrecClientError
+from embedrec.client.loadtest.http import server_info
 from embedrec.client.loadtest.processes import run_step_in_processes
 from embedrec.client.loadtest.report import format_table, plot, progress_bar
 from embedrec.client.loadtest.runner import MAX_STEP_SECONDS, StepPlan
@@ -39,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--texts-file", type=Path, help="draw texts from this file (one per line) instead")
     parser.add_argument("-k", type=int, default=10, help="k for Recommend")
     parser.add_argument("--recommend-by", choices=("vector", "text"), default="vector", help="Recommend's profile")
+    parser.add_argument(
+        "--protocol",
+        choices=("grpc", "http"),
+        default="grpc",
+        help="grpc, or http: --target is the HTTP port (Embed as OpenAI /v1/embeddings, the others as JSON)",
+    )
     parser.add_argument("--processes", type=int, default=1, help="client processes (when one is the bottleneck)")
     parser.add_argument(
         "--channels",
@@ -72,9 +80,15 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         with connect(arguments) as client:
-            info = client.info()
             channel = client.config
-    except EmbedrecClientError as error:
+            if arguments.protocol == "http":
+                described = server_info(arguments.target, channel.bearer_token)
+                dim, model = int(described["dim"]), str(described["modelName"])
+                workload = dataclasses.replace(workload, protocol="http", model=model)
+            else:
+                info = client.info()
+                dim, model = info.dim, info.model_name
+    except (EmbedrecClientError, OSError, ValueError, KeyError) as error:
         print(f"embedrec loadtest: cannot reach {arguments.target}: {error}", file=sys.stderr)
         return 1
     summaries = []
@@ -85,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
             arguments.target,
             workload,
             plan,
-            dim=info.dim,
+            dim=dim,
             processes=arguments.processes,
             channel=channel,
             progress=progress,
@@ -98,7 +112,8 @@ def main(argv: Sequence[str]) -> int:
     report = {
         "target": arguments.target,
         "rpc": arguments.rpc,
-        "model": info.model_name,
+        "model": model,
+        "protocol": arguments.protocol,
         "processes": arguments.processes,
         "steps": summaries,
     }
@@ -106,6 +121,6 @@ def main(argv: Sequence[str]) -> int:
         arguments.json_path.write_text(json.dumps(report, indent=2) + "\n")
     if arguments.plot:
         plot(
-            summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({info.model_name})"
+            summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({model})"
         )
     return 0

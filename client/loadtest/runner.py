@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from embedrec.client.channel import ChannelConfig, open_channel
+from embedrec.client.loadtest.http import HttpSender
 from embedrec.client.loadtest.stats import StepResult
 from embedrec.client.loadtest.workload import RequestPool, Workload
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
@@ -22,6 +24,8 @@ MAX_STEP_SECONDS = 600.0
 MAX_IN_FLIGHT = 20_000
 
 ProgressCallback = Callable[[float, int], None]
+# (rpc name, request, timeout seconds) -> the call's status name ("OK", "RESOURCE_EXHAUSTED", ...).
+Send = Callable[[str, object, float], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,20 @@ async def run_step(
 
     `start_at` (time.time()) lines several processes up. `channels` > 1 spreads calls over that
     many connections (the kernel balances connections, not calls, over workers sharing a port).
-    Warm-up calls are sent but not kept.
+    With workload.protocol "http", `target` is the HTTP/JSON edge's host:port (see
+    embedrec.client.loadtest.http). Warm-up calls are sent but not kept.
     Bounded: at most MAX_STEP_SECONDS, and each call has a `timeout_s` deadline.
     """
     if not 0 < plan.duration_s <= MAX_STEP_SECONDS or plan.warmup_s < 0:
         raise ValueError(f"duration must be in (0, {MAX_STEP_SECONDS}] s and warm-up >= 0")
     config = ChannelConfig(target=target, retry=None) if channel is None else channel
     pool = RequestPool(workload, dim=dim, seed=plan.seed)
+    if workload.protocol == "http":
+        sender = HttpSender(target, pool, model=workload.model, token=config.bearer_token)
+        try:
+            return await _run(sender.send, pool, plan, start_at, progress)
+        finally:
+            await sender.close()
     if channels > 1:
         config = dataclasses.replace(config, separate_connection=True)
     grpc_channels = [open_channel(config, asyncio=True) for _ in range(max(1, channels))]
@@ -72,26 +83,41 @@ async def run_step(
             for stub in stubs
         ]
         metadata = config.metadata()
-        if start_at is not None:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
-        if plan.warmup_s:
-            warm = StepResult("warm-up", plan.mode, plan.level, plan.warmup_s)
-            await _drive(methods, pool, plan, plan.warmup_s, warm, metadata, None)
-        result = StepResult(plan.label, plan.mode, plan.level, plan.duration_s)
-        await _drive(methods, pool, plan, plan.duration_s, result, metadata, progress)
+        sent = itertools.count()
+
+        async def send(name: str, request: object, timeout: float) -> str:
+            try:
+                await methods[next(sent) % len(methods)][name](request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                return str(error.code().name)
+            return "OK"
+
+        return await _run(send, pool, plan, start_at, progress)
     finally:
         for grpc_channel in grpc_channels:
             await grpc_channel.close()
+
+
+async def _run(
+    send: Send, pool: RequestPool, plan: StepPlan, start_at: float | None, progress: ProgressCallback | None
+) -> StepResult:
+    """Wait for `start_at`, warm up (unrecorded), then run and return the recorded step."""
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+    if plan.warmup_s:
+        warm = StepResult("warm-up", plan.mode, plan.level, plan.warmup_s)
+        await _drive(send, pool, plan, plan.warmup_s, warm, None)
+    result = StepResult(plan.label, plan.mode, plan.level, plan.duration_s)
+    await _drive(send, pool, plan, plan.duration_s, result, progress)
     return result
 
 
 async def _drive(
-    methods: list[dict[str, Any]],
+    send: Send,
     pool: RequestPool,
     plan: StepPlan,
     duration_s: float,
     result: StepResult,
-    metadata: tuple[tuple[str, str], ...],
     progress: ProgressCallback | None,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -101,11 +127,7 @@ async def _drive(
     async def one_call(scheduled: float) -> None:
         name, request, texts = pool.draw()
         result.sent += 1
-        try:
-            await methods[result.sent % len(methods)][name](request, timeout=plan.timeout_s, metadata=metadata)
-            code = "OK"
-        except grpc.aio.AioRpcError as error:
-            code = error.code().name
+        code = await send(name, request, plan.timeout_s)
         result.record(code, loop.time() - scheduled, texts)
 
     reporter = asyncio.ensure_future(_report(loop, started, duration_s, result, progress)) if progress else None

@@ -52,6 +52,9 @@ class Workload:
     texts_file: Path | None = None
     k: int = 10
     recommend_by: str = "vector"
+    # "grpc", or "http": the HTTP/JSON edge (Embed as OpenAI /v1/embeddings for `model`).
+    protocol: str = "grpc"
+    model: str = ""
 
     @staticmethod
     def parse_mix(text: str) -> dict[str, float]:
