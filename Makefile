@@ -15,14 +15,14 @@ SOAK_SECONDS ?= 150
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
-	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | soak"
+	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | soak"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -88,6 +88,9 @@ bench-items: $(VENV)/.installed-dev
 
 bench-isolation: $(VENV)/.installed-dev
 	$(PY) -m bench.isolation
+
+bench-http: $(VENV)/.installed-dev
+	$(PY) -m bench.http
 
 bench-instances: $(VENV)/.installed-dev
 	$(PY) -m bench.instances

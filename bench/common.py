@@ -87,16 +87,21 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    extra_args: Sequence[str] = (), *, items_dir: Path = ITEMS_DIR, cwd: Path = REPO_ROOT
+    extra_args: Sequence[str] = (),
+    *,
+    items_dir: Path = ITEMS_DIR,
+    cwd: Path = REPO_ROOT,
+    module: str = "embedrec.cli",
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
     (target, process) and drains it with SIGTERM on exit. `cwd` is the source tree whose code
-    runs (another checkout, for before/after comparisons)."""
+    runs (another checkout, for before/after comparisons); `module` the one run with `serve`
+    and the flags (a wrapper of embedrec.cli's main)."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
-        "embedrec.cli",
+        module,
         "serve",
         "--model-dir",
         str(MODEL_DIR),

@@ -327,3 +327,30 @@ def test_concurrent_http_and_grpc_calls_share_batches_and_all_succeed(
     for thread in threads:
         thread.join(60)
     assert not failures
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """A response's head and body are two writes: with Nagle on, the body would wait for the
+    client's delayed ACK (+40 ms per call)."""
+    import asyncio
+    import socket
+
+    from embedrec.server.http import _listen
+
+    async def accepted_nodelay() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=_listen("127.0.0.1", 0, reuse_port=False))
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        value = await asyncio.wait_for(accepted, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

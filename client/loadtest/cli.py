@@ -120,7 +120,5 @@ def main(argv: Sequence[str]) -> int:
     if arguments.json_path:
         arguments.json_path.write_text(json.dumps(report, indent=2) + "\n")
     if arguments.plot:
-        plot(
-            summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({model})"
-        )
+        plot(summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({model})")
     return 0
