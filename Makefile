@@ -9,6 +9,7 @@ ITEMS_DIR ?= items/demo
 CATALOG ?= data/demo_catalog.jsonl
 HOST ?= 127.0.0.1
 PORT ?= 50051
+HTTP_PORT ?= 8080
 SOAK_SECONDS ?= 150
 # torch is pinned in the same pip command as every package that depends on it, or pip would
 # pull a multi-GB CUDA build (see pyproject.toml).
@@ -41,12 +42,13 @@ serve: $(VENV)/.installed-serve
 	$(PY) -m embedrec.cli export-model --output $(MODEL_DIR)
 	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR) --filter-field category
 	@echo ""
-	@echo "Starting embedrec on $(HOST):$(PORT). From another terminal:"
+	@echo "Starting embedrec: gRPC on $(HOST):$(PORT), HTTP on $(HOST):$(HTTP_PORT). From another terminal:"
 	@echo "  $(VENV)/bin/embedrec recommend --target $(HOST):$(PORT) --text 'energy-saving air conditioner for home'"
 	@echo "  $(VENV)/bin/embedrec embed --target $(HOST):$(PORT) 'hello world' '这是一款高效节能的空调'"
 	@echo "  $(VENV)/bin/embedrec info --target $(HOST):$(PORT)"
+	@echo "  curl -s $(HOST):$(HTTP_PORT)/v1/embeddings -H 'content-type: application/json' -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"hello\"}'"
 	@echo ""
-	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT)
+	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

@@ -46,11 +46,18 @@ def load_step(target: str, protocol: str, model: str, concurrency: int, seconds:
 
 
 def alternate(
-    pool: ProcessPoolExecutor, first: tuple[str, str], second: tuple[str, str], model: str, level: int, seconds: float
+    pool: ProcessPoolExecutor,
+    first: tuple[str, str],
+    second: tuple[str, str],
+    model: str,
+    level: int,
+    seconds: float,
+    rounds: int = 1,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """A B B A steps of (target, protocol) `first` and `second`; each side's mean req/s and p50/p99."""
+    """`rounds` x A B B A steps of (target, protocol) `first` and `second`; each side's mean
+    req/s and p50/p99."""
     runs: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
-    for side in (0, 1, 1, 0):
+    for side in (0, 1, 1, 0) * rounds:
         target, protocol = (first, second)[side]
         runs[side].append(pool.submit(load_step, target, protocol, model, level, seconds).result())
     return _mean(runs[0]), _mean(runs[1])
@@ -74,6 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per step")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="revision for the tracing-off comparison")
+    parser.add_argument("--tracing-rounds", type=int, default=3, help="A B B A rounds of the tracing comparisons")
     arguments = parser.parse_args()
     ensure_artifacts()
     seconds = arguments.seconds
@@ -95,7 +103,9 @@ def main() -> int:
             server_process(off_flags) as (off_target, _),
             server_process(off_flags, module="bench.traced_serve") as (on_target, _),
         ):
-            tracing_off, tracing_on = alternate(pool, (off_target, "grpc"), (on_target, "grpc"), model, 32, seconds)
+            tracing_off, tracing_on = alternate(
+                pool, (off_target, "grpc"), (on_target, "grpc"), model, 32, seconds, arguments.tracing_rounds
+            )
         with tempfile.TemporaryDirectory() as scratch:
             old_root = Path(scratch) / "baseline"
             subprocess.run(
@@ -109,10 +119,18 @@ def main() -> int:
                     server_process(["--metrics-port", "-1"], cwd=old_root) as (before_target, _),
                     server_process(off_flags) as (off_target, _),
                 ):
-                    before, off = alternate(pool, (before_target, "grpc"), (off_target, "grpc"), model, 32, seconds)
+                    before, off = alternate(
+                        pool,
+                        (before_target, "grpc"),
+                        (off_target, "grpc"),
+                        model,
+                        32,
+                        seconds,
+                        arguments.tracing_rounds,
+                    )
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old_root)], cwd=REPO_ROOT, check=False)
-    body = _section(rows, tracing_off, tracing_on, before, off, arguments.baseline, seconds)
+    body = _section(rows, tracing_off, tracing_on, before, off, arguments.baseline, seconds, arguments.tracing_rounds)
     write_section("http", body)
     print(body)
     return 0
@@ -126,6 +144,7 @@ def _section(
     off: dict[str, float],
     baseline: str,
     seconds: float,
+    rounds: int,
 ) -> str:
     lines = [
         "## HTTP `/v1/embeddings` vs gRPC Embed, and the cost of tracing",
@@ -153,8 +172,9 @@ def _section(
         f"Targets: HTTP / gRPC throughput >= 0.9 at c >= 8: worst {worst:.2f}; HTTP p50 at c=1 <= gRPC + 1 ms: "
         f"{c1_http['p50']:.2f} vs {c1_grpc['p50']:.2f} ms ({c1_http['p50'] - c1_grpc['p50']:+.2f} ms).",
         "",
-        "Tracing, gRPC Embed c=32 (tracing on: every span created, batched by OpenTelemetry's "
-        "BatchSpanProcessor and dropped by the exporter; a real OTLP exporter also serialises them in its thread):",
+        f"Tracing, gRPC Embed c=32, {rounds} x A B B A rounds per pair (tracing on: every span created, batched by "
+        "OpenTelemetry's BatchSpanProcessor and dropped by the exporter; a real OTLP exporter also serialises them "
+        "in its thread):",
         "",
         "| server | req/s | p50 ms | p99 ms | ratio |",
         "|---|---|---|---|---|",

@@ -57,12 +57,15 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "PERMISSION_DENIED": (403, "permission_error"),
     "NOT_FOUND": (404, "not_found_error"),
     "PAYLOAD_TOO_LARGE": (413, "invalid_request_error"),
+    "CANCELLED": (499, "client_closed_request"),
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
     "INTERNAL": (500, "server_error"),
     "UNAVAILABLE": (503, "service_unavailable"),
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
 RETRY_AFTER_SECONDS = "1"
+# Request bodies up to this size are parsed on the event loop (cheaper than the hop to the pool).
+INLINE_PARSE_MAX_BYTES = 4096
 REQUEST_ID_HEADER = b"x-request-id"
 JSON = orjson.OPT_SERIALIZE_NUMPY
 
@@ -71,13 +74,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class _HttpRefusal(EmbedrecError):
-    """A refusal only HTTP has (a body too large, an unknown route): `status` is a key of
-    HTTP_STATUS, `http_status` overrides its HTTP status."""
+    """A refusal only HTTP has (a body too large, a client gone): `status` is a key of HTTP_STATUS."""
 
-    def __init__(self, status: str, message: str, http_status: int | None = None) -> None:
+    def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.http_status = http_status
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,6 @@ class _Route:
     method: str
     name: str  # the "rpc" label in metrics and traces
     handle: Callable[[HttpApi, bytes, EmbeddingService], Awaitable[tuple[_Reply, object]]]
-    needs_service: bool = True
 
 
 class HttpApi:
@@ -154,10 +154,7 @@ class HttpApi:
         return outcome, "OK"
 
     async def _run(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> _Reply:
-        try:
-            body = await _read_body(scope, receive, self.max_body_bytes)
-        except _HttpRefusal as refusal:
-            return _Reply(_error_body(refusal.status, str(refusal)), refusal.http_status or 400)
+        body = await _read_body(scope, receive, self.max_body_bytes)
         assert self.state.service is not None  # admitted
         reply, request = await route.handle(self, body, self.state.service)
         call.request = request  # for the access log's sizes
@@ -165,7 +162,7 @@ class HttpApi:
 
     async def embeddings(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
         """POST /v1/embeddings (OpenAI)."""
-        request = _json_object(body)
+        request = await service.cpu.run_unless_small(len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body)
         texts = _openai_input(request.get("input"))
         _check_model(request.get("model"), service)
         encoding = request.get("encoding_format", "float")
@@ -196,7 +193,7 @@ class HttpApi:
 
     async def embed(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
         """POST /v1/embed: EmbedRequest -> EmbedResponse in the proto's JSON mapping."""
-        request = _parse(body, pb.EmbedRequest())
+        request = await _parsed(service, body, pb.EmbedRequest())
         result = await messages.embed_result(service, request, None)
         vectors = result.vectors
         document = {"values": vectors.ravel(), "dim": vectors.shape[1], "tokenCounts": result.token_counts}
@@ -204,19 +201,19 @@ class HttpApi:
 
     async def similarity(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
         """POST /v1/similarity: SimilarityRequest -> SimilarityResponse."""
-        request = _parse(body, pb.SimilarityRequest())
+        request = await _parsed(service, body, pb.SimilarityRequest())
         scores = await messages.similarity_scores(service, request, None)
         return _Reply(orjson.dumps({"scores": scores}, option=JSON)), request
 
     async def recommend(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
         """POST /v1/recommend: RecommendRequest -> RecommendResponse."""
-        request = _parse(body, pb.RecommendRequest())
+        request = await _parsed(service, body, pb.RecommendRequest())
         response = await messages.recommend(service, request, None)
         return _Reply(await _message_json(service, response, len(response.items))), request
 
     async def recommend_batch(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
         """POST /v1/recommend-batch: RecommendBatchRequest -> RecommendBatchResponse."""
-        request = _parse(body, pb.RecommendBatchRequest())
+        request = await _parsed(service, body, pb.RecommendBatchRequest())
         response = await messages.recommend_batch(service, request, None)
         items = sum(len(result.items) for result in response.results)
         return _Reply(await _message_json(service, response, items)), request
@@ -289,6 +286,12 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+async def _parsed(service: EmbeddingService, body: bytes, message: Message) -> Any:
+    """`_parse`, in the CPU pool for bodies past INLINE_PARSE_MAX_BYTES (json_format works in
+    Python, ~0.5 us per value)."""
+    return await service.cpu.run_unless_small(len(body) <= INLINE_PARSE_MAX_BYTES, _parse, body, message)
+
+
 def _parse(body: bytes, message: Message) -> Any:
     """`body` (JSON in the proto's mapping) into `message`; InvalidArgument naming what is wrong."""
     try:
@@ -326,17 +329,17 @@ async def _read_body(scope: dict[str, Any], receive: Receive, limit: int) -> byt
     declares its length)."""
     declared = _header(scope["headers"], b"content-length")
     if declared.isdigit() and int(declared) > limit:
-        raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body of {declared} bytes exceeds {limit} bytes", 413)
+        raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body of {declared} bytes exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _HttpRefusal("CANCELLED", "the client went away", 499)
+            raise _HttpRefusal("CANCELLED", "the client went away")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", 413)
+            raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

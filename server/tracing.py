@@ -75,10 +75,28 @@ def configure(environ: Mapping[str, str]) -> str:
     return f"on: {described}"
 
 
+class _OpenTelemetry:
+    """The OpenTelemetry names used per call, imported once when tracing is turned on."""
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace import Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.trace = trace
+        self.Status, self.StatusCode = Status, StatusCode
+        self.INTERNAL, self.SERVER = trace.SpanKind.INTERNAL, trace.SpanKind.SERVER
+        self.propagator = TraceContextTextMapPropagator()
+
+
+_otel: Any = None
+
+
 def install(provider: Any) -> None:
     """Trace with `provider` (an OpenTelemetry TracerProvider) from now on: servers and batchers
     created afterwards record spans. Tests install one with an in-memory exporter."""
-    global _tracer, _provider
+    global _tracer, _provider, _otel
+    _otel = _OpenTelemetry()
     _provider = provider
     _tracer = provider.get_tracer(TRACER_NAME)
 
@@ -115,36 +133,35 @@ class _NoSpan:
 NO_SPAN = _NoSpan()
 
 
-class _Span(_NoSpan):
-    """A live span, current for the duration of its `with` block."""
+class _LeafSpan(_NoSpan):
+    """A live span with no children: a child of the current span, never current itself (a
+    context switch less than `_Span`)."""
 
     def __init__(self, name: str, *, kind: Any = None, context: Any = None, attributes: Mapping[str, Any]) -> None:
-        from opentelemetry import trace
-
-        self._span = _tracer.start_span(
-            name, context=context, kind=kind or trace.SpanKind.INTERNAL, attributes=dict(attributes)
-        )
-        self._scope: Any = None
-
-    def __enter__(self) -> _Span:
-        from opentelemetry import trace
-
-        self._scope = trace.use_span(self._span, end_on_exit=True, record_exception=False)
-        self._scope.__enter__()
-        return self
+        self._span = _tracer.start_span(name, context=context, kind=kind or _otel.INTERNAL, attributes=attributes)
 
     def __exit__(self, *exc: object) -> None:
-        self._scope.__exit__(*exc)
+        self._span.end()
 
     def set(self, **attributes: Any) -> None:
         self._span.set_attributes({"embedrec." + key: value for key, value in attributes.items()})
 
     def refused(self, status: str) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         self._span.set_attribute("rpc.grpc.status_code_name", status)
         if status != "OK":
-            self._span.set_status(Status(StatusCode.ERROR, status))
+            self._span.set_status(_otel.Status(_otel.StatusCode.ERROR, status))
+
+
+class _Span(_LeafSpan):
+    """A live span, current for the duration of its `with` block (its children's parent)."""
+
+    def __enter__(self) -> _Span:
+        self._scope = _otel.trace.use_span(self._span, end_on_exit=True, record_exception=False)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._scope.__exit__(*exc)
 
 
 def server_span(
@@ -154,21 +171,19 @@ def server_span(
     `carrier` (gRPC metadata pairs or HTTP header pairs, str or bytes); NO_SPAN while off."""
     if _tracer is None:
         return NO_SPAN
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     headers = {_text(key).lower(): _text(value) for key, value in carrier}
-    parent = TraceContextTextMapPropagator().extract(headers)
+    parent = _otel.propagator.extract(headers)
     values = {"rpc.system": system, "rpc.method": name, "embedrec.request_id": request_id}
     values.update(attributes)
-    return _Span(name, kind=trace.SpanKind.SERVER, context=parent, attributes=values)
+    return _Span(name, kind=_otel.SERVER, context=parent, attributes=values)
 
 
 def span(name: str, **attributes: Any) -> _NoSpan:
-    """An INTERNAL span, child of the current one, attributes prefixed "embedrec."; NO_SPAN while off."""
+    """An INTERNAL span without children of its own, child of the current one, attributes
+    prefixed "embedrec."; NO_SPAN while off."""
     if _tracer is None:
         return NO_SPAN
-    return _Span(name, attributes={"embedrec." + key: value for key, value in attributes.items()})
+    return _LeafSpan(name, attributes={"embedrec." + key: value for key, value in attributes.items()})
 
 
 def _text(value: Any) -> str:
@@ -185,9 +200,7 @@ class BatchTracer:
 
     def capture(self) -> Any:
         """The caller's span context (the parent of its queue span, the target of batch links)."""
-        from opentelemetry import trace
-
-        return trace.get_current_span().get_span_context()
+        return _otel.trace.get_current_span().get_span_context()
 
     def batch_ran(
         self,
@@ -202,9 +215,7 @@ class BatchTracer:
     ) -> None:
         """Spans of one batch: `requests` holds (captured context, enqueued at ns, items of that
         request in the batch), one entry per request."""
-        from opentelemetry import trace
-        from opentelemetry.trace import Link, Status, StatusCode
-
+        trace = _otel.trace
         size = sum(items for _, _, items in requests)
         for context, enqueued_ns, items in requests:
             if context is None or not context.is_valid:
@@ -217,7 +228,7 @@ class BatchTracer:
                 attributes={"embedrec.queue_ms": (started_ns - enqueued_ns) / 1e6, "embedrec.batch.items": items},
             )
             queue.end(end_time=started_ns)
-        links = [Link(context) for context, _, _ in requests if context is not None and context.is_valid]
+        links = [trace.Link(context) for context, _, _ in requests if context is not None and context.is_valid]
         batch = _tracer.start_span(
             f"embedrec.{self.batcher}.batch",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -231,7 +242,7 @@ class BatchTracer:
             },
         )
         if error is not None:
-            batch.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            batch.set_status(_otel.Status(_otel.StatusCode.ERROR, type(error).__name__))
         if self.finish_span is not None and error is None:
             finish = _tracer.start_span(
                 self.finish_span, context=trace.set_span_in_context(batch), start_time=inferred_ns

@@ -229,6 +229,7 @@ def test_a_body_over_the_message_limit_is_413(tiny_model_dir: Path, tiny_items_d
     try:
         status, answer, _ = call(http_base(server), "/v1/embeddings", {"model": "x", "input": "y" * 5000})
         assert status == 413 and "4096" in answer["error"]["message"]
+        assert server.app.state.calls[("POST /v1/embeddings", "PAYLOAD_TOO_LARGE")] == 1
     finally:
         server.close()
 

@@ -122,3 +122,23 @@ def test_recommends_air_conditioners_for_an_air_conditioner_query(minilm_server:
     with EmbedrecClient(minilm_server.target, timeout=60) as client:
         found = client.recommend(5, texts=["energy-saving air conditioner for home"])
     assert all(item.id.startswith("ac-") for item in found), found
+
+
+def test_the_openai_client_against_the_make_serve_configuration(minilm_server: ServerThread) -> None:
+    """The bundled MiniLM and the demo catalog, as `make serve` runs them: the `openai` package,
+    with the model name the README uses, gets the vectors gRPC gets (which match
+    sentence-transformers, above), and Recommend's JSON mirror the same ranking."""
+    import json
+    import urllib.request
+
+    import openai
+
+    api = openai.OpenAI(base_url=f"http://127.0.0.1:{minilm_server.app.http_port}/v1", api_key="unused", max_retries=0)
+    result = api.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS[:16])
+    with EmbedrecClient(minilm_server.target, timeout=60) as client:
+        np.testing.assert_array_equal(np.float32([item.embedding for item in result.data]), client.embed(TEXTS[:16]))
+        expected = [item.id for item in client.recommend(5, texts=["energy-saving air conditioner for home"])]
+    body = json.dumps({"texts": [{"text": "energy-saving air conditioner for home"}], "k": 5}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{minilm_server.app.http_port}/v1/recommend", data=body)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert [item["id"] for item in json.loads(response.read())["items"]] == expected

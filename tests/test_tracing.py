@@ -5,6 +5,7 @@ carries request text."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,17 @@ def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
     for span in spans:
         found.setdefault(span.name, []).append(span)
     return found
+
+
+def finished_spans_with(exporter: InMemorySpanExporter, name: str) -> tuple[ReadableSpan, ...]:
+    """The finished spans once one named `name` is among them: an HTTP server span ends just
+    after its response is sent, so the caller may read the exporter first."""
+    for _ in range(100):
+        spans = exporter.get_finished_spans()
+        if any(span.name == name for span in spans):
+            return spans
+        time.sleep(0.05)
+    return exporter.get_finished_spans()
 
 
 def children_of(parent: ReadableSpan, spans: tuple[ReadableSpan, ...]) -> set[str]:
@@ -148,7 +160,7 @@ def test_http_calls_continue_the_traceparent_header(
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
-    spans = exporter.get_finished_spans()
+    spans = finished_spans_with(exporter, "POST /v1/embeddings")
     (call,) = by_name(spans)["POST /v1/embeddings"]
     assert format(call.context.trace_id, "032x") == TRACE_ID
     assert call.attributes is not None and call.attributes["rpc.system"] == "http"
