@@ -24,7 +24,14 @@ from embedrec.client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from embedrec.client.models import Contribution, Recommendation, ReloadResult, ServerInfo, UserProfile
+from embedrec.client.models import (
+    Contribution,
+    Recommendation,
+    Recommendations,
+    ReloadResult,
+    ServerInfo,
+    UserProfile,
+)
 from embedrec.client.sync import EmbedrecClient
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "Recommendation",
+    "Recommendations",
     "ReloadResult",
     "RetryPolicy",
     "ServerError",

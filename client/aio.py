@@ -94,8 +94,11 @@ class AsyncEmbedrecClient:
         exclude_history: bool | None = None,
         filter_values: Iterable[str] = (),
         explain: bool = False,
+        min_score: float | None = None,
+        offset: int = 0,
+        ignore_unknown_items: bool = False,
         timeout: float | None = None,
-    ) -> list[models.Recommendation]:
+    ) -> models.Recommendations:
         """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
         request = models.UserProfile(
             k,
@@ -107,12 +110,15 @@ class AsyncEmbedrecClient:
             exclude_history=exclude_history,
             filter_values=filter_values,
             explain=explain,
+            min_score=min_score,
+            offset=offset,
+            ignore_unknown_items=ignore_unknown_items,
         ).to_request()
         return models.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 
     async def recommend_batch(
         self, users: Sequence[models.UserProfile | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[list[models.Recommendation]]:
+    ) -> list[models.Recommendations]:
         """`recommend` for several users in one call (one pass over the item matrix on the server).
 
         Each user is a UserProfile (or a mapping of its fields: k, vector, texts, item_ids,
@@ -127,6 +133,20 @@ class AsyncEmbedrecClient:
     async def reload_items(self, *, timeout: float | None = None) -> models.ReloadResult:
         """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
         return models.reload_result_of(await self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
+
+    async def hide_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
+        """Hide items from every Recommend from now on (see EmbedrecClient.hide_items)."""
+        request = pb.HideItemsRequest(ids=list(item_ids))
+        return models.visibility_of(await self._call(self._admin.HideItems, request, timeout))
+
+    async def restore_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
+        """Show hidden items again."""
+        request = pb.RestoreItemsRequest(ids=list(item_ids))
+        return models.visibility_of(await self._call(self._admin.RestoreItems, request, timeout))
+
+    async def hidden_items(self, *, timeout: float | None = None) -> list[str]:
+        """The ids hidden now, sorted."""
+        return list((await self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout)).ids)
 
     async def info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""

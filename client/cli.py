@@ -148,9 +148,18 @@ def recommend_main(argv: Sequence[str]) -> int:
         "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
     )
     parser.add_argument("--explain", action="store_true", help="show which --text or --item drove each result")
+    parser.add_argument("--dislike", action="append", default=[], help="a text the user dislikes (repeatable)")
+    parser.add_argument("--dislike-item", action="append", default=[], help="id of an item the user disliked")
+    parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many results (the next page: offset=k)")
+    parser.add_argument(
+        "--ignore-unknown-items", action="store_true", help="skip --item ids the catalog lacks instead of failing"
+    )
     arguments = parser.parse_args(argv)
     if not arguments.text and not arguments.item:
         parser.error("give at least one --text or --item")
+    texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
+    item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
 
     def because(item: Any) -> str:
         top = item.contribution
@@ -160,23 +169,63 @@ def recommend_main(argv: Sequence[str]) -> int:
         return f"  (mostly {source}: {top.score:+.4f})"
 
     def show(found: Any) -> str:
-        return "\n".join(
-            f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}" for rank, item in enumerate(found, start=1)
-        )
+        lines = [
+            f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}"
+            for rank, item in enumerate(found, start=1 + arguments.offset)
+        ]
+        if found.unknown_item_ids:
+            lines.append(f"skipped unknown history ids: {', '.join(found.unknown_item_ids)}")
+        return "\n".join(lines)
 
     return _run(
         arguments,
         lambda client: client.recommend(
             arguments.k,
-            texts=arguments.text or None,
-            item_ids=arguments.item or None,
+            texts=texts or None,
+            item_ids=item_ids or None,
             exclude_ids=arguments.exclude,
             exclude_history=not arguments.include_history,
             filter_values=arguments.filter,
             explain=arguments.explain,
+            min_score=arguments.min_score,
+            offset=arguments.offset,
+            ignore_unknown_items=arguments.ignore_unknown_items,
         ),
         show,
     )
+
+
+def _visibility_main(argv: Sequence[str], *, hide: bool) -> int:
+    name = "hide" if hide else "restore"
+    parser = _parser(name, "Hide items from Recommend until restored." if hide else "Show hidden items again.")
+    parser.add_argument("ids", nargs="*", help="item ids")
+    parser.add_argument("--file", help="read ids from a file, one per line ('-': stdin)")
+    arguments = parser.parse_args(argv)
+    item_ids = _texts(arguments, "ids")
+
+    def show(result: Any) -> str:
+        verb = "hidden" if hide else "restored"
+        unknown = f"; unknown ids: {', '.join(result.unknown_ids)}" if result.unknown_ids else ""
+        return f"{result.changed} {verb}; {result.hidden_count} hidden now{unknown}"
+
+    change = "hide_items" if hide else "restore_items"
+    return _run(arguments, lambda client: getattr(client, change)(item_ids), show)
+
+
+def hide_main(argv: Sequence[str]) -> int:
+    """`embedrec hide ID… [--file F]`: never recommend these items until restored."""
+    return _visibility_main(argv, hide=True)
+
+
+def restore_main(argv: Sequence[str]) -> int:
+    """`embedrec restore ID… [--file F]`: recommend these items again."""
+    return _visibility_main(argv, hide=False)
+
+
+def hidden_main(argv: Sequence[str]) -> int:
+    """`embedrec hidden`: the ids hidden now, one per line."""
+    arguments = _parser("hidden", "List the hidden item ids.").parse_args(argv)
+    return _run(arguments, lambda client: client.hidden_items(), lambda ids: "\n".join(ids))
 
 
 def reload_items_main(argv: Sequence[str]) -> int:

@@ -58,6 +58,21 @@ class ReloadResult:
 
 
 @dataclass(frozen=True)
+class VisibilityResult:
+    """What HideItems or RestoreItems did: ids that changed state, ids the catalog lacks, and
+    how many items are hidden now."""
+
+    changed: int
+    unknown_ids: list[str]
+    hidden_count: int
+
+
+def visibility_of(response: pb.ItemVisibilityResponse) -> VisibilityResult:
+    """A VisibilityResult from an ItemVisibilityResponse."""
+    return VisibilityResult(response.changed, list(response.unknown_ids), response.hidden_count)
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """What the server runs: model, provider, items and limits (see InfoResponse). Every
     InfoResponse field is here: each `max_*` field in `limits` by its name, the others as
@@ -84,6 +99,7 @@ class ServerInfo:
     default_prompt_name: str = ""
     query_prompt_name: str = ""
     items_prompt_name: str = ""
+    hidden_item_count: int = 0
 
 
 def embed_request(
@@ -131,8 +147,11 @@ class UserProfile:
     `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings; history
     items are excluded from the results unless `exclude_history` is False; `exclude_ids` are
     never returned; `filter_values` keeps only items whose filter field has one of them;
-    `explain` names each result's top contributing part. None leaves a field to the server's
-    default (see RecommendRequest in the proto).
+    `explain` names each result's top contributing part. Negative weights are dislikes.
+    `min_score` keeps only items scoring at least that; `offset` skips that many results (pages);
+    `ignore_unknown_items` skips unknown history ids (listed in the result's `unknown_item_ids`)
+    instead of failing. None leaves a field to the server's default (see RecommendRequest in the
+    proto).
     """
 
     k: int = 10
@@ -144,14 +163,24 @@ class UserProfile:
     exclude_history: bool | None = None
     filter_values: Iterable[str] = ()
     explain: bool = False
+    min_score: float | None = None
+    offset: int = 0
+    ignore_unknown_items: bool = False
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
         if isinstance(self.filter_values, str) or isinstance(self.exclude_ids, str):
             raise TypeError("filter_values and exclude_ids must be sequences of strings, not one string")
         request = pb.RecommendRequest(
-            k=self.k, exclude_ids=list(self.exclude_ids), filter_values=list(self.filter_values), explain=self.explain
+            k=self.k,
+            exclude_ids=list(self.exclude_ids),
+            filter_values=list(self.filter_values),
+            explain=self.explain,
+            offset=self.offset,
+            ignore_unknown_items=self.ignore_unknown_items,
         )
+        if self.min_score is not None:
+            request.min_score = self.min_score
         if self.vector is not None:
             request.user_vector.extend(np.asarray(self.vector, dtype=np.float32).ravel().tolist())
         if self.vector_weight is not None:
@@ -169,12 +198,21 @@ class UserProfile:
         return request
 
 
-def recommendations_of(response: pb.RecommendResponse) -> list[Recommendation]:
+class Recommendations(list[Recommendation]):
+    """Recommended items, best first (a list), and the history ids the server skipped as unknown
+    (`unknown_item_ids`, with ignore_unknown_items)."""
+
+    unknown_item_ids: list[str]
+
+
+def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
     """The items of a RecommendResponse, best first."""
-    return [
+    found = Recommendations(
         Recommendation(item.id, float(item.score), _contribution(item) if item.HasField("top_contribution") else None)
         for item in response.items
-    ]
+    )
+    found.unknown_item_ids = list(response.unknown_item_ids)
+    return found
 
 
 def recommend_batch_request(users: Sequence[UserProfile | Mapping[str, Any]]) -> pb.RecommendBatchRequest:

@@ -102,8 +102,11 @@ class EmbedrecClient:
         exclude_history: bool | None = None,
         filter_values: Iterable[str] = (),
         explain: bool = False,
+        min_score: float | None = None,
+        offset: int = 0,
+        ignore_unknown_items: bool = False,
         timeout: float | None = None,
-    ) -> list[models.Recommendation]:
+    ) -> models.Recommendations:
         """Top-k items for a user described by a vector, texts and/or item ids, best first.
 
         `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
@@ -118,12 +121,15 @@ class EmbedrecClient:
             exclude_history=exclude_history,
             filter_values=filter_values,
             explain=explain,
+            min_score=min_score,
+            offset=offset,
+            ignore_unknown_items=ignore_unknown_items,
         ).to_request()
         return models.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 
     def recommend_batch(
         self, users: Sequence[models.UserProfile | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[list[models.Recommendation]]:
+    ) -> list[models.Recommendations]:
         """`recommend` for several users in one call (one pass over the item matrix on the server).
 
         Each user is a UserProfile (or a mapping of its fields: k, vector, texts, item_ids,
@@ -135,6 +141,20 @@ class EmbedrecClient:
     def reload_items(self, *, timeout: float | None = None) -> models.ReloadResult:
         """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
         return models.reload_result_of(self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
+
+    def hide_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
+        """Hide items from every Recommend from now on, until restored (admin token)."""
+        request = pb.HideItemsRequest(ids=list(item_ids))
+        return models.visibility_of(self._call(self._admin.HideItems, request, timeout))
+
+    def restore_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
+        """Show hidden items again (admin token)."""
+        request = pb.RestoreItemsRequest(ids=list(item_ids))
+        return models.visibility_of(self._call(self._admin.RestoreItems, request, timeout))
+
+    def hidden_items(self, *, timeout: float | None = None) -> list[str]:
+        """The ids hidden now, sorted (admin token)."""
+        return list(self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout).ids)
 
     def info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""

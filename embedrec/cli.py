@@ -20,6 +20,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("embedrec.client.cli:info_main", "show the server's model, items and limits"),
     "health": ("embedrec.client.cli:health_main", "show the server's health status"),
     "reload-items": ("embedrec.client.cli:reload_items_main", "hot-reload the server's item matrix"),
+    "hide": ("embedrec.client.cli:hide_main", "hide items from Recommend until restored (admin)"),
+    "restore": ("embedrec.client.cli:restore_main", "show hidden items again (admin)"),
+    "hidden": ("embedrec.client.cli:hidden_main", "list the hidden item ids (admin)"),
     "tune": ("embedrec.server.tune:main", "measure the best instances/threads/batch for this machine; save it"),
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }

@@ -26,7 +26,8 @@ from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError, InvalidArgument
-from embedrec.server.item_ids import write_id_index
+from embedrec.server.hidden import HIDDEN_FILE, read_hidden_ids
+from embedrec.server.item_ids import ItemIds, write_id_index
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
     ITEMS_FILTER_VALUES,
@@ -134,6 +135,7 @@ def build_items(
     if filter_field and checkpoint.filter_values == [""]:
         raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
     write_id_index(partial, count)
+    _keep_hidden(output_dir, partial, count)
     manifest = ItemsManifest(
         item_count=count,
         dim=encoder.dim,
@@ -153,6 +155,16 @@ def build_items(
     replace_directory(partial, output_dir)
     logger.info("built %d items (dim %d) into %s", count, encoder.dim, output_dir)
     return manifest
+
+
+def _keep_hidden(previous: Path, partial: Path, count: int) -> None:
+    """Carry the hidden ids of the build being replaced over to the new one, those still in the
+    catalog (see embedrec.server.hidden)."""
+    hidden = read_hidden_ids(previous) if previous.is_dir() else []
+    if hidden:
+        rows = ItemIds(partial, count).find(hidden)
+        kept = sorted(item_id for item_id, row in zip(hidden, rows.tolist(), strict=True) if row >= 0)
+        write_json_atomically(kept, partial / HIDDEN_FILE, ensure_ascii=False)
 
 
 def _is_up_to_date(

@@ -26,11 +26,13 @@ from embedrec.server import tracing
 from embedrec.server.auth import TokenGuard
 from embedrec.server.calls import ServingState
 from embedrec.server.encoder import OnnxEncoder
-from embedrec.server.errors import ConfigurationError, FailedPrecondition
+from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unavailable
 from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
+from embedrec.server.hidden import HideResult
 from embedrec.server.http import HttpApi, HttpServer
 from embedrec.server.interceptors import TokenAuthInterceptor
 from embedrec.server.items import ItemIndex
+from embedrec.server.limits import check_count
 from embedrec.server.logs import configure_logging
 from embedrec.server.manifest import check_items_match_model, read_model_manifest
 from embedrec.server.metrics import ServerMetrics
@@ -84,7 +86,7 @@ class EmbedrecApp:
             ],
         )
         register_embedrec_service(EmbedRecServicer(self.state), server)
-        register_embedrec_service(EmbedRecAdminServicer(self.state, self.reload_items), server, ADMIN_SERVICE)
+        register_embedrec_service(EmbedRecAdminServicer(self.state, self), server, ADMIN_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
@@ -170,6 +172,7 @@ class EmbedrecApp:
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
         self.metrics.items.set(len(items) if items else 0)
+        self.metrics.hidden_items.set(len(items.hidden.snapshot) if items else 0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "SERVING %s (dim %d, %s, %d instance(s) on %d session(s) x %s threads) with %d items; tuning: %s",
@@ -205,8 +208,11 @@ class EmbedrecApp:
             previous_sha = previous.manifest.items_sha256 if previous is not None else ""
             changed = items.manifest.items_sha256 != previous_sha
             if changed:
+                if previous is not None:  # the serving hidden set wins over the new directory's file
+                    await asyncio.to_thread(items.hidden.carry_over, previous.hidden.snapshot.ids)
                 service.replace_items(items)
                 self.metrics.items.set(len(items))
+                self.metrics.hidden_items.set(len(items.hidden.snapshot))
             result = "swapped" if changed else "unchanged"
             self.metrics.items_reloads.labels(result=result).inc()
             logger.info(
@@ -217,6 +223,37 @@ class EmbedrecApp:
                 items.manifest.items_sha256[:12],
             )
             return ReloadResult(items.manifest.items_sha256, len(items), previous_sha, changed)
+
+    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult:
+        """Hide (or restore) `item_ids` in the served catalog from the next Recommend on, and
+        persist the hidden set beside the items. Raises FailedPrecondition without items,
+        InvalidArgument past max_exclude_ids ids."""
+        service = self._service_with_items()
+        check_count(len(item_ids), service.limits.max_exclude_ids, field="ids", limit_name="max_exclude_ids")
+        async with self._reload_lock:  # one change at a time, never during a reload's swap
+            items = service.items
+            assert items is not None
+            change = items.hidden.hide if hide else items.hidden.restore
+            try:
+                result = await asyncio.to_thread(change, list(item_ids))
+            except ConfigurationError as error:
+                raise FailedPrecondition(f"hidden items not changed: {error}") from None
+        self.metrics.hidden_items.set(result.hidden_count)
+        logger.info("%s %d item(s); %d hidden now", "hid" if hide else "restored", result.changed, result.hidden_count)
+        return result
+
+    def hidden_ids(self) -> Sequence[str]:
+        """The ids hidden now, sorted."""
+        items = self._service_with_items().items
+        return items.hidden.snapshot.ids if items is not None else ()
+
+    def _service_with_items(self) -> EmbeddingService:
+        service = self.state.service
+        if service is None:
+            raise Unavailable("the server is still starting; retry once it is SERVING")
+        if service.items is None:
+            raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
+        return service
 
     async def reload_tokens(self) -> bool:
         """Re-read the token files (off the event loop) and put them in force for the next call;

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedrec.server.errors import ConfigurationError, InvalidArgument, NotFound
+from embedrec.server.hidden import HiddenItems
 from embedrec.server.item_ids import ItemIds
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
@@ -47,6 +48,7 @@ class Query:
 
     profile: FloatArray
     row_filter: RowFilter
+    min_score: float | None = None
 
 
 class ItemIndex:
@@ -81,6 +83,7 @@ class ItemIndex:
                 "rebuild the items"
             )
         self.ids = ItemIds(items_dir, self.manifest.item_count)
+        self.hidden = HiddenItems(items_dir, self.ids, self.manifest.item_count)
         self.filter_field = self.manifest.filter_field
         self._filter_codes: CodeArray | None = None
         self._code_of: dict[str, int] = {}
@@ -104,11 +107,7 @@ class ItemIndex:
     def rows_of(self, item_ids: Sequence[str], *, field: str) -> IndexArray:
         """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids, and
         InvalidArgument when an id is given twice."""
-        seen: set[str] = set()
-        for item_id in item_ids:
-            if item_id in seen:
-                raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
-            seen.add(item_id)
+        _check_distinct(item_ids, field)
         rows = self.ids.find(item_ids)
         unknown = [item_id for item_id, row in zip(item_ids, rows.tolist(), strict=True) if row < 0]
         if unknown:
@@ -116,6 +115,14 @@ class ItemIndex:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise NotFound(f"{field}: unknown item id(s) {shown}{more}")
         return rows
+
+    def known_rows_and_unknown_ids(self, item_ids: Sequence[str], *, field: str) -> tuple[IndexArray, list[int]]:
+        """Like `rows_of`, but unknown ids are skipped: (rows of the known ids, in order; the
+        positions in `item_ids` of the unknown ones)."""
+        _check_distinct(item_ids, field)
+        rows = self.ids.find(item_ids)
+        unknown = [position for position, row in enumerate(rows.tolist()) if row < 0]
+        return rows[rows >= 0], unknown
 
     def known_rows(self, item_ids: Sequence[str]) -> IndexArray:
         """Row numbers of the ids in `item_ids` that exist; unknown ids are skipped."""
@@ -129,21 +136,29 @@ class ItemIndex:
     def row_filter(self, excluded_rows: IndexArray, filter_values: Sequence[str], *, field: str) -> RowFilter:
         """The RowFilter for one query; InvalidArgument naming `field` when the catalog has no
         filter field. Values the catalog does not have match nothing."""
+        blocked = self.hidden.snapshot.mask  # this call's snapshot: hides after it do not change it
         if not filter_values:
-            return RowFilter(excluded_rows)
+            return RowFilter(excluded_rows, blocked=blocked)
         if self._filter_codes is None:
             raise InvalidArgument(
                 f"{field} given, but the served items have no filter field "
                 "(build them with embedrec export-items --filter-field NAME)"
             )
         allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
-        return RowFilter(excluded_rows, self._filter_codes, allowed)
+        return RowFilter(excluded_rows, self._filter_codes, allowed, blocked)
 
     def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
         """The k best items for each query in one pass over the matrix, best first (exact; equal
         scores in catalog order); `threads` as in top_k."""
         profiles = np.stack([query.profile for query in queries]).astype(np.float32, copy=False)
-        found = top_k(self.matrix, profiles, k, filters=[query.row_filter for query in queries], threads=threads)
+        found = top_k(
+            self.matrix,
+            profiles,
+            k,
+            filters=[query.row_filter for query in queries],
+            threads=threads,
+            min_scores=[query.min_score for query in queries],
+        )
         return [
             [
                 Recommendation(item_id, float(score), int(row))
@@ -151,3 +166,11 @@ class ItemIndex:
             ]
             for rows, scores in found
         ]
+
+
+def _check_distinct(item_ids: Sequence[str], field: str) -> None:
+    seen: set[str] = set()
+    for item_id in item_ids:
+        if item_id in seen:
+            raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
+        seen.add(item_id)

@@ -24,6 +24,7 @@ class Limits:
     max_exclude_ids: int = 10_000
     max_batch_users: int = 64
     max_filter_values: int = 1_000
+    max_offset: int = 10_000
 
 
 def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: int | None = None) -> None:
@@ -61,11 +62,19 @@ def check_vector(values: Sequence[float] | npt.NDArray[np.float32], dim: int, *,
     return vector
 
 
-def check_weight(weight: float, *, field: str) -> float:
-    """`weight` if finite and >= 0, else InvalidArgument naming `field`."""
-    if not math.isfinite(weight) or weight < 0:
-        raise InvalidArgument(f"{field} must be finite and >= 0, got {weight}")
+def check_weight(weight: float, *, field: str, negative: bool = False) -> float:
+    """`weight` if finite and >= 0 (any finite value when `negative`: a dislike), else
+    InvalidArgument naming `field`."""
+    if not math.isfinite(weight) or (weight < 0 and not negative):
+        raise InvalidArgument(f"{field} must be finite{'' if negative else ' and >= 0'}, got {weight}")
     return weight
+
+
+def check_score_floor(value: float | None, *, field: str) -> float | None:
+    """`value` when None or in [-1, 1] (a cosine), else InvalidArgument naming `field`."""
+    if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise InvalidArgument(f"{field} must be a cosine in [-1, 1], got {value}")
+    return value
 
 
 def check_k(k: int, limits: Limits, *, field: str = "k") -> None:

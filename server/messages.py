@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from embedrec.server.errors import InvalidArgument
-from embedrec.server.items import Recommendation
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.pooling import FloatArray
-from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest
+from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest, RecommendResult
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
@@ -82,7 +81,7 @@ async def recommend(
 ) -> pb.RecommendResponse:
     """Recommend: top-k items for one profile."""
     found = await service.recommend(profile_request(request), timeout=timeout)
-    return await service.cpu.run_unless_small(len(found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found)
+    return await service.cpu.run_unless_small(len(found.items) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found)
 
 
 async def recommend_batch(
@@ -92,7 +91,7 @@ async def recommend_batch(
     profiles = [profile_request(user) for user in request.users]
     found = await service.recommend_many(profiles, timeout=timeout)
     return await service.cpu.run_unless_small(
-        sum(len(one) for one in found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_batch_response, found
+        sum(len(one.items) for one in found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_batch_response, found
     )
 
 
@@ -115,6 +114,9 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         exclude_history=request.exclude_history if request.HasField("exclude_history") else True,
         filter_values=list(request.filter_values),
         explain=request.explain,
+        min_score=request.min_score if request.HasField("min_score") else None,
+        offset=request.offset,
+        ignore_unknown_items=request.ignore_unknown_items,
     )
 
 
@@ -128,13 +130,13 @@ def _pooling(value: int) -> PoolingName | None:
     return POOLING_FROM_PROTO[value]
 
 
-def _recommend_batch_response(found: list[list[Recommendation]]) -> pb.RecommendBatchResponse:
+def _recommend_batch_response(found: list[RecommendResult]) -> pb.RecommendBatchResponse:
     return pb.RecommendBatchResponse(results=[_recommend_response(one) for one in found])
 
 
-def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
+def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
     items = []
-    for recommendation in found:
+    for recommendation in found.items:
         item = pb.ScoredItem(id=recommendation.item_id, score=recommendation.score)
         contribution = recommendation.contribution
         if contribution is not None:
@@ -147,7 +149,7 @@ def _recommend_response(found: list[Recommendation]) -> pb.RecommendResponse:
                 )
             )
         items.append(item)
-    return pb.RecommendResponse(items=items)
+    return pb.RecommendResponse(items=items, unknown_item_ids=found.unknown_item_ids)
 
 
 def _packed_floats(field_number: int, values: FloatArray) -> bytes:

@@ -34,6 +34,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_searches_dropped_total": ("counter", "queued searches dropped before their pass, by reason"),
     "embedrec_items_reloads_total": ("counter", "item matrix reloads, by result (swapped, unchanged, refused)"),
     "embedrec_items": ("gauge", "items in the served catalog"),
+    "embedrec_hidden_items": ("gauge", "items hidden by EmbedRecAdmin.HideItems (never recommended until restored)"),
     "embedrec_serving": ("gauge", "1 while health is SERVING, else 0"),
 }
 
@@ -60,6 +61,7 @@ class ServerMetrics:
         self.texts_embedded = metric(Counter, "embedrec_texts_embedded_total")
         self.texts_dropped = metric(Counter, "embedrec_texts_dropped_total", labelnames=("reason",))
         self.items = metric(Gauge, "embedrec_items")
+        self.hidden_items = metric(Gauge, "embedrec_hidden_items")
         self.items_reloads = metric(Counter, "embedrec_items_reloads_total", labelnames=("result",))
         self.search = SearchMetrics(
             metric(Gauge, "embedrec_search_queue_depth"),

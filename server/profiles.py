@@ -60,15 +60,19 @@ class Profile:
 def combine_profile(parts: Sequence[ProfilePart]) -> Profile:
     """Unit vector of sum(weight * unit(vector)) over `parts`.
 
-    Raises InvalidArgument when there are no parts, all weights are zero, or the parts cancel
-    out (the mean has no direction).
+    Negative weights (dislikes) pull the profile away from their part; the coefficients keep
+    their sign, so shares still sum exactly to the score. Raises InvalidArgument when there are
+    no parts, no part has a positive weight, or the parts cancel out (no direction).
     """
     if not parts:
         raise InvalidArgument("the user profile is empty: give user_vector, texts or items")
     unit_parts = l2_normalize(np.stack([part.vector for part in parts]).astype(np.float32))
     weights = np.asarray([part.weight for part in parts], dtype=np.float64)
-    if weights.sum() <= 0:
-        raise InvalidArgument("the user profile's weights are all zero")
+    if not (weights > 0).any():
+        raise InvalidArgument(
+            "the user profile has no part with a positive weight (negative weights are dislikes; "
+            "give at least one thing the user likes)"
+        )
     combined = (weights[:, None] * unit_parts.astype(np.float64)).sum(axis=0)
     norm = float(np.linalg.norm(combined))
     if not np.isfinite(norm) or norm < 1e-6:

@@ -28,7 +28,15 @@ from embedrec.server.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
 from embedrec.server.items import ItemIndex, Query, Recommendation
-from embedrec.server.limits import Limits, check_count, check_k, check_texts, check_vector, check_weight
+from embedrec.server.limits import (
+    Limits,
+    check_count,
+    check_k,
+    check_score_floor,
+    check_texts,
+    check_vector,
+    check_weight,
+)
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
@@ -63,6 +71,18 @@ class ProfileRequest:
     exclude_history: bool = True
     filter_values: Sequence[str] = ()
     explain: bool = False
+    min_score: float | None = None
+    offset: int = 0
+    ignore_unknown_items: bool = False
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    """One user's answer: the items, best first, and the history ids skipped as unknown (with
+    ignore_unknown_items)."""
+
+    items: list[Recommendation]
+    unknown_item_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,7 @@ class ServiceInfo:
     default_prompt_name: str = ""
     query_prompt_name: str = ""
     items_prompt_name: str = ""
+    hidden_item_count: int = 0
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -150,6 +171,8 @@ class SearchItem:
     row_filter: RowFilter
     k: int
     explain: bool = False
+    min_score: float | None = None
+    offset: int = 0
 
 
 # A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
@@ -172,10 +195,11 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
         by_index.setdefault(id(batch[position].items), []).append(position)
     for positions in by_index.values():
         items = batch[positions[0]].items
-        queries = [Query(profiles[p].vector, batch[p].row_filter) for p in positions]
-        found = items.search(queries, max(batch[p].k for p in positions), threads=threads)
+        queries = [Query(profiles[p].vector, batch[p].row_filter, batch[p].min_score) for p in positions]
+        found = items.search(queries, max(batch[p].k + batch[p].offset for p in positions), threads=threads)
         for position, recommendations in zip(positions, found, strict=True):
-            chosen = recommendations[: batch[position].k]
+            search = batch[position]
+            chosen = recommendations[search.offset : search.offset + search.k]
             if batch[position].explain and chosen:
                 chosen = _explained(items, profiles[position], chosen)
             results[position] = chosen
@@ -216,6 +240,7 @@ class _PreparedProfile:
     texts_field: str
     text_weights: list[float]
     row_filter: RowFilter
+    unknown_item_ids: list[str]
 
 
 class EmbeddingService:
@@ -343,17 +368,18 @@ class EmbeddingService:
         scores: FloatArray = np.sum(vectors[0::2] * vectors[1::2], axis=1).astype(np.float32)
         return scores
 
-    async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> list[Recommendation]:
-        """Top-k items for the profile of `request`, best first (exact, ties by catalog order).
+    async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
+        """Top-k items for the profile of `request`, best first (exact, ties by catalog order),
+        after `offset` and at least `min_score`.
 
         Raises FailedPrecondition without items, InvalidArgument on bad fields, NotFound on
-        unknown history ids.
+        unknown history ids (unless ignore_unknown_items).
         """
         return (await self._recommend_each([request], timeout=timeout, prefix=""))[0]
 
     async def recommend_many(
         self, requests: Sequence[ProfileRequest], *, timeout: float | None
-    ) -> list[list[Recommendation]]:
+    ) -> list[RecommendResult]:
         """`recommend` for several users with one pass over the item matrix; results in request
         order. Field names in errors are prefixed with users[i]."""
         if not requests:
@@ -363,7 +389,7 @@ class EmbeddingService:
 
     async def _recommend_each(
         self, requests: Sequence[ProfileRequest], *, timeout: float | None, prefix: str
-    ) -> list[list[Recommendation]]:
+    ) -> list[RecommendResult]:
         items = self.items  # one snapshot: a hot reload during this call does not affect it
         if items is None:
             raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
@@ -386,14 +412,16 @@ class EmbeddingService:
                 for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
             )
         searches = [
-            SearchItem(items, one.parts, one.row_filter, one.k, request.explain)
+            SearchItem(items, one.parts, one.row_filter, one.k, request.explain, request.min_score, request.offset)
             for one, request in zip(prepared, requests, strict=True)
         ]
         results = await self.search_batcher.submit(searches, timeout=timeout)
-        for result in results:
+        answers = []
+        for result, one in zip(results, prepared, strict=True):
             if isinstance(result, EmbedrecError):
                 raise result
-        return [result for result in results if not isinstance(result, EmbedrecError)]
+            answers.append(RecommendResult(result, one.unknown_item_ids))
+        return answers
 
     def _prepare_all(self, items: ItemIndex, requests: Sequence[ProfileRequest], prefix: str) -> list[_PreparedProfile]:
         return [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
@@ -402,6 +430,11 @@ class EmbeddingService:
         """Validate `request` (field names prefixed with `prefix`) and gather every profile part
         but the texts, which are embedded for all users together."""
         check_k(request.k, self.limits, field=f"{prefix}k")
+        if not 0 <= request.offset <= self.limits.max_offset:
+            raise InvalidArgument(
+                f"{prefix}offset must be between 0 and max_offset={self.limits.max_offset}, got {request.offset}"
+            )
+        check_score_floor(request.min_score, field=f"{prefix}min_score")
         for name, count, limit_name in (
             ("items", len(request.items), "max_history_items"),
             ("exclude_ids", len(request.exclude_ids), "max_exclude_ids"),
@@ -409,10 +442,12 @@ class EmbeddingService:
         ):
             check_count(count, getattr(self.limits, limit_name), field=f"{prefix}{name}", limit_name=limit_name)
         text_weights = [
-            check_weight(weight, field=f"{prefix}texts[{i}].weight") for i, (_, weight) in enumerate(request.texts)
+            check_weight(weight, field=f"{prefix}texts[{i}].weight", negative=True)
+            for i, (_, weight) in enumerate(request.texts)
         ]
         item_weights = [
-            check_weight(weight, field=f"{prefix}items[{i}].weight") for i, (_, weight) in enumerate(request.items)
+            check_weight(weight, field=f"{prefix}items[{i}].weight", negative=True)
+            for i, (_, weight) in enumerate(request.items)
         ]
         parts: list[ProfilePart] = []
         if len(request.user_vector):
@@ -420,12 +455,16 @@ class EmbeddingService:
             weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
             parts.append(ProfilePart(vector, weight, "user_vector"))
         item_ids = [item_id for item_id, _ in request.items]
-        history_rows = items.rows_of(item_ids, field=f"{prefix}items")
+        unknown: list[int] = []
+        if request.ignore_unknown_items:
+            history_rows, unknown = items.known_rows_and_unknown_ids(item_ids, field=f"{prefix}items")
+        else:
+            history_rows = items.rows_of(item_ids, field=f"{prefix}items")
+        skipped = set(unknown)
+        known = [index for index in range(len(item_ids)) if index not in skipped]
         parts.extend(
-            ProfilePart(vector, weight, "item", index, item_id)
-            for index, (vector, weight, item_id) in enumerate(
-                zip(items.vectors(history_rows), item_weights, item_ids, strict=True)
-            )
+            ProfilePart(vector, item_weights[index], "item", index, item_ids[index])
+            for index, vector in zip(known, items.vectors(history_rows), strict=True)
         )
         if not parts and not request.texts:
             combine_profile(parts)  # raises the "profile is empty" error before any text is embedded
@@ -434,7 +473,8 @@ class EmbeddingService:
             excluded = np.concatenate([excluded, history_rows])
         row_filter = items.row_filter(excluded, request.filter_values, field=f"{prefix}filter_values")
         texts = [text for text, _ in request.texts]
-        return _PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter)
+        unknown_ids = [item_ids[index] for index in unknown]
+        return _PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids)
 
     def replace_items(self, items: ItemIndex) -> None:
         """Serve `items` from now on (calls already running finish on the old index). The caller
@@ -470,4 +510,5 @@ class EmbeddingService:
             default_prompt_name=manifest.default_prompt_name,
             query_prompt_name=query_prompt_name(manifest),
             items_prompt_name=items.manifest.prompt_name if items is not None else "",
+            hidden_item_count=len(items.hidden.snapshot) if items is not None else 0,
         )

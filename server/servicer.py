@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 
 from embedrec.server import messages
 from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer
+from embedrec.server.hidden import HideResult
 from embedrec.server.service import EmbeddingService, ReloadResult
 from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
@@ -106,21 +107,55 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
         return await messages.info(self.service, request, _deadline(context))
 
 
+class AdminOperations(Protocol):
+    """What the admin service does (implemented by the server app)."""
+
+    async def reload_items(self) -> ReloadResult: ...
+
+    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult: ...
+
+    def hidden_ids(self) -> Sequence[str]: ...
+
+
 class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc]
     """Adapter from the embedrec.v1 admin service to the server's operations."""
 
-    def __init__(self, state: ServingState, reload_items: Callable[[], Awaitable[ReloadResult]]) -> None:
+    def __init__(self, state: ServingState, operations: AdminOperations) -> None:
         self.state = state
-        self._reload_items = reload_items
+        self._operations = operations
 
     @_guarded
     async def ReloadItems(
         self, request: pb.ReloadItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReloadItemsResponse:
-        result = await self._reload_items()
+        result = await self._operations.reload_items()
         return pb.ReloadItemsResponse(
             items_sha256=result.items_sha256,
             item_count=result.item_count,
             previous_items_sha256=result.previous_items_sha256,
             changed=result.changed,
         )
+
+    @_guarded
+    async def HideItems(
+        self, request: pb.HideItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ItemVisibilityResponse:
+        return _visibility(await self._operations.change_visibility(list(request.ids), hide=True))
+
+    @_guarded
+    async def RestoreItems(
+        self, request: pb.RestoreItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ItemVisibilityResponse:
+        return _visibility(await self._operations.change_visibility(list(request.ids), hide=False))
+
+    @_guarded
+    async def ListHiddenItems(
+        self, request: pb.ListHiddenItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListHiddenItemsResponse:
+        return pb.ListHiddenItemsResponse(ids=self._operations.hidden_ids())
+
+
+def _visibility(result: HideResult) -> pb.ItemVisibilityResponse:
+    return pb.ItemVisibilityResponse(
+        changed=result.changed, unknown_ids=result.unknown_ids, hidden_count=result.hidden_count
+    )

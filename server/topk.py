@@ -36,12 +36,14 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class RowFilter:
-    """Which rows one query may return: not in `excluded_rows`, and, when `allowed_codes` is
-    given, whose entry in `row_codes` (one code per matrix row) is one of `allowed_codes`."""
+    """Which rows one query may return: not in `excluded_rows`, not True in `blocked` (a mask
+    over all rows, e.g. the hidden items), and, when `allowed_codes` is given, whose entry in
+    `row_codes` (one code per matrix row) is one of `allowed_codes`."""
 
     excluded_rows: IndexArray = field(default_factory=lambda: _NO_ROWS)
     row_codes: CodeArray | None = None
     allowed_codes: CodeArray | None = None
+    blocked: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "excluded_rows", np.unique(np.asarray(self.excluded_rows, dtype=np.int64)))
@@ -52,6 +54,8 @@ class RowFilter:
         """True for each of `rows` that this filter lets through (the definition that top_k
         applies, vectorised over all queries, to the candidates of each chunk)."""
         keep = ~_contains(self.excluded_rows, rows)
+        if self.blocked is not None:
+            keep &= ~self.blocked[rows]
         if self.row_codes is not None and self.allowed_codes is not None:
             keep &= np.isin(self.row_codes[rows], self.allowed_codes)
         return keep
@@ -68,13 +72,16 @@ def top_k(
     filters: Sequence[RowFilter] | RowFilter = NO_FILTER,
     chunk_rows: int | None = None,
     threads: int = 0,
+    min_scores: Sequence[float | None] | None = None,
 ) -> list[tuple[IndexArray, FloatArray]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
     `queries` is (q, dim) float32; all of them are answered in one pass over `matrix`. `filters`
     is one RowFilter for every query or one per query. `chunk_rows` overrides the rows scored at
     a time (default: a score buffer of about SCORE_BUFFER_VALUES floats). `threads` caps the
-    threads of the multi-query product (0: ONNX Runtime's default, one per core). Returns, per
+    threads of the multi-query product (0: ONNX Runtime's default, one per core). `min_scores`,
+    one per query (None: no floor), keeps only rows scoring at least that; the floor is the
+    pruning threshold from the first chunk on, so a high floor scans fast. Returns, per
     query, (rows, scores): at most k entries (fewer only when fewer rows are eligible), best
     first, equal scores by ascending row.
     """
@@ -85,7 +92,10 @@ def top_k(
     if query_count == 0:
         return []
     eligibility = _Eligibility(_per_query_filters(filters, query_count), rows_total)
-    best = _Best(query_count, k, sentinel_row=rows_total)
+    floors = [None] * query_count if min_scores is None else list(min_scores)
+    if len(floors) != query_count:
+        raise ValueError(f"{len(floors)} min_scores for {query_count} queries")
+    best = _Best(query_count, k, sentinel_row=rows_total, floors=floors)
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
@@ -119,6 +129,13 @@ class _Eligibility:
             query * self._stride + one.excluded_rows for query, one in enumerate(filters) if one.excluded_rows.size
         ]
         self._excluded_keys = np.sort(np.concatenate(excluded)) if excluded else None
+        # Queries sharing one blocked mask (normally all: the hidden items' snapshot) are checked together.
+        masks: dict[int, tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]] = {}
+        for query, one in enumerate(filters):
+            if one.blocked is not None:
+                members = masks.setdefault(id(one.blocked), (one.blocked, np.zeros(len(filters), dtype=np.bool_)))[1]
+                members[query] = True
+        self._blocked = list(masks.values())
         coded = [query for query, one in enumerate(filters) if one.row_codes is not None]
         self._row_codes: CodeArray | None = None
         self._has_codes = np.zeros(len(filters), dtype=np.bool_)
@@ -139,6 +156,8 @@ class _Eligibility:
             return keep
         if self._excluded_keys is not None:
             keep &= ~_contains(self._excluded_keys, query_of * self._stride + rows)
+        for mask, members in self._blocked:
+            keep &= ~(members[query_of] & mask[rows])
         if self._row_codes is not None:
             filtered = self._has_codes[query_of]
             codes = np.asarray(self._row_codes[rows[filtered]], dtype=np.int64)
@@ -151,15 +170,23 @@ class _Best:
     """Each query's k best (score, row) so far as (q, k) arrays, best first; empty slots hold
     -inf and a sentinel row, so merging is a handful of vectorised calls for all queries."""
 
-    def __init__(self, query_count: int, k: int, *, sentinel_row: int) -> None:
+    def __init__(
+        self, query_count: int, k: int, *, sentinel_row: int, floors: Sequence[float | None] | None = None
+    ) -> None:
         self.k = k
         self.sentinel_row = sentinel_row
-        self.scores = np.full((query_count, k), -np.inf, dtype=np.float32)
+        # An empty slot scores just below the query's floor: a candidate passes when it scores
+        # above the k-th slot, so at least the floor (-inf without one).
+        thresholds = [
+            -np.inf if floor is None else np.nextafter(np.float32(floor), np.float32(-np.inf))
+            for floor in floors or [None] * query_count
+        ]
+        self.scores = np.repeat(np.asarray(thresholds, dtype=np.float32)[:, None], k, axis=1)
         self.rows = np.full((query_count, k), sentinel_row, dtype=np.int64)
 
     @property
     def kth_scores(self) -> FloatArray:
-        """Each query's current k-th best score (-inf until it has k candidates)."""
+        """Each query's current k-th best score (its floor until it has k candidates)."""
         kth: FloatArray = self.scores[:, -1]
         return kth
 
@@ -170,7 +197,7 @@ class _Best:
             order = np.lexsort((all_rows, -all_scores))[: self.k]
             self.rows[0], self.scores[0] = all_rows[order], all_scores[order]
             return
-        new_scores = _padded(query_of, scores, self.scores.shape[0], -np.inf)
+        new_scores = _padded(query_of, scores, self.scores.shape[0], -np.inf)  # below any floor
         new_rows = _padded(query_of, rows, self.scores.shape[0], self.sentinel_row)
         all_scores = np.concatenate([self.scores, new_scores], axis=1)
         all_rows = np.concatenate([self.rows, new_rows], axis=1)
@@ -182,7 +209,7 @@ class _Best:
         """Per query (rows, scores) best first, without the empty slots."""
         found = []
         for rows, scores in zip(self.rows, self.scores, strict=True):
-            filled = np.isfinite(scores)
+            filled = rows != self.sentinel_row
             found.append((rows[filled].copy(), scores[filled].copy()))
         return found
 

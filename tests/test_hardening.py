@@ -138,11 +138,18 @@ BAD_INPUTS: list[tuple[str, str, Any, str, str]] = [
         "items has duplicate id 'ac-1'",
     ),
     (
-        "a negative weight",
+        "a non-finite weight",
+        "Recommend",
+        pb.RecommendRequest(k=3, texts=[pb.WeightedText(text="x", weight=float("inf"))]),
+        "INVALID_ARGUMENT",
+        r"texts\[0\].weight must be finite",
+    ),
+    (
+        "dislikes only (negative weights)",
         "Recommend",
         pb.RecommendRequest(k=3, texts=[pb.WeightedText(text="x", weight=-1)]),
         "INVALID_ARGUMENT",
-        r"texts\[0\].weight must be finite and >= 0",
+        "no part with a positive weight",
     ),
     ("no profile at all", "Recommend", pb.RecommendRequest(k=3), "INVALID_ARGUMENT", "profile is empty"),
 ]

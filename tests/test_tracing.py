@@ -56,12 +56,12 @@ def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
     return found
 
 
-def finished_spans_with(exporter: InMemorySpanExporter, name: str) -> tuple[ReadableSpan, ...]:
-    """The finished spans once one named `name` is among them: an HTTP server span ends just
-    after its response is sent, so the caller may read the exporter first."""
+def finished_spans_with(exporter: InMemorySpanExporter, name: str, count: int = 1) -> tuple[ReadableSpan, ...]:
+    """The finished spans once `count` named `name` are among them: a server span ends just after
+    its answer is sent (an HTTP response, a gRPC error status), so the caller may look first."""
     for _ in range(100):
         spans = exporter.get_finished_spans()
-        if any(span.name == name for span in spans):
+        if sum(span.name == name for span in spans) >= count:
             return spans
         time.sleep(0.05)
     return exporter.get_finished_spans()
@@ -137,7 +137,7 @@ def test_a_recommend_call_traces_its_search_and_a_refusal_marks_the_span(
         client.recommend(3, texts=[SECRET_TEXT])
         with pytest.raises(Exception, match="k"):
             client.recommend(0, texts=["x"])
-    spans = exporter.get_finished_spans()
+    spans = finished_spans_with(exporter, "Recommend", count=2)
     named = by_name(spans)
     good, refused = sorted(named["Recommend"], key=lambda span: span.start_time or 0)
     assert {"embedrec.prepare", "embedrec.inference.queue", "embedrec.search.queue"} <= children_of(good, spans)

@@ -299,6 +299,21 @@ class EmbedRecAdminStub:
                 request_serializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.SerializeToString,
                 response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.FromString,
                 _registered_method=True)
+        self.HideItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/HideItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.HideItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.FromString,
+                _registered_method=True)
+        self.RestoreItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/RestoreItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.RestoreItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.FromString,
+                _registered_method=True)
+        self.ListHiddenItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/ListHiddenItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedRecAdminServicer:
@@ -318,6 +333,31 @@ class EmbedRecAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HideItems(self, request, context):
+        """Hide items (e.g. out of stock): Recommend and RecommendBatch never return them from the next
+        call on, until restored. The hidden ids are stored in the item directory (hidden_ids.json,
+        written atomically): they survive a restart, a reload carries them over to the new matrix,
+        and export-items into the same directory keeps those still in the catalog. Ids the catalog
+        does not have are listed in the answer and not stored. At most max_exclude_ids ids per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreItems(self, request, context):
+        """Show hidden items again (unknown or not hidden ids are no-ops).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHiddenItems(self, request, context):
+        """The ids hidden now, sorted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedRecAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -325,6 +365,21 @@ def add_EmbedRecAdminServicer_to_server(servicer, server):
                     servicer.ReloadItems,
                     request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.FromString,
                     response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.SerializeToString,
+            ),
+            'HideItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.HideItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.HideItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.SerializeToString,
+            ),
+            'RestoreItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RestoreItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.SerializeToString,
+            ),
+            'ListHiddenItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHiddenItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +412,87 @@ class EmbedRecAdmin:
             '/embedrec.v1.EmbedRecAdmin/ReloadItems',
             embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsRequest.SerializeToString,
             embedrec_dot_v1_dot_embedrec__pb2.ReloadItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HideItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/HideItems',
+            embedrec_dot_v1_dot_embedrec__pb2.HideItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/RestoreItems',
+            embedrec_dot_v1_dot_embedrec__pb2.RestoreItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.ItemVisibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHiddenItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/ListHiddenItems',
+            embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,285 @@
+"""Recommend for live catalogs, against a float64 brute force with exact ties: negative feedback,
+a score floor, pages, and lenient history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec.client import EmbedrecClient, InvalidArgument, NotFound
+from tests.conftest import server_settings
+from tests.server_thread import ServerThread, start_server
+
+# Eight distinct texts, each under five ids: rows with equal text are equal, so scores tie exactly.
+TEXTS = [
+    "energy saving air conditioner",
+    "red running shoes",
+    "coffee and tea for the kitchen",
+    "a new novel, a good book",
+    "phone with a large screen",
+    "large fridge for the family",
+    "music and game for the cat",
+    "small laptop, fast and light",
+]
+BRANDS = ["acme", "zenith", "orbit"]
+ROWS = [
+    {
+        "id": f"item-{row:02d}",
+        "text": TEXTS[row % len(TEXTS)],
+        "brand": BRANDS[row % len(BRANDS)],
+        "price": float(10 + (row * 7) % 50),
+    }
+    for row in range(40)
+]
+IDS = [row["id"] for row in ROWS]
+
+
+@pytest.fixture(scope="module")
+def tied_items_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from embedrec.export.items import build_items
+
+    catalog = tmp_path_factory.mktemp("tied") / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    output = tmp_path_factory.mktemp("tied-items") / "items"
+    build_items(catalog, tiny_model_dir, output, filter_field="brand", progress=False)
+    return output
+
+
+@pytest.fixture(scope="module")
+def tied_server(tiny_model_dir: Path, tied_items_dir: Path) -> Iterator[ServerThread]:
+    server = start_server(server_settings(tiny_model_dir, tied_items_dir))
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def tied(tied_server: ServerThread) -> Iterator[EmbedrecClient]:
+    with EmbedrecClient(tied_server.target, timeout=30) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def matrix(tied_items_dir: Path) -> np.ndarray:
+    return np.load(tied_items_dir / "items.npy").astype(np.float64)
+
+
+def ranked(matrix: np.ndarray, profile: np.ndarray, excluded: set[int] = frozenset()) -> list[tuple[str, float]]:  # type: ignore[assignment]
+    """Every eligible (id, score), best first, equal scores in catalog order (float64)."""
+    scores = matrix @ (profile / np.linalg.norm(profile))
+    order = np.lexsort((np.arange(len(scores)), -np.round(scores, 6)))
+    return [(IDS[row], float(scores[row])) for row in order if row not in excluded]
+
+
+def ids(found: list) -> list[str]:  # type: ignore[type-arg]
+    return [item.id for item in found]
+
+
+class TestNegativeFeedback:
+    def test_disliked_texts_and_items_pull_the_profile_away_exactly(
+        self, tied: EmbedrecClient, matrix: np.ndarray
+    ) -> None:
+        liked, disliked = tied.embed([TEXTS[0], TEXTS[1]])
+        disliked_item = matrix[IDS.index("item-02")]
+        profile = 1.0 * liked - 0.5 * disliked - 0.8 * disliked_item
+        found = tied.recommend(12, texts={TEXTS[0]: 1.0, TEXTS[1]: -0.5}, item_ids={"item-02": -0.8})
+        expected = ranked(matrix, profile, excluded={IDS.index("item-02")})[:12]
+        assert ids(found) == [item_id for item_id, _ in expected]
+        np.testing.assert_allclose([item.score for item in found], [score for _, score in expected], atol=1e-5)
+
+    def test_explanations_still_sum_to_the_score_with_negative_shares(
+        self, tied: EmbedrecClient, matrix: np.ndarray
+    ) -> None:
+        liked, disliked = tied.embed([TEXTS[2], TEXTS[3]])
+        combined = 2.0 * liked - 1.0 * disliked
+        norm = float(np.linalg.norm(combined))
+        for item in tied.recommend(6, texts={TEXTS[2]: 2.0, TEXTS[3]: -1.0}, explain=True):
+            row = matrix[IDS.index(item.id)]
+            shares = [2.0 / norm * float(liked @ row), -1.0 / norm * float(disliked @ row)]
+            assert sum(shares) == pytest.approx(item.score, abs=1e-5)
+            assert item.contribution is not None and item.contribution.index == int(np.argmax(shares))
+
+    def test_a_profile_of_dislikes_only_is_refused(self, tied: EmbedrecClient) -> None:
+        with pytest.raises(InvalidArgument, match="no part with a positive weight"):
+            tied.recommend(3, texts={TEXTS[0]: -1.0})
+
+
+class TestScoreFloorAndPages:
+    def test_min_score_returns_exactly_the_items_at_or_above_it(self, tied: EmbedrecClient, matrix: np.ndarray) -> None:
+        (query,) = tied.embed([TEXTS[4]])
+        everything = ranked(matrix, query)
+        floor = everything[12][1]  # a score held by a group of tied rows
+        found = tied.recommend(40, vector=query, min_score=floor)
+        expected = [item_id for item_id, score in everything if score >= floor - 1e-6]
+        assert ids(found) == expected and all(item.score >= floor - 1e-6 for item in found)
+        assert tied.recommend(5, vector=query, min_score=1.0) == [] or everything[0][1] >= 1.0 - 1e-6
+
+    def test_pages_are_the_slices_of_one_long_call_ties_included(self, tied: EmbedrecClient) -> None:
+        (query,) = tied.embed([TEXTS[5]])
+        one_call = ids(tied.recommend(35, vector=query, exclude_ids=["item-07"]))
+        pages: list[str] = []
+        for page in range(5):
+            pages += ids(tied.recommend(7, vector=query, exclude_ids=["item-07"], offset=7 * page))
+        assert pages == one_call
+        assert tied.recommend(7, vector=query, offset=39) == [] or len(tied.recommend(7, vector=query, offset=39)) == 1
+
+    def test_pages_work_per_user_in_a_batch(self, tied: EmbedrecClient) -> None:
+        (query,) = tied.embed([TEXTS[6]])
+        first, second = tied.recommend_batch([{"k": 5, "vector": query}, {"k": 5, "vector": query, "offset": 5}])
+        assert ids(first) + ids(second) == ids(tied.recommend(10, vector=query))
+
+    @pytest.mark.parametrize(
+        ("options", "named"),
+        [
+            ({"offset": 10_001}, "offset must be between 0 and max_offset=10000"),
+            ({"min_score": 1.5}, r"min_score must be a cosine in \[-1, 1\]"),
+            ({"min_score": float("nan")}, "min_score must be a cosine"),
+        ],
+    )
+    def test_out_of_range_is_invalid_naming_the_field(
+        self, tied: EmbedrecClient, options: dict[str, float], named: str
+    ) -> None:
+        with pytest.raises(InvalidArgument, match=named):
+            tied.recommend(3, texts=[TEXTS[0]], **options)  # type: ignore[arg-type]
+
+
+class TestLenientHistory:
+    def test_unknown_history_ids_are_skipped_and_reported(self, tied: EmbedrecClient) -> None:
+        history = {"item-01": 1.0, "gone-1": 1.0, "item-09": 0.5, "gone-2": 2.0}
+        found = tied.recommend(5, item_ids=history, ignore_unknown_items=True)
+        assert found.unknown_item_ids == ["gone-1", "gone-2"]
+        assert ids(found) == ids(tied.recommend(5, item_ids={"item-01": 1.0, "item-09": 0.5}))
+        with pytest.raises(NotFound, match="gone-1"):
+            tied.recommend(5, item_ids=history)
+
+    def test_a_history_of_unknown_ids_only_is_an_empty_profile(self, tied: EmbedrecClient) -> None:
+        with pytest.raises(InvalidArgument, match="profile is empty"):
+            tied.recommend(5, item_ids=["gone-1"], ignore_unknown_items=True)
+
+
+@pytest.fixture()
+def hiding_server(tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
+    """A server on a private copy of the tied items (hides write into the directory)."""
+    import shutil
+
+    items = tmp_path / "items"
+    shutil.copytree(tied_items_dir, items)
+    server = start_server(server_settings(tiny_model_dir, items))
+    yield server, items
+    server.close()
+
+
+class TestHiddenItems:
+    def test_hidden_items_never_come_back_and_the_rest_is_exact(
+        self, hiding_server: tuple[ServerThread, Path], matrix: np.ndarray
+    ) -> None:
+        server, _ = hiding_server
+        with EmbedrecClient(server.target, timeout=30) as client:
+            (query,) = client.embed([TEXTS[0]])
+            hidden = ["item-00", "item-08", "item-16", "item-03"]
+            result = client.hide_items([*hidden, "no-such-id"])
+            assert (result.changed, result.unknown_ids, result.hidden_count) == (4, ["no-such-id"], 4)
+            expected = [item_id for item_id, _ in ranked(matrix, query, {IDS.index(h) for h in hidden})][:10]
+            assert ids(client.recommend(10, vector=query)) == expected
+            batched = client.recommend_batch([{"k": 10, "vector": query}, {"k": 3, "texts": [TEXTS[3]]}])
+            assert ids(batched[0]) == expected and not set(ids(batched[1])) & set(hidden)
+            assert client.hidden_items() == sorted(hidden)
+            assert client.info().hidden_item_count == 4
+            restored = client.restore_items(["item-00", "item-01"])
+            assert (restored.changed, restored.hidden_count) == (1, 3)
+            assert "item-00" in ids(client.recommend(10, vector=query))
+
+    def test_the_hidden_set_survives_a_restart_and_a_reload(
+        self, hiding_server: tuple[ServerThread, Path], tiny_model_dir: Path
+    ) -> None:
+        server, items = hiding_server
+        with EmbedrecClient(server.target, timeout=30) as client:
+            client.hide_items(["item-05", "item-06"])
+            client.reload_items()  # the same directory: unchanged, still hidden
+            assert client.hidden_items() == ["item-05", "item-06"]
+        restarted = start_server(server_settings(tiny_model_dir, items))
+        try:
+            with EmbedrecClient(restarted.target, timeout=30) as client:
+                assert client.hidden_items() == ["item-05", "item-06"]
+                found = client.recommend(40, texts=[TEXTS[5]])
+                assert not {"item-05", "item-06"} & set(ids(found)) and len(found) == 38
+        finally:
+            restarted.close()
+
+    def test_hides_under_concurrent_recommends_are_exact_for_every_call(
+        self, hiding_server: tuple[ServerThread, Path], matrix: np.ndarray
+    ) -> None:
+        import threading
+
+        server, _ = hiding_server
+        with EmbedrecClient(server.target, timeout=30) as client:
+            (query,) = client.embed([TEXTS[2]])
+            order = [item_id for item_id, _ in ranked(matrix, query)]
+            stop = threading.Event()
+            hidden_before: list[set[str]] = []
+            answers: list[tuple[set[str], list[str], set[str]]] = []
+
+            def recommender() -> None:
+                while not stop.is_set():
+                    before = set(client.hidden_items())
+                    found = ids(client.recommend(8, vector=query))
+                    answers.append((before, found, set(client.hidden_items())))
+
+            threads = [threading.Thread(target=recommender) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for item_id in order[:12]:
+                client.hide_items([item_id])
+                hidden_before.append(set(client.hidden_items()))
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        assert len(answers) > 5
+        for before, found, after in answers:
+            # Hidden before the call started: never returned; the answer is the top 8 of what was
+            # visible under some state between the call's start and end.
+            assert not before & set(found)
+            candidates = [[i for i in order if i not in state][:8] for state in (before, after, *hidden_before)]
+            assert found in candidates
+
+    def test_a_rebuild_into_the_same_directory_keeps_hidden_ids_still_in_the_catalog(
+        self, tiny_model_dir: Path, tmp_path: Path
+    ) -> None:
+        from embedrec.export.items import build_items
+        from embedrec.server.hidden import read_hidden_ids
+
+        catalog = tmp_path / "catalog.jsonl"
+        catalog.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+        output = tmp_path / "items"
+        build_items(catalog, tiny_model_dir, output, progress=False)
+        (output / "hidden_ids.json").write_text(json.dumps(["item-01", "item-39"]))
+        catalog.write_text("".join(json.dumps(row) + "\n" for row in ROWS[:30]))  # item-39 leaves
+        build_items(catalog, tiny_model_dir, output, progress=False)
+        assert read_hidden_ids(output) == ["item-01"]
+
+    def test_hiding_needs_an_admin_token_when_tokens_are_on(
+        self, tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path
+    ) -> None:
+        import shutil
+
+        from embedrec.client import ChannelConfig, PermissionDenied
+
+        items = tmp_path / "items"
+        shutil.copytree(tied_items_dir, items)
+        (tmp_path / "clients").write_text("client-token\n")
+        (tmp_path / "admins").write_text("admin-token\n")
+        settings = server_settings(
+            tiny_model_dir, items, auth_tokens_file=tmp_path / "clients", admin_tokens_file=tmp_path / "admins"
+        )
+        server = start_server(settings)
+        try:
+            with EmbedrecClient(server.target, timeout=30, channel=ChannelConfig(bearer_token="client-token")) as c:
+                with pytest.raises(PermissionDenied):
+                    c.hide_items(["item-01"])
+            with EmbedrecClient(server.target, timeout=30, channel=ChannelConfig(bearer_token="admin-token")) as c:
+                assert c.hide_items(["item-01"]).hidden_count == 1
+        finally:
+            server.close()
