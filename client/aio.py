@@ -97,6 +97,8 @@ class AsyncEmbedrecClient:
         min_score: float | None = None,
         offset: int = 0,
         ignore_unknown_items: bool = False,
+        where: Iterable[str | Mapping[str, Any]] = (),
+        diversity: tuple[str, int] | None = None,
         timeout: float | None = None,
     ) -> models.Recommendations:
         """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
@@ -113,6 +115,8 @@ class AsyncEmbedrecClient:
             min_score=min_score,
             offset=offset,
             ignore_unknown_items=ignore_unknown_items,
+            where=where,
+            diversity=diversity,
         ).to_request()
         return models.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from embedrec.client.channel import ChannelConfig
 from embedrec.client.errors import EmbedrecClientError
+from embedrec.client.models import condition_of
 from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
@@ -155,9 +156,30 @@ def recommend_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--ignore-unknown-items", action="store_true", help="skip --item ids the catalog lacks instead of failing"
     )
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        help="a condition on a catalog field, all ANDed (repeatable): price<100, price>=10, brand=acme|zenith, "
+        "brand!=acme",
+    )
+    parser.add_argument(
+        "--max-per", default=None, metavar="FIELD=N", help="diversity: at most N results per value of FIELD"
+    )
     arguments = parser.parse_args(argv)
     if not arguments.text and not arguments.item:
         parser.error("give at least one --text or --item")
+    for condition in arguments.where:
+        try:
+            condition_of(condition)
+        except ValueError as error:
+            parser.error(f"--where {error}")
+    diversity = None
+    if arguments.max_per:
+        name, _, limit = arguments.max_per.partition("=")
+        if not name or not limit.isdigit():
+            parser.error("--max-per takes FIELD=N, e.g. brand=2")
+        diversity = (name, int(limit))
     texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
     item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
 
@@ -190,6 +212,8 @@ def recommend_main(argv: Sequence[str]) -> int:
             min_score=arguments.min_score,
             offset=arguments.offset,
             ignore_unknown_items=arguments.ignore_unknown_items,
+            where=arguments.where,
+            diversity=diversity,
         ),
         show,
     )

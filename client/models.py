@@ -100,6 +100,7 @@ class ServerInfo:
     query_prompt_name: str = ""
     items_prompt_name: str = ""
     hidden_item_count: int = 0
+    items_fields: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def embed_request(
@@ -166,6 +167,8 @@ class UserProfile:
     min_score: float | None = None
     offset: int = 0
     ignore_unknown_items: bool = False
+    where: Iterable[str | Mapping[str, Any]] = ()
+    diversity: tuple[str, int] | None = None
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
@@ -181,6 +184,11 @@ class UserProfile:
         )
         if self.min_score is not None:
             request.min_score = self.min_score
+        if isinstance(self.where, str):
+            raise TypeError("where must be a sequence of conditions, not one string")
+        request.where.extend(condition_of(condition) for condition in self.where)
+        if self.diversity is not None:
+            request.diversity.field, request.diversity.max_per_value = self.diversity
         if self.vector is not None:
             request.user_vector.extend(np.asarray(self.vector, dtype=np.float32).ravel().tolist())
         if self.vector_weight is not None:
@@ -196,6 +204,34 @@ class UserProfile:
         if self.exclude_history is not None:
             request.exclude_history = self.exclude_history
         return request
+
+
+CONDITION_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
+
+
+def condition_of(condition: str | Mapping[str, Any]) -> pb.Condition:
+    """A Condition from "price<100", "price>=10", "brand=acme|zenith" (any of), "brand!=acme"
+    (none of), or a mapping of Condition's fields ({"field": "price", "lt": 100})."""
+    if not isinstance(condition, str):
+        return pb.Condition(**condition)
+    for operator in CONDITION_OPERATORS:
+        name, found, value = condition.partition(operator)
+        if found and name.strip():
+            name, value = name.strip(), value.strip()
+            if operator in ("=", "!="):
+                values = [part for part in value.split("|") if part]
+                parsed = pb.Condition(field=name)
+                (parsed.any_of if operator == "=" else parsed.none_of).extend(values)
+                return parsed
+            bound = {"<=": "lte", ">=": "gte", "<": "lt", ">": "gt"}[operator]
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{condition!r}: {value!r} is not a number") from None
+            parsed = pb.Condition(field=name)
+            setattr(parsed, bound, number)
+            return parsed
+    raise ValueError(f"{condition!r} is not a condition: use FIELD<N, FIELD>=N, FIELD=A|B or FIELD!=A")
 
 
 class Recommendations(list[Recommendation]):
@@ -238,6 +274,7 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
     values: dict[str, Any] = {name: getattr(response, name) for name in names if name in attributes}
     values["pooling"] = POOLING_NAMES.get(response.pooling, str(response.pooling))
     values["prompts"] = dict(response.prompts)
+    values["items_fields"] = dict(response.items_fields)
     limits = {name: getattr(response, name) for name in names if name.startswith("max_")}
     return ServerInfo(**values, limits=limits)
 

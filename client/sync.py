@@ -105,6 +105,8 @@ class EmbedrecClient:
         min_score: float | None = None,
         offset: int = 0,
         ignore_unknown_items: bool = False,
+        where: Iterable[str | Mapping[str, Any]] = (),
+        diversity: tuple[str, int] | None = None,
         timeout: float | None = None,
     ) -> models.Recommendations:
         """Top-k items for a user described by a vector, texts and/or item ids, best first.
@@ -124,6 +126,8 @@ class EmbedrecClient:
             min_score=min_score,
             offset=offset,
             ignore_unknown_items=ignore_unknown_items,
+            where=where,
+            diversity=diversity,
         ).to_request()
         return models.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 

@@ -12,7 +12,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -37,12 +37,20 @@ class CatalogRow:
     text: str | None
     error: str | None = None
     filter_value: str = ""
+    # The raw values of the extra fields asked for (iter_catalog's `fields`), by name.
+    fields: dict[str, object] = field(default_factory=dict)
 
 
 def iter_catalog(
-    path: Path, *, id_field: str = "id", text_field: str = "text", filter_field: str = ""
+    path: Path,
+    *,
+    id_field: str = "id",
+    text_field: str = "text",
+    filter_field: str = "",
+    fields: tuple[str, ...] = (),
 ) -> Iterator[CatalogRow]:
-    """Yield the rows of `path` (.jsonl/.ndjson/.json lines or .csv, each optionally .gz).
+    """Yield the rows of `path` (.jsonl/.ndjson/.json lines or .csv, each optionally .gz), with
+    the raw values of `fields` in each row's `fields`.
 
     A row that fails to parse is yielded with `error` set, not raised, so validation can list
     all of them.
@@ -52,9 +60,9 @@ def iter_catalog(
     kind = suffixes[-2] if compressed and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     with _open_text(path, compressed) as handle:
         if kind == ".csv":
-            yield from _iter_csv(handle, id_field, text_field, filter_field)
+            yield from _iter_csv(handle, id_field, text_field, filter_field, fields)
         else:
-            yield from _iter_jsonl(handle, id_field, text_field, filter_field)
+            yield from _iter_jsonl(handle, id_field, text_field, filter_field, fields)
 
 
 def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text", filter_field: str = "") -> int:
@@ -128,7 +136,9 @@ def _open_text(path: Path, compressed: bool) -> IO[str]:
     return path.open(encoding="utf-8", newline="")
 
 
-def _iter_jsonl(handle: IO[str], id_field: str, text_field: str, filter_field: str) -> Iterator[CatalogRow]:
+def _iter_jsonl(
+    handle: IO[str], id_field: str, text_field: str, filter_field: str, fields: tuple[str, ...]
+) -> Iterator[CatalogRow]:
     for line_number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -142,13 +152,21 @@ def _iter_jsonl(handle: IO[str], id_field: str, text_field: str, filter_field: s
             continue
         filter_value = _as_text(record.get(filter_field)) if filter_field else None
         yield CatalogRow(
-            line_number, _as_text(record.get(id_field)), _as_text(record.get(text_field)), None, filter_value or ""
+            line_number,
+            _as_text(record.get(id_field)),
+            _as_text(record.get(text_field)),
+            None,
+            filter_value or "",
+            {name: record.get(name) for name in fields},
         )
 
 
-def _iter_csv(handle: IO[str], id_field: str, text_field: str, filter_field: str) -> Iterator[CatalogRow]:
+def _iter_csv(
+    handle: IO[str], id_field: str, text_field: str, filter_field: str, fields: tuple[str, ...]
+) -> Iterator[CatalogRow]:
     reader = csv.DictReader(handle)
-    missing = {id_field, text_field, *([filter_field] if filter_field else [])} - set(reader.fieldnames or ())
+    wanted = {id_field, text_field, *([filter_field] if filter_field else []), *fields}
+    missing = wanted - set(reader.fieldnames or ())
     if missing:
         yield CatalogRow(1, None, None, f"header lacks column(s) {sorted(missing)}")
         return
@@ -161,6 +179,7 @@ def _iter_csv(handle: IO[str], id_field: str, text_field: str, filter_field: str
                 _as_text(record.get(text_field)),
                 None,
                 filter_value or "",
+                {name: record.get(name) for name in fields},
             )
     except csv.Error as error:
         yield CatalogRow(reader.line_num, None, None, f"invalid CSV ({error})")

@@ -100,6 +100,19 @@ def export_items_main(argv: Sequence[str]) -> int:
         default="",
         help="field or column stored beside the ids for Recommend's filter_values (e.g. category)",
     )
+    parser.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        help="a categorical field stored for Recommend's conditions and diversity (repeatable; a JSON list "
+        "value gives an item several values), e.g. --field brand --field tags",
+    )
+    parser.add_argument(
+        "--numeric-field",
+        action="append",
+        default=[],
+        help="a numeric field stored for Recommend's range conditions (repeatable), e.g. --numeric-field price",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="texts per inference batch")
     parser.add_argument(
         "--prompt-name",
@@ -130,6 +143,8 @@ def export_items_main(argv: Sequence[str]) -> int:
             progress=not arguments.no_progress,
             force=arguments.force,
             prompt_name=arguments.prompt_name,
+            fields=arguments.field,
+            numeric_fields=arguments.numeric_field,
         )
     except (CatalogError, ConfigurationError) as error:
         print(f"embedrec export-items: {error}", file=sys.stderr)
@@ -143,6 +158,7 @@ def export_items_main(argv: Sequence[str]) -> int:
                 "model": manifest.model_name,
                 "filter_field": manifest.filter_field,
                 "prompt_name": manifest.prompt_name,
+                "fields": manifest.fields,
             },
             indent=2,
         )

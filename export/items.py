@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import numpy as np
 
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
+from embedrec.export.fields import write_columns
 from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.hidden import HIDDEN_FILE, read_hidden_ids
@@ -93,6 +94,8 @@ def build_items(
     force: bool = False,
     block_rows: int = READ_BLOCK_ROWS,
     prompt_name: str | None = None,
+    fields: Sequence[str] = (),
+    numeric_fields: Sequence[str] = (),
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
@@ -101,8 +104,10 @@ def build_items(
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
     (the unit of checkpointing and of length sorting). Raises CatalogError listing bad rows before any
-    embedding is done. Item texts are documents: embedded with the model's prompt `prompt_name`
-    (None: its document prompt, see embedrec.server.prompts; "": none), recorded in the manifest.
+    embedding is done. `fields` (categorical) and `numeric_fields` become columns Recommend's
+    conditions and diversity use (embedrec.export.fields). Item texts are documents: embedded
+    with the model's prompt `prompt_name` (None: its document prompt, see embedrec.server.prompts;
+    "": none), recorded in the manifest.
     """
     catalog_sha256 = sha256_file(catalog)
     model_manifest = read_model_manifest(model_dir)
@@ -112,7 +117,10 @@ def build_items(
         prompt = prompt_text(model_manifest, chosen_prompt, field="--prompt-name")
     except InvalidArgument as error:
         raise ConfigurationError(str(error)) from None
-    if not force and _is_up_to_date(output_dir, catalog_sha256, model_sha256, filter_field, chosen_prompt, prompt):
+    kinds = {**dict.fromkeys(fields, "categorical"), **dict.fromkeys(numeric_fields, "numeric")}
+    if not force and _is_up_to_date(
+        output_dir, catalog_sha256, model_sha256, filter_field, chosen_prompt, prompt, kinds
+    ):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
     count = validate_catalog(catalog, id_field=id_field, text_field=text_field, filter_field=filter_field)
@@ -136,6 +144,15 @@ def build_items(
         raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
     write_id_index(partial, count)
     _keep_hidden(output_dir, partial, count)
+    stored = write_columns(
+        catalog,
+        partial,
+        count,
+        categorical=list(fields),
+        numeric=list(numeric_fields),
+        id_field=id_field,
+        text_field=text_field,
+    )
     manifest = ItemsManifest(
         item_count=count,
         dim=encoder.dim,
@@ -148,6 +165,7 @@ def build_items(
         filter_field=filter_field,
         prompt_name=chosen_prompt,
         prompt=prompt,
+        fields=stored,
         layout=ITEMS_LAYOUT,
     )
     write_manifest(manifest, partial / ITEMS_MANIFEST)
@@ -168,7 +186,13 @@ def _keep_hidden(previous: Path, partial: Path, count: int) -> None:
 
 
 def _is_up_to_date(
-    output_dir: Path, catalog_sha256: str, model_sha256: str, filter_field: str, prompt_name: str, prompt: str
+    output_dir: Path,
+    catalog_sha256: str,
+    model_sha256: str,
+    filter_field: str,
+    prompt_name: str,
+    prompt: str,
+    fields: dict[str, str],
 ) -> bool:
     try:
         existing = read_items_manifest(output_dir)
@@ -180,6 +204,7 @@ def _is_up_to_date(
         and existing.filter_field == filter_field
         and existing.prompt_name == prompt_name
         and existing.prompt == prompt
+        and existing.fields == fields
         and existing.layout == ITEMS_LAYOUT
     )
 

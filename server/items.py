@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedrec.server.errors import ConfigurationError, InvalidArgument, NotFound
+from embedrec.server.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.hidden import HiddenItems
 from embedrec.server.item_ids import ItemIds
 from embedrec.server.manifest import (
@@ -87,6 +88,7 @@ class ItemIndex:
         self.filter_field = self.manifest.filter_field
         self._filter_codes: CodeArray | None = None
         self._code_of: dict[str, int] = {}
+        self.columns: dict[str, Column] = load_columns(items_dir, self.manifest.fields, self.manifest.item_count)
         if self.filter_field:
             self._load_filter(items_dir)
 
@@ -100,6 +102,7 @@ class ItemIndex:
             raise ConfigurationError(f"filter field of {items_dir} disagrees with the manifest; rebuild the items")
         self._filter_codes = codes
         self._code_of = {str(value): code for code, value in enumerate(values)}
+        self.columns.setdefault(self.filter_field, CategoricalColumn.single_valued(codes, [str(v) for v in values]))
 
     def __len__(self) -> int:
         return self.manifest.item_count
@@ -133,19 +136,39 @@ class ItemIndex:
         """The item vectors at `rows`, float32 (len(rows), dim)."""
         return np.asarray(self.matrix[rows], dtype=np.float32)
 
-    def row_filter(self, excluded_rows: IndexArray, filter_values: Sequence[str], *, field: str) -> RowFilter:
+    def row_filter(
+        self,
+        excluded_rows: IndexArray,
+        filter_values: Sequence[str],
+        *,
+        field: str,
+        conditions: Sequence[ConditionSpec] = (),
+        conditions_field: str = "where",
+    ) -> RowFilter:
         """The RowFilter for one query; InvalidArgument naming `field` when the catalog has no
-        filter field. Values the catalog does not have match nothing."""
+        filter field, or naming `conditions_field`[i] for a bad condition. Values the catalog
+        does not have match nothing."""
         blocked = self.hidden.snapshot.mask  # this call's snapshot: hides after it do not change it
+        compiled = tuple(compile_conditions(conditions, self.columns, field=conditions_field))
         if not filter_values:
-            return RowFilter(excluded_rows, blocked=blocked)
+            return RowFilter(excluded_rows, blocked=blocked, conditions=compiled)
         if self._filter_codes is None:
             raise InvalidArgument(
                 f"{field} given, but the served items have no filter field "
                 "(build them with embedrec export-items --filter-field NAME)"
             )
         allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
-        return RowFilter(excluded_rows, self._filter_codes, allowed, blocked)
+        return RowFilter(excluded_rows, self._filter_codes, allowed, blocked, compiled)
+
+    def categorical(self, name: str, *, field: str) -> CategoricalColumn:
+        """The categorical column `name`; InvalidArgument naming `field` otherwise."""
+        column = self.columns.get(name)
+        if not isinstance(column, CategoricalColumn):
+            known = ", ".join(sorted(key for key, value in self.columns.items() if value.kind == "categorical"))
+            raise InvalidArgument(
+                f"{field}: {name!r} is not a categorical field of the items (they have: {known or 'none'})"
+            )
+        return column
 
     def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
         """The k best items for each query in one pass over the matrix, best first (exact; equal

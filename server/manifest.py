@@ -72,6 +72,8 @@ class ItemsManifest:
     # The model prompt the item texts were embedded with ("" for none) and its text.
     prompt_name: str = ""
     prompt: str = ""
+    # Fields stored as columns for Recommend's conditions: name -> "categorical" | "numeric".
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
     layout: int = 1
     format_version: int = FORMAT_VERSION
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedrec.server.errors import InvalidArgument
+from embedrec.server.fields import ConditionSpec
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.pooling import FloatArray
@@ -117,6 +118,23 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         min_score=request.min_score if request.HasField("min_score") else None,
         offset=request.offset,
         ignore_unknown_items=request.ignore_unknown_items,
+        where=[_condition(condition) for condition in request.where],
+        diversity=(request.diversity.field, request.diversity.max_per_value) if request.HasField("diversity") else None,
+    )
+
+
+def _condition(condition: pb.Condition) -> ConditionSpec:
+    def bound(name: str) -> float | None:
+        return getattr(condition, name) if condition.HasField(name) else None
+
+    return ConditionSpec(
+        condition.field,
+        list(condition.any_of),
+        list(condition.none_of),
+        bound("gte"),
+        bound("gt"),
+        bound("lte"),
+        bound("lt"),
     )
 
 

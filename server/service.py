@@ -27,6 +27,7 @@ from embedrec import __version__
 from embedrec.server.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
+from embedrec.server.fields import CategoricalColumn, ConditionSpec
 from embedrec.server.items import ItemIndex, Query, Recommendation
 from embedrec.server.limits import (
     Limits,
@@ -74,6 +75,8 @@ class ProfileRequest:
     min_score: float | None = None
     offset: int = 0
     ignore_unknown_items: bool = False
+    where: Sequence[ConditionSpec] = ()
+    diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class ServiceInfo:
     query_prompt_name: str = ""
     items_prompt_name: str = ""
     hidden_item_count: int = 0
+    items_fields: dict[str, str] = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -173,6 +177,7 @@ class SearchItem:
     explain: bool = False
     min_score: float | None = None
     offset: int = 0
+    diversity: tuple[CategoricalColumn, int] | None = None
 
 
 # A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
@@ -192,7 +197,12 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
             results[position] = error
     by_index: dict[int, list[int]] = {}
     for position in profiles:
-        by_index.setdefault(id(batch[position].items), []).append(position)
+        search = batch[position]
+        if search.diversity is not None:  # its own, longer ranked list
+            chosen = _diversified(search, profiles[position], threads)
+            results[position] = _explained(search.items, profiles[position], chosen) if search.explain else chosen
+            continue
+        by_index.setdefault(id(search.items), []).append(position)
     for positions in by_index.values():
         items = batch[positions[0]].items
         queries = [Query(profiles[p].vector, batch[p].row_filter, batch[p].min_score) for p in positions]
@@ -204,6 +214,34 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
                 chosen = _explained(items, profiles[position], chosen)
             results[position] = chosen
     return results
+
+
+def _diversified(search: SearchItem, profile: Profile, threads: int) -> list[Recommendation]:
+    """The page of `search` from its diversified ranking: the ranked list walked best first,
+    an item taken unless one of its values already has max_per_value items taken. The list is
+    fetched 4x deeper until the page is full or every eligible item has been seen, so the result
+    is the greedy walk over the whole ranking."""
+    assert search.diversity is not None
+    column, limit = search.diversity
+    wanted = search.offset + search.k
+    fetch = max(4 * wanted, 32)
+    query = Query(profile.vector, search.row_filter, search.min_score)
+    while True:
+        (ranked,) = search.items.search([query], fetch, threads=threads)
+        taken: list[Recommendation] = []
+        counts: dict[int, int] = {}
+        for recommendation in ranked:
+            codes = column.value_codes(recommendation.row).tolist()
+            if any(counts.get(code, 0) >= limit for code in codes):
+                continue
+            for code in codes:
+                counts[code] = counts.get(code, 0) + 1
+            taken.append(recommendation)
+            if len(taken) == wanted:
+                break
+        if len(taken) == wanted or len(ranked) < fetch:
+            return taken[search.offset :]
+        fetch *= 4
 
 
 def _explained(items: ItemIndex, profile: Profile, chosen: list[Recommendation]) -> list[Recommendation]:
@@ -241,6 +279,7 @@ class _PreparedProfile:
     text_weights: list[float]
     row_filter: RowFilter
     unknown_item_ids: list[str]
+    diversity: tuple[CategoricalColumn, int] | None = None
 
 
 class EmbeddingService:
@@ -412,7 +451,16 @@ class EmbeddingService:
                 for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
             )
         searches = [
-            SearchItem(items, one.parts, one.row_filter, one.k, request.explain, request.min_score, request.offset)
+            SearchItem(
+                items,
+                one.parts,
+                one.row_filter,
+                one.k,
+                request.explain,
+                request.min_score,
+                request.offset,
+                one.diversity,
+            )
             for one, request in zip(prepared, requests, strict=True)
         ]
         results = await self.search_batcher.submit(searches, timeout=timeout)
@@ -435,6 +483,15 @@ class EmbeddingService:
                 f"{prefix}offset must be between 0 and max_offset={self.limits.max_offset}, got {request.offset}"
             )
         check_score_floor(request.min_score, field=f"{prefix}min_score")
+        check_count(len(request.where), self.limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
+        for index, condition in enumerate(request.where):
+            for name in ("any_of", "none_of"):
+                check_count(
+                    len(getattr(condition, name)),
+                    self.limits.max_filter_values,
+                    field=f"{prefix}where[{index}].{name}",
+                    limit_name="max_filter_values",
+                )
         for name, count, limit_name in (
             ("items", len(request.items), "max_history_items"),
             ("exclude_ids", len(request.exclude_ids), "max_exclude_ids"),
@@ -471,10 +528,25 @@ class EmbeddingService:
         excluded = items.known_rows(request.exclude_ids)
         if request.exclude_history:
             excluded = np.concatenate([excluded, history_rows])
-        row_filter = items.row_filter(excluded, request.filter_values, field=f"{prefix}filter_values")
+        row_filter = items.row_filter(
+            excluded,
+            request.filter_values,
+            field=f"{prefix}filter_values",
+            conditions=request.where,
+            conditions_field=f"{prefix}where",
+        )
+        diversity = None
+        if request.diversity is not None:
+            name, limit = request.diversity
+            column = items.categorical(name, field=f"{prefix}diversity.field")
+            if limit < 1:
+                raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
+            diversity = (column, limit)
         texts = [text for text, _ in request.texts]
         unknown_ids = [item_ids[index] for index in unknown]
-        return _PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids)
+        return _PreparedProfile(
+            request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity
+        )
 
     def replace_items(self, items: ItemIndex) -> None:
         """Serve `items` from now on (calls already running finish on the old index). The caller
@@ -511,4 +583,5 @@ class EmbeddingService:
             query_prompt_name=query_prompt_name(manifest),
             items_prompt_name=items.manifest.prompt_name if items is not None else "",
             hidden_item_count=len(items.hidden.snapshot) if items is not None else 0,
+            items_fields={name: column.kind for name, column in items.columns.items()} if items is not None else {},
         )

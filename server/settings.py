@@ -122,6 +122,7 @@ class Settings:
     max_batch_users: int = _setting(Limits.max_batch_users, "users per RecommendBatch request")
     max_filter_values: int = _setting(Limits.max_filter_values, "filter_values per Recommend profile")
     max_offset: int = _setting(Limits.max_offset, "largest Recommend offset (results skipped for paging)")
+    max_conditions: int = _setting(Limits.max_conditions, "field conditions (where) per Recommend profile")
     max_search_batch: int = _setting(
         32,
         "Recommend searches answered by one pass over the item matrix: concurrent calls share it "
@@ -239,6 +240,7 @@ class Settings:
             max_batch_users=self.max_batch_users,
             max_filter_values=self.max_filter_values,
             max_offset=self.max_offset,
+            max_conditions=self.max_conditions,
         )
 
     def __post_init__(self) -> None:

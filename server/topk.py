@@ -44,6 +44,9 @@ class RowFilter:
     row_codes: CodeArray | None = None
     allowed_codes: CodeArray | None = None
     blocked: npt.NDArray[np.bool_] | None = None
+    # Further tests on candidate rows, all of which must hold (e.g. field conditions): objects
+    # with keep(rows) -> bool array.
+    conditions: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "excluded_rows", np.unique(np.asarray(self.excluded_rows, dtype=np.int64)))
@@ -58,6 +61,8 @@ class RowFilter:
             keep &= ~self.blocked[rows]
         if self.row_codes is not None and self.allowed_codes is not None:
             keep &= np.isin(self.row_codes[rows], self.allowed_codes)
+        for condition in self.conditions:
+            keep &= condition.keep(rows)
         return keep
 
 
@@ -136,6 +141,7 @@ class _Eligibility:
                 members = masks.setdefault(id(one.blocked), (one.blocked, np.zeros(len(filters), dtype=np.bool_)))[1]
                 members[query] = True
         self._blocked = list(masks.values())
+        self._conditioned = [(query, one.conditions) for query, one in enumerate(filters) if one.conditions]
         coded = [query for query, one in enumerate(filters) if one.row_codes is not None]
         self._row_codes: CodeArray | None = None
         self._has_codes = np.zeros(len(filters), dtype=np.bool_)
@@ -158,6 +164,13 @@ class _Eligibility:
             keep &= ~_contains(self._excluded_keys, query_of * self._stride + rows)
         for mask, members in self._blocked:
             keep &= ~(members[query_of] & mask[rows])
+        for query, conditions in self._conditioned:
+            mine = np.flatnonzero((query_of == query) & keep)
+            for condition in conditions:
+                if mine.size:
+                    passed = condition.keep(rows[mine])
+                    keep[mine[~passed]] = False
+                    mine = mine[passed]
         if self._row_codes is not None:
             filtered = self._has_codes[query_of]
             codes = np.asarray(self._row_codes[rows[filtered]], dtype=np.int64)

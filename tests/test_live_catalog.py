@@ -26,12 +26,14 @@ TEXTS = [
     "small laptop, fast and light",
 ]
 BRANDS = ["acme", "zenith", "orbit"]
+TAGS = ["new", "sale", "eco"]
 ROWS = [
     {
         "id": f"item-{row:02d}",
         "text": TEXTS[row % len(TEXTS)],
         "brand": BRANDS[row % len(BRANDS)],
-        "price": float(10 + (row * 7) % 50),
+        "price": None if row % 13 == 5 else float(10 + (row * 7) % 50),
+        "tags": [TAGS[t] for t in range(3) if (row >> t) & 1],
     }
     for row in range(40)
 ]
@@ -45,7 +47,9 @@ def tied_items_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     catalog = tmp_path_factory.mktemp("tied") / "catalog.jsonl"
     catalog.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
     output = tmp_path_factory.mktemp("tied-items") / "items"
-    build_items(catalog, tiny_model_dir, output, filter_field="brand", progress=False)
+    build_items(
+        catalog, tiny_model_dir, output, filter_field="brand", fields=["tags"], numeric_fields=["price"], progress=False
+    )
     return output
 
 
@@ -283,3 +287,91 @@ class TestHiddenItems:
                 assert c.hide_items(["item-01"]).hidden_count == 1
         finally:
             server.close()
+
+
+def eligible(predicate: object) -> set[int]:
+    return {row for row, values in enumerate(ROWS) if predicate(values)}  # type: ignore[operator]
+
+
+class TestFieldConditions:
+    CASES = [  # noqa: RUF012
+        (["brand=acme|orbit"], lambda r: r["brand"] in ("acme", "orbit")),
+        (["brand!=acme"], lambda r: r["brand"] != "acme"),
+        (["price<30"], lambda r: r["price"] is not None and r["price"] < 30),
+        (["price>=20", "price<=40"], lambda r: r["price"] is not None and 20 <= r["price"] <= 40),
+        (["price>44"], lambda r: r["price"] is not None and r["price"] > 44),
+        (["tags=sale"], lambda r: "sale" in r["tags"]),
+        (["tags!=new|eco"], lambda r: not {"new", "eco"} & set(r["tags"])),
+        (
+            ["tags=eco", "brand=zenith", "price<50"],
+            lambda r: "eco" in r["tags"] and r["brand"] == "zenith" and r["price"] is not None and r["price"] < 50,
+        ),
+        (["tags=no-such-tag"], lambda r: False),
+    ]
+
+    @pytest.mark.parametrize(("where", "predicate"), CASES)
+    def test_conditions_are_anded_and_exact_against_brute_force(
+        self, tied: EmbedrecClient, matrix: np.ndarray, where: list[str], predicate: object
+    ) -> None:
+        (query,) = tied.embed([TEXTS[3]])
+        allowed = eligible(predicate)
+        expected = [item_id for item_id, _ in ranked(matrix, query, set(range(40)) - allowed)][:7]
+        assert ids(tied.recommend(7, vector=query, where=where)) == expected
+
+    def test_info_lists_the_fields_and_their_kinds(self, tied: EmbedrecClient) -> None:
+        assert tied.info().items_fields == {"brand": "categorical", "tags": "categorical", "price": "numeric"}
+
+    @pytest.mark.parametrize(
+        ("where", "named"),
+        [
+            ([{"field": "colour", "any_of": ["red"]}], r"where\[0\]: the items have no field 'colour'"),
+            ([{"field": "price", "any_of": ["10"]}], r"where\[0\]: 'price' is numeric"),
+            ([{"field": "brand", "lt": 3}], r"where\[0\]: 'brand' is categorical"),
+            (["price<50", {"field": "price", "gte": 30, "lt": 30}], r"where\[1\]: the range of 'price' is empty"),
+            ([{"field": "price", "gt": 5, "gte": 6}], "at most one lower bound"),
+            ([{"field": "price"}], r"where\[0\]: give a range"),
+            ([{"field": "tags"}], r"where\[0\]: give any_of or none_of"),
+            (["price<1"] * 33, "where has 33 entries; the limit is max_conditions=32"),
+        ],
+    )
+    def test_bad_conditions_are_invalid_naming_the_condition(
+        self, tied: EmbedrecClient, where: list[object], named: str
+    ) -> None:
+        with pytest.raises(InvalidArgument, match=named):
+            tied.recommend(3, texts=[TEXTS[0]], where=where)  # type: ignore[arg-type]
+
+    def test_conditions_apply_per_user_in_a_batch(self, tied: EmbedrecClient) -> None:
+        (query,) = tied.embed([TEXTS[1]])
+        cheap, acme = tied.recommend_batch(
+            [{"k": 5, "vector": query, "where": ["price<25"]}, {"k": 5, "vector": query, "where": ["brand=acme"]}]
+        )
+        assert ids(cheap) == ids(tied.recommend(5, vector=query, where=["price<25"]))
+        assert ids(acme) == ids(tied.recommend(5, vector=query, filter_values=["acme"]))
+
+
+class TestDiversity:
+    @pytest.mark.parametrize(("field", "limit"), [("brand", 1), ("brand", 2), ("tags", 2)])
+    def test_at_most_n_per_value_by_a_greedy_walk_of_the_ranking(
+        self, tied: EmbedrecClient, matrix: np.ndarray, field: str, limit: int
+    ) -> None:
+        (query,) = tied.embed([TEXTS[0]])
+        expected: list[str] = []
+        counts: dict[str, int] = {}
+        for item_id, _ in ranked(matrix, query):
+            row = ROWS[IDS.index(item_id)]
+            values = row[field] if isinstance(row[field], list) else [row[field]]
+            if any(counts.get(value, 0) >= limit for value in values):
+                continue
+            for value in values:
+                counts[value] = counts.get(value, 0) + 1
+            expected.append(item_id)
+        found = tied.recommend(10, vector=query, diversity=(field, limit))
+        assert ids(found) == expected[:10]
+        page = tied.recommend(2, vector=query, diversity=(field, limit), offset=2)
+        assert ids(page) == expected[2:4]
+
+    def test_a_bad_diversity_field_or_limit_is_invalid(self, tied: EmbedrecClient) -> None:
+        with pytest.raises(InvalidArgument, match=r"diversity\.field: 'price' is not a categorical field"):
+            tied.recommend(3, texts=[TEXTS[0]], diversity=("price", 2))
+        with pytest.raises(InvalidArgument, match=r"diversity\.max_per_value must be at least 1"):
+            tied.recommend(3, texts=[TEXTS[0]], diversity=("brand", 0))
