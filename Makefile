@@ -16,14 +16,14 @@ SOAK_SECONDS ?= 150
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
-	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | soak"
+	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | soak"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -96,6 +96,9 @@ bench-http: $(VENV)/.installed-dev
 
 bench-catalog: $(VENV)/.installed-dev
 	$(PY) -m bench.catalog
+
+bench-incremental: $(VENV)/.installed-dev
+	$(PY) -m bench.incremental
 
 bench-instances: $(VENV)/.installed-dev
 	$(PY) -m bench.instances

@@ -99,6 +99,7 @@ class AsyncEmbedrecClient:
         ignore_unknown_items: bool = False,
         where: Iterable[str | Mapping[str, Any]] = (),
         diversity: tuple[str, int] | None = None,
+        strategy: str = "average_vector",
         timeout: float | None = None,
     ) -> models.Recommendations:
         """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
@@ -117,6 +118,7 @@ class AsyncEmbedrecClient:
             ignore_unknown_items=ignore_unknown_items,
             where=where,
             diversity=diversity,
+            strategy=strategy,
         ).to_request()
         return models.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 

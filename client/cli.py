@@ -166,6 +166,12 @@ def recommend_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--max-per", default=None, metavar="FIELD=N", help="diversity: at most N results per value of FIELD"
     )
+    parser.add_argument(
+        "--strategy",
+        choices=("average_vector", "best_score"),
+        default="average_vector",
+        help="how the profile ranks items (see Strategy in the proto)",
+    )
     arguments = parser.parse_args(argv)
     if not arguments.text and not arguments.item:
         parser.error("give at least one --text or --item")
@@ -214,6 +220,7 @@ def recommend_main(argv: Sequence[str]) -> int:
             ignore_unknown_items=arguments.ignore_unknown_items,
             where=arguments.where,
             diversity=diversity,
+            strategy=arguments.strategy,
         ),
         show,
     )

@@ -169,6 +169,7 @@ class UserProfile:
     ignore_unknown_items: bool = False
     where: Iterable[str | Mapping[str, Any]] = ()
     diversity: tuple[str, int] | None = None
+    strategy: str = "average_vector"
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
@@ -189,6 +190,9 @@ class UserProfile:
         request.where.extend(condition_of(condition) for condition in self.where)
         if self.diversity is not None:
             request.diversity.field, request.diversity.max_per_value = self.diversity
+        if self.strategy not in STRATEGY_VALUES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGY_VALUES)}, got {self.strategy!r}")
+        request.strategy = STRATEGY_VALUES[self.strategy]
         if self.vector is not None:
             request.user_vector.extend(np.asarray(self.vector, dtype=np.float32).ravel().tolist())
         if self.vector_weight is not None:
@@ -206,6 +210,7 @@ class UserProfile:
         return request
 
 
+STRATEGY_VALUES = {"average_vector": pb.STRATEGY_AVERAGE_VECTOR, "best_score": pb.STRATEGY_BEST_SCORE}
 CONDITION_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
 
 

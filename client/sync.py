@@ -107,6 +107,7 @@ class EmbedrecClient:
         ignore_unknown_items: bool = False,
         where: Iterable[str | Mapping[str, Any]] = (),
         diversity: tuple[str, int] | None = None,
+        strategy: str = "average_vector",
         timeout: float | None = None,
     ) -> models.Recommendations:
         """Top-k items for a user described by a vector, texts and/or item ids, best first.
@@ -128,6 +129,7 @@ class EmbedrecClient:
             ignore_unknown_items=ignore_unknown_items,
             where=where,
             diversity=diversity,
+            strategy=strategy,
         ).to_request()
         return models.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 

@@ -121,7 +121,9 @@ def export_items_main(argv: Sequence[str]) -> int:
         "'passage' or 'corpus', else its default prompt; '' for none)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="rebuild even when the output is up to date (an interrupted build resumes)"
+        "--force",
+        action="store_true",
+        help="rebuild every row, even when the output is up to date (no rows reused from it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     arguments = parser.parse_args(argv)

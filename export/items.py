@@ -11,6 +11,7 @@ is renamed into place after its manifest, so a half-built matrix is never picked
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -45,6 +46,7 @@ from embedrec.server.manifest import (
 )
 from embedrec.server.prompts import document_prompt_name, prompt_text
 
+ROW_HASHES = "row_hashes.npy"  # uint64 content hash per row: what an incremental build compares
 # Rows read, sorted by length and checkpointed together; batch_size rows per inference run.
 READ_BLOCK_ROWS = 1024
 DEFAULT_BATCH_SIZE = 32
@@ -68,6 +70,54 @@ class BuildPlan:
     batch_size: int
     block_rows: int = READ_BLOCK_ROWS
     prompt: str = ""
+    # items_sha256 of the previous build whose unchanged rows are copied ("" for none).
+    reuse_items_sha256: str = ""
+
+
+class PreviousBuild:
+    """The build being replaced, opened to copy its unchanged rows: a row is reused when its id
+    is there with the same content hash (the prompted text's) and the build used the same model
+    and prompt, so its vector is the one a full build computes (ONNX Runtime's CPU results do not
+    depend on what else is in the batch: tested byte for byte)."""
+
+    def __init__(self, directory: Path, manifest: ItemsManifest) -> None:
+        self.manifest = manifest
+        self.ids = ItemIds(directory, manifest.item_count)
+        self.matrix = np.load(directory / ITEMS_MATRIX, mmap_mode="r")
+        self.hashes = np.load(directory / ROW_HASHES, mmap_mode="r")
+
+    @classmethod
+    def open(cls, directory: Path, model_sha256: str, prompt: str) -> PreviousBuild | None:
+        """The build in `directory` when its rows can be reused here, else None."""
+        try:
+            manifest = read_items_manifest(directory)
+        except ConfigurationError:
+            return None
+        compatible = (
+            manifest.model_onnx_sha256 == model_sha256
+            and manifest.prompt == prompt
+            and manifest.layout == ITEMS_LAYOUT
+            and (directory / ROW_HASHES).is_file()
+        )
+        if not compatible:
+            return None
+        try:
+            return cls(directory, manifest)
+        except (OSError, ValueError, ConfigurationError):
+            return None
+
+    def rows_for(self, item_ids: list[str], hashes: np.ndarray) -> np.ndarray:
+        """For each id, its row in the previous build when the content is unchanged, else -1."""
+        rows = self.ids.find(item_ids)
+        known = rows >= 0
+        unchanged = np.zeros(rows.shape, dtype=np.bool_)
+        unchanged[known] = np.asarray(self.hashes[rows[known]]) == hashes[known]
+        return np.where(unchanged, rows, -1)
+
+
+def content_hash(text: str) -> int:
+    """A row's content hash: 64 bits of blake2b over the text as embedded (prompt included)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 @dataclasses.dataclass
@@ -138,8 +188,11 @@ def build_items(
         prompt,
     )
     partial = output_dir.parent / f".{output_dir.name}.partial"
+    previous = None if force else PreviousBuild.open(output_dir, encoder.manifest.onnx_sha256, prompt)
+    if previous is not None:
+        plan = dataclasses.replace(plan, reuse_items_sha256=previous.manifest.items_sha256)
     checkpoint = _resume_or_start(partial, plan)
-    _embed_remaining(catalog, encoder, partial, checkpoint, progress)
+    reused, embedded = _embed_remaining(catalog, encoder, partial, checkpoint, progress, previous)
     if filter_field and checkpoint.filter_values == [""]:
         raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
     write_id_index(partial, count)
@@ -171,7 +224,14 @@ def build_items(
     write_manifest(manifest, partial / ITEMS_MANIFEST)
     (partial / CHECKPOINT).unlink()
     replace_directory(partial, output_dir)
-    logger.info("built %d items (dim %d) into %s", count, encoder.dim, output_dir)
+    logger.info(
+        "built %d items (dim %d) into %s: %d rows reused from the previous build, %d embedded",
+        count,
+        encoder.dim,
+        output_dir,
+        reused,
+        embedded,
+    )
     return manifest
 
 
@@ -230,6 +290,8 @@ def _resume_or_start(partial: Path, plan: BuildPlan) -> Checkpoint:
             partial / ITEMS_FILTER_CODES, mode="w+", dtype=np.int32, shape=(plan.item_count,)
         )
         del codes
+    hashes = np.lib.format.open_memmap(partial / ROW_HASHES, mode="w+", dtype=np.uint64, shape=(plan.item_count,))
+    del hashes
     (partial / ITEMS_IDS).write_bytes(b"")
     checkpoint = Checkpoint(plan)
     _save(partial, checkpoint)
@@ -237,10 +299,17 @@ def _resume_or_start(partial: Path, plan: BuildPlan) -> Checkpoint:
 
 
 def _embed_remaining(
-    catalog: Path, encoder: OnnxEncoder, partial: Path, checkpoint: Checkpoint, progress: bool
-) -> None:
+    catalog: Path,
+    encoder: OnnxEncoder,
+    partial: Path,
+    checkpoint: Checkpoint,
+    progress: bool,
+    previous: PreviousBuild | None = None,
+) -> tuple[int, int]:
+    """Fill the partial build from checkpoint.rows_done on; (rows reused, rows embedded)."""
     plan = checkpoint.plan
     matrix = np.load(partial / ITEMS_MATRIX, mmap_mode="r+")
+    hashes = np.load(partial / ROW_HASHES, mmap_mode="r+")
     codes = np.load(partial / ITEMS_FILTER_CODES, mmap_mode="r+") if plan.filter_field else None
     code_of = {value: code for code, value in enumerate(checkpoint.filter_values)}
     rows = iter_catalog(catalog, id_field=plan.id_field, text_field=plan.text_field, filter_field=plan.filter_field)
@@ -251,7 +320,7 @@ def _embed_remaining(
         ids_file.seek(checkpoint.ids_bytes)
         for block in _blocks(rows, plan.block_rows):
             start = checkpoint.rows_done
-            _embed_block(encoder, block, matrix, start, plan, bar)
+            _embed_block(encoder, block, matrix, hashes, start, plan, bar, previous)
             if codes is not None:
                 for row in block:
                     code_of.setdefault(row.filter_value, len(code_of))
@@ -260,28 +329,52 @@ def _embed_remaining(
             ids_file.write("".join(f"{row.item_id}\n" for row in block).encode("utf-8"))
             ids_file.flush()
             matrix.flush()
+            hashes.flush()
             checkpoint.rows_done += len(block)
             checkpoint.ids_bytes = ids_file.tell()
             checkpoint.filter_values = list(code_of)
             _save(partial, checkpoint)
     bar.close()
-    del matrix, codes
+    counts = (bar.reused, bar.embedded)
+    del matrix, codes, hashes
     if plan.filter_field:
         (partial / ITEMS_FILTER_VALUES).write_text(json.dumps(checkpoint.filter_values, ensure_ascii=False) + "\n")
+    return counts
 
 
 def _embed_block(
-    encoder: OnnxEncoder, block: list[CatalogRow], matrix: np.ndarray, start: int, plan: BuildPlan, bar: Any
+    encoder: OnnxEncoder,
+    block: list[CatalogRow],
+    matrix: np.ndarray,
+    hashes: np.ndarray,
+    start: int,
+    plan: BuildPlan,
+    bar: Any,
+    previous: PreviousBuild | None,
 ) -> None:
+    """Fill the block's rows: copied from `previous` when unchanged there, else embedded."""
     batch_size = plan.batch_size
     texts = [plan.prompt + (row.text or "") for row in block]
+    block_hashes = np.asarray([content_hash(text) for text in texts], dtype=np.uint64)
+    hashes[start : start + len(block)] = block_hashes
+    todo = list(range(len(texts)))
+    if previous is not None:
+        old_rows = previous.rows_for([row.item_id or "" for row in block], block_hashes)
+        reused = np.flatnonzero(old_rows >= 0)
+        if reused.size:
+            matrix[start + reused] = previous.matrix[old_rows[reused]]
+        todo = np.flatnonzero(old_rows < 0).tolist()
+        bar.reused += int(reused.size)
+        bar.update(int(reused.size))
     # Longest first inside a block: neighbours in a batch have similar lengths.
-    order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+    order = sorted(todo, key=lambda index: -len(texts[index]))
     for batch_start in range(0, len(order), batch_size):
         chosen = order[batch_start : batch_start + batch_size]
         vectors = encoder.encode([texts[index] for index in chosen], normalize=True)
         matrix[start + np.asarray(chosen)] = vectors
+        bar.embedded += len(chosen)
         bar.update(len(chosen))
+    bar.set_postfix(reused=bar.reused, embedded=bar.embedded, refresh=False)
 
 
 def _save(partial: Path, checkpoint: Checkpoint) -> None:
@@ -297,4 +390,6 @@ def _blocks(iterator: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
 def _progress_bar(total: int, done: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="item", desc="embedding items", disable=not enabled, file=sys.stderr)
+    bar = tqdm(total=total, initial=done, unit="item", desc="building items", disable=not enabled, file=sys.stderr)
+    bar.reused = bar.embedded = 0  # rows copied from the previous build / run through the model
+    return bar

@@ -8,7 +8,7 @@ every process that maps them, and opening a million-item directory takes as long
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,12 @@ from embedrec.server.manifest import (
 from embedrec.server.profiles import Contribution
 from embedrec.server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 
+# A query whose filter lets fewer than this fraction of the items through (estimated on
+# PREFILTER_SAMPLE_ROWS rows) scores only its eligible rows instead of scanning the matrix.
+PREFILTER_FRACTION = 0.02
+PREFILTER_SAMPLE_ROWS = 4096
+PREFILTER_CHUNK_ROWS = 1 << 18
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -50,6 +56,8 @@ class Query:
     profile: FloatArray
     row_filter: RowFilter
     min_score: float | None = None
+    # Scores rows itself instead of profile . row (e.g. best_score): a block (rows, dim) -> (rows,).
+    scorer: Callable[[FloatArray], FloatArray] | None = None
 
 
 class ItemIndex:
@@ -88,6 +96,7 @@ class ItemIndex:
         self.filter_field = self.manifest.filter_field
         self._filter_codes: CodeArray | None = None
         self._code_of: dict[str, int] = {}
+        self._sample: IndexArray | None = None  # rows on which a filter's selectivity is estimated
         self.columns: dict[str, Column] = load_columns(items_dir, self.manifest.fields, self.manifest.item_count)
         if self.filter_field:
             self._load_filter(items_dir)
@@ -173,15 +182,40 @@ class ItemIndex:
     def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
         """The k best items for each query in one pass over the matrix, best first (exact; equal
         scores in catalog order); `threads` as in top_k."""
-        profiles = np.stack([query.profile for query in queries]).astype(np.float32, copy=False)
-        found = top_k(
-            self.matrix,
-            profiles,
-            k,
-            filters=[query.row_filter for query in queries],
-            threads=threads,
-            min_scores=[query.min_score for query in queries],
-        )
+        found: list[tuple[IndexArray, FloatArray]] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(queries)
+        selective = set()
+        for position, query in enumerate(queries):
+            eligible = self._selective_rows(query.row_filter)
+            if eligible is not None:  # few eligible rows: score only those
+                found[position] = self._top_k_of_rows(query, eligible, k)
+                selective.add(position)
+        plain = [p for p, query in enumerate(queries) if query.scorer is None and p not in selective]
+        if plain:
+            profiles = np.stack([queries[p].profile for p in plain]).astype(np.float32, copy=False)
+            for position, result in zip(
+                plain,
+                top_k(
+                    self.matrix,
+                    profiles,
+                    k,
+                    filters=[queries[p].row_filter for p in plain],
+                    threads=threads,
+                    min_scores=[queries[p].min_score for p in plain],
+                ),
+                strict=True,
+            ):
+                found[position] = result
+        for position, query in enumerate(queries):
+            if query.scorer is not None and position not in selective:  # its own pass: a scorer is one query's
+                (found[position],) = top_k(
+                    self.matrix,
+                    query.profile[None, :],
+                    k,
+                    filters=query.row_filter,
+                    threads=threads,
+                    min_scores=[query.min_score],
+                    scorer=_as_column(query.scorer),
+                )
         return [
             [
                 Recommendation(item_id, float(score), int(row))
@@ -190,6 +224,37 @@ class ItemIndex:
             for rows, scores in found
         ]
 
+    def _selective_rows(self, row_filter: RowFilter) -> IndexArray | None:
+        """Every row `row_filter` lets through, when its conditions or filter values let fewer
+        than PREFILTER_FRACTION of the items through (estimated on a fixed sample of rows); None
+        otherwise (the scan's candidate check is then cheaper than finding them all)."""
+        if not row_filter.conditions and row_filter.row_codes is None:
+            return None
+        if self._sample is None:
+            count = len(self)
+            picked = np.random.default_rng(0).choice(count, min(count, PREFILTER_SAMPLE_ROWS), replace=False)
+            self._sample = np.sort(picked).astype(np.int64)
+        if row_filter.keep(self._sample).mean() >= PREFILTER_FRACTION:
+            return None
+        parts = []
+        for start in range(0, len(self), PREFILTER_CHUNK_ROWS):
+            rows = np.arange(start, min(start + PREFILTER_CHUNK_ROWS, len(self)), dtype=np.int64)
+            parts.append(rows[row_filter.keep(rows)])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _top_k_of_rows(self, query: Query, rows: IndexArray, k: int) -> tuple[IndexArray, FloatArray]:
+        """Exact top-k of `query` among `rows` (ascending): scores of those rows only, best first,
+        equal scores by row, at least its min_score."""
+        vectors = np.asarray(self.matrix[rows], dtype=np.float32)
+        scores: FloatArray = (
+            query.scorer(vectors) if query.scorer is not None else vectors @ query.profile.astype(np.float32)
+        ).astype(np.float32, copy=False)
+        if query.min_score is not None:
+            passing = scores >= np.float32(query.min_score)
+            rows, scores = rows[passing], scores[passing]
+        order = np.lexsort((rows, -scores))[:k]
+        return rows[order], scores[order]
+
 
 def _check_distinct(item_ids: Sequence[str], field: str) -> None:
     seen: set[str] = set()
@@ -197,3 +262,13 @@ def _check_distinct(item_ids: Sequence[str], field: str) -> None:
         if item_id in seen:
             raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
         seen.add(item_id)
+
+
+def _as_column(scorer: Callable[[FloatArray], FloatArray]) -> Callable[[npt.NDArray[np.floating]], FloatArray]:
+    """`scorer`'s (rows,) scores as the (rows, 1) block top_k expects."""
+
+    def column(block: npt.NDArray[np.floating]) -> FloatArray:
+        scores: FloatArray = scorer(np.asarray(block, dtype=np.float32))[:, None]
+        return scores
+
+    return column

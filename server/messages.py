@@ -16,7 +16,7 @@ from embedrec.server.fields import ConditionSpec
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.pooling import FloatArray
-from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest, RecommendResult
+from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest, RecommendResult, Strategy
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
@@ -25,6 +25,11 @@ POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
     pb.POOLING_CLS: "cls",
 }
 POOLING_TO_PROTO = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS}
+STRATEGY_FROM_PROTO: dict[int, Strategy] = {
+    pb.STRATEGY_UNSPECIFIED: "average_vector",
+    pb.STRATEGY_AVERAGE_VECTOR: "average_vector",
+    pb.STRATEGY_BEST_SCORE: "best_score",
+}
 PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
 EMBED_VALUES_FIELD = pb.EmbedResponse.DESCRIPTOR.fields_by_name["values"].number
 SIMILARITY_SCORES_FIELD = pb.SimilarityResponse.DESCRIPTOR.fields_by_name["scores"].number
@@ -120,6 +125,7 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         ignore_unknown_items=request.ignore_unknown_items,
         where=[_condition(condition) for condition in request.where],
         diversity=(request.diversity.field, request.diversity.max_per_value) if request.HasField("diversity") else None,
+        strategy=_strategy(request.strategy),
     )
 
 
@@ -136,6 +142,12 @@ def _condition(condition: pb.Condition) -> ConditionSpec:
         bound("lte"),
         bound("lt"),
     )
+
+
+def _strategy(value: int) -> Strategy:
+    if value not in STRATEGY_FROM_PROTO:
+        raise InvalidArgument(f"strategy has unknown value {value}; use STRATEGY_AVERAGE_VECTOR or STRATEGY_BEST_SCORE")
+    return STRATEGY_FROM_PROTO[value]
 
 
 def _optional_bool(message: object, field: str) -> bool | None:

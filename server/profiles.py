@@ -80,3 +80,42 @@ def combine_profile(parts: Sequence[ProfilePart]) -> Profile:
     vector: FloatArray = (combined / norm).astype(np.float32)
     coefficients: FloatArray = (weights / norm).astype(np.float32)
     return Profile(vector, list(parts), unit_parts, coefficients)
+
+
+class BestScore:
+    """The best_score strategy: an item scores its best cosine to a liked part (positive weight)
+    minus its best cosine to a disliked part (negative weight; 0 without any). Weights count only
+    by their sign. Exact: the scan scores every row this way (one product per part)."""
+
+    def __init__(self, parts: Sequence[ProfilePart]) -> None:
+        """Raises InvalidArgument without a liked part."""
+        weights = np.asarray([part.weight for part in parts], dtype=np.float64)
+        if not parts or not (weights > 0).any():
+            raise InvalidArgument(
+                "best_score needs at least one part with a positive weight (something the user likes)"
+            )
+        unit = l2_normalize(np.stack([part.vector for part in parts]).astype(np.float32))
+        self.parts = list(parts)
+        self._liked = np.flatnonzero(weights > 0)
+        self._disliked = np.flatnonzero(weights < 0)
+        self._liked_matrix = np.ascontiguousarray(unit[self._liked].T)
+        self._disliked_matrix = np.ascontiguousarray(unit[self._disliked].T) if self._disliked.size else None
+        # Not used for ranking (the scorer is), only where a query needs a vector of the right shape.
+        self.vector: FloatArray = unit[self._liked[0]]
+
+    def score(self, rows: FloatArray) -> FloatArray:
+        """The best_score of each of `rows` (m, dim): float32 (m,)."""
+        scores: FloatArray = (rows @ self._liked_matrix).max(axis=1)
+        if self._disliked_matrix is not None:
+            scores = scores - (rows @ self._disliked_matrix).max(axis=1)
+        return scores.astype(np.float32, copy=False)
+
+    def top_contributions(self, items: FloatArray) -> list[Contribution]:
+        """For each row of `items`, the liked part it is most similar to, with that cosine."""
+        similarities = items @ self._liked_matrix  # (m, liked)
+        best = np.argmax(similarities, axis=1)
+        found = []
+        for row, column in enumerate(best.tolist()):
+            part = self.parts[int(self._liked[column])]
+            found.append(Contribution(part.kind, part.index, part.item_id, float(similarities[row, column])))
+        return found

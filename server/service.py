@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime
@@ -41,7 +41,7 @@ from embedrec.server.limits import (
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
-from embedrec.server.profiles import Profile, ProfilePart, combine_profile
+from embedrec.server.profiles import BestScore, Profile, ProfilePart, combine_profile
 from embedrec.server.prompts import prompt_text, query_prompt_name, with_prompt
 from embedrec.server.tokenization import TokenizedText
 from embedrec.server.topk import RowFilter
@@ -49,6 +49,7 @@ from embedrec.server.tracing import batch_tracer, span
 from embedrec.server.tracing import enabled as tracing_enabled
 
 BatchItem = tuple[TokenizedText, PoolingName]
+Strategy = Literal["average_vector", "best_score"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ProfileRequest:
     ignore_unknown_items: bool = False
     where: Sequence[ConditionSpec] = ()
     diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
+    strategy: Strategy = "average_vector"
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class SearchItem:
     min_score: float | None = None
     offset: int = 0
     diversity: tuple[CategoricalColumn, int] | None = None
+    strategy: Strategy = "average_vector"
 
 
 # A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
@@ -189,23 +192,25 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
     """Answer a batch of searches with one pass over each item index in it (normally one), the
     product on at most `threads` threads (0: one per core). Blocking: runs in the search thread."""
     results: list[SearchResult] = [[] for _ in batch]
-    profiles: dict[int, Profile] = {}
+    profiles: dict[int, Profile | BestScore] = {}
     for position, search in enumerate(batch):
         try:
-            profiles[position] = combine_profile(search.parts)
+            profiles[position] = (
+                BestScore(search.parts) if search.strategy == "best_score" else combine_profile(search.parts)
+            )
         except EmbedrecError as error:
             results[position] = error
     by_index: dict[int, list[int]] = {}
     for position in profiles:
         search = batch[position]
         if search.diversity is not None:  # its own, longer ranked list
-            chosen = _diversified(search, profiles[position], threads)
+            chosen = _diversified(search, _query(search, profiles[position]), threads)
             results[position] = _explained(search.items, profiles[position], chosen) if search.explain else chosen
             continue
         by_index.setdefault(id(search.items), []).append(position)
     for positions in by_index.values():
         items = batch[positions[0]].items
-        queries = [Query(profiles[p].vector, batch[p].row_filter, batch[p].min_score) for p in positions]
+        queries = [_query(batch[p], profiles[p]) for p in positions]
         found = items.search(queries, max(batch[p].k + batch[p].offset for p in positions), threads=threads)
         for position, recommendations in zip(positions, found, strict=True):
             search = batch[position]
@@ -216,7 +221,13 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
     return results
 
 
-def _diversified(search: SearchItem, profile: Profile, threads: int) -> list[Recommendation]:
+def _query(search: SearchItem, profile: Profile | BestScore) -> Query:
+    """The item-index query of `search` ranked by `profile`."""
+    scorer = profile.score if isinstance(profile, BestScore) else None
+    return Query(profile.vector, search.row_filter, search.min_score, scorer)
+
+
+def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recommendation]:
     """The page of `search` from its diversified ranking: the ranked list walked best first,
     an item taken unless one of its values already has max_per_value items taken. The list is
     fetched 4x deeper until the page is full or every eligible item has been seen, so the result
@@ -225,7 +236,6 @@ def _diversified(search: SearchItem, profile: Profile, threads: int) -> list[Rec
     column, limit = search.diversity
     wanted = search.offset + search.k
     fetch = max(4 * wanted, 32)
-    query = Query(profile.vector, search.row_filter, search.min_score)
     while True:
         (ranked,) = search.items.search([query], fetch, threads=threads)
         taken: list[Recommendation] = []
@@ -244,7 +254,7 @@ def _diversified(search: SearchItem, profile: Profile, threads: int) -> list[Rec
         fetch *= 4
 
 
-def _explained(items: ItemIndex, profile: Profile, chosen: list[Recommendation]) -> list[Recommendation]:
+def _explained(items: ItemIndex, profile: Profile | BestScore, chosen: list[Recommendation]) -> list[Recommendation]:
     """`chosen` with each item's top contribution filled in."""
     contributions = profile.top_contributions(items.vectors(np.asarray([r.row for r in chosen])))
     return [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
@@ -460,6 +470,7 @@ class EmbeddingService:
                 request.min_score,
                 request.offset,
                 one.diversity,
+                request.strategy,
             )
             for one, request in zip(prepared, requests, strict=True)
         ]

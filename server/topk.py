@@ -14,7 +14,7 @@ deterministic.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,7 @@ def top_k(
     chunk_rows: int | None = None,
     threads: int = 0,
     min_scores: Sequence[float | None] | None = None,
+    scorer: Callable[[npt.NDArray[np.floating]], FloatArray] | None = None,
 ) -> list[tuple[IndexArray, FloatArray]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
@@ -86,7 +87,9 @@ def top_k(
     a time (default: a score buffer of about SCORE_BUFFER_VALUES floats). `threads` caps the
     threads of the multi-query product (0: ONNX Runtime's default, one per core). `min_scores`,
     one per query (None: no floor), keeps only rows scoring at least that; the floor is the
-    pruning threshold from the first chunk on, so a high floor scans fast. Returns, per
+    pruning threshold from the first chunk on, so a high floor scans fast. `scorer`, when given,
+    replaces the inner product: it maps a block of rows to their (rows, q) scores (e.g. a
+    combination of several products); `queries` then only says how many there are. Returns, per
     query, (rows, scores): at most k entries (fewer only when fewer rows are eligible), best
     first, equal scores by ascending row.
     """
@@ -104,7 +107,8 @@ def top_k(
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
-        scores = score_block(matrix[start:stop], queries, threads)  # (rows, q)
+        block = matrix[start:stop]
+        scores = scorer(block) if scorer is not None else score_block(block, queries, threads)  # (rows, q)
         # A row that only ties a query's current k-th best has a higher row index: it loses.
         passing = scores > best.kth_scores[None, :]
         # flatnonzero on the block is several times faster than a 2-D nonzero.

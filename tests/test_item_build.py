@@ -156,6 +156,7 @@ def test_a_failed_rebuild_leaves_the_served_directory_as_it_was(
             output,
             **BUILD,
             encoder=InterruptingEncoder(tiny_model_dir, 4),
+            force=True,  # every row embedded, so the interruption comes mid-build
         )
     assert directory_bytes(output) == uninterrupted
 

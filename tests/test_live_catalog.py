@@ -289,10 +289,21 @@ class TestHiddenItems:
             server.close()
 
 
+@pytest.fixture(params=["scan", "prefilter"])
+def search_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both search paths: the scan that checks candidates, and the prefilter that
+    scores only the eligible rows (chosen for selective filters; forced here for every filter)."""
+    import embedrec.server.items
+
+    monkeypatch.setattr(embedrec.server.items, "PREFILTER_FRACTION", 0.0 if request.param == "scan" else 2.0)
+    return str(request.param)
+
+
 def eligible(predicate: object) -> set[int]:
     return {row for row, values in enumerate(ROWS) if predicate(values)}  # type: ignore[operator]
 
 
+@pytest.mark.usefixtures("search_path")
 class TestFieldConditions:
     CASES = [  # noqa: RUF012
         (["brand=acme|orbit"], lambda r: r["brand"] in ("acme", "orbit")),
@@ -349,6 +360,7 @@ class TestFieldConditions:
         assert ids(acme) == ids(tied.recommend(5, vector=query, filter_values=["acme"]))
 
 
+@pytest.mark.usefixtures("search_path")
 class TestDiversity:
     @pytest.mark.parametrize(("field", "limit"), [("brand", 1), ("brand", 2), ("tags", 2)])
     def test_at_most_n_per_value_by_a_greedy_walk_of_the_ranking(
@@ -375,3 +387,40 @@ class TestDiversity:
             tied.recommend(3, texts=[TEXTS[0]], diversity=("price", 2))
         with pytest.raises(InvalidArgument, match=r"diversity\.max_per_value must be at least 1"):
             tied.recommend(3, texts=[TEXTS[0]], diversity=("brand", 0))
+
+
+@pytest.mark.usefixtures("search_path")
+class TestBestScore:
+    def test_best_liked_minus_best_disliked_exactly_as_brute_force(
+        self, tied: EmbedrecClient, matrix: np.ndarray
+    ) -> None:
+        tent, coffee, shoes = tied.embed([TEXTS[0], TEXTS[2], TEXTS[1]]).astype(np.float64)
+        scores = np.maximum(matrix @ tent, matrix @ coffee) - matrix @ shoes
+        order = np.lexsort((np.arange(len(scores)), -np.round(scores, 6)))
+        expected = [IDS[row] for row in order[:15]]
+        found = tied.recommend(
+            15, texts={TEXTS[0]: 1.0, TEXTS[2]: 3.0, TEXTS[1]: -1.0}, strategy="best_score", explain=True
+        )
+        assert ids(found) == expected
+        np.testing.assert_allclose([item.score for item in found], scores[order[:15]], atol=1e-5)
+        for item in found:  # the explanation: the liked text it is closest to, and that cosine
+            row = matrix[IDS.index(item.id)]
+            similarities = {0: float(row @ tent), 1: float(row @ coffee)}
+            best = max(similarities, key=lambda index: similarities[index])
+            assert item.contribution is not None and item.contribution.index == best
+            assert item.contribution.score == pytest.approx(similarities[best], abs=1e-5)
+
+    def test_best_score_works_with_conditions_hidden_pages_and_batches(
+        self, tied: EmbedrecClient, matrix: np.ndarray
+    ) -> None:
+        profile = {"texts": {TEXTS[4]: 1.0, TEXTS[7]: 1.0}, "strategy": "best_score", "where": ["price<40"]}
+        one_call = ids(tied.recommend(12, **profile))  # type: ignore[arg-type]
+        pages = ids(tied.recommend(6, **profile)) + ids(tied.recommend(6, offset=6, **profile))  # type: ignore[arg-type]
+        assert pages == one_call
+        batched = tied.recommend_batch([{"k": 12, **profile}, {"k": 3, "texts": [TEXTS[4]]}])
+        assert ids(batched[0]) == one_call and ids(batched[1]) == ids(tied.recommend(3, texts=[TEXTS[4]]))
+        assert all(ROWS[IDS.index(item_id)]["price"] < 40 for item_id in one_call)  # type: ignore[operator]
+
+    def test_best_score_needs_a_liked_part(self, tied: EmbedrecClient) -> None:
+        with pytest.raises(InvalidArgument, match="best_score needs at least one part with a positive weight"):
+            tied.recommend(3, texts={TEXTS[0]: -1.0}, strategy="best_score")

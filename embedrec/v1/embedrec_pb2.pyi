@@ -13,6 +13,12 @@ class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOLING_MEAN: _ClassVar[Pooling]
     POOLING_CLS: _ClassVar[Pooling]
 
+class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_UNSPECIFIED: _ClassVar[Strategy]
+    STRATEGY_AVERAGE_VECTOR: _ClassVar[Strategy]
+    STRATEGY_BEST_SCORE: _ClassVar[Strategy]
+
 class ProfilePart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROFILE_PART_UNSPECIFIED: _ClassVar[ProfilePart]
@@ -22,6 +28,9 @@ class ProfilePart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 POOLING_UNSPECIFIED: Pooling
 POOLING_MEAN: Pooling
 POOLING_CLS: Pooling
+STRATEGY_UNSPECIFIED: Strategy
+STRATEGY_AVERAGE_VECTOR: Strategy
+STRATEGY_BEST_SCORE: Strategy
 PROFILE_PART_UNSPECIFIED: ProfilePart
 PROFILE_PART_USER_VECTOR: ProfilePart
 PROFILE_PART_TEXT: ProfilePart
@@ -94,7 +103,7 @@ class WeightedItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity")
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +118,7 @@ class RecommendRequest(_message.Message):
     IGNORE_UNKNOWN_ITEMS_FIELD_NUMBER: _ClassVar[int]
     WHERE_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     user_vector_weight: float
     texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
@@ -123,7 +133,8 @@ class RecommendRequest(_message.Message):
     ignore_unknown_items: bool
     where: _containers.RepeatedCompositeFieldContainer[Condition]
     diversity: Diversity
-    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
+    strategy: Strategy
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ...) -> None: ...
 
 class Condition(_message.Message):
     __slots__ = ("field", "any_of", "none_of", "gte", "gt", "lte", "lt")
