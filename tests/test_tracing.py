@@ -166,3 +166,42 @@ def test_http_calls_continue_the_traceparent_header(
     assert call.attributes is not None and call.attributes["rpc.system"] == "http"
     assert "embedrec.tokenize" in children_of(call, spans)
     assert not any(SECRET_TEXT in str(value) for value in all_attribute_values(spans))
+
+
+def test_spans_are_exported_over_otlp_to_the_endpoint_the_environment_names(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real exporter path: OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on, and an Embed call's
+    spans arrive at a collector (here a gRPC TraceService sink in the test)."""
+    import os
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[str] = []
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            received.extend(
+                span.name for spans in request.resource_spans for scope in spans.scope_spans for span in scope.spans
+            )
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    try:
+        assert tracing.configure(os.environ).startswith("on: OTLP/gRPC")
+        server = start_server(server_settings(tiny_model_dir, None))
+        try:
+            with EmbedrecClient(server.target, timeout=30) as client:
+                client.embed([SECRET_TEXT])
+        finally:
+            server.close()
+        tracing.uninstall()  # flushes the batch processor
+        assert {"Embed", "embedrec.tokenize", "embedrec.inference.batch"} <= set(received)
+    finally:
+        tracing.uninstall()
+        collector.stop(0)
