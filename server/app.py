@@ -209,7 +209,14 @@ class EmbedrecApp:
             changed = items.manifest.items_sha256 != previous_sha
             if changed:
                 if previous is not None:  # the serving hidden set wins over the new directory's file
-                    await asyncio.to_thread(items.hidden.carry_over, previous.hidden.snapshot.ids)
+                    try:
+                        await asyncio.to_thread(items.hidden.carry_over, previous.hidden.snapshot.ids)
+                    except ConfigurationError as error:  # e.g. a read-only directory: keep serving the old one
+                        self.metrics.items_reloads.labels(result="refused").inc()
+                        logger.error("items reload refused, still serving the previous matrix: %s", error)
+                        raise FailedPrecondition(
+                            f"items reload refused, still serving the previous matrix: {error}"
+                        ) from None
                 service.replace_items(items)
                 self.metrics.items.set(len(items))
                 self.metrics.hidden_items.set(len(items.hidden.snapshot))

@@ -424,3 +424,39 @@ class TestBestScore:
     def test_best_score_needs_a_liked_part(self, tied: EmbedrecClient) -> None:
         with pytest.raises(InvalidArgument, match="best_score needs at least one part with a positive weight"):
             tied.recommend(3, texts={TEXTS[0]: -1.0}, strategy="best_score")
+
+
+def test_a_reload_carries_the_hidden_set_over_or_refuses_and_keeps_serving(
+    tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from embedrec.client import FailedPrecondition
+    from embedrec.export.items import build_items
+    from embedrec.server.hidden import read_hidden_ids
+
+    first = tmp_path / "first"
+    shutil.copytree(tied_items_dir, first)
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps({**row, "text": f"{row['text']} v2"}) + "\n" for row in ROWS))
+    second = tmp_path / "second"
+    build_items(catalog, tiny_model_dir, second, progress=False)
+    link = tmp_path / "current"
+    link.symlink_to(first)
+    server = start_server(server_settings(tiny_model_dir, link))
+    try:
+        with EmbedrecClient(server.target, timeout=30) as client:
+            client.hide_items(["item-03"])
+            blocker = second / "hidden_ids.json.tmp"  # the new directory cannot take the hidden set
+            blocker.mkdir()
+            link.unlink()
+            link.symlink_to(second)
+            with pytest.raises(FailedPrecondition, match="still serving the previous matrix"):
+                client.reload_items()
+            assert "item-03" not in ids(client.recommend(40, texts=[TEXTS[3]]))
+            blocker.rmdir()
+            assert client.reload_items().changed
+            assert client.hidden_items() == ["item-03"] and read_hidden_ids(second) == ["item-03"]
+            assert "item-03" not in ids(client.recommend(40, texts=[TEXTS[3]]))
+    finally:
+        server.close()
