@@ -65,8 +65,16 @@ def iter_catalog(
             yield from _iter_jsonl(handle, id_field, text_field, filter_field, fields)
 
 
-def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "text", filter_field: str = "") -> int:
-    """Check every row of `path`; return the number of items.
+def validate_catalog(
+    path: Path,
+    *,
+    id_field: str = "id",
+    text_field: str = "text",
+    filter_field: str = "",
+    fields: tuple[str, ...] = (),
+) -> int:
+    """Check every row of `path`; return the number of items. `fields` must be columns of a CSV
+    catalog (JSON rows may lack them: no value).
 
     Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
     empty ids, empty texts, ids with line breaks, and duplicate ids with their lines.
@@ -82,7 +90,7 @@ def validate_catalog(path: Path, *, id_field: str = "id", text_field: str = "tex
         "duplicate ids": [],
     }
     count = 0
-    for row in iter_catalog(path, id_field=id_field, text_field=text_field, filter_field=filter_field):
+    for row in iter_catalog(path, id_field=id_field, text_field=text_field, filter_field=filter_field, fields=fields):
         count += 1
         if row.error is not None:
             problems["unparsable rows"].append(f"line {row.line}: {row.error}")

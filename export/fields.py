@@ -48,6 +48,8 @@ def write_columns(
     bad: list[str] = []
     rows = iter_catalog(catalog, id_field=id_field, text_field=text_field, fields=(*categorical, *numeric))
     for position, row in enumerate(rows):
+        if row.error is not None:  # validated before the build: only a catalog changed meanwhile
+            raise CatalogError(f"{catalog}: line {row.line}: {row.error}")
         for name in numeric:
             value = _number(row.fields.get(name))
             if value is _BAD:

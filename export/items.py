@@ -173,7 +173,13 @@ def build_items(
     ):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
-    count = validate_catalog(catalog, id_field=id_field, text_field=text_field, filter_field=filter_field)
+    count = validate_catalog(
+        catalog,
+        id_field=id_field,
+        text_field=text_field,
+        filter_field=filter_field,
+        fields=(*fields, *numeric_fields),
+    )
     encoder = encoder or OnnxEncoder(model_dir, provider="auto")
     plan = BuildPlan(
         catalog_sha256,

@@ -232,3 +232,23 @@ def test_memory_of_the_build_does_not_hold_the_catalog(
     build_items(catalog, tiny_model_dir, tmp_path / "items", progress=False, block_rows=32)
     assert max(largest_block) == 32
     assert os.path.getsize(tmp_path / "items" / "items.npy") > 200 * 4
+
+
+def test_csv_catalogs_store_fields_and_a_missing_field_column_is_refused_before_embedding(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from embedrec.export.catalog import CatalogError
+
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("id,text,brand,price\na,hello world,acme,10\nb,coffee tea,zenith,\nc,red shoes,acme,12.5\n")
+    manifest = build_items(catalog, tiny_model_dir, tmp_path / "items", fields=["brand"], numeric_fields=["price"])
+    assert manifest.fields == {"brand": "categorical", "price": "numeric"}
+    columns = ItemIndex(tmp_path / "items").columns
+    np.testing.assert_array_equal(np.asarray(columns["price"].values), [10.0, np.nan, 12.5])  # type: ignore[union-attr]
+    with pytest.raises(CatalogError, match=r"header lacks column\(s\) \['colour'\]"):
+        build_items(catalog, tiny_model_dir, tmp_path / "other", fields=["colour"], progress=False)
+    assert not (tmp_path / "other").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "t", "price": "cheap"}\n{"id": "y", "text": "u", "price": true}\n')
+    with pytest.raises(CatalogError, match="2 non-numeric values: line 1: price='cheap', line 2: price=True"):
+        build_items(bad, tiny_model_dir, tmp_path / "bad-items", numeric_fields=["price"], progress=False)
