@@ -113,6 +113,13 @@ def export_items_main(argv: Sequence[str]) -> int:
         default=[],
         help="a numeric field stored for Recommend's range conditions (repeatable), e.g. --numeric-field price",
     )
+    parser.add_argument(
+        "--reuse-from",
+        type=Path,
+        default=None,
+        help="an earlier build (e.g. the one being served) whose unchanged rows are copied instead of embedded; "
+        "default: the build already in --output",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="texts per inference batch")
     parser.add_argument(
         "--prompt-name",
@@ -147,6 +154,7 @@ def export_items_main(argv: Sequence[str]) -> int:
             prompt_name=arguments.prompt_name,
             fields=arguments.field,
             numeric_fields=arguments.numeric_field,
+            reuse_from=arguments.reuse_from,
         )
     except (CatalogError, ConfigurationError) as error:
         print(f"embedrec export-items: {error}", file=sys.stderr)

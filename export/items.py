@@ -146,6 +146,7 @@ def build_items(
     prompt_name: str | None = None,
     fields: Sequence[str] = (),
     numeric_fields: Sequence[str] = (),
+    reuse_from: Path | None = None,
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
@@ -155,9 +156,11 @@ def build_items(
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
     (the unit of checkpointing and of length sorting). Raises CatalogError listing bad rows before any
     embedding is done. `fields` (categorical) and `numeric_fields` become columns Recommend's
-    conditions and diversity use (embedrec.export.fields). Item texts are documents: embedded
-    with the model's prompt `prompt_name` (None: its document prompt, see embedrec.server.prompts;
-    "": none), recorded in the manifest.
+    conditions and diversity use (embedrec.export.fields). Unchanged rows of the build in
+    `output_dir` (or in `reuse_from`, e.g. the build a deployment's symlink points at when each
+    build goes to a new directory) are copied instead of embedded, unless `force`. Item texts
+    are documents: embedded with the model's prompt `prompt_name` (None: its document prompt, see
+    embedrec.server.prompts; "": none), recorded in the manifest.
     """
     catalog_sha256 = sha256_file(catalog)
     model_manifest = read_model_manifest(model_dir)
@@ -194,7 +197,8 @@ def build_items(
         prompt,
     )
     partial = output_dir.parent / f".{output_dir.name}.partial"
-    previous = None if force else PreviousBuild.open(output_dir, encoder.manifest.onnx_sha256, prompt)
+    source = reuse_from.resolve() if reuse_from is not None else output_dir
+    previous = None if force else PreviousBuild.open(source, encoder.manifest.onnx_sha256, prompt)
     if previous is not None:
         plan = dataclasses.replace(plan, reuse_items_sha256=previous.manifest.items_sha256)
     checkpoint = _resume_or_start(partial, plan)

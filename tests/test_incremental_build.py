@@ -144,3 +144,20 @@ def test_an_incremental_build_killed_midway_resumes_to_the_same_bytes(tiny_model
     full = tmp_path / "full"
     build_items(catalog, tiny_model_dir, full, block_rows=50, progress=False, force=True)
     assert files_of(output) == files_of(full)
+
+
+def test_rows_are_reused_from_another_directory_when_each_build_goes_to_a_new_one(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    original = catalog_rows(60, seed=5)
+    catalog = write_catalog(tmp_path / "catalog.jsonl", original)
+    build_items(catalog, tiny_model_dir, tmp_path / "build-1", progress=False)
+    (tmp_path / "current").symlink_to(tmp_path / "build-1")
+    changed = [dict(row) for row in original]
+    changed[4]["text"] = "a brand new text"
+    write_catalog(catalog, changed)
+    encoder = CountingEncoder(tiny_model_dir, provider="cpu")
+    build_items(catalog, tiny_model_dir, tmp_path / "build-2", reuse_from=tmp_path / "current", encoder=encoder)
+    assert encoder.embedded == 1
+    build_items(catalog, tiny_model_dir, tmp_path / "full", force=True, progress=False)
+    assert files_of(tmp_path / "build-2") == files_of(tmp_path / "full")
