@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +73,15 @@ def validate_catalog(
     text_field: str = "text",
     filter_field: str = "",
     fields: tuple[str, ...] = (),
+    numeric_fields: tuple[str, ...] = (),
 ) -> int:
-    """Check every row of `path`; return the number of items. `fields` must be columns of a CSV
-    catalog (JSON rows may lack them: no value).
+    """Check every row of `path`; return the number of items. `fields` and `numeric_fields` must
+    be columns of a CSV catalog (JSON rows may lack them: no value); numeric fields' values must
+    be numbers (see `parse_number`).
 
     Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
-    empty ids, empty texts, ids with line breaks, and duplicate ids with their lines.
+    empty ids, empty texts, ids with line breaks, non-numeric values, and duplicate ids with
+    their lines: before anything is embedded.
     """
     # Duplicates are found by 64-bit id hashes (8 bytes per row, not a dict of every id), and
     # only the colliding hashes' ids are looked at again, in a second pass.
@@ -87,10 +91,14 @@ def validate_catalog(
         "empty ids": [],
         "empty texts": [],
         "ids with line breaks": [],
+        "non-numeric values": [],
         "duplicate ids": [],
     }
     count = 0
-    for row in iter_catalog(path, id_field=id_field, text_field=text_field, filter_field=filter_field, fields=fields):
+    rows = iter_catalog(
+        path, id_field=id_field, text_field=text_field, filter_field=filter_field, fields=(*fields, *numeric_fields)
+    )
+    for row in rows:
         count += 1
         if row.error is not None:
             problems["unparsable rows"].append(f"line {row.line}: {row.error}")
@@ -103,6 +111,9 @@ def validate_catalog(
             id_hashes.append(id_hash(row.item_id))
         if not row.text or not row.text.strip():
             problems["empty texts"].append(f"line {row.line}")
+        for name in numeric_fields:
+            if parse_number(row.fields.get(name)) is NOT_A_NUMBER:
+                problems["non-numeric values"].append(f"line {row.line}: {name}={row.fields.get(name)!r}")
     problems["duplicate ids"] = _duplicates(path, id_hashes, id_field, text_field)
     found = {kind: rows for kind, rows in problems.items() if rows}
     if found:
@@ -197,3 +208,24 @@ def _as_text(value: object) -> str | None:
     if value is None or isinstance(value, (dict, list, bool)):
         return None
     return str(value)
+
+
+NOT_A_NUMBER = object()
+
+
+def parse_number(value: object) -> float | object | None:
+    """A numeric field's value: a finite float, None when missing (None or ""), NOT_A_NUMBER
+    otherwise (booleans, text that is not a number, NaN or infinities, lists)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return NOT_A_NUMBER
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else NOT_A_NUMBER
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return NOT_A_NUMBER
+        return number if math.isfinite(number) else NOT_A_NUMBER
+    return NOT_A_NUMBER

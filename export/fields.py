@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import array
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from embedrec.export.catalog import CatalogError, iter_catalog
+from embedrec.export.catalog import NOT_A_NUMBER, CatalogError, iter_catalog, parse_number
 from embedrec.server.fields import FIELDS_DIR
 
 MAX_LISTED = 20
@@ -51,8 +50,8 @@ def write_columns(
         if row.error is not None:  # validated before the build: only a catalog changed meanwhile
             raise CatalogError(f"{catalog}: line {row.line}: {row.error}")
         for name in numeric:
-            value = _number(row.fields.get(name))
-            if value is _BAD:
+            value = parse_number(row.fields.get(name))
+            if value is NOT_A_NUMBER:  # validated before the build: only a catalog changed meanwhile
                 bad.append(f"line {row.line}: {name}={row.fields.get(name)!r}")
             elif isinstance(value, float):
                 numbers[name][position] = value
@@ -70,25 +69,6 @@ def write_columns(
         np.save(directory / f"{name}.codes.npy", np.frombuffer(codes[name], dtype=np.int32))
         (directory / f"{name}.values.json").write_text(json.dumps(list(code_of[name]), ensure_ascii=False) + "\n")
     return {**dict.fromkeys(categorical, "categorical"), **dict.fromkeys(numeric, "numeric")}
-
-
-_BAD = object()
-
-
-def _number(value: object) -> float | object | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return _BAD
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else _BAD
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return _BAD
-        return number if math.isfinite(number) else _BAD
-    return _BAD
 
 
 def _labels(value: object) -> list[str]:

@@ -181,7 +181,8 @@ def build_items(
         id_field=id_field,
         text_field=text_field,
         filter_field=filter_field,
-        fields=(*fields, *numeric_fields),
+        fields=tuple(fields),
+        numeric_fields=tuple(numeric_fields),
     )
     encoder = encoder or OnnxEncoder(model_dir, provider="auto")
     plan = BuildPlan(

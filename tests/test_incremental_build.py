@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from embedrec.export.items import build_items
-from embedrec.server.encoder import OnnxEncoder
+from tests.tiny_models import CountingEncoder
 
 WORDS = ["air", "conditioner", "quiet", "red", "shoes", "coffee", "tea", "novel", "phone", "screen", "laptop", "cat"]
 
@@ -37,16 +37,6 @@ def catalog_rows(count: int, *, seed: int = 0, prefix: str = "item") -> list[dic
 def write_catalog(path: Path, rows: list[dict[str, object]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-
-class CountingEncoder(OnnxEncoder):
-    """The real encoder, counting the texts it embeds."""
-
-    embedded = 0
-
-    def encode(self, texts, **options):  # type: ignore[no-untyped-def, override]
-        self.embedded += len(texts)
-        return super().encode(texts, **options)
 
 
 def changed_catalog(rows: list[dict[str, object]]) -> list[dict[str, object]]:

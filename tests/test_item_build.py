@@ -18,6 +18,7 @@ from embedrec.export.items import build_items
 from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.item_ids import ItemIds
 from embedrec.server.items import ItemIndex
+from tests.tiny_models import CountingEncoder
 
 ROWS = 90
 BLOCK_ROWS = 16  # 6 blocks: an interruption can land in the middle
@@ -250,5 +251,7 @@ def test_csv_catalogs_store_fields_and_a_missing_field_column_is_refused_before_
     assert not (tmp_path / "other").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "text": "t", "price": "cheap"}\n{"id": "y", "text": "u", "price": true}\n')
+    encoder = CountingEncoder(tiny_model_dir)
     with pytest.raises(CatalogError, match="2 non-numeric values: line 1: price='cheap', line 2: price=True"):
-        build_items(bad, tiny_model_dir, tmp_path / "bad-items", numeric_fields=["price"], progress=False)
+        build_items(bad, tiny_model_dir, tmp_path / "bad-items", numeric_fields=["price"], encoder=encoder)
+    assert encoder.embedded == 0  # refused before anything is embedded

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from embedrec.server.encoder import OnnxEncoder
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ENGLISH_WORDS = [
     "the",
@@ -139,3 +141,13 @@ def build_tiny_roberta(directory: Path, *, max_length: int = 40, seed: int = 0) 
     )
     RobertaModel(config).eval().save_pretrained(directory)
     return directory
+
+
+class CountingEncoder(OnnxEncoder):
+    """The real ONNX encoder, counting the texts it embeds (to see what a build re-embeds)."""
+
+    embedded = 0
+
+    def encode(self, texts, **options):  # type: ignore[no-untyped-def]
+        self.embedded += len(texts)
+        return super().encode(texts, **options)
