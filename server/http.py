@@ -94,6 +94,7 @@ class _Route:
     method: str
     name: str  # the "rpc" label in metrics and traces
     handle: Callable[[HttpApi, bytes, EmbeddingService], Awaitable[tuple[_Reply, object]]]
+    probe: bool = False  # a health check: no token needed when the server exempts health
 
 
 class HttpApi:
@@ -108,9 +109,6 @@ class HttpApi:
         self.exempt_health = exempt_health
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
         if scope["type"] != "http":
             return
         headers = scope["headers"]
@@ -137,14 +135,10 @@ class HttpApi:
 
     async def _handle(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> tuple[_Reply, str]:
         """The reply and its status name; never raises."""
-        if route.name == "health":
-            refusal = admission(self.state)
-            if refusal is not None:
-                return _refused(refusal), refusal.status
-            return _Reply(orjson.dumps({"status": "SERVING"})), "OK"
-        access = self.tokens.policy.check(_header(scope["headers"], b"authorization") or None, admin=False)
-        if access is not Access.ALLOWED:
-            return _refused(Refusal("UNAUTHENTICATED", "missing or unknown bearer token")), "UNAUTHENTICATED"
+        if not (route.probe and self.exempt_health):
+            access = self.tokens.policy.check(_header(scope["headers"], b"authorization") or None, admin=False)
+            if access is not Access.ALLOWED:
+                return _refused(Refusal("UNAUTHENTICATED", "missing or unknown bearer token")), "UNAUTHENTICATED"
         refusal = admission(self.state)
         if refusal is not None:
             return _refused(refusal), refusal.status
@@ -223,9 +217,9 @@ class HttpApi:
         response = await messages.info(service, pb.InfoRequest(), None)
         return _Reply(_message_dumps(response)), None
 
-
-async def _no_handler(api: HttpApi, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
-    raise AssertionError("health is answered before routing to a handler")
+    async def health(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+        """GET /health: reached only when admitted, i.e. SERVING (starting or draining: 503)."""
+        return _Reply(orjson.dumps({"status": "SERVING"})), None
 
 
 ROUTES: dict[str, _Route] = {
@@ -236,7 +230,7 @@ ROUTES: dict[str, _Route] = {
     "/v1/recommend": _Route("POST", "recommend", HttpApi.recommend),
     "/v1/recommend-batch": _Route("POST", "recommend_batch", HttpApi.recommend_batch),
     "/v1/info": _Route("GET", "info", HttpApi.info),
-    "/health": _Route("GET", "health", _no_handler),
+    "/health": _Route("GET", "health", HttpApi.health, probe=True),
 }
 
 
@@ -362,16 +356,6 @@ async def _send(send: Send, body: bytes, status: int, request_id: str, *, retry:
         headers.append((b"retry-after", RETRY_AFTER_SECONDS.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 class HttpServer:

@@ -288,6 +288,18 @@ def test_bearer_tokens_guard_http_like_grpc(guarded_server: ServerThread) -> Non
     assert call(http_base(guarded_server), "/health")[0] == 200  # exempt, like gRPC health
 
 
+def test_health_needs_a_token_when_health_is_not_exempt(tiny_model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "clients").write_text("client-token\n")
+    settings = server_settings(tiny_model_dir, None, auth_tokens_file=tmp_path / "clients", auth_exempt_health=False)
+    server = start_server(settings)
+    try:
+        assert call(http_base(server), "/health")[0] == 401
+        authorized = {"authorization": "Bearer client-token"}
+        assert call(http_base(server), "/health", headers=authorized)[:2] == (200, {"status": "SERVING"})
+    finally:
+        server.close()
+
+
 def test_https_with_the_grpc_tls_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
     files = make_certificates(tmp_path)
     server = start_server(
