@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
+from embedrec.server.tracing import BatchTracer
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -75,26 +76,6 @@ class BatchObserver(Protocol):
     def queue_changed(self, depth: int) -> None: ...
 
     def items_dropped(self, reason: str, count: int) -> None: ...
-
-
-class BatchTracer(Protocol):
-    """Traces batches (see `embedrec.server.tracing.BatchTracer`): `capture()` runs in the caller's
-    context at submit; `batch_ran` after each batch with one (captured, enqueued ns, items) entry
-    per request in it and wall-clock nanosecond times."""
-
-    def capture(self) -> Any: ...
-
-    def batch_ran(
-        self,
-        requests: list[tuple[Any, int, int]],
-        *,
-        started_ns: int,
-        inferred_ns: int,
-        finished_ns: int,
-        cost: int,
-        padded_cost: int,
-        error: BaseException | None = None,
-    ) -> None: ...
 
 
 class _NoObserver:

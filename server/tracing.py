@@ -25,7 +25,6 @@ What a call records (never request text, only sizes and timings):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -254,8 +253,3 @@ class BatchTracer:
 def batch_tracer(batcher: str, *, finish_span: str | None = None) -> BatchTracer | None:
     """A tracer for the micro-batcher named `batcher` while tracing is on, else None."""
     return BatchTracer(batcher, finish_span) if _tracer is not None else None
-
-
-def now_ns() -> int:
-    """Wall-clock nanoseconds, the time base of spans."""
-    return time.time_ns()
