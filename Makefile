@@ -14,7 +14,7 @@ SOAK_SECONDS ?= 150
 # torch is pinned in the same pip command as every package that depends on it, or pip would
 # pull a multi-GB CUDA build (see pyproject.toml).
 SERVE_EXTRAS := server,export,bundled
-DEV_EXTRAS := server,export,bundled,dev
+DEV_EXTRAS := server,export,bundled,milvus,dev
 
 .PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental soak demo-data clean help
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from bench.common import run_header, synthetic_items, write_section
 from embedrec.server.fields import FIELDS_DIR, CategoricalColumn, ConditionSpec, NumericColumn
-from embedrec.server.items import ItemIndex, Query
+from embedrec.server.items import ItemIndex
 from embedrec.server.manifest import ITEMS_MANIFEST
+from embedrec.server.store import Query
 from embedrec.server.topk import RowFilter
 
 K = 10

@@ -26,10 +26,13 @@ from embedrec.client.errors import (
 )
 from embedrec.client.models import (
     Contribution,
+    DeleteResult,
+    NewItem,
     Recommendation,
     Recommendations,
     ReloadResult,
     ServerInfo,
+    UpsertResult,
     UserProfile,
 )
 from embedrec.client.sync import EmbedrecClient
@@ -40,10 +43,12 @@ __all__ = [
     "ChannelConfig",
     "Contribution",
     "DeadlineExceeded",
+    "DeleteResult",
     "EmbedrecClient",
     "EmbedrecClientError",
     "FailedPrecondition",
     "InvalidArgument",
+    "NewItem",
     "NotFound",
     "Overloaded",
     "PermissionDenied",
@@ -55,5 +60,6 @@ __all__ = [
     "ServerInfo",
     "Unauthenticated",
     "Unavailable",
+    "UpsertResult",
     "UserProfile",
 ]

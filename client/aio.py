@@ -154,6 +154,19 @@ class AsyncEmbedrecClient:
         """The ids hidden now, sorted."""
         return list((await self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout)).ids)
 
+    async def upsert_items(
+        self, items: Sequence[models.NewItem | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> models.UpsertResult:
+        """Insert or replace items in the served Milvus collection (admin token): NewItems or
+        mappings with id, text or vector, and fields. FailedPrecondition on the mmap store."""
+        request = models.upsert_request_of(items)
+        return models.upsert_result_of(await self._call(self._admin.UpsertItems, request, timeout))
+
+    async def delete_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.DeleteResult:
+        """Remove items from the served Milvus collection (admin token); unknown ids are listed."""
+        request = pb.DeleteItemsRequest(ids=list(item_ids))
+        return models.delete_result_of(await self._call(self._admin.DeleteItems, request, timeout))
+
     async def info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The model, provider, item matrix and limits the server runs with."""
         return models.info_of(await self._call(self._stub.Info, pb.InfoRequest(), timeout))

@@ -17,7 +17,7 @@ from typing import Any
 
 from embedrec.client.channel import ChannelConfig
 from embedrec.client.errors import EmbedrecClientError
-from embedrec.client.models import condition_of
+from embedrec.client.models import NewItem, condition_of
 from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
@@ -70,12 +70,15 @@ def connect(arguments: argparse.Namespace) -> EmbedrecClient:
 def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
     texts = list(getattr(arguments, name) or [])
     if arguments.file is not None:
-        if str(arguments.file) == "-":
-            lines = sys.stdin.read().splitlines()
-        else:
-            lines = Path(arguments.file).read_text(encoding="utf-8").splitlines()
-        texts += [line for line in lines if line.strip()]
+        texts += [line for line in _lines(arguments.file) if line.strip()]
     return texts
+
+
+def _lines(file: str) -> list[str]:
+    """The lines of `file` ('-': stdin)."""
+    if str(file) == "-":
+        return sys.stdin.read().splitlines()
+    return Path(file).read_text(encoding="utf-8").splitlines()
 
 
 def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any], show: Callable[[Any], str]) -> int:
@@ -251,6 +254,51 @@ def hide_main(argv: Sequence[str]) -> int:
 def restore_main(argv: Sequence[str]) -> int:
     """`embedrec restore ID… [--file F]`: recommend these items again."""
     return _visibility_main(argv, hide=False)
+
+
+def upsert_main(argv: Sequence[str]) -> int:
+    """`embedrec upsert --file ITEMS.jsonl`: insert or replace items in the served Milvus
+    collection, one JSON object per line: {"id", "text" or "vector", "fields": {...}}."""
+    parser = _parser("upsert", "Insert or replace items in the served Milvus collection (admin).")
+    parser.add_argument("--file", required=True, help="JSON Lines of items ('-': stdin)")
+    parser.add_argument("--batch", type=int, default=64, help="items per UpsertItems call")
+    arguments = parser.parse_args(argv)
+    items = []
+    for number, line in enumerate(_lines(arguments.file), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+            items.append(NewItem(**value))
+        except (ValueError, TypeError) as error:
+            parser.error(f"--file line {number}: {error}")
+
+    def upsert_all(client: Any) -> list[Any]:
+        size = max(1, arguments.batch)
+        return [client.upsert_items(items[start : start + size]) for start in range(0, len(items), size)]
+
+    def show(results: list[Any]) -> str:
+        inserted = sum(result.inserted for result in results)
+        updated = sum(result.updated for result in results)
+        count = results[-1].item_count if results else 0
+        return f"{inserted} inserted, {updated} replaced; {count} items now"
+
+    return _run(arguments, upsert_all, show)
+
+
+def delete_main(argv: Sequence[str]) -> int:
+    """`embedrec delete ID… [--file F]`: remove items from the served Milvus collection."""
+    parser = _parser("delete", "Remove items from the served Milvus collection (admin).")
+    parser.add_argument("ids", nargs="*", help="item ids")
+    parser.add_argument("--file", help="read ids from a file, one per line ('-': stdin)")
+    arguments = parser.parse_args(argv)
+    item_ids = _texts(arguments, "ids")
+
+    def show(result: Any) -> str:
+        unknown = f"; unknown ids: {', '.join(result.unknown_ids)}" if result.unknown_ids else ""
+        return f"{result.deleted} deleted; {result.item_count} items now{unknown}"
+
+    return _run(arguments, lambda client: client.delete_items(item_ids), show)
 
 
 def hidden_main(argv: Sequence[str]) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,68 @@ class VisibilityResult:
 def visibility_of(response: pb.ItemVisibilityResponse) -> VisibilityResult:
     """A VisibilityResult from an ItemVisibilityResponse."""
     return VisibilityResult(response.changed, list(response.unknown_ids), response.hidden_count)
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item for UpsertItems: its id, a text (embedded by the server with the items' document
+    prompt) or a vector, and field values by name: a string or a list of strings for a
+    categorical field, a number for a numeric one."""
+
+    id: str
+    text: str | None = None
+    vector: Sequence[float] | None = None
+    fields: Mapping[str, str | Sequence[str] | float] = field(default_factory=dict)
+
+
+def upsert_request_of(items: Sequence[NewItem | Mapping[str, Any]]) -> pb.UpsertItemsRequest:
+    """An UpsertItemsRequest from NewItems or mappings with their keys (id, text or vector, fields)."""
+    request = pb.UpsertItemsRequest()
+    for one in items:
+        item = one if isinstance(one, NewItem) else NewItem(**one)
+        message = request.items.add(id=item.id)
+        if item.text is not None:
+            message.text = item.text
+        if item.vector is not None:
+            message.vector.values.extend(float(value) for value in item.vector)
+        for name, value in item.fields.items():
+            if isinstance(value, bool):
+                raise TypeError(f"field {name!r}: give a string, strings or a number, not a bool")
+            if isinstance(value, str):
+                message.fields[name].values.values.append(value)
+            elif isinstance(value, int | float):
+                message.fields[name].number = float(value)
+            else:
+                message.fields[name].values.values.extend(str(part) for part in value)
+    return request
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What UpsertItems did: ids new to the collection, ids replaced, items in it now."""
+
+    inserted: int
+    updated: int
+    item_count: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What DeleteItems did: ids removed, ids the collection lacks, items in it now."""
+
+    deleted: int
+    unknown_ids: list[str]
+    item_count: int
+
+
+def upsert_result_of(response: pb.UpsertItemsResponse) -> UpsertResult:
+    """An UpsertResult from an UpsertItemsResponse."""
+    return UpsertResult(response.inserted, response.updated, response.item_count)
+
+
+def delete_result_of(response: pb.DeleteItemsResponse) -> DeleteResult:
+    """A DeleteResult from a DeleteItemsResponse."""
+    return DeleteResult(response.deleted, list(response.unknown_ids), response.item_count)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hide": ("embedrec.client.cli:hide_main", "hide items from Recommend until restored (admin)"),
     "restore": ("embedrec.client.cli:restore_main", "show hidden items again (admin)"),
     "hidden": ("embedrec.client.cli:hidden_main", "list the hidden item ids (admin)"),
+    "upsert": ("embedrec.client.cli:upsert_main", "insert or replace items in the served Milvus collection (admin)"),
+    "delete": ("embedrec.client.cli:delete_main", "remove items from the served Milvus collection (admin)"),
     "tune": ("embedrec.server.tune:main", "measure the best instances/threads/batch for this machine; save it"),
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }

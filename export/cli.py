@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,7 +134,21 @@ def export_items_main(argv: Sequence[str]) -> int:
         help="rebuild every row, even when the output is up to date (no rows reused from it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--store",
+        choices=("mmap", "milvus"),
+        default="mmap",
+        help="mmap: the item directory --output is what the server maps; milvus: --output is built as the "
+        "staging build, then the collection --milvus-collection at --milvus-uri is made equal to it (changed "
+        "rows upserted, removed ids deleted; token from EMBEDREC_MILVUS_TOKEN)",
+    )
+    parser.add_argument(
+        "--milvus-uri", default="", help="a Milvus Lite file path, or http(s)://host:port of a Milvus server"
+    )
+    parser.add_argument("--milvus-collection", default="embedrec_items", help="the Milvus collection")
     arguments = parser.parse_args(argv)
+    if arguments.store == "milvus" and not arguments.milvus_uri:
+        parser.error("--store milvus needs --milvus-uri")
     _configure_logging()
 
     from embedrec.export.catalog import CatalogError
@@ -156,12 +171,35 @@ def export_items_main(argv: Sequence[str]) -> int:
             numeric_fields=arguments.numeric_field,
             reuse_from=arguments.reuse_from,
         )
+        synced = None
+        if arguments.store == "milvus":
+            from embedrec.export.milvus_sync import sync_to_milvus
+
+            synced = sync_to_milvus(
+                arguments.output,
+                arguments.milvus_uri,
+                arguments.milvus_collection,
+                token=os.environ.get("EMBEDREC_MILVUS_TOKEN", ""),
+                progress=not arguments.no_progress,
+            )
     except (CatalogError, ConfigurationError) as error:
         print(f"embedrec export-items: {error}", file=sys.stderr)
         return 2
     print(
         json.dumps(
             {
+                **(
+                    {
+                        "milvus_uri": arguments.milvus_uri,
+                        "milvus_collection": arguments.milvus_collection,
+                        "milvus_items": synced.item_count,
+                        "unchanged": synced.unchanged,
+                        "upserted": synced.upserted,
+                        "deleted": synced.deleted,
+                    }
+                    if synced is not None
+                    else {}
+                ),
                 "output": str(arguments.output),
                 "items": manifest.item_count,
                 "dim": manifest.dim,

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,11 +35,20 @@ from embedrec.server.limits import check_count
 from embedrec.server.logs import configure_logging
 from embedrec.server.manifest import check_items_match_model, read_model_manifest
 from embedrec.server.metrics import ServerMetrics
+from embedrec.server.milvus_store import DeleteResult, MilvusUnreachableError, UpsertResult
 from embedrec.server.offload import CpuPool
 from embedrec.server.providers import expected_provider
-from embedrec.server.service import EmbeddingService, ReloadResult, create_batcher, create_search_batcher
+from embedrec.server.service import (
+    NO_ITEMS,
+    EmbeddingService,
+    ItemUpsert,
+    ReloadResult,
+    create_batcher,
+    create_search_batcher,
+)
 from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer
 from embedrec.server.settings import Settings
+from embedrec.server.store import ItemStore
 from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 from embedrec.v1 import embedrec_pb2 as pb
 
@@ -157,7 +165,8 @@ class EmbedrecApp:
         """
         settings, tuning = await asyncio.to_thread(resolve_tuning, self.settings)
         self.settings = settings
-        encoder, items = await asyncio.to_thread(_load_artifacts, settings)
+        encoder = await asyncio.to_thread(_load_encoder, settings)
+        items = await self._open_items_waiting(encoder)
         batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=self.metrics)
         await batcher.start()
         search_batcher = create_search_batcher(
@@ -171,8 +180,9 @@ class EmbedrecApp:
         service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu, tuning=tuning)
         await service.embed(list(WARMUP_TEXTS))
         self.state.service = service
-        self.metrics.items.set(len(items) if items else 0)
-        self.metrics.hidden_items.set(len(items.hidden.snapshot) if items else 0)
+        described = items.describe() if items is not None else None
+        self.metrics.items.set(described.item_count if described else 0)
+        self.metrics.hidden_items.set(described.hidden_count if described else 0)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "SERVING %s (dim %d, %s, %d instance(s) on %d session(s) x %s threads) with %d items; tuning: %s",
@@ -182,9 +192,24 @@ class EmbedrecApp:
             batcher.instances,
             encoder.session_count,
             settings.threads_per_session or "default",
-            len(items) if items else 0,
+            described.item_count if described else 0,
             tuning,
         )
+
+    async def _open_items(self, encoder: OnnxEncoder) -> ItemStore | None:
+        return await asyncio.to_thread(open_items, self.settings, encoder)
+
+    async def _open_items_waiting(self, encoder: OnnxEncoder) -> ItemStore | None:
+        """The configured items; while Milvus is unreachable, retry with backoff (health stays
+        NOT_SERVING: a load balancer keeps traffic away, a restart would not help)."""
+        pause = 1.0
+        while True:
+            try:
+                return await self._open_items(encoder)
+            except MilvusUnreachableError as error:
+                logger.warning("NOT_SERVING: %s; retrying in %.0f s", error, pause)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 30.0)
 
     async def reload_items(self) -> ReloadResult:
         """Re-open --items-dir (re-resolving a symlink) and serve it from now on.
@@ -195,41 +220,46 @@ class EmbedrecApp:
         service = self.state.service
         if service is None:
             raise FailedPrecondition("the server is still starting; reload once it is SERVING")
-        if self.settings.items_dir is None:
-            raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
+        if self.settings.items_dir is None and self.settings.items_store != "milvus":
+            raise FailedPrecondition(NO_ITEMS)
         async with self._reload_lock:
             previous = service.items
             try:
-                items = await asyncio.to_thread(_open_items, self.settings.items_dir, service.encoder)
+                items = await self._open_items(service.encoder)
             except ConfigurationError as error:
                 self.metrics.items_reloads.labels(result="refused").inc()
-                logger.error("items reload refused, still serving the previous matrix: %s", error)
-                raise FailedPrecondition(f"items reload refused, still serving the previous matrix: {error}") from None
-            previous_sha = previous.manifest.items_sha256 if previous is not None else ""
-            changed = items.manifest.items_sha256 != previous_sha
+                logger.error("items reload refused, still serving the previous items: %s", error)
+                raise FailedPrecondition(f"items reload refused, still serving the previous items: {error}") from None
+            assert items is not None
+            new = items.describe()
+            previous_sha = previous.describe().items_sha256 if previous is not None else ""
+            # A collection changes in place: reopening it is always "changed" (new counts, properties).
+            changed = new.items_sha256 != previous_sha or new.kind == "milvus"
             if changed:
-                if previous is not None:  # the serving hidden set wins over the new directory's file
+                # The serving hidden set wins over the new directory's file (Milvus keeps its own flags).
+                if isinstance(previous, ItemIndex) and isinstance(items, ItemIndex):
                     try:
                         await asyncio.to_thread(items.hidden.carry_over, previous.hidden.snapshot.ids)
                     except ConfigurationError as error:  # e.g. a read-only directory: keep serving the old one
                         self.metrics.items_reloads.labels(result="refused").inc()
-                        logger.error("items reload refused, still serving the previous matrix: %s", error)
+                        logger.error("items reload refused, still serving the previous items: %s", error)
                         raise FailedPrecondition(
-                            f"items reload refused, still serving the previous matrix: {error}"
+                            f"items reload refused, still serving the previous items: {error}"
                         ) from None
+                        new = items.describe()
                 service.replace_items(items)
-                self.metrics.items.set(len(items))
-                self.metrics.hidden_items.set(len(items.hidden.snapshot))
+                self.metrics.items.set(new.item_count)
+                self.metrics.hidden_items.set(new.hidden_count)
             result = "swapped" if changed else "unchanged"
             self.metrics.items_reloads.labels(result=result).inc()
             logger.info(
                 "items reload from %s: %s (%d items, sha256 %s…)",
-                items.directory,
+                new.location,
                 result,
-                len(items),
-                items.manifest.items_sha256[:12],
+                new.item_count,
+                new.items_sha256[:12],
             )
-            return ReloadResult(items.manifest.items_sha256, len(items), previous_sha, changed)
+            return ReloadResult(new.items_sha256, new.item_count, previous_sha, changed)
 
     async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult:
         """Hide (or restore) `item_ids` in the served catalog from the next Recommend on, and
@@ -240,7 +270,7 @@ class EmbedrecApp:
         async with self._reload_lock:  # one change at a time, never during a reload's swap
             items = service.items
             assert items is not None
-            change = items.hidden.hide if hide else items.hidden.restore
+            change = items.hide if hide else items.restore
             try:
                 result = await asyncio.to_thread(change, list(item_ids))
             except ConfigurationError as error:
@@ -249,17 +279,44 @@ class EmbedrecApp:
         logger.info("%s %d item(s); %d hidden now", "hid" if hide else "restored", result.changed, result.hidden_count)
         return result
 
-    def hidden_ids(self) -> Sequence[str]:
+    async def hidden_ids(self) -> Sequence[str]:
         """The ids hidden now, sorted."""
         items = self._service_with_items().items
-        return items.hidden.snapshot.ids if items is not None else ()
+        return await asyncio.to_thread(items.hidden_ids) if items is not None else ()
+
+    async def upsert_items(self, upserts: Sequence[ItemUpsert], *, timeout: float | None) -> UpsertResult:
+        """Embed (texts, with the items' document prompt) or take (vectors) each item and
+        insert or replace it in the served Milvus collection. FailedPrecondition on the mmap
+        store (read-only: rebuild it) or without items."""
+        service = self._service_with_items()
+        async with self._reload_lock:
+            result = await service.upsert_items(upserts, timeout=timeout)
+        self._count_items(service)
+        logger.info("upserted %d item(s): %d new, %d replaced", len(upserts), result.inserted, result.updated)
+        return result
+
+    async def delete_items(self, item_ids: Sequence[str], *, timeout: float | None) -> DeleteResult:
+        """Remove `item_ids` from the served Milvus collection (unknown ids reported).
+        FailedPrecondition on the mmap store or without items."""
+        service = self._service_with_items()
+        async with self._reload_lock:
+            result = await service.delete_items(item_ids, timeout=timeout)
+        self._count_items(service)
+        logger.info("deleted %d item(s)", result.deleted)
+        return result
+
+    def _count_items(self, service: EmbeddingService) -> None:
+        if service.items is not None:
+            described = service.items.describe()
+            self.metrics.items.set(described.item_count)
+            self.metrics.hidden_items.set(described.hidden_count)
 
     def _service_with_items(self) -> EmbeddingService:
         service = self.state.service
         if service is None:
             raise Unavailable("the server is still starting; retry once it is SERVING")
         if service.items is None:
-            raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
+            raise FailedPrecondition(NO_ITEMS)
         return service
 
     async def reload_tokens(self) -> bool:
@@ -360,8 +417,8 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
-    encoder = OnnxEncoder(
+def _load_encoder(settings: Settings) -> OnnxEncoder:
+    return OnnxEncoder(
         settings.model_dir,
         provider=settings.provider,  # type: ignore[arg-type]
         intra_op_threads=settings.threads_per_session,
@@ -371,15 +428,27 @@ def _load_artifacts(settings: Settings) -> tuple[OnnxEncoder, ItemIndex | None]:
         cuda_memory_limit_mb=settings.cuda_memory_limit_mb,
         io_binding=None if settings.io_binding == "auto" else settings.io_binding == "on",
     )
-    items = _open_items(settings.items_dir, encoder) if settings.items_dir is not None else None
-    return encoder, items
 
 
-def _open_items(items_dir: Path, encoder: OnnxEncoder) -> ItemIndex:
-    """Open `items_dir` (a symlink is resolved once, so every file comes from one build) and
-    check it was built with `encoder`'s model; ConfigurationError otherwise."""
-    items = ItemIndex(items_dir.resolve())
-    check_items_match_model(items.manifest, encoder.manifest)
+def open_items(settings: Settings, encoder: OnnxEncoder) -> ItemStore | None:
+    """The item store `settings` name (None without items), checked to be built with
+    `encoder`'s model; ConfigurationError otherwise (MilvusUnreachableError when Milvus does not
+    answer). An --items-dir symlink is resolved once, so every file comes from one build."""
+    items: ItemStore
+    if settings.items_store == "milvus":
+        from embedrec.server.milvus_store import MilvusItems
+
+        items = MilvusItems(
+            settings.milvus_uri,
+            settings.milvus_collection,
+            token=settings.milvus_token,
+            timeout=settings.milvus_timeout_s,
+        )
+    elif settings.items_dir is not None:
+        items = ItemIndex(settings.items_dir.resolve())
+    else:
+        return None
+    check_items_match_model(items.describe(), encoder.manifest)
     return items
 
 

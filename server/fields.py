@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -101,6 +101,22 @@ class ConditionSpec:
 
 
 @dataclass(frozen=True)
+class CheckedCondition:
+    """A condition that passed validation against the catalog's field kinds: a categorical one
+    has any_of and/or none_of values, a numeric one a non-empty range [low, high] whose ends
+    may be open. What every item store turns into its own filter."""
+
+    field: str
+    kind: FieldKind
+    any_of: tuple[str, ...] | None = None
+    none_of: tuple[str, ...] | None = None
+    low: float = -math.inf
+    low_inclusive: bool = True
+    high: float = math.inf
+    high_inclusive: bool = True
+
+
+@dataclass(frozen=True)
 class CompiledCondition:
     """A condition bound to its column: `keep(rows)` says which rows satisfy it."""
 
@@ -128,41 +144,71 @@ class CompiledCondition:
         return keep
 
 
-def compile_conditions(
-    specs: Sequence[ConditionSpec], columns: dict[str, Column], *, field: str
-) -> list[CompiledCondition]:
-    """Bind every condition to its column; InvalidArgument naming `field`[i] for an unknown
-    field, a condition of the wrong kind for its field, or an empty one."""
-    compiled = []
+def check_conditions(
+    specs: Sequence[ConditionSpec], kinds: Mapping[str, FieldKind], *, field: str
+) -> list[CheckedCondition]:
+    """Validate every condition against the catalog's fields (name -> kind); InvalidArgument
+    naming `field`[i] for an unknown field, a condition of the wrong kind for its field, or an
+    empty one."""
+    checked = []
     for index, spec in enumerate(specs):
         name = f"{field}[{index}]"
-        column = columns.get(spec.field)
-        if column is None:
-            known = ", ".join(f"{key} ({value.kind})" for key, value in sorted(columns.items())) or "none"
+        kind = kinds.get(spec.field)
+        if kind is None:
+            known = ", ".join(f"{key} ({value})" for key, value in sorted(kinds.items())) or "none"
             raise InvalidArgument(f"{name}: the items have no field {spec.field!r} (they have: {known})")
         bounds = (spec.gte, spec.gt, spec.lte, spec.lt)
         has_range = any(bound is not None for bound in bounds)
         has_values = bool(spec.any_of or spec.none_of)
-        if isinstance(column, NumericColumn):
+        if kind == "numeric":
             if has_values:
                 raise InvalidArgument(f"{name}: {spec.field!r} is numeric; use gte/gt/lte/lt, not any_of/none_of")
-            compiled.append(_numeric(name, spec, column))
+            checked.append(_numeric(name, spec))
         else:
             if has_range:
                 raise InvalidArgument(f"{name}: {spec.field!r} is categorical; use any_of/none_of, not a range")
             if not has_values:
                 raise InvalidArgument(f"{name}: give any_of or none_of values for {spec.field!r}")
+            checked.append(
+                CheckedCondition(
+                    spec.field,
+                    "categorical",
+                    any_of=tuple(spec.any_of) if spec.any_of else None,
+                    none_of=tuple(spec.none_of) if spec.none_of else None,
+                )
+            )
+    return checked
+
+
+def compile_conditions(
+    specs: Sequence[ConditionSpec], columns: dict[str, Column], *, field: str
+) -> list[CompiledCondition]:
+    """Bind every condition to its column (validated as in `check_conditions`)."""
+    compiled = []
+    for condition in check_conditions(specs, {name: column.kind for name, column in columns.items()}, field=field):
+        column = columns[condition.field]
+        if isinstance(column, NumericColumn):
             compiled.append(
                 CompiledCondition(
                     column,
-                    any_codes=column.codes_of(spec.any_of) if spec.any_of else None,
-                    none_codes=column.codes_of(spec.none_of) if spec.none_of else None,
+                    low=condition.low,
+                    low_inclusive=condition.low_inclusive,
+                    high=condition.high,
+                    high_inclusive=condition.high_inclusive,
+                )
+            )
+        else:
+            compiled.append(
+                CompiledCondition(
+                    column,
+                    any_codes=column.codes_of(condition.any_of) if condition.any_of else None,
+                    none_codes=column.codes_of(condition.none_of) if condition.none_of else None,
                 )
             )
     return compiled
 
 
-def _numeric(name: str, spec: ConditionSpec, column: NumericColumn) -> CompiledCondition:
+def _numeric(name: str, spec: ConditionSpec) -> CheckedCondition:
     for label, bound in (("gte", spec.gte), ("gt", spec.gt), ("lte", spec.lte), ("lt", spec.lt)):
         if bound is not None and math.isnan(bound):
             raise InvalidArgument(f"{name}.{label} is NaN")
@@ -176,7 +222,9 @@ def _numeric(name: str, spec: ConditionSpec, column: NumericColumn) -> CompiledC
     high = math.inf if high is None else high
     if low > high or (low == high and not (low_inclusive and high_inclusive)):
         raise InvalidArgument(f"{name}: the range of {spec.field!r} is empty ({low} to {high})")
-    return CompiledCondition(column, low=low, low_inclusive=low_inclusive, high=high, high_inclusive=high_inclusive)
+    return CheckedCondition(
+        spec.field, "numeric", low=low, low_inclusive=low_inclusive, high=high, high_inclusive=high_inclusive
+    )
 
 
 def load_columns(items_dir: Path, kinds: dict[str, str], count: int) -> dict[str, Column]:

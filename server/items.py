@@ -8,16 +8,15 @@ every process that maps them, and opening a million-item directory takes as long
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.errors import ConfigurationError, InvalidArgument, NotFound
+from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
-from embedrec.server.hidden import HiddenItems
+from embedrec.server.hidden import HiddenItems, HideResult
 from embedrec.server.item_ids import ItemIds
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
@@ -27,7 +26,14 @@ from embedrec.server.manifest import (
     ItemsManifest,
     read_items_manifest,
 )
-from embedrec.server.profiles import Contribution
+from embedrec.server.store import (
+    History,
+    Query,
+    Recommendation,
+    StoreDescription,
+    check_distinct,
+    unknown_ids_error,
+)
 from embedrec.server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 
 # A query whose filter lets fewer than this fraction of the items through (estimated on
@@ -37,31 +43,9 @@ PREFILTER_SAMPLE_ROWS = 4096
 PREFILTER_CHUNK_ROWS = 1 << 18
 
 
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended item: its id, its row in the matrix, its cosine score and, when asked
-    for, the profile part that contributed most to that score."""
-
-    item_id: str
-    score: float
-    row: int
-    contribution: Contribution | None = None
-
-
-@dataclass(frozen=True)
-class Query:
-    """One user's search: a unit profile vector (dim,) and the rows it may return
-    (`ItemIndex.row_filter`)."""
-
-    profile: FloatArray
-    row_filter: RowFilter
-    min_score: float | None = None
-    # Scores rows itself instead of profile . row (e.g. best_score): a block (rows, dim) -> (rows,).
-    scorer: Callable[[FloatArray], FloatArray] | None = None
-
-
 class ItemIndex:
-    """An item matrix directory (written by `embedrec export-items`) opened for search."""
+    """An item matrix directory (written by `embedrec export-items`) opened for search: the
+    memory-mapped item store (embedrec.server.store.ItemStore)."""
 
     def __init__(self, items_dir: Path) -> None:
         """Map `items_dir`'s matrix, ids and filter codes read-only and read its manifest.
@@ -116,22 +100,88 @@ class ItemIndex:
     def __len__(self) -> int:
         return self.manifest.item_count
 
+    def describe(self) -> StoreDescription:
+        """The directory's manifest, size, hidden count and fields."""
+        manifest = self.manifest
+        return StoreDescription(
+            kind="mmap",
+            location=str(self.directory),
+            item_count=manifest.item_count,
+            items_sha256=manifest.items_sha256,
+            model_onnx_sha256=manifest.model_onnx_sha256,
+            model_name=manifest.model_name,
+            dim=manifest.dim,
+            filter_field=self.filter_field,
+            prompt_name=manifest.prompt_name,
+            prompt=manifest.prompt,
+            hidden_count=len(self.hidden.snapshot),
+            fields={name: column.kind for name, column in self.columns.items()},
+        )
+
+    def history(self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool) -> History:
+        """The vectors of `item_ids` (see ItemStore.history); the handle is their rows."""
+        if ignore_unknown:
+            rows, unknown = self.known_rows_and_unknown_ids(item_ids, field=field)
+        else:
+            rows, unknown = self.rows_of(item_ids, field=field), []
+        return History(self.vectors(rows), unknown, rows)
+
+    def selection(
+        self,
+        history: History,
+        exclude_ids: Sequence[str],
+        filter_values: Sequence[str],
+        *,
+        field: str,
+        conditions: Sequence[ConditionSpec] = (),
+        conditions_field: str = "where",
+    ) -> RowFilter:
+        """The RowFilter of one query (see ItemStore.selection)."""
+        history_rows = np.asarray(history.handle if history.handle is not None else (), dtype=np.int64)
+        excluded = np.concatenate([self.known_rows(exclude_ids), history_rows])
+        return self.row_filter(
+            excluded, filter_values, field=field, conditions=conditions, conditions_field=conditions_field
+        )
+
+    def check_categorical(self, name: str, *, field: str) -> None:
+        """InvalidArgument naming `field` unless `name` is a categorical field."""
+        self.categorical(name, field=field)
+
+    def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
+        """The value codes of the categorical field `name` of each of `chosen`."""
+        column = self.categorical(name, field="field")
+        return [column.value_codes(one.row).tolist() for one in chosen]
+
+    def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
+        """The matrix rows of `chosen`."""
+        return self.vectors(np.asarray([one.row for one in chosen], dtype=np.int64))
+
+    def hide(self, item_ids: Sequence[str]) -> HideResult:
+        """Hide `item_ids` (see HiddenItems.hide)."""
+        return self.hidden.hide(item_ids)
+
+    def restore(self, item_ids: Sequence[str]) -> HideResult:
+        """Restore `item_ids` (see HiddenItems.restore)."""
+        return self.hidden.restore(item_ids)
+
+    def hidden_ids(self) -> Sequence[str]:
+        """The hidden ids, sorted."""
+        return self.hidden.snapshot.ids
+
     def rows_of(self, item_ids: Sequence[str], *, field: str) -> IndexArray:
         """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids, and
         InvalidArgument when an id is given twice."""
-        _check_distinct(item_ids, field)
+        check_distinct(item_ids, field)
         rows = self.ids.find(item_ids)
         unknown = [item_id for item_id, row in zip(item_ids, rows.tolist(), strict=True) if row < 0]
         if unknown:
-            shown = ", ".join(repr(item_id[:64]) for item_id in unknown[:5])
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise NotFound(f"{field}: unknown item id(s) {shown}{more}")
+            raise unknown_ids_error(field, unknown)
         return rows
 
     def known_rows_and_unknown_ids(self, item_ids: Sequence[str], *, field: str) -> tuple[IndexArray, list[int]]:
         """Like `rows_of`, but unknown ids are skipped: (rows of the known ids, in order; the
         positions in `item_ids` of the unknown ones)."""
-        _check_distinct(item_ids, field)
+        check_distinct(item_ids, field)
         rows = self.ids.find(item_ids)
         unknown = [position for position, row in enumerate(rows.tolist()) if row < 0]
         return rows[rows >= 0], unknown
@@ -183,9 +233,10 @@ class ItemIndex:
         """The k best items for each query in one pass over the matrix, best first (exact; equal
         scores in catalog order); `threads` as in top_k."""
         found: list[tuple[IndexArray, FloatArray]] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(queries)
+        filters = [_row_filter_of(query) for query in queries]
         selective = set()
         for position, query in enumerate(queries):
-            eligible = self._selective_rows(query.row_filter)
+            eligible = self._selective_rows(filters[position])
             if eligible is not None:  # few eligible rows: score only those
                 found[position] = self._top_k_of_rows(query, eligible, k)
                 selective.add(position)
@@ -198,7 +249,7 @@ class ItemIndex:
                     self.matrix,
                     profiles,
                     k,
-                    filters=[queries[p].row_filter for p in plain],
+                    filters=[filters[p] for p in plain],
                     threads=threads,
                     min_scores=[queries[p].min_score for p in plain],
                 ),
@@ -211,7 +262,7 @@ class ItemIndex:
                     self.matrix,
                     query.profile[None, :],
                     k,
-                    filters=query.row_filter,
+                    filters=filters[position],
                     threads=threads,
                     min_scores=[query.min_score],
                     scorer=_as_column(query.scorer),
@@ -256,12 +307,10 @@ class ItemIndex:
         return rows[order], scores[order]
 
 
-def _check_distinct(item_ids: Sequence[str], field: str) -> None:
-    seen: set[str] = set()
-    for item_id in item_ids:
-        if item_id in seen:
-            raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
-        seen.add(item_id)
+def _row_filter_of(query: Query) -> RowFilter:
+    if not isinstance(query.row_filter, RowFilter):
+        raise TypeError(f"a query on the memory-mapped store needs a RowFilter, got {type(query.row_filter).__name__}")
+    return query.row_filter
 
 
 def _as_column(scorer: Callable[[FloatArray], FloatArray]) -> Callable[[npt.NDArray[np.floating]], FloatArray]:

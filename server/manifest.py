@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from embedrec.server.errors import ConfigurationError
 
@@ -108,8 +108,19 @@ def read_items_manifest(items_dir: Path) -> ItemsManifest:
     )
 
 
-def check_items_match_model(items: ItemsManifest, model: ModelManifest) -> None:
-    """Raise ConfigurationError unless the item matrix was built with this very model."""
+class BuiltWith(Protocol):
+    """What items record of the model that embedded them (an items manifest, a store's description)."""
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def model_onnx_sha256(self) -> str: ...
+
+
+def check_items_match_model(items: BuiltWith, model: ModelManifest) -> None:
+    """Raise ConfigurationError unless the items were embedded with this very model."""
     if items.dim != model.dim:
         raise ConfigurationError(
             f"item matrix has dim {items.dim} but the model has dim {model.dim}; "

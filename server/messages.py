@@ -16,7 +16,14 @@ from embedrec.server.fields import ConditionSpec
 from embedrec.server.manifest import PoolingName
 from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.pooling import FloatArray
-from embedrec.server.service import EmbeddingService, EmbedResult, ProfileRequest, RecommendResult, Strategy
+from embedrec.server.service import (
+    EmbeddingService,
+    EmbedResult,
+    ItemUpsert,
+    ProfileRequest,
+    RecommendResult,
+    Strategy,
+)
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
@@ -126,6 +133,25 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         where=[_condition(condition) for condition in request.where],
         diversity=(request.diversity.field, request.diversity.max_per_value) if request.HasField("diversity") else None,
         strategy=_strategy(request.strategy),
+    )
+
+
+def item_upsert(item: pb.ItemUpsert) -> ItemUpsert:
+    """UpsertItems' item in core terms."""
+    content = item.WhichOneof("content")
+    categorical: dict[str, list[str]] = {}
+    numeric: dict[str, float] = {}
+    for name, value in item.fields.items():
+        if value.WhichOneof("value") == "number":
+            numeric[name] = value.number
+        else:
+            categorical[name] = list(value.values.values)
+    return ItemUpsert(
+        item.id,
+        text=item.text if content == "text" else None,
+        vector=list(item.vector.values) if content == "vector" else None,
+        categorical=categorical,
+        numeric=numeric,
     )
 
 

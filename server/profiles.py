@@ -102,6 +102,8 @@ class BestScore:
         self._disliked_matrix = np.ascontiguousarray(unit[self._disliked].T) if self._disliked.size else None
         # Not used for ranking (the scorer is), only where a query needs a vector of the right shape.
         self.vector: FloatArray = unit[self._liked[0]]
+        self.liked: FloatArray = unit[self._liked]
+        self.disliked: FloatArray = unit[self._disliked]
 
     def score(self, rows: FloatArray) -> FloatArray:
         """The best_score of each of `rows` (m, dim): float32 (m,)."""

@@ -12,11 +12,13 @@ batcher's thread, where concurrent searches share one pass over the matrix.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import os
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -27,8 +29,7 @@ from embedrec import __version__
 from embedrec.server.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
-from embedrec.server.fields import CategoricalColumn, ConditionSpec
-from embedrec.server.items import ItemIndex, Query, Recommendation
+from embedrec.server.fields import ConditionSpec
 from embedrec.server.limits import (
     Limits,
     check_count,
@@ -39,16 +40,25 @@ from embedrec.server.limits import (
     check_weight,
 )
 from embedrec.server.manifest import PoolingName
+from embedrec.server.milvus_store import (
+    DeleteResult,
+    ItemRow,
+    MilvusItems,
+    UpsertResult,
+    check_item_fields,
+    check_item_id,
+)
 from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
 from embedrec.server.profiles import BestScore, Profile, ProfilePart, combine_profile
 from embedrec.server.prompts import prompt_text, query_prompt_name, with_prompt
+from embedrec.server.store import ItemStore, Query, Recommendation, check_distinct
 from embedrec.server.tokenization import TokenizedText
-from embedrec.server.topk import RowFilter
 from embedrec.server.tracing import batch_tracer, span
 from embedrec.server.tracing import enabled as tracing_enabled
 
 BatchItem = tuple[TokenizedText, PoolingName]
+NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"
 Strategy = Literal["average_vector", "best_score"]
 
 
@@ -79,6 +89,19 @@ class ProfileRequest:
     where: Sequence[ConditionSpec] = ()
     diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
     strategy: Strategy = "average_vector"
+
+
+@dataclass(frozen=True)
+class ItemUpsert:
+    """One item to insert or replace live: its id, a text (embedded with the items' document
+    prompt) or a vector (normalised), and its field values by name (categorical: strings;
+    numeric: one number)."""
+
+    item_id: str
+    text: str | None = None
+    vector: Sequence[float] | None = None
+    categorical: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    numeric: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,19 +191,20 @@ def create_batcher(
 
 @dataclass(frozen=True)
 class SearchItem:
-    """One user's search, queued for the search batcher: the index snapshot it runs on, the
-    profile's parts (combined in the search thread), the rows it may return, its k, and whether
-    each result names the part that contributed most."""
+    """One user's search, queued for the search batcher: the store snapshot it runs on, the
+    profile's parts (combined in the search thread), the items it may return (the store's
+    selection), its k, and whether each result names the part that contributed most."""
 
-    items: ItemIndex
+    items: ItemStore
     parts: Sequence[ProfilePart]
-    row_filter: RowFilter
+    row_filter: object
     k: int
     explain: bool = False
     min_score: float | None = None
     offset: int = 0
-    diversity: tuple[CategoricalColumn, int] | None = None
+    diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
     strategy: Strategy = "average_vector"
+    deadline: float | None = None  # time.monotonic() by which the answer is needed
 
 
 # A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
@@ -189,8 +213,9 @@ SearchResult = list[Recommendation] | EmbedrecError
 
 
 def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchResult]:
-    """Answer a batch of searches with one pass over each item index in it (normally one), the
-    product on at most `threads` threads (0: one per core). Blocking: runs in the search thread."""
+    """Answer a batch of searches with one pass over each item store in it (normally one), a
+    local product on at most `threads` threads (0: one per core). Blocking: runs in the search
+    thread. A store's error (e.g. Milvus unreachable) fails the searches of that store."""
     results: list[SearchResult] = [[] for _ in batch]
     profiles: dict[int, Profile | BestScore] = {}
     for position, search in enumerate(batch):
@@ -222,9 +247,18 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
 
 
 def _query(search: SearchItem, profile: Profile | BestScore) -> Query:
-    """The item-index query of `search` ranked by `profile`."""
-    scorer = profile.score if isinstance(profile, BestScore) else None
-    return Query(profile.vector, search.row_filter, search.min_score, scorer)
+    """The item-store query of `search` ranked by `profile`."""
+    if isinstance(profile, BestScore):
+        return Query(
+            profile.vector,
+            search.row_filter,
+            search.min_score,
+            profile.score,
+            search.deadline,
+            liked=profile.liked,
+            disliked=profile.disliked,
+        )
+    return Query(profile.vector, search.row_filter, search.min_score, None, search.deadline)
 
 
 def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recommendation]:
@@ -233,15 +267,14 @@ def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recomme
     fetched 4x deeper until the page is full or every eligible item has been seen, so the result
     is the greedy walk over the whole ranking."""
     assert search.diversity is not None
-    column, limit = search.diversity
+    name, limit = search.diversity
     wanted = search.offset + search.k
     fetch = max(4 * wanted, 32)
     while True:
         (ranked,) = search.items.search([query], fetch, threads=threads)
         taken: list[Recommendation] = []
-        counts: dict[int, int] = {}
-        for recommendation in ranked:
-            codes = column.value_codes(recommendation.row).tolist()
+        counts: dict[Hashable, int] = {}
+        for recommendation, codes in zip(ranked, search.items.field_values(ranked, name), strict=True):
             if any(counts.get(code, 0) >= limit for code in codes):
                 continue
             for code in codes:
@@ -254,9 +287,9 @@ def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recomme
         fetch *= 4
 
 
-def _explained(items: ItemIndex, profile: Profile | BestScore, chosen: list[Recommendation]) -> list[Recommendation]:
+def _explained(items: ItemStore, profile: Profile | BestScore, chosen: list[Recommendation]) -> list[Recommendation]:
     """`chosen` with each item's top contribution filled in."""
-    contributions = profile.top_contributions(items.vectors(np.asarray([r.row for r in chosen])))
+    contributions = profile.top_contributions(items.vectors_of(chosen))
     return [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
 
 
@@ -287,9 +320,9 @@ class _PreparedProfile:
     texts: list[str]
     texts_field: str
     text_weights: list[float]
-    row_filter: RowFilter
+    row_filter: object
     unknown_item_ids: list[str]
-    diversity: tuple[CategoricalColumn, int] | None = None
+    diversity: tuple[str, int] | None = None
 
 
 class EmbeddingService:
@@ -299,7 +332,7 @@ class EmbeddingService:
         self,
         encoder: OnnxEncoder,
         batcher: MicroBatcher[BatchItem, FloatArray],
-        items: ItemIndex | None,
+        items: ItemStore | None,
         limits: Limits,
         search_batcher: MicroBatcher[SearchItem, SearchResult],
         cpu: CpuPool,
@@ -441,8 +474,9 @@ class EmbeddingService:
     ) -> list[RecommendResult]:
         items = self.items  # one snapshot: a hot reload during this call does not affect it
         if items is None:
-            raise FailedPrecondition("this server runs without an item matrix (start it with --items-dir)")
+            raise FailedPrecondition(NO_ITEMS)
         self.search_batcher.check_admission(len(requests))
+        deadline = None if timeout is None else time.monotonic() + timeout
         # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
         with span("embedrec.prepare", users=len(requests)):
             prepared = await self.cpu.run_unless_small(
@@ -471,6 +505,7 @@ class EmbeddingService:
                 request.offset,
                 one.diversity,
                 request.strategy,
+                deadline,
             )
             for one, request in zip(prepared, requests, strict=True)
         ]
@@ -482,10 +517,10 @@ class EmbeddingService:
             answers.append(RecommendResult(result, one.unknown_item_ids))
         return answers
 
-    def _prepare_all(self, items: ItemIndex, requests: Sequence[ProfileRequest], prefix: str) -> list[_PreparedProfile]:
+    def _prepare_all(self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str) -> list[_PreparedProfile]:
         return [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
 
-    def _prepare(self, items: ItemIndex, request: ProfileRequest, prefix: str) -> _PreparedProfile:
+    def _prepare(self, items: ItemStore, request: ProfileRequest, prefix: str) -> _PreparedProfile:
         """Validate `request` (field names prefixed with `prefix`) and gather every profile part
         but the texts, which are embedded for all users together."""
         check_k(request.k, self.limits, field=f"{prefix}k")
@@ -523,24 +558,18 @@ class EmbeddingService:
             weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
             parts.append(ProfilePart(vector, weight, "user_vector"))
         item_ids = [item_id for item_id, _ in request.items]
-        unknown: list[int] = []
-        if request.ignore_unknown_items:
-            history_rows, unknown = items.known_rows_and_unknown_ids(item_ids, field=f"{prefix}items")
-        else:
-            history_rows = items.rows_of(item_ids, field=f"{prefix}items")
-        skipped = set(unknown)
+        history = items.history(item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items)
+        skipped = set(history.unknown_positions)
         known = [index for index in range(len(item_ids)) if index not in skipped]
         parts.extend(
             ProfilePart(vector, item_weights[index], "item", index, item_ids[index])
-            for index, vector in zip(known, items.vectors(history_rows), strict=True)
+            for index, vector in zip(known, history.vectors, strict=True)
         )
         if not parts and not request.texts:
             combine_profile(parts)  # raises the "profile is empty" error before any text is embedded
-        excluded = items.known_rows(request.exclude_ids)
-        if request.exclude_history:
-            excluded = np.concatenate([excluded, history_rows])
-        row_filter = items.row_filter(
-            excluded,
+        row_filter = items.selection(
+            history if request.exclude_history else replace(history, handle=None),
+            request.exclude_ids,
             request.filter_values,
             field=f"{prefix}filter_values",
             conditions=request.where,
@@ -549,25 +578,94 @@ class EmbeddingService:
         diversity = None
         if request.diversity is not None:
             name, limit = request.diversity
-            column = items.categorical(name, field=f"{prefix}diversity.field")
+            items.check_categorical(name, field=f"{prefix}diversity.field")
             if limit < 1:
                 raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
-            diversity = (column, limit)
+            diversity = (name, limit)
         texts = [text for text, _ in request.texts]
-        unknown_ids = [item_ids[index] for index in unknown]
+        unknown_ids = [item_ids[index] for index in history.unknown_positions]
         return _PreparedProfile(
             request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity
         )
 
-    def replace_items(self, items: ItemIndex) -> None:
-        """Serve `items` from now on (calls already running finish on the old index). The caller
+    async def upsert_items(self, upserts: Sequence[ItemUpsert], *, timeout: float | None) -> UpsertResult:
+        """Insert or replace `upserts` in the served collection: texts embedded with the served
+        model and the items' document prompt, vectors normalised, fields checked against the
+        collection's. Raises FailedPrecondition on a store that cannot change live (naming it),
+        InvalidArgument naming items[i] on bad input."""
+        store = self._live_store("UpsertItems")
+        described = store.describe()
+        if not upserts:
+            raise InvalidArgument(
+                f"items is empty; send 1 to max_texts_per_request={self.limits.max_texts_per_request}"
+            )
+        check_count(len(upserts), self.limits.max_texts_per_request, field="items", limit_name="max_texts_per_request")
+        check_distinct([one.item_id for one in upserts], "items")
+        vectors: dict[int, FloatArray] = {}
+        texts: list[tuple[int, str]] = []
+        for index, one in enumerate(upserts):
+            name = f"items[{index}]"
+            check_item_id(one.item_id, field=f"{name}.id")
+            if (one.text is None) == (one.vector is None):
+                raise InvalidArgument(f"{name}: give exactly one of text and vector")
+            if one.vector is not None:
+                vectors[index] = l2_normalize(check_vector(one.vector, described.dim, field=f"{name}.vector")[None, :])[
+                    0
+                ]
+            else:
+                assert one.text is not None
+                texts.append((index, one.text))
+            check_item_fields(one.categorical, one.numeric, described.fields, field=name)
+        if texts:
+            for index, text in texts:
+                check_texts([text], self.limits, field=f"items[{index}].text")
+            embedded = await self.embed(
+                [text for _, text in texts],
+                normalize=True,
+                prompt_name=described.prompt_name,
+                timeout=timeout,
+                field_name="items[].text",
+            )
+            vectors.update({index: vector for (index, _), vector in zip(texts, embedded.vectors, strict=True)})
+        rows = [
+            ItemRow(one.item_id, vectors[index], {**{k: list(v) for k, v in one.categorical.items()}, **one.numeric})
+            for index, one in enumerate(upserts)
+        ]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return await asyncio.to_thread(store.upsert, rows, deadline)
+
+    async def delete_items(self, item_ids: Sequence[str], *, timeout: float | None) -> DeleteResult:
+        """Remove `item_ids` from the served collection (unknown ids are reported). Raises
+        FailedPrecondition on a store that cannot change live, InvalidArgument past
+        max_exclude_ids ids or for an empty list."""
+        store = self._live_store("DeleteItems")
+        if not item_ids:
+            raise InvalidArgument(f"ids is empty; send 1 to max_exclude_ids={self.limits.max_exclude_ids} ids")
+        check_count(len(item_ids), self.limits.max_exclude_ids, field="ids", limit_name="max_exclude_ids")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return await asyncio.to_thread(store.delete, list(item_ids), deadline)
+
+    def _live_store(self, operation: str) -> MilvusItems:
+        items = self.items
+        if items is None:
+            raise FailedPrecondition(NO_ITEMS)
+        if not isinstance(items, MilvusItems):
+            raise FailedPrecondition(
+                f"{operation} needs the milvus item store; this server serves the {items.describe().kind} store "
+                "(read-only: rebuild it with embedrec export-items, or serve a Milvus collection with "
+                "--items-store milvus)"
+            )
+        return items
+
+    def replace_items(self, items: ItemStore) -> None:
+        """Serve `items` from now on (calls already running finish on the old store). The caller
         checks that `items` belongs to this model."""
         self.items = items
 
     def info(self) -> ServiceInfo:
         """The model, the provider in use, the item matrix identity and the limits."""
         manifest = self.encoder.manifest
-        items = self.items
+        items = self.items.describe() if self.items is not None else None
         return ServiceInfo(
             model_name=manifest.model_name,
             dim=manifest.dim,
@@ -576,8 +674,8 @@ class EmbeddingService:
             normalize=manifest.normalize,
             provider=self.encoder.provider,
             model_sha256=manifest.onnx_sha256,
-            item_count=len(items) if items is not None else 0,
-            items_sha256=items.manifest.items_sha256 if items is not None else "",
+            item_count=items.item_count if items is not None else 0,
+            items_sha256=items.items_sha256 if items is not None else "",
             server_version=__version__,
             runtime_version=onnxruntime.__version__,
             server_instance=f"{socket.gethostname()}:{os.getpid()}",
@@ -592,7 +690,7 @@ class EmbeddingService:
             prompts=dict(manifest.prompts),
             default_prompt_name=manifest.default_prompt_name,
             query_prompt_name=query_prompt_name(manifest),
-            items_prompt_name=items.manifest.prompt_name if items is not None else "",
-            hidden_item_count=len(items.hidden.snapshot) if items is not None else 0,
-            items_fields={name: column.kind for name, column in items.columns.items()} if items is not None else {},
+            items_prompt_name=items.prompt_name if items is not None else "",
+            hidden_item_count=items.hidden_count if items is not None else 0,
+            items_fields=dict(items.fields) if items is not None else {},
         )

@@ -17,7 +17,8 @@ import grpc
 from embedrec.server import messages
 from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer
 from embedrec.server.hidden import HideResult
-from embedrec.server.service import EmbeddingService, ReloadResult
+from embedrec.server.milvus_store import DeleteResult, UpsertResult
+from embedrec.server.service import EmbeddingService, ItemUpsert, ReloadResult
 from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
@@ -114,7 +115,11 @@ class AdminOperations(Protocol):
 
     async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult: ...
 
-    def hidden_ids(self) -> Sequence[str]: ...
+    async def hidden_ids(self) -> Sequence[str]: ...
+
+    async def upsert_items(self, upserts: Sequence[ItemUpsert], *, timeout: float | None) -> UpsertResult: ...
+
+    async def delete_items(self, item_ids: Sequence[str], *, timeout: float | None) -> DeleteResult: ...
 
 
 class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc]
@@ -152,7 +157,24 @@ class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc
     async def ListHiddenItems(
         self, request: pb.ListHiddenItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListHiddenItemsResponse:
-        return pb.ListHiddenItemsResponse(ids=self._operations.hidden_ids())
+        return pb.ListHiddenItemsResponse(ids=await self._operations.hidden_ids())
+
+    @_guarded
+    async def UpsertItems(
+        self, request: pb.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertItemsResponse:
+        upserts = [messages.item_upsert(one) for one in request.items]
+        result = await self._operations.upsert_items(upserts, timeout=_deadline(context))
+        return pb.UpsertItemsResponse(inserted=result.inserted, updated=result.updated, item_count=result.item_count)
+
+    @_guarded
+    async def DeleteItems(
+        self, request: pb.DeleteItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteItemsResponse:
+        result = await self._operations.delete_items(list(request.ids), timeout=_deadline(context))
+        return pb.DeleteItemsResponse(
+            deleted=result.deleted, unknown_ids=result.unknown_ids, item_count=result.item_count
+        )
 
 
 def _visibility(result: HideResult) -> pb.ItemVisibilityResponse:

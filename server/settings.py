@@ -33,6 +33,26 @@ class Settings:
 
     model_dir: Path = _setting(Path("models/all-MiniLM-L6-v2"), "exported model directory (embedrec export-model)")
     items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
+    items_store: str = _setting(
+        "mmap",
+        "where the items live: mmap (the memory-mapped matrix of --items-dir) or milvus (a collection built by "
+        "embedrec export-items --store milvus, at --milvus-uri)",
+        choices=("mmap", "milvus"),
+    )
+    milvus_uri: str = _setting(
+        "",
+        "the Milvus holding the items with --items-store milvus: a local file path is Milvus Lite (embedded, one "
+        "process), http(s)://host:port a Milvus server or cluster",
+    )
+    milvus_collection: str = _setting("embedrec_items", "the Milvus collection of the items")
+    milvus_token: str = _setting(
+        "",
+        "Milvus token (user:password or an API key; prefer the environment variable: flags show in ps)",
+        secret=True,
+    )
+    milvus_timeout_s: float = _setting(
+        10.0, "bound of one Milvus call in seconds when the call has no earlier deadline", minimum=0.1
+    )
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")
     workers: int = _setting(
@@ -250,6 +270,15 @@ class Settings:
             if minimum is not None and value < minimum:
                 flag = "--" + setting.name.replace("_", "-")
                 raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+        if self.items_store == "milvus":
+            if not self.milvus_uri:
+                raise ValueError("--items-store milvus needs --milvus-uri (a Milvus Lite file or http(s)://host:port)")
+            if self.items_dir is not None:
+                raise ValueError("--items-dir is the mmap store's; with --items-store milvus leave it out")
+            if self.workers > 1 and not self.milvus_uri.startswith(("http://", "https://", "tcp://")):
+                raise ValueError(
+                    "Milvus Lite is a file one process opens: --workers > 1 needs a Milvus server (http(s)://host:port)"
+                )
 
     @property
     def token_sources(self) -> TokenSources:

@@ -78,6 +78,27 @@ def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def milvus_copy(items_dir: Path, directory: Path, collection: str) -> str:
+    """Sync the build in `items_dir` into `collection` of a Milvus Lite file in `directory`
+    (what export-items --store milvus does); returns the URI."""
+    from embedrec.export.milvus_sync import sync_to_milvus
+
+    uri = str(directory / "milvus.db")
+    sync_to_milvus(items_dir, uri, collection, progress=False)
+    return uri
+
+
+def milvus_settings(
+    model_dir: Path, items_dir: Path, directory: Path, collection: str, **overrides: object
+) -> Settings:
+    """Settings for a test server on the items of `items_dir` copied into a Milvus Lite
+    collection in `directory`."""
+    uri = milvus_copy(items_dir, directory, collection)
+    return server_settings(
+        model_dir, None, items_store="milvus", milvus_uri=uri, milvus_collection=collection, **overrides
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path, tiny_items_dir: Path) -> Iterator[ServerThread]:
     """A real server (SERVING) on the tiny export and its items."""

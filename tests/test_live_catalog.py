@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from embedrec.client import EmbedrecClient, InvalidArgument, NotFound
-from tests.conftest import server_settings
+from embedrec.server.settings import Settings
+from tests.conftest import milvus_settings, server_settings
 from tests.server_thread import ServerThread, start_server
 
 # Eight distinct texts, each under five ids: rows with equal text are equal, so scores tie exactly.
@@ -53,9 +54,16 @@ def tied_items_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return output
 
 
-@pytest.fixture(scope="module")
-def tied_server(tiny_model_dir: Path, tied_items_dir: Path) -> Iterator[ServerThread]:
-    server = start_server(server_settings(tiny_model_dir, tied_items_dir))
+@pytest.fixture(scope="module", params=["mmap", "milvus"])
+def tied_server(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, tied_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """The tied catalog served from each item store: every test of this module runs on both."""
+    if request.param == "milvus":
+        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path_factory.mktemp("milvus"), "tied")
+    else:
+        settings = server_settings(tiny_model_dir, tied_items_dir)
+    server = start_server(settings)
     yield server
     server.close()
 
@@ -164,21 +172,28 @@ class TestLenientHistory:
             tied.recommend(5, item_ids=["gone-1"], ignore_unknown_items=True)
 
 
-@pytest.fixture()
-def hiding_server(tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
-    """A server on a private copy of the tied items (hides write into the directory)."""
+@pytest.fixture(params=["mmap", "milvus"])
+def hiding_server(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path
+) -> Iterator[tuple[ServerThread, Settings]]:
+    """A server on a private copy of the tied items (hides write into the directory, or the
+    collection), from each store; yields it and its settings (to start another on the same items)."""
     import shutil
 
-    items = tmp_path / "items"
-    shutil.copytree(tied_items_dir, items)
-    server = start_server(server_settings(tiny_model_dir, items))
-    yield server, items
+    if request.param == "milvus":
+        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path, "hiding")
+    else:
+        items = tmp_path / "items"
+        shutil.copytree(tied_items_dir, items)
+        settings = server_settings(tiny_model_dir, items)
+    server = start_server(settings)
+    yield server, settings
     server.close()
 
 
 class TestHiddenItems:
     def test_hidden_items_never_come_back_and_the_rest_is_exact(
-        self, hiding_server: tuple[ServerThread, Path], matrix: np.ndarray
+        self, hiding_server: tuple[ServerThread, Settings], matrix: np.ndarray
     ) -> None:
         server, _ = hiding_server
         with EmbedrecClient(server.target, timeout=30) as client:
@@ -197,14 +212,14 @@ class TestHiddenItems:
             assert "item-00" in ids(client.recommend(10, vector=query))
 
     def test_the_hidden_set_survives_a_restart_and_a_reload(
-        self, hiding_server: tuple[ServerThread, Path], tiny_model_dir: Path
+        self, hiding_server: tuple[ServerThread, Settings], tiny_model_dir: Path
     ) -> None:
-        server, items = hiding_server
+        server, settings = hiding_server
         with EmbedrecClient(server.target, timeout=30) as client:
             client.hide_items(["item-05", "item-06"])
-            client.reload_items()  # the same directory: unchanged, still hidden
+            client.reload_items()  # the same items: still hidden
             assert client.hidden_items() == ["item-05", "item-06"]
-        restarted = start_server(server_settings(tiny_model_dir, items))
+        restarted = start_server(settings)
         try:
             with EmbedrecClient(restarted.target, timeout=30) as client:
                 assert client.hidden_items() == ["item-05", "item-06"]
@@ -214,7 +229,7 @@ class TestHiddenItems:
             restarted.close()
 
     def test_hides_under_concurrent_recommends_are_exact_for_every_call(
-        self, hiding_server: tuple[ServerThread, Path], matrix: np.ndarray
+        self, hiding_server: tuple[ServerThread, Settings], matrix: np.ndarray
     ) -> None:
         import threading
 
@@ -451,7 +466,7 @@ def test_a_reload_carries_the_hidden_set_over_or_refuses_and_keeps_serving(
             blocker.mkdir()
             link.unlink()
             link.symlink_to(second)
-            with pytest.raises(FailedPrecondition, match="still serving the previous matrix"):
+            with pytest.raises(FailedPrecondition, match="still serving the previous items"):
                 client.reload_items()
             assert "item-03" not in ids(client.recommend(40, texts=[TEXTS[3]]))
             blocker.rmdir()

@@ -201,7 +201,7 @@ def test_a_matrix_of_another_model_is_refused_and_the_old_one_keeps_serving(
         with pytest.raises(EmbedrecClientError) as error:
             client.reload_items()
         assert error.value.code.name == "FAILED_PRECONDITION"
-        assert "still serving the previous matrix" in error.value.message
+        assert "still serving the previous items" in error.value.message
         assert "another-model" in error.value.message
         assert client.info().items_sha256 == before.items_sha256
         assert len(client.recommend(3, texts=["coffee"])) == 3

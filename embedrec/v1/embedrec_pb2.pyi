@@ -296,6 +296,77 @@ class InfoResponse(_message.Message):
     max_conditions: int
     def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ...) -> None: ...
 
+class ItemFieldValue(_message.Message):
+    __slots__ = ("values", "number")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    values: StringList
+    number: float
+    def __init__(self, values: _Optional[_Union[StringList, _Mapping]] = ..., number: _Optional[float] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ItemUpsert(_message.Message):
+    __slots__ = ("id", "text", "vector", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ItemFieldValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ItemFieldValue, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    vector: FloatList
+    fields: _containers.MessageMap[str, ItemFieldValue]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[FloatList, _Mapping]] = ..., fields: _Optional[_Mapping[str, ItemFieldValue]] = ...) -> None: ...
+
+class FloatList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class UpsertItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ItemUpsert]
+    def __init__(self, items: _Optional[_Iterable[_Union[ItemUpsert, _Mapping]]] = ...) -> None: ...
+
+class UpsertItemsResponse(_message.Message):
+    __slots__ = ("inserted", "updated", "item_count")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    updated: int
+    item_count: int
+    def __init__(self, inserted: _Optional[int] = ..., updated: _Optional[int] = ..., item_count: _Optional[int] = ...) -> None: ...
+
+class DeleteItemsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteItemsResponse(_message.Message):
+    __slots__ = ("deleted", "unknown_ids", "item_count")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    unknown_ids: _containers.RepeatedScalarFieldContainer[str]
+    item_count: int
+    def __init__(self, deleted: _Optional[int] = ..., unknown_ids: _Optional[_Iterable[str]] = ..., item_count: _Optional[int] = ...) -> None: ...
+
 class HideItemsRequest(_message.Message):
     __slots__ = ("ids",)
     IDS_FIELD_NUMBER: _ClassVar[int]

@@ -314,6 +314,16 @@ class EmbedRecAdminStub:
                 request_serializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.SerializeToString,
                 response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/UpsertItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.DeleteItems = channel.unary_unary(
+                '/embedrec.v1.EmbedRecAdmin/DeleteItems',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedRecAdminServicer:
@@ -358,6 +368,25 @@ class EmbedRecAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request, context):
+        """Insert or replace items in the served Milvus collection (--items-store milvus), searchable
+        from the next Recommend on: each with a text (embedded by the served model with the items'
+        document prompt) or a vector (normalised), and its field values. A replaced item keeps its
+        catalog position and hidden state. At most max_texts_per_request items per call.
+        FAILED_PRECONDITION on the memory-mapped store (read-only: rebuild it with export-items).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteItems(self, request, context):
+        """Remove items from the served Milvus collection; unknown ids are listed, not an error. At
+        most max_exclude_ids ids per call. FAILED_PRECONDITION on the memory-mapped store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedRecAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -380,6 +409,16 @@ def add_EmbedRecAdminServicer_to_server(servicer, server):
                     servicer.ListHiddenItems,
                     request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.FromString,
                     response_serializer=embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'DeleteItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteItems,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +532,60 @@ class EmbedRecAdmin:
             '/embedrec.v1.EmbedRecAdmin/ListHiddenItems',
             embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsRequest.SerializeToString,
             embedrec_dot_v1_dot_embedrec__pb2.ListHiddenItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/UpsertItems',
+            embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRecAdmin/DeleteItems',
+            embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.DeleteItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

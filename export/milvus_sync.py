@@ -1,0 +1,273 @@
+"""Item build into Milvus: a built item directory → a Milvus collection, kept in sync.
+
+`embedrec export-items --store milvus` first builds (or incrementally refreshes) the item
+directory as for the memory-mapped store: that step owns catalog validation, embedding with the
+server's encoder, resumability and change detection. This module then makes the collection equal
+to that build:
+
+- a new collection gets every row, in catalog order (`position` = the row, which orders equal
+  scores as the matrix does), the build's hidden ids flagged;
+- an existing one built with the same model, prompt and fields is updated in place: rows whose
+  sync hash (the build's content hash of the prompted text, plus the field values) differs or
+  that are new are upserted; ids gone from the catalog are deleted. A kept item keeps its
+  position and hidden flag; a new one goes to the end of the catalog order. The catalog is the
+  truth: ids upserted live (UpsertItems) that it lacks are deleted too;
+- a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
+  would not be comparable).
+
+Then flush (sealed segments search ~30x faster than growing ones) and load; the collection's
+properties record the model (the server refuses another model's collection) and the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedrec.export.items import ROW_HASHES
+from embedrec.server.errors import ConfigurationError
+from embedrec.server.fields import CategoricalColumn, FieldKind, NumericColumn
+from embedrec.server.items import ItemIndex
+from embedrec.server.milvus_store import (
+    CONTENT_HASH,
+    HIDDEN,
+    ID,
+    LAYOUT,
+    MAX_FIELD_VALUE_LENGTH,
+    MAX_FIELD_VALUES,
+    MAX_ID_LENGTH,
+    POSITION,
+    VECTOR,
+    CollectionInfo,
+    connect,
+    milvus_errors,
+    milvus_field,
+)
+
+UPSERT_ROWS = 2_000
+SCAN_ROWS = 10_000
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a sync did: rows unchanged, upserted (new or changed), deleted; the count now."""
+
+    unchanged: int
+    upserted: int
+    deleted: int
+    item_count: int
+    recreated: bool
+
+
+def sync_to_milvus(
+    items_dir: Path,
+    uri: str,
+    collection: str,
+    *,
+    token: str = "",
+    timeout: float = 120.0,
+    progress: bool = True,
+) -> SyncResult:
+    """Make `collection` at `uri` hold exactly the items of the build in `items_dir` (see the
+    module docstring). Raises ConfigurationError when Milvus is unreachable or refuses."""
+    index = ItemIndex(items_dir.resolve())
+    hashes = np.load(index.directory / ROW_HASHES, mmap_mode="r")
+    manifest = index.manifest
+    kinds = {name: column.kind for name, column in index.columns.items()}
+    for name in kinds:
+        milvus_field(name)  # a name Milvus cannot hold fails before anything is written
+    client = connect(uri, token, timeout)
+    where = f"milvus {uri} collection {collection}"
+    try:
+        existing, recreated, next_position = _prepare(client, collection, index, kinds, timeout, where)
+        info = CollectionInfo(
+            layout=LAYOUT,
+            model_onnx_sha256=manifest.model_onnx_sha256,
+            model_name=manifest.model_name,
+            dim=manifest.dim,
+            prompt_name=manifest.prompt_name,
+            prompt=manifest.prompt,
+            filter_field=manifest.filter_field,
+            fields=kinds,
+            items_sha256=manifest.items_sha256,
+            next_position=next_position,
+        )
+        hidden = set(index.hidden.snapshot.ids) if recreated else set()
+        unchanged = upserted = 0
+        batch: list[dict[str, Any]] = []
+        bar = _progress_bar(len(index), progress)
+        for row, item_id in enumerate(_ids(index)):
+            fields = _field_values(index, row)
+            sync_hash = _sync_hash(int(hashes[row]), fields)
+            previous = existing.pop(item_id, None)
+            if previous is not None and previous[0] == sync_hash:
+                unchanged += 1
+            else:
+                if previous is not None:
+                    position, is_hidden = previous[1], previous[2]
+                else:
+                    position, is_hidden = info.next_position, item_id in hidden
+                    info = _advanced(info)
+                batch.append(_entity(item_id, index.matrix[row], position, is_hidden, sync_hash, fields))
+                if len(batch) == UPSERT_ROWS:
+                    client.upsert(collection, batch, timeout=timeout)
+                    upserted += len(batch)
+                    batch = []
+            bar.update(1)
+        if batch:
+            client.upsert(collection, batch, timeout=timeout)
+            upserted += len(batch)
+        bar.close()
+        removed = list(existing)
+        for start in range(0, len(removed), SCAN_ROWS):
+            client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
+        client.alter_collection_properties(collection, properties=info.properties(), timeout=timeout)
+        client.flush(collection, timeout=timeout)
+        client.load_collection(collection, timeout=timeout)
+        count = int(client.query(collection, filter="", output_fields=["count(*)"], timeout=timeout)[0]["count(*)"])
+    except milvus_errors() as error:
+        raise ConfigurationError(f"{where}: {error}") from None
+    logger.info(
+        "%s: %d items (%d unchanged, %d upserted, %d deleted%s)",
+        where,
+        count,
+        unchanged,
+        upserted,
+        len(removed),
+        ", collection created" if recreated else "",
+    )
+    return SyncResult(unchanged, upserted, len(removed), count, recreated)
+
+
+def _prepare(
+    client: Any, collection: str, index: ItemIndex, kinds: dict[str, FieldKind], timeout: float, where: str
+) -> tuple[dict[str, tuple[int, int, bool]], bool, int]:
+    """The existing rows (id -> (sync hash, position, hidden)) of a collection this build can
+    update in place, else a fresh collection; whether it was (re)created; its next position."""
+    manifest = index.manifest
+    if client.has_collection(collection, timeout=timeout):
+        described = client.describe_collection(collection, timeout=timeout)
+        try:
+            info = CollectionInfo.from_properties(dict(described.get("properties") or {}), where)
+        except ConfigurationError:
+            info = None
+        compatible = info is not None and (
+            info.layout == LAYOUT
+            and info.model_onnx_sha256 == manifest.model_onnx_sha256
+            and info.prompt == manifest.prompt
+            and info.dim == manifest.dim
+            and info.fields == kinds
+            and info.filter_field == manifest.filter_field
+        )
+        if compatible and info is not None:
+            return _existing_rows(client, collection, timeout), False, info.next_position
+        logger.warning("%s was built with another model, prompt or fields: dropping and rebuilding it", where)
+        client.drop_collection(collection, timeout=timeout)
+    _create(client, collection, manifest.dim, kinds, timeout)
+    return {}, True, 0
+
+
+def _create(client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], timeout: float) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+    schema.add_field(POSITION, DataType.INT64)
+    schema.add_field(HIDDEN, DataType.BOOL)
+    schema.add_field(CONTENT_HASH, DataType.INT64)
+    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            schema.add_field(milvus_field(name), DataType.DOUBLE, nullable=True)
+        else:
+            schema.add_field(
+                milvus_field(name),
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_FIELD_VALUES,
+                max_length=MAX_FIELD_VALUE_LENGTH,
+            )
+    index_params = client.prepare_index_params()
+    # FLAT: exact search (every row scored); inner product on unit rows is the cosine.
+    index_params.add_index(field_name=VECTOR, index_type="FLAT", metric_type="IP")
+    client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)
+
+
+def _existing_rows(client: Any, collection: str, timeout: float) -> dict[str, tuple[int, int, bool]]:
+    iterator = client.query_iterator(
+        collection, batch_size=SCAN_ROWS, filter="", output_fields=[ID, CONTENT_HASH, POSITION, HIDDEN], timeout=timeout
+    )
+    rows: dict[str, tuple[int, int, bool]] = {}
+    while batch := iterator.next():
+        rows.update({row[ID]: (int(row[CONTENT_HASH]), int(row[POSITION]), bool(row[HIDDEN])) for row in batch})
+    iterator.close()
+    return rows
+
+
+def _ids(index: ItemIndex) -> Iterator[str]:
+    for start in range(0, len(index), SCAN_ROWS):
+        yield from index.ids.ids_at(np.arange(start, min(start + SCAN_ROWS, len(index)), dtype=np.int64))
+
+
+def _field_values(index: ItemIndex, row: int) -> dict[str, Any]:
+    """The row's field values as Milvus holds them: categorical -> list of strings (checked
+    against Milvus's limits), numeric -> float or None."""
+    values: dict[str, Any] = {}
+    for name, column in index.columns.items():
+        if isinstance(column, NumericColumn):
+            number = float(column.values[row])
+            values[name] = None if np.isnan(number) else number
+        elif isinstance(column, CategoricalColumn):
+            labels = [column.values[code] for code in column.value_codes(row).tolist() if code >= 0]
+            labels = [label for label in labels if label]
+            if len(labels) > MAX_FIELD_VALUES or any(len(label.encode()) > MAX_FIELD_VALUE_LENGTH for label in labels):
+                raise ConfigurationError(
+                    f"item at row {row}: field {name!r} has more than {MAX_FIELD_VALUES} values or one longer "
+                    f"than {MAX_FIELD_VALUE_LENGTH} bytes (Milvus's limits)"
+                )
+            values[name] = labels
+    return values
+
+
+def _sync_hash(content_hash: int, fields: dict[str, Any]) -> int:
+    """64 bits (signed, as Milvus's INT64) over the row's content hash and field values."""
+    digest = hashlib.blake2b(struct.pack("<Q", content_hash), digest_size=8)
+    digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+def _entity(
+    item_id: str, vector: np.ndarray, position: int, hidden: bool, sync_hash: int, fields: dict[str, Any]
+) -> dict[str, Any]:
+    if len(item_id.encode("utf-8")) > MAX_ID_LENGTH:
+        raise ConfigurationError(f"item id {item_id[:64]!r}… is longer than {MAX_ID_LENGTH} bytes (Milvus's limit)")
+    entity: dict[str, Any] = {
+        ID: item_id,
+        VECTOR: np.asarray(vector, dtype=np.float32).tolist(),
+        POSITION: position,
+        HIDDEN: hidden,
+        CONTENT_HASH: sync_hash,
+    }
+    entity.update({milvus_field(name): value for name, value in fields.items()})
+    return entity
+
+
+def _advanced(info: CollectionInfo) -> CollectionInfo:
+    return replace(info, next_position=info.next_position + 1)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="item", desc="syncing Milvus", disable=not enabled, file=sys.stderr)

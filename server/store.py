@@ -1,0 +1,171 @@
+"""The item store: what Recommend needs from a catalog, whatever holds it.
+
+Two implementations: `embedrec.server.items.ItemIndex` (the memory-mapped matrix of an item
+directory, the default) and `embedrec.server.milvus_store.MilvusItems` (a Milvus collection:
+Milvus Lite in a local file, a Milvus server or a cluster). The service speaks only this
+protocol, so profiles, exclusions, filters, diversity, explanations and the hidden set mean the
+same on both; a test suite runs every Recommend behaviour against each.
+
+Every method may block (file pages, network): call them off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from embedrec.server.errors import InvalidArgument, NotFound
+from embedrec.server.fields import ConditionSpec, FieldKind
+from embedrec.server.hidden import HideResult
+from embedrec.server.profiles import Contribution
+from embedrec.server.topk import FloatArray
+
+StoreKind = Literal["mmap", "milvus"]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item: its id, its cosine score, its position in the catalog (the row of
+    the matrix; ties are broken by it) and, when asked for, the profile part that contributed
+    most to that score."""
+
+    item_id: str
+    score: float
+    row: int
+    contribution: Contribution | None = None
+    # The item's vector when the store returned it with the result (Milvus), for explanations.
+    vector: FloatArray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user's search: a unit profile vector (dim,), the items it may return (the store's
+    `selection`), an optional score floor, and an optional scorer replacing profile . item."""
+
+    profile: FloatArray
+    row_filter: object
+    min_score: float | None = None
+    # Scores rows itself instead of profile . row (e.g. best_score): a block (rows, dim) -> (rows,).
+    scorer: Callable[[FloatArray], FloatArray] | None = None
+    # time.monotonic() by which the answer is needed (None: none); a networked store bounds its
+    # calls by it.
+    deadline: float | None = None
+    # With a scorer (best_score): the unit vectors of the liked and disliked parts, (n, dim), for
+    # a store that cannot run the scorer over every item (Milvus walks their neighbours).
+    liked: FloatArray | None = None
+    disliked: FloatArray | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """The vectors of a profile's history items, in request order without the unknown ids
+    (`unknown_positions`, only when unknown ids are ignored), and the store's handle on them
+    for excluding them from the results (None: exclude nothing)."""
+
+    vectors: FloatArray
+    unknown_positions: list[int]
+    handle: object
+
+
+@dataclass(frozen=True)
+class StoreDescription:
+    """What Info and the model check read from a store."""
+
+    kind: StoreKind
+    location: str
+    item_count: int
+    items_sha256: str
+    model_onnx_sha256: str
+    model_name: str
+    dim: int
+    filter_field: str
+    prompt_name: str
+    prompt: str
+    hidden_count: int
+    fields: dict[str, FieldKind]
+
+
+class ItemStore(Protocol):
+    """A catalog Recommend can search (see the module docstring)."""
+
+    def describe(self) -> StoreDescription:
+        """The store's identity, size and fields (cheap: no catalog scan)."""
+        ...
+
+    def history(self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool) -> History:
+        """The vectors of `item_ids`. Raises InvalidArgument naming `field` for an id given twice,
+        and NotFound naming `field` and the unknown ids unless `ignore_unknown`."""
+        ...
+
+    def selection(
+        self,
+        history: History,
+        exclude_ids: Sequence[str],
+        filter_values: Sequence[str],
+        *,
+        field: str,
+        conditions: Sequence[ConditionSpec] = (),
+        conditions_field: str = "where",
+    ) -> object:
+        """What one query may return: not hidden, not in `history` nor `exclude_ids` (unknown ids
+        are ignored), with one of `filter_values` in the filter field when given, and every
+        condition met. InvalidArgument naming `field` when the catalog has no filter field, or
+        `conditions_field`[i] for a bad condition."""
+        ...
+
+    def check_categorical(self, name: str, *, field: str) -> None:
+        """InvalidArgument naming `field` unless `name` is a categorical field of the items."""
+        ...
+
+    def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
+        """The values of the categorical field `name` of each of `chosen`."""
+        ...
+
+    def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
+        """The k best items of each query, best first, exact, equal scores in catalog order;
+        `threads` caps the threads of a local product (0: one per core)."""
+        ...
+
+    def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
+        """The vectors of `chosen` (len, dim) float32."""
+        ...
+
+    def hide(self, item_ids: Sequence[str]) -> HideResult:
+        """Hide the known `item_ids` from the next search on, persistently."""
+        ...
+
+    def restore(self, item_ids: Sequence[str]) -> HideResult:
+        """Show `item_ids` again from the next search on, persistently."""
+        ...
+
+    def hidden_ids(self) -> Sequence[str]:
+        """Every hidden id, sorted."""
+        ...
+
+
+def stored_vectors(chosen: Sequence[Recommendation], dim: int) -> FloatArray:
+    """The vectors a store attached to `chosen` (len, dim); ValueError when one lacks it."""
+    if any(one.vector is None for one in chosen):
+        raise ValueError("a recommendation has no vector attached")
+    if not chosen:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([np.asarray(one.vector, dtype=np.float32) for one in chosen])
+
+
+def check_distinct(item_ids: Sequence[str], field: str) -> None:
+    """InvalidArgument naming `field` when an id is given twice."""
+    seen: set[str] = set()
+    for item_id in item_ids:
+        if item_id in seen:
+            raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
+        seen.add(item_id)
+
+
+def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
+    """The NotFound naming `field` and (the first few of) the `unknown` ids."""
+    shown = ", ".join(repr(item_id[:64]) for item_id in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    return NotFound(f"{field}: unknown item id(s) {shown}{more}")
