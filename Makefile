@@ -14,16 +14,16 @@ SOAK_SECONDS ?= 150
 # torch is pinned in the same pip command as every package that depends on it, or pip would
 # pull a multi-GB CUDA build (see pyproject.toml).
 SERVE_EXTRAS := server,export,bundled
-DEV_EXTRAS := server,export,bundled,milvus,dev
+DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus soak demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
-	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | soak"
+	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | soak"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -99,6 +99,9 @@ bench-catalog: $(VENV)/.installed-dev
 
 bench-incremental: $(VENV)/.installed-dev
 	$(PY) -m bench.incremental
+
+bench-milvus: $(VENV)/.installed-dev
+	$(PY) -m bench.milvus
 
 bench-instances: $(VENV)/.installed-dev
 	$(PY) -m bench.instances

@@ -89,6 +89,8 @@ def upsert_request_of(items: Sequence[NewItem | Mapping[str, Any]]) -> pb.Upsert
     request = pb.UpsertItemsRequest()
     for one in items:
         item = one if isinstance(one, NewItem) else NewItem(**one)
+        if item.text is not None and item.vector is not None:
+            raise ValueError(f"item {item.id!r}: give a text or a vector, not both")
         message = request.items.add(id=item.id)
         if item.text is not None:
             message.text = item.text

@@ -8,10 +8,10 @@ to that build:
 - a new collection gets every row, in catalog order (`position` = the row, which orders equal
   scores as the matrix does), the build's hidden ids flagged;
 - an existing one built with the same model, prompt and fields is updated in place: rows whose
-  sync hash (the build's content hash of the prompted text, plus the field values) differs or
-  that are new are upserted; ids gone from the catalog are deleted. A kept item keeps its
-  position and hidden flag; a new one goes to the end of the catalog order. The catalog is the
-  truth: ids upserted live (UpsertItems) that it lacks are deleted too;
+  sync hash (over the row's vector and field values) differs, and new rows, are upserted; ids
+  gone from the catalog are deleted. A kept item keeps its position and hidden flag; a new one
+  goes to the end of the catalog order. The catalog is the truth: ids upserted live
+  (UpsertItems) that it lacks are deleted too, and live changes to its items are overwritten;
 - a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
   would not be comparable).
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.export.items import ROW_HASHES
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.fields import CategoricalColumn, FieldKind, NumericColumn
 from embedrec.server.items import ItemIndex
@@ -82,7 +80,6 @@ def sync_to_milvus(
     """Make `collection` at `uri` hold exactly the items of the build in `items_dir` (see the
     module docstring). Raises ConfigurationError when Milvus is unreachable or refuses."""
     index = ItemIndex(items_dir.resolve())
-    hashes = np.load(index.directory / ROW_HASHES, mmap_mode="r")
     manifest = index.manifest
     kinds = {name: column.kind for name, column in index.columns.items()}
     for name in kinds:
@@ -109,7 +106,8 @@ def sync_to_milvus(
         bar = _progress_bar(len(index), progress)
         for row, item_id in enumerate(_ids(index)):
             fields = _field_values(index, row)
-            sync_hash = _sync_hash(int(hashes[row]), fields)
+            vector = np.asarray(index.matrix[row], dtype=np.float32)
+            sync_hash = _sync_hash(vector, fields)
             previous = existing.pop(item_id, None)
             if previous is not None and previous[0] == sync_hash:
                 unchanged += 1
@@ -119,7 +117,7 @@ def sync_to_milvus(
                 else:
                     position, is_hidden = info.next_position, item_id in hidden
                     info = _advanced(info)
-                batch.append(_entity(item_id, index.matrix[row], position, is_hidden, sync_hash, fields))
+                batch.append(_entity(item_id, vector, position, is_hidden, sync_hash, fields))
                 if len(batch) == UPSERT_ROWS:
                     client.upsert(collection, batch, timeout=timeout)
                     upserted += len(batch)
@@ -240,9 +238,9 @@ def _field_values(index: ItemIndex, row: int) -> dict[str, Any]:
     return values
 
 
-def _sync_hash(content_hash: int, fields: dict[str, Any]) -> int:
-    """64 bits (signed, as Milvus's INT64) over the row's content hash and field values."""
-    digest = hashlib.blake2b(struct.pack("<Q", content_hash), digest_size=8)
+def _sync_hash(vector: np.ndarray, fields: dict[str, Any]) -> int:
+    """64 bits (signed, as Milvus's INT64) over the row's vector bytes and field values."""
+    digest = hashlib.blake2b(vector.tobytes(), digest_size=8)
     digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return int.from_bytes(digest.digest(), "little", signed=True)
 

@@ -489,13 +489,25 @@ async def serve(settings: Settings) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
     await app.start()
+    # Loading may wait (e.g. for Milvus to answer): a stop request meanwhile ends it.
+    loading = asyncio.create_task(app.load())
+    stopping = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not loading.done():
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        logger.info("stopped before the server was loaded")
+        await app.stop(grace=0)
+        return 0
     try:
-        await app.load()
+        loading.result()
     except ConfigurationError as error:
         logger.error("cannot start: %s", error)
+        stopping.cancel()
         await app.stop(grace=0)
         return 2
-    await stop_requested.wait()
+    await stopping
     logger.info("stopping: draining in-flight calls for up to %.1f s", settings.drain_seconds)
     await app.stop()
     logger.info("stopped")

@@ -118,8 +118,11 @@ class ItemIndex:
             fields={name: column.kind for name, column in self.columns.items()},
         )
 
-    def history(self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool) -> History:
-        """The vectors of `item_ids` (see ItemStore.history); the handle is their rows."""
+    def history(
+        self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool, deadline: float | None = None
+    ) -> History:
+        """The vectors of `item_ids` (see ItemStore.history; local, so no deadline); the handle is
+        their rows."""
         if ignore_unknown:
             rows, unknown = self.known_rows_and_unknown_ids(item_ids, field=field)
         else:

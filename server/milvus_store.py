@@ -272,7 +272,10 @@ class MilvusItems:
         self._changes = threading.Lock()
         self._item_count = 0
         self._hidden_count = 0
-        self.refresh_counts()
+        try:
+            self.refresh_counts()
+        except Unavailable as error:
+            raise MilvusUnreachableError(str(error)) from None
 
     # -- ItemStore ------------------------------------------------------------------------------
 
@@ -300,10 +303,12 @@ class MilvusItems:
         self._item_count = self._count("", deadline)
         self._hidden_count = self._count(f"{HIDDEN} == true", deadline)
 
-    def history(self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool) -> History:
+    def history(
+        self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool, deadline: float | None = None
+    ) -> History:
         """The vectors of `item_ids` (ItemStore.history); the handle is the known ids."""
         check_distinct(item_ids, field)
-        found = self._rows(item_ids, [VECTOR], None)
+        found = self._rows(item_ids, [VECTOR], deadline)
         unknown = [position for position, item_id in enumerate(item_ids) if item_id not in found]
         if unknown and not ignore_unknown:
             raise unknown_ids_error(field, [item_ids[position] for position in unknown])

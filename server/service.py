@@ -485,6 +485,7 @@ class EmbeddingService:
                 items,
                 requests,
                 prefix,
+                deadline,
             )
         # Every user's texts in one submission: they share inference batches.
         with_texts = [one for one in prepared if one.texts]
@@ -517,10 +518,14 @@ class EmbeddingService:
             answers.append(RecommendResult(result, one.unknown_item_ids))
         return answers
 
-    def _prepare_all(self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str) -> list[_PreparedProfile]:
-        return [self._prepare(items, request, prefix.format(index)) for index, request in enumerate(requests)]
+    def _prepare_all(
+        self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str, deadline: float | None
+    ) -> list[_PreparedProfile]:
+        return [self._prepare(items, request, prefix.format(index), deadline) for index, request in enumerate(requests)]
 
-    def _prepare(self, items: ItemStore, request: ProfileRequest, prefix: str) -> _PreparedProfile:
+    def _prepare(
+        self, items: ItemStore, request: ProfileRequest, prefix: str, deadline: float | None = None
+    ) -> _PreparedProfile:
         """Validate `request` (field names prefixed with `prefix`) and gather every profile part
         but the texts, which are embedded for all users together."""
         check_k(request.k, self.limits, field=f"{prefix}k")
@@ -558,7 +563,9 @@ class EmbeddingService:
             weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
             parts.append(ProfilePart(vector, weight, "user_vector"))
         item_ids = [item_id for item_id, _ in request.items]
-        history = items.history(item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items)
+        history = items.history(
+            item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items, deadline=deadline
+        )
         skipped = set(history.unknown_positions)
         known = [index for index in range(len(item_ids)) if index not in skipped]
         parts.extend(

@@ -95,9 +95,12 @@ class ItemStore(Protocol):
         """The store's identity, size and fields (cheap: no catalog scan)."""
         ...
 
-    def history(self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool) -> History:
+    def history(
+        self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool, deadline: float | None = None
+    ) -> History:
         """The vectors of `item_ids`. Raises InvalidArgument naming `field` for an id given twice,
-        and NotFound naming `field` and the unknown ids unless `ignore_unknown`."""
+        and NotFound naming `field` and the unknown ids unless `ignore_unknown`; a networked
+        store bounds its calls by `deadline` (time.monotonic())."""
         ...
 
     def selection(

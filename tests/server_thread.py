@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -28,6 +29,10 @@ class ServerThread:
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def run_later(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `coroutine` on the server's loop; its future, not waited for."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def start(self) -> ServerThread:
         """Bind the port (health NOT_SERVING)."""

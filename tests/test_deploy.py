@@ -76,3 +76,26 @@ def test_the_autoscaler_targets_the_deployment() -> None:
     spec = manifest("hpa.yaml")["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "embedrec"}
     assert spec["minReplicas"] >= 2
+
+
+def milvus_manifest(name: str) -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "k8s" / "milvus" / name).read_text())  # type: ignore[no-any-return]
+
+
+def test_the_milvus_deployment_is_valid_settings_pointing_at_the_collection_the_job_builds() -> None:
+    pod = milvus_manifest("deployment.yaml")["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    env = {entry["name"]: entry.get("value", "") for entry in server["env"]}
+    assert set(env) <= {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fields__}
+    settings = Settings.from_args([], environ=env)  # the image's EMBEDREC_ITEMS_DIR emptied: no conflict
+    assert (settings.items_store, settings.items_dir) == ("milvus", None)
+    assert settings.milvus_uri.startswith("http")
+    assert server["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    assert "volumeMounts" not in server
+    (build,) = milvus_manifest("build-job.yaml")["spec"]["template"]["spec"]["containers"]
+    arguments = dict(argument.removeprefix("--").split("=", 1) for argument in build["command"][2:] if "=" in argument)
+    assert build["command"][1] == "export-items" and arguments["store"] == "milvus"
+    assert (arguments["milvus-uri"], arguments["milvus-collection"]) == (
+        settings.milvus_uri,
+        settings.milvus_collection,
+    )

@@ -1,5 +1,5 @@
-"""What each role imports: the server never loads torch or transformers; the client needs only
-grpcio, protobuf and numpy."""
+"""What each role imports: the server never loads torch or transformers (nor pymilvus on the mmap
+store); the client needs only grpcio, protobuf and numpy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 from tests.server_thread import ServerThread
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["torch", "transformers", "optimum", "sentence_transformers", "onnx"]
+# pymilvus and Milvus Lite only with --items-store milvus.
+HEAVY = ["torch", "transformers", "optimum", "sentence_transformers", "onnx", "pymilvus", "milvus_lite"]
 
 SERVE_AND_REPORT = textwrap.dedent(
     """

@@ -337,7 +337,8 @@ class EmbedRecAdminServicer:
         that a deployment re-points at a new build) and swap it in atomically: calls already running
         finish on the old matrix, new calls see the new one. A directory that is unreadable or was
         built with another model fails with FAILED_PRECONDITION and the old matrix keeps serving.
-        SIGHUP does the same.
+        SIGHUP does the same. With --items-store milvus: re-open the collection (its properties and
+        counts), refused the same way when it was built with another model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -349,6 +350,7 @@ class EmbedRecAdminServicer:
         written atomically): they survive a restart, a reload carries them over to the new matrix,
         and export-items into the same directory keeps those still in the catalog. Ids the catalog
         does not have are listed in the answer and not stored. At most max_exclude_ids ids per call.
+        With --items-store milvus the hidden flag is a field of the collection, shared by replicas.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
