@@ -316,6 +316,37 @@ def test_the_client_refuses_an_item_with_both_a_text_and_a_vector() -> None:
         upsert_request_of([NewItem("a", text="x", vector=[1.0])])
 
 
+def test_the_upsert_and_delete_commands_change_the_served_collection(
+    milvus_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedrec.cli import main
+
+    items = tmp_path / "items.jsonl"
+    rows = [
+        {"id": "cli-1", "text": "a red kettle for the kitchen", "fields": {"category": "appliances"}},
+        {"id": "ac-1", "text": "energy saving air conditioner for the home"},
+    ]
+    items.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    target = ["--target", milvus_server.target]
+    assert main(["upsert", *target, "--file", str(items)]) == 0
+    assert "1 inserted, 1 replaced; 13 items now" in capsys.readouterr().out
+    with EmbedrecClient(milvus_server.target, timeout=30) as client:
+        (kettle,) = client.embed(["a red kettle for the kitchen"])
+        assert client.recommend(1, vector=kettle, filter_values=["appliances"])[0].id == "cli-1"
+    assert main(["delete", *target, "cli-1", "no-such-id"]) == 0
+    assert "1 deleted; 12 items now; unknown ids: no-such-id" in capsys.readouterr().out
+
+
+async def test_the_async_client_upserts_and_deletes(milvus_server: ServerThread) -> None:
+    from embedrec.client import AsyncEmbedrecClient
+
+    async with AsyncEmbedrecClient(milvus_server.target, timeout=30) as client:
+        vector = np.random.default_rng(5).normal(size=32).tolist()
+        assert (await client.upsert_items([NewItem("async-1", vector=vector)])).inserted == 1
+        assert (await client.recommend(1, vector=vector))[0].id == "async-1"
+        assert (await client.delete_items(["async-1"])).deleted == 1
+
+
 def test_an_empty_delete_is_invalid(milvus_server: ServerThread) -> None:
     with (
         EmbedrecClient(milvus_server.target, timeout=30) as client,
