@@ -1,4 +1,5 @@
-"""Recommend through the real server: batched users, category filter, explanations, hot reload."""
+"""Recommend through the real server: batched users, category filter, explanations (on both item
+stores: the memory-mapped matrix and Milvus Lite), hot reload."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from embedrec.client import ChannelConfig, EmbedrecClient, EmbedrecClientError
-from tests.conftest import CATALOG_ROWS, server_settings
+from tests.conftest import CATALOG_ROWS, milvus_settings, server_settings
 from tests.server_thread import ServerThread, start_server
 
 CATEGORY_OF = {row["id"]: row["category"] for row in CATALOG_ROWS}
@@ -33,16 +34,33 @@ def brute_force_ids(matrix: np.ndarray, profile: np.ndarray, k: int, allowed: se
     return [IDS[row] for row in order[:k]]
 
 
-def test_recommend_batch_answers_each_user_as_recommend_would(client: EmbedrecClient) -> None:
-    dim = client.info().dim
+@pytest.fixture(scope="module")
+def milvus_tiny_server(
+    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    server = start_server(milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path_factory.mktemp("milvus"), "tiny"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["mmap", "milvus"])
+def store_client(request: pytest.FixtureRequest) -> Iterator[EmbedrecClient]:
+    """A client of a server on the test catalog, from each item store."""
+    server = request.getfixturevalue("tiny_server" if request.param == "mmap" else "milvus_tiny_server")
+    with EmbedrecClient(server.target, timeout=30) as connected:
+        yield connected
+
+
+def test_recommend_batch_answers_each_user_as_recommend_would(store_client: EmbedrecClient) -> None:
+    dim = store_client.info().dim
     users = [
         {"k": 3, "vector": unit(1, dim)},
         {"k": 5, "texts": ["coffee for the kitchen"], "exclude_ids": ["coffee-1"]},
         {"k": 2, "item_ids": ["shoes-1"], "filter_values": ["shoes", "media"]},
         {"k": 12, "vector": unit(2, dim), "item_ids": {"ac-1": 2.0}, "explain": True},
     ]
-    batched = client.recommend_batch(users)
-    one_by_one = [client.recommend(**user) for user in users]  # type: ignore[arg-type]
+    batched = store_client.recommend_batch(users)
+    one_by_one = [store_client.recommend(**user) for user in users]  # type: ignore[arg-type]
     assert [[item.id for item in found] for found in batched] == [[item.id for item in found] for found in one_by_one]
     for found, alone in zip(batched, one_by_one, strict=True):
         # One matrix product for all users vs one vector product each: equal up to float rounding.
@@ -66,41 +84,41 @@ def test_recommend_batch_embeds_every_users_texts_in_shared_batches_and_scans_on
     assert service.search_batcher.stats.batches - searches_before == 1  # 5 users, one pass
 
 
-def test_recommend_batch_names_the_user_and_field_of_a_bad_request(client: EmbedrecClient) -> None:
-    dim = client.info().dim
+def test_recommend_batch_names_the_user_and_field_of_a_bad_request(store_client: EmbedrecClient) -> None:
+    dim = store_client.info().dim
     with pytest.raises(EmbedrecClientError) as error:
-        client.recommend_batch([{"k": 3, "vector": unit(1, dim)}, {"k": 0, "vector": unit(2, dim)}])
+        store_client.recommend_batch([{"k": 3, "vector": unit(1, dim)}, {"k": 0, "vector": unit(2, dim)}])
     assert error.value.code.name == "INVALID_ARGUMENT"
     assert "users[1].k must be between 1 and max_k" in error.value.message
     with pytest.raises(EmbedrecClientError, match="users is empty"):
-        client.recommend_batch([])
+        store_client.recommend_batch([])
     with pytest.raises(EmbedrecClientError, match="users has 65 entries; the limit is max_batch_users=64"):
-        client.recommend_batch([{"k": 1, "vector": unit(1, dim)}] * 65)
+        store_client.recommend_batch([{"k": 1, "vector": unit(1, dim)}] * 65)
 
 
 def test_a_category_filter_is_exact_and_fills_k_when_enough_items_are_eligible(
-    client: EmbedrecClient, tiny_items_dir: Path
+    store_client: EmbedrecClient, tiny_items_dir: Path
 ) -> None:
     matrix = np.load(tiny_items_dir / "items.npy")
-    info = client.info()
+    info = store_client.info()
     assert info.items_filter_field == "category"
     for seed in range(5):
         profile = unit(seed, info.dim)
-        found = client.recommend(4, vector=profile, filter_values=["appliances", "food"])
+        found = store_client.recommend(4, vector=profile, filter_values=["appliances", "food"])
         allowed = {row for row, item_id in enumerate(IDS) if CATEGORY_OF[item_id] in ("appliances", "food")}
         assert [item.id for item in found] == brute_force_ids(matrix, profile, 4, allowed)
-    only_shoes = client.recommend(10, vector=unit(9, info.dim), filter_values=["shoes", "no-such-category"])
+    only_shoes = store_client.recommend(10, vector=unit(9, info.dim), filter_values=["shoes", "no-such-category"])
     assert sorted(item.id for item in only_shoes) == ["shoes-1", "shoes-2"]
-    assert client.recommend(3, vector=unit(9, info.dim), filter_values=["no-such-category"]) == []
+    assert store_client.recommend(3, vector=unit(9, info.dim), filter_values=["no-such-category"]) == []
 
 
 def test_explain_names_the_part_that_contributed_most_and_shares_sum_to_the_score(
-    client: EmbedrecClient, tiny_items_dir: Path
+    store_client: EmbedrecClient, tiny_items_dir: Path
 ) -> None:
     matrix = np.load(tiny_items_dir / "items.npy")
-    found = client.recommend(5, item_ids={"ac-1": 1.0, "shoes-1": 3.0}, texts=["coffee"], explain=True)
+    found = store_client.recommend(5, item_ids={"ac-1": 1.0, "shoes-1": 3.0}, texts=["coffee"], explain=True)
     history = {"ac-1": (1.0, matrix[IDS.index("ac-1")]), "shoes-1": (3.0, matrix[IDS.index("shoes-1")])}
-    text_vector = client.embed(["coffee"], normalize=True)[0]
+    text_vector = store_client.embed(["coffee"], normalize=True)[0]
     parts = [("item", 0, "ac-1", *history["ac-1"]), ("item", 1, "shoes-1", *history["shoes-1"])]
     parts.append(("text", 0, "", 1.0, text_vector))
     combined = sum(weight * vector for *_, weight, vector in parts)
@@ -113,7 +131,7 @@ def test_explain_names_the_part_that_contributed_most_and_shares_sum_to_the_scor
         assert (item.contribution.part, item.contribution.index, item.contribution.item_id) == parts[best][:3]
         assert item.contribution.score == pytest.approx(shares[best], abs=1e-5)
         assert sum(shares) == pytest.approx(item.score, abs=1e-5)
-    assert all(item.contribution is None for item in client.recommend(3, texts=["coffee"]))
+    assert all(item.contribution is None for item in store_client.recommend(3, texts=["coffee"]))
 
 
 def test_filter_values_without_a_filter_field_are_refused_by_name(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -122,7 +140,14 @@ def test_filter_values_without_a_filter_field_are_refused_by_name(tiny_model_dir
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in CATALOG_ROWS))
     build_items(catalog, tiny_model_dir, tmp_path / "items", progress=False)
-    server = start_server(server_settings(tiny_model_dir, tmp_path / "items"))
+    for settings in (
+        server_settings(tiny_model_dir, tmp_path / "items"),
+        milvus_settings(tiny_model_dir, tmp_path / "items", tmp_path, "plain"),
+    ):
+        refuse_filter_values(start_server(settings))
+
+
+def refuse_filter_values(server: ServerThread) -> None:
     try:
         with EmbedrecClient(server.target, timeout=30) as client, pytest.raises(EmbedrecClientError) as error:
             client.recommend(3, texts=["coffee"], filter_values=["food"])
