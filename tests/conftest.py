@@ -99,6 +99,17 @@ def milvus_settings(
     )
 
 
+@pytest.fixture(scope="module")
+def milvus_tiny_server(
+    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """A real server on the test catalog copied into Milvus Lite: one per test module (its own
+    collection, so a module may change it)."""
+    server = start_server(milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path_factory.mktemp("milvus"), "tiny"))
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path, tiny_items_dir: Path) -> Iterator[ServerThread]:
     """A real server (SERVING) on the tiny export and its items."""

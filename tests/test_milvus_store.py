@@ -279,15 +279,6 @@ class TestBuildAndLiveUpdates:
             client.delete_items(["ac-1"])
 
 
-@pytest.fixture(scope="module")
-def milvus_server(
-    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
-    server = start_server(milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path_factory.mktemp("bad"), "bad"))
-    yield server
-    server.close()
-
-
 @pytest.mark.parametrize(
     ("items", "message"),
     [
@@ -303,9 +294,9 @@ def milvus_server(
     ],
 )
 def test_bad_upserts_are_invalid_naming_the_field(
-    milvus_server: ServerThread, items: list[dict[str, Any]], message: str
+    milvus_tiny_server: ServerThread, items: list[dict[str, Any]], message: str
 ) -> None:
-    with EmbedrecClient(milvus_server.target, timeout=30) as client, pytest.raises(InvalidArgument, match=message):
+    with EmbedrecClient(milvus_tiny_server.target, timeout=30) as client, pytest.raises(InvalidArgument, match=message):
         client.upsert_items(items)
 
 
@@ -317,7 +308,7 @@ def test_the_client_refuses_an_item_with_both_a_text_and_a_vector() -> None:
 
 
 def test_the_upsert_and_delete_commands_change_the_served_collection(
-    milvus_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    milvus_tiny_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from embedrec.cli import main
 
@@ -327,29 +318,29 @@ def test_the_upsert_and_delete_commands_change_the_served_collection(
         {"id": "ac-1", "text": "energy saving air conditioner for the home"},
     ]
     items.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    target = ["--target", milvus_server.target]
+    target = ["--target", milvus_tiny_server.target]
     assert main(["upsert", *target, "--file", str(items)]) == 0
     assert "1 inserted, 1 replaced; 13 items now" in capsys.readouterr().out
-    with EmbedrecClient(milvus_server.target, timeout=30) as client:
+    with EmbedrecClient(milvus_tiny_server.target, timeout=30) as client:
         (kettle,) = client.embed(["a red kettle for the kitchen"])
         assert client.recommend(1, vector=kettle, filter_values=["appliances"])[0].id == "cli-1"
     assert main(["delete", *target, "cli-1", "no-such-id"]) == 0
     assert "1 deleted; 12 items now; unknown ids: no-such-id" in capsys.readouterr().out
 
 
-async def test_the_async_client_upserts_and_deletes(milvus_server: ServerThread) -> None:
+async def test_the_async_client_upserts_and_deletes(milvus_tiny_server: ServerThread) -> None:
     from embedrec.client import AsyncEmbedrecClient
 
-    async with AsyncEmbedrecClient(milvus_server.target, timeout=30) as client:
+    async with AsyncEmbedrecClient(milvus_tiny_server.target, timeout=30) as client:
         vector = np.random.default_rng(5).normal(size=32).tolist()
         assert (await client.upsert_items([NewItem("async-1", vector=vector)])).inserted == 1
         assert (await client.recommend(1, vector=vector))[0].id == "async-1"
         assert (await client.delete_items(["async-1"])).deleted == 1
 
 
-def test_an_empty_delete_is_invalid(milvus_server: ServerThread) -> None:
+def test_an_empty_delete_is_invalid(milvus_tiny_server: ServerThread) -> None:
     with (
-        EmbedrecClient(milvus_server.target, timeout=30) as client,
+        EmbedrecClient(milvus_tiny_server.target, timeout=30) as client,
         pytest.raises(InvalidArgument, match="ids is empty"),
     ):
         client.delete_items([])

@@ -34,15 +34,6 @@ def brute_force_ids(matrix: np.ndarray, profile: np.ndarray, k: int, allowed: se
     return [IDS[row] for row in order[:k]]
 
 
-@pytest.fixture(scope="module")
-def milvus_tiny_server(
-    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
-    server = start_server(milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path_factory.mktemp("milvus"), "tiny"))
-    yield server
-    server.close()
-
-
 @pytest.fixture(params=["mmap", "milvus"])
 def store_client(request: pytest.FixtureRequest) -> Iterator[EmbedrecClient]:
     """A client of a server on the test catalog, from each item store."""
