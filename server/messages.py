@@ -142,10 +142,12 @@ def item_upsert(item: pb.ItemUpsert) -> ItemUpsert:
     categorical: dict[str, list[str]] = {}
     numeric: dict[str, float] = {}
     for name, value in item.fields.items():
-        if value.WhichOneof("value") == "number":
+        kind = value.WhichOneof("value")
+        if kind == "number":
             numeric[name] = value.number
-        else:
+        elif kind == "values":
             categorical[name] = list(value.values.values)
+        # neither set: the field has no value, as when it is left out
     return ItemUpsert(
         item.id,
         text=item.text if content == "text" else None,

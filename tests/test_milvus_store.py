@@ -338,6 +338,21 @@ async def test_the_async_client_upserts_and_deletes(milvus_tiny_server: ServerTh
         assert (await client.delete_items(["async-1"])).deleted == 1
 
 
+def test_a_field_value_with_neither_values_nor_number_is_no_value(milvus_tiny_server: ServerThread) -> None:
+    import grpc
+
+    from embedrec.v1 import embedrec_pb2 as pb
+    from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+
+    request = pb.UpsertItemsRequest()
+    item = request.items.add(id="bare-1", text="a plain item")
+    item.fields["category"].SetInParent()  # a third-party client's empty ItemFieldValue
+    with grpc.insecure_channel(milvus_tiny_server.target) as channel:
+        answer = pb_grpc.EmbedRecAdminStub(channel).UpsertItems(request, timeout=30)
+        assert (answer.inserted, answer.updated) == (1, 0)
+        pb_grpc.EmbedRecAdminStub(channel).DeleteItems(pb.DeleteItemsRequest(ids=["bare-1"]), timeout=30)
+
+
 def test_an_empty_delete_is_invalid(milvus_tiny_server: ServerThread) -> None:
     with (
         EmbedrecClient(milvus_tiny_server.target, timeout=30) as client,
