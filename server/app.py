@@ -212,7 +212,8 @@ class EmbedrecApp:
                 pause = min(2 * pause, 30.0)
 
     async def reload_items(self) -> ReloadResult:
-        """Re-open --items-dir (re-resolving a symlink) and serve it from now on.
+        """Re-open --items-dir (re-resolving a symlink), or the Milvus collection, and serve it
+        from now on.
 
         Calls already running finish on the old matrix. Raises FailedPrecondition, keeping the old
         matrix, when the directory is unusable or belongs to another model.
@@ -246,7 +247,7 @@ class EmbedrecApp:
                         raise FailedPrecondition(
                             f"items reload refused, still serving the previous items: {error}"
                         ) from None
-                        new = items.describe()
+                    new = items.describe()  # the carried-over hidden count
                 service.replace_items(items)
                 self.metrics.items.set(new.item_count)
                 self.metrics.hidden_items.set(new.hidden_count)
