@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,9 @@ from embedrec.server.milvus_store import (
     POSITION,
     VECTOR,
     CollectionInfo,
+    ItemRow,
     connect,
+    entity,
     milvus_errors,
     milvus_field,
 )
@@ -88,18 +90,6 @@ def sync_to_milvus(
     where = f"milvus {uri} collection {collection}"
     try:
         existing, recreated, next_position = _prepare(client, collection, index, kinds, timeout, where)
-        info = CollectionInfo(
-            layout=LAYOUT,
-            model_onnx_sha256=manifest.model_onnx_sha256,
-            model_name=manifest.model_name,
-            dim=manifest.dim,
-            prompt_name=manifest.prompt_name,
-            prompt=manifest.prompt,
-            filter_field=manifest.filter_field,
-            fields=kinds,
-            items_sha256=manifest.items_sha256,
-            next_position=next_position,
-        )
         hidden = set(index.hidden.snapshot.ids) if recreated else set()
         unchanged = upserted = 0
         batch: list[dict[str, Any]] = []
@@ -115,9 +105,10 @@ def sync_to_milvus(
                 if previous is not None:
                     position, is_hidden = previous[1], previous[2]
                 else:
-                    position, is_hidden = info.next_position, item_id in hidden
-                    info = _advanced(info)
-                batch.append(_entity(item_id, vector, position, is_hidden, sync_hash, fields))
+                    position, is_hidden = next_position, item_id in hidden
+                    next_position += 1
+                _check_id(item_id)
+                batch.append(entity(ItemRow(item_id, vector, fields, sync_hash), position, is_hidden, kinds))
                 if len(batch) == UPSERT_ROWS:
                     client.upsert(collection, batch, timeout=timeout)
                     upserted += len(batch)
@@ -130,6 +121,18 @@ def sync_to_milvus(
         removed = list(existing)
         for start in range(0, len(removed), SCAN_ROWS):
             client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
+        info = CollectionInfo(
+            layout=LAYOUT,
+            model_onnx_sha256=manifest.model_onnx_sha256,
+            model_name=manifest.model_name,
+            dim=manifest.dim,
+            prompt_name=manifest.prompt_name,
+            prompt=manifest.prompt,
+            filter_field=manifest.filter_field,
+            fields=kinds,
+            items_sha256=manifest.items_sha256,
+            next_position=next_position,
+        )
         client.alter_collection_properties(collection, properties=info.properties(), timeout=timeout)
         client.flush(collection, timeout=timeout)
         client.load_collection(collection, timeout=timeout)
@@ -245,24 +248,9 @@ def _sync_hash(vector: np.ndarray, fields: dict[str, Any]) -> int:
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
-def _entity(
-    item_id: str, vector: np.ndarray, position: int, hidden: bool, sync_hash: int, fields: dict[str, Any]
-) -> dict[str, Any]:
+def _check_id(item_id: str) -> None:
     if len(item_id.encode("utf-8")) > MAX_ID_LENGTH:
         raise ConfigurationError(f"item id {item_id[:64]!r}… is longer than {MAX_ID_LENGTH} bytes (Milvus's limit)")
-    entity: dict[str, Any] = {
-        ID: item_id,
-        VECTOR: np.asarray(vector, dtype=np.float32).tolist(),
-        POSITION: position,
-        HIDDEN: hidden,
-        CONTENT_HASH: sync_hash,
-    }
-    entity.update({milvus_field(name): value for name, value in fields.items()})
-    return entity
-
-
-def _advanced(info: CollectionInfo) -> CollectionInfo:
-    return replace(info, next_position=info.next_position + 1)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

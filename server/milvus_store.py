@@ -241,6 +241,22 @@ class DeleteResult:
     item_count: int
 
 
+def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
+    """The Milvus entity of `row` in a collection with the fields `kinds` (a categorical field
+    without values holds an empty list, a numeric one None)."""
+    record: dict[str, Any] = {
+        ID: row.item_id,
+        VECTOR: np.asarray(row.vector, dtype=np.float32).tolist(),
+        POSITION: position,
+        HIDDEN: hidden,
+        CONTENT_HASH: row.content_hash,
+    }
+    for name, kind in kinds.items():
+        value = row.fields.get(name)
+        record[milvus_field(name)] = list(value or ()) if kind == "categorical" else value
+    return record
+
+
 class MilvusItems:
     """A Milvus collection opened for search (embedrec.server.store.ItemStore), and its live
     changes (upsert, delete, hide, restore; one at a time per process)."""
@@ -419,7 +435,7 @@ class MilvusItems:
                     next_position += 1
                 else:
                     position, hidden = int(previous[POSITION]), bool(previous[HIDDEN])
-                records.append(self.record(row, position, hidden))
+                records.append(entity(row, position, hidden, self.info.fields))
             if next_position != self.info.next_position:
                 self._set_next_position(next_position, deadline)
             for start in range(0, len(records), ID_BATCH):
@@ -442,20 +458,6 @@ class MilvusItems:
             self.refresh_counts(deadline)
             unknown = [item_id for item_id in item_ids if item_id not in existing]
             return DeleteResult(len(known), unknown, self._item_count)
-
-    def record(self, row: ItemRow, position: int, hidden: bool) -> dict[str, Any]:
-        """The Milvus entity of `row`."""
-        entity: dict[str, Any] = {
-            ID: row.item_id,
-            VECTOR: np.asarray(row.vector, dtype=np.float32).tolist(),
-            POSITION: position,
-            HIDDEN: hidden,
-            CONTENT_HASH: row.content_hash,
-        }
-        for name, kind in self.info.fields.items():
-            value = row.fields.get(name)
-            entity[milvus_field(name)] = list(value or ()) if kind == "categorical" else value
-        return entity
 
     # -- Milvus calls ---------------------------------------------------------------------------
 
