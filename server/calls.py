@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from embedrec.server.errors import EmbedrecError
-from embedrec.server.handlers import UndecodableRequest
+from embedrec.server.errors import EmbedrecError, bounded
 from embedrec.server.metrics import ServerMetrics
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -29,6 +30,18 @@ from embedrec.v1 import embedrec_pb2 as pb
 logger = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
+MAX_REQUEST_ID_CHARS = 64
+# What a request id may hold in logs and replies: no spaces, quotes, '=' or control characters,
+# so a caller cannot forge access-log fields or lines.
+_REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+-]")
+
+
+def clean_request_id(value: str) -> str:
+    """The caller's request id made safe for logs and headers: at most MAX_REQUEST_ID_CHARS
+    characters, each unsafe one replaced by '_'; a new random id when `value` is empty."""
+    if not value:
+        return uuid.uuid4().hex[:16]
+    return _REQUEST_ID_UNSAFE.sub("_", value[:MAX_REQUEST_ID_CHARS])
 
 
 @dataclass
@@ -71,6 +84,10 @@ class Refusal:
     status: str
     message: str
 
+    def __post_init__(self) -> None:
+        # The one cap every answered message passes, whichever layer wrote it.
+        object.__setattr__(self, "message", bounded(self.message))
+
 
 @dataclass
 class Call:
@@ -82,14 +99,12 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
 
 
-def admission(state: ServingState, request: object = None) -> Refusal | None:
-    """None when the call may run, else the refusal (starting, draining, undecodable request)."""
+def admission(state: ServingState) -> Refusal | None:
+    """None when the call may run, else the refusal (starting, draining)."""
     if state.draining:
         return Refusal("UNAVAILABLE", "server is draining; retry another replica or later")
     if state.service is None:
         return Refusal("UNAVAILABLE", "server is starting; retry shortly")
-    if isinstance(request, UndecodableRequest):
-        return Refusal("INVALID_ARGUMENT", f"request is not a valid {request.type_name}: {request.reason}")
     return None
 
 

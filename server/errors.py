@@ -7,6 +7,12 @@ a bug and becomes INTERNAL with the details logged server-side only.
 
 from __future__ import annotations
 
+# How much of a caller's value an error message quotes, and how long any message may be: no
+# message carries unbounded input (gRPC puts it in a trailer, whose size is capped: a longer one
+# never arrives, and the call hangs until the caller's deadline).
+MAX_QUOTED_CHARS = 64
+MAX_MESSAGE_CHARS = 1024
+
 
 class EmbedrecError(Exception):
     """Base of the errors a caller may see; `status` is the gRPC status code's name."""
@@ -52,3 +58,27 @@ class FailedPrecondition(EmbedrecError):
 
 class ConfigurationError(Exception):
     """The server cannot start with these settings or artefacts (a start-up error, not an RPC)."""
+
+
+def quoted(value: object) -> str:
+    """A short, printable rendering of a caller's `value` for an error message: a string's first
+    MAX_QUOTED_CHARS characters (repr-escaped, with the full length when cut), a number as
+    itself, and a container by its type and size only (never its contents, which may be huge or
+    nested thousands deep)."""
+    if isinstance(value, str):
+        if len(value) <= MAX_QUOTED_CHARS:
+            return repr(value)
+        return f"{value[:MAX_QUOTED_CHARS]!r}… ({len(value)} characters)"
+    if value is None or isinstance(value, bool | int | float):
+        text = repr(value)
+        return text if len(text) <= MAX_QUOTED_CHARS else f"{text[:MAX_QUOTED_CHARS]}… ({len(text)} digits)"
+    if isinstance(value, list | tuple | dict):
+        return f"a {'JSON object' if isinstance(value, dict) else 'list'} of {len(value)} entries"
+    return f"a value of type {type(value).__name__}"
+
+
+def bounded(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_CHARS characters: applied to every message a caller gets."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"

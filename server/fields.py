@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.errors import ConfigurationError, InvalidArgument
+from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
 
 FIELDS_DIR = "fields"
 FieldKind = Literal["categorical", "numeric"]
@@ -156,19 +156,19 @@ def check_conditions(
         kind = kinds.get(spec.field)
         if kind is None:
             known = ", ".join(f"{key} ({value})" for key, value in sorted(kinds.items())) or "none"
-            raise InvalidArgument(f"{name}: the items have no field {spec.field!r} (they have: {known})")
+            raise InvalidArgument(f"{name}: the items have no field {quoted(spec.field)} (they have: {known})")
         bounds = (spec.gte, spec.gt, spec.lte, spec.lt)
         has_range = any(bound is not None for bound in bounds)
         has_values = bool(spec.any_of or spec.none_of)
         if kind == "numeric":
             if has_values:
-                raise InvalidArgument(f"{name}: {spec.field!r} is numeric; use gte/gt/lte/lt, not any_of/none_of")
+                raise InvalidArgument(f"{name}: {quoted(spec.field)} is numeric; use gte/gt/lte/lt, not any_of/none_of")
             checked.append(_numeric(name, spec))
         else:
             if has_range:
-                raise InvalidArgument(f"{name}: {spec.field!r} is categorical; use any_of/none_of, not a range")
+                raise InvalidArgument(f"{name}: {quoted(spec.field)} is categorical; use any_of/none_of, not a range")
             if not has_values:
-                raise InvalidArgument(f"{name}: give any_of or none_of values for {spec.field!r}")
+                raise InvalidArgument(f"{name}: give any_of or none_of values for {quoted(spec.field)}")
             checked.append(
                 CheckedCondition(
                     spec.field,
@@ -215,13 +215,13 @@ def _numeric(name: str, spec: ConditionSpec) -> CheckedCondition:
     if (spec.gte is not None and spec.gt is not None) or (spec.lte is not None and spec.lt is not None):
         raise InvalidArgument(f"{name}: give at most one lower bound (gte or gt) and one upper bound (lte or lt)")
     if all(bound is None for bound in (spec.gte, spec.gt, spec.lte, spec.lt)):
-        raise InvalidArgument(f"{name}: give a range for {spec.field!r} (gte, gt, lte or lt)")
+        raise InvalidArgument(f"{name}: give a range for {quoted(spec.field)} (gte, gt, lte or lt)")
     low, low_inclusive = (spec.gte, True) if spec.gte is not None else (spec.gt, False)
     high, high_inclusive = (spec.lte, True) if spec.lte is not None else (spec.lt, False)
     low = -math.inf if low is None else low
     high = math.inf if high is None else high
     if low > high or (low == high and not (low_inclusive and high_inclusive)):
-        raise InvalidArgument(f"{name}: the range of {spec.field!r} is empty ({low} to {high})")
+        raise InvalidArgument(f"{name}: the range of {quoted(spec.field)} is empty ({low} to {high})")
     return CheckedCondition(
         spec.field, "numeric", low=low, low_inclusive=low_inclusive, high=high, high_inclusive=high_inclusive
     )

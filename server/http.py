@@ -40,8 +40,8 @@ from google.protobuf.message import Message
 from embedrec.server import messages
 from embedrec.server.auth import Access, TokenGuard
 from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer
-from embedrec.server.errors import EmbedrecError, InvalidArgument, NotFound
-from embedrec.server.offload import INLINE_JSON_MAX_FLOATS
+from embedrec.server.errors import EmbedrecError, InvalidArgument, NotFound, quoted
+from embedrec.server.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
 from embedrec.server.service import EmbeddingService
 from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
@@ -64,8 +64,6 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
 RETRY_AFTER_SECONDS = "1"
-# Request bodies up to this size are parsed on the event loop (cheaper than the hop to the pool).
-INLINE_PARSE_MAX_BYTES = 4096
 REQUEST_ID_HEADER = b"x-request-id"
 JSON = orjson.OPT_SERIALIZE_NUMPY
 
@@ -161,10 +159,10 @@ class HttpApi:
         _check_model(request.get("model"), service)
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {encoding!r}")
+            raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}")
         dimensions = request.get("dimensions")
         if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-            raise InvalidArgument(f"dimensions must be an integer, got {dimensions!r}")
+            raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}")
         prompt_name = request.get("prompt_name")
         if prompt_name is not None and not isinstance(prompt_name, str):
             raise InvalidArgument("prompt_name must be a string")
@@ -253,7 +251,7 @@ def _check_model(model: object, service: EmbeddingService) -> None:
     if model is None:
         raise InvalidArgument(f"model is required; this server serves {served!r}")
     if model not in (served, served.rsplit("/", 1)[-1]):
-        raise NotFound(f"model {model!r} is not served here; this server serves {served!r} (GET /v1/models)")
+        raise NotFound(f"model {quoted(model)} is not served here; this server serves {served!r} (GET /v1/models)")
 
 
 def _openai_embeddings_body(vectors: np.ndarray, as_base64: bool, model: str, tokens: int) -> bytes:

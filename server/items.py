@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.errors import ConfigurationError, InvalidArgument
+from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
 from embedrec.server.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.hidden import HiddenItems, HideResult
 from embedrec.server.item_ids import ItemIds
@@ -228,7 +228,7 @@ class ItemIndex:
         if not isinstance(column, CategoricalColumn):
             known = ", ".join(sorted(key for key, value in self.columns.items() if value.kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {name!r} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
             )
         return column
 

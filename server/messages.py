@@ -9,12 +9,15 @@ INLINE_RESPONSE_MAX_ITEMS items are built in the CPU pool, off the event loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.fields import ConditionSpec
 from embedrec.server.manifest import PoolingName
-from embedrec.server.offload import INLINE_RESPONSE_MAX_ITEMS
+from embedrec.server.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.pooling import FloatArray
 from embedrec.server.service import (
     EmbeddingService,
@@ -24,6 +27,7 @@ from embedrec.server.service import (
     RecommendResult,
     Strategy,
 )
+from embedrec.server.shapes import LimitTable, check_wire, too_many
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
@@ -40,6 +44,24 @@ STRATEGY_FROM_PROTO: dict[int, Strategy] = {
 PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
 EMBED_VALUES_FIELD = pb.EmbedResponse.DESCRIPTOR.fields_by_name["values"].number
 SIMILARITY_SCORES_FIELD = pb.SimilarityResponse.DESCRIPTOR.fields_by_name["scores"].number
+
+
+async def decode(service: EmbeddingService, data: bytes, message_class: type[Message]) -> Any:
+    """`data` decoded as `message_class` once its count limits hold on the wire; in the CPU pool
+    past INLINE_PARSE_MAX_BYTES. Raises InvalidArgument naming the field past its limit, or
+    saying why the bytes are not such a message."""
+    return await service.cpu.run_unless_small(
+        len(data) <= INLINE_PARSE_MAX_BYTES, _decode, data, message_class, service.request_limits
+    )
+
+
+def _decode(data: bytes, message_class: type[Message], table: LimitTable) -> Message:
+    check_wire(data, message_class.DESCRIPTOR, table)
+    try:
+        return message_class.FromString(data)
+    except (DecodeError, ValueError) as error:
+        reason = str(error).split(":")[-1].strip()
+        raise InvalidArgument(f"request is not a valid {message_class.DESCRIPTOR.name}: {reason}") from None
 
 
 async def embed(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> pb.EmbedResponse:
@@ -101,6 +123,9 @@ async def recommend_batch(
     service: EmbeddingService, request: pb.RecommendBatchRequest, timeout: float | None
 ) -> pb.RecommendBatchResponse:
     """RecommendBatch: Recommend for several users in one pass."""
+    users = service.request_limits[("RecommendBatchRequest", "users")]
+    if len(request.users) > users.limit:  # before any per-user work
+        raise too_many("users", users, len(request.users))
     profiles = [profile_request(user) for user in request.users]
     found = await service.recommend_many(profiles, timeout=timeout)
     return await service.cpu.run_unless_small(

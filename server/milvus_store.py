@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable
+from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
 from embedrec.server.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
 from embedrec.server.hidden import HideResult
 from embedrec.server.store import (
@@ -108,19 +108,19 @@ def check_item_fields(
     MAX_FIELD_VALUE_LENGTH bytes, and a numeric one is finite."""
     known = ", ".join(f"{name} ({kind})" for name, kind in sorted(kinds.items())) or "none"
     for name, values in categorical.items():
+        where = f"{field}.fields[{quoted(name)}]"
         if kinds.get(name) != "categorical":
-            raise InvalidArgument(
-                f"{field}.fields[{name!r}]: not a categorical field of the items (they have: {known})"
-            )
+            raise InvalidArgument(f"{where}: not a categorical field of the items (they have: {known})")
         if len(values) > MAX_FIELD_VALUES:
-            raise InvalidArgument(f"{field}.fields[{name!r}] has {len(values)} values; the limit is {MAX_FIELD_VALUES}")
+            raise InvalidArgument(f"{where} has {len(values)} values; the limit is {MAX_FIELD_VALUES}")
         if any(len(value.encode("utf-8")) > MAX_FIELD_VALUE_LENGTH for value in values):
-            raise InvalidArgument(f"{field}.fields[{name!r}] has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes")
+            raise InvalidArgument(f"{where} has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes")
     for name, number in numeric.items():
+        where = f"{field}.fields[{quoted(name)}]"
         if kinds.get(name) != "numeric":
-            raise InvalidArgument(f"{field}.fields[{name!r}]: not a numeric field of the items (they have: {known})")
+            raise InvalidArgument(f"{where}: not a numeric field of the items (they have: {known})")
         if not math.isfinite(number):
-            raise InvalidArgument(f"{field}.fields[{name!r}] is {number}; give a finite number (leave it out for none)")
+            raise InvalidArgument(f"{where} is {number}; give a finite number (leave it out for none)")
 
 
 @dataclass(frozen=True)
@@ -368,7 +368,7 @@ class MilvusItems:
         if self.info.fields.get(name) != "categorical":
             known = ", ".join(sorted(key for key, kind in self.info.fields.items() if kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {name!r} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
             )
 
     def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:

@@ -32,6 +32,9 @@ INLINE_RESPONSE_MAX_ITEMS = 32
 # JSON of up to this many floats is written inline: orjson takes ~20 us per 384-d vector, so
 # 4 vectors (~70 us) cost about one hop to the pool.
 INLINE_JSON_MAX_FLOATS = 1536
+# Request bodies (JSON or protobuf) up to this size are checked and parsed on the event loop
+# (cheaper than the hop to the pool); larger ones in the pool.
+INLINE_PARSE_MAX_BYTES = 4096
 
 
 class CpuPool:

@@ -13,7 +13,7 @@ default; Recommend's texts are queries ("query", else the default); items are do
 
 from __future__ import annotations
 
-from embedrec.server.errors import InvalidArgument
+from embedrec.server.errors import InvalidArgument, quoted
 from embedrec.server.manifest import ModelManifest
 
 QUERY_PROMPT_NAMES = ("query",)
@@ -28,7 +28,7 @@ def prompt_text(manifest: ModelManifest, prompt_name: str | None, *, field: str 
         return ""
     if name not in manifest.prompts:
         known = ", ".join(sorted(manifest.prompts)) or "none"
-        raise InvalidArgument(f"{field} {name!r} is not one of the model's prompts (it has: {known})")
+        raise InvalidArgument(f"{field} {quoted(name)} is not one of the model's prompts (it has: {known})")
     return manifest.prompts[name]
 
 

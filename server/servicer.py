@@ -8,14 +8,14 @@ gRPC status codes. Request text is never logged.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from embedrec.server import messages
-from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer
+from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.handlers import REQUEST_TYPES
 from embedrec.server.hidden import HideResult
 from embedrec.server.milvus_store import DeleteResult, UpsertResult
 from embedrec.server.service import EmbeddingService, ItemUpsert, ReloadResult
@@ -27,25 +27,44 @@ REQUEST_ID_KEY = "x-request-id"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Handler = Callable[["EmbedRecServicer", Request, grpc.aio.ServicerContext], Awaitable[Response]]
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+RawHandler = Callable[[Any, bytes, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
-def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+class _Guarded(Protocol):
+    state: ServingState
+
+
+def _guarded(handler: Handler[Request, Response]) -> RawHandler[Response]:
+    """The handler behind the call's life cycle: admission, then the request's bytes checked
+    against the count limits and decoded, then the handler; one answer whatever happens."""
     rpc = handler.__name__
+    request_type = REQUEST_TYPES[rpc]
+
+    async def decoded_and_handled(self: _Guarded, data: bytes, context: grpc.aio.ServicerContext, call: Call) -> Any:
+        assert self.state.service is not None  # admitted
+        request = await messages.decode(self.state.service, data, request_type)
+        call.request = request  # for the access log's sizes
+        return await handler(self, request, context)
 
     @functools.wraps(handler)
-    async def wrapper(self: EmbedRecServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
+    async def wrapper(self: _Guarded, data: bytes, context: grpc.aio.ServicerContext) -> Response:
         metadata = context.invocation_metadata() or ()
-        call = Call(rpc, _request_id(metadata), request)
+        call = Call(rpc, request_id(metadata))
         context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
         answered: str | None = None  # None while unanswered: the caller went away
         with self.state.in_flight_call(), server_span(rpc, metadata, request_id=call.request_id) as span:
             try:
-                refusal = admission(self.state, request)
-                outcome = refusal if refusal is not None else await answer(handler(self, request, context), call)
+                refusal = admission(self.state)
+                outcome = (
+                    refusal
+                    if refusal is not None
+                    else await answer(decoded_and_handled(self, data, context, call), call)
+                )
                 if not isinstance(outcome, Refusal):
                     answered = "OK"
-                    return outcome
+                    response: Response = outcome
+                    return response
                 span.refused(outcome.status)
                 # Counted before the status leaves: a caller reading the metrics next sees this call.
                 account(self.state, call, outcome.status)
@@ -59,12 +78,12 @@ def _guarded(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     return wrapper
 
 
-def _request_id(metadata: object) -> str:
-    """The caller's x-request-id (first 64 characters), or a new random one."""
+def request_id(metadata: object) -> str:
+    """The caller's x-request-id (sanitised: see `calls.clean_request_id`), or a new random one."""
     for key, value in metadata:  # type: ignore[attr-defined]
-        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
-            return value[:64]
-    return uuid.uuid4().hex[:16]
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return clean_request_id(value)
+    return clean_request_id("")
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

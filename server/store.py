@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from embedrec.server.errors import InvalidArgument, NotFound
+from embedrec.server.errors import InvalidArgument, NotFound, quoted
 from embedrec.server.fields import ConditionSpec, FieldKind
 from embedrec.server.hidden import HideResult
 from embedrec.server.profiles import Contribution
@@ -163,12 +163,12 @@ def check_distinct(item_ids: Sequence[str], field: str) -> None:
     seen: set[str] = set()
     for item_id in item_ids:
         if item_id in seen:
-            raise InvalidArgument(f"{field} has duplicate id {item_id[:64]!r}; give each item once")
+            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once")
         seen.add(item_id)
 
 
 def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
     """The NotFound naming `field` and (the first few of) the `unknown` ids."""
-    shown = ", ".join(repr(item_id[:64]) for item_id in unknown[:5])
+    shown = ", ".join(quoted(item_id) for item_id in unknown[:5])
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
     return NotFound(f"{field}: unknown item id(s) {shown}{more}")

@@ -1,0 +1,379 @@
+"""Count limits of every request message, checked before any per-element work.
+
+One table (`count_limits`) says how many entries each repeated field of a request may hold. It
+is enforced as early as each format allows:
+
+- protobuf (gRPC): `check_wire` walks the encoded request's records *before* it is decoded and
+  stops at the first field past its limit, so a request of 4 million empty `users` costs 65
+  records of work, not 4 million decoded messages (~280 ms of GIL-holding C here).
+- JSON (HTTP): `check_json_structure` bounds nesting depth, the entries of any one array or
+  object, and the values in all (vectorised over the raw bytes, before the parser allocates a
+  single object); `check_json` then checks the parsed document against the message's fields
+  (types, names, counts) before json_format walks it, so nothing downstream recurses into or
+  echoes what the schema does not allow.
+
+Transport-free beyond protobuf descriptors: both edges call these with the same limits, and the
+messages name the field (with its path) and the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from embedrec.server.errors import InvalidArgument, quoted
+from embedrec.server.limits import Limits
+from embedrec.v1 import embedrec_pb2 as pb
+
+# Deeper than any request of the proto needs (RecommendBatchRequest.users[].where[].any_of[] is 5).
+MAX_JSON_DEPTH = 32
+# Names (prompt_name, where[].field, model...) are short; ids and texts have their own limits.
+FIELDS_PER_ITEM = 256  # ItemUpsert.fields entries
+
+
+@dataclass(frozen=True)
+class CountLimit:
+    """At most `limit` entries, named `name` in messages (a setting or what it derives from)."""
+
+    limit: int
+    name: str
+
+
+LimitTable = Mapping[tuple[str, str], CountLimit]
+
+
+def count_limits(limits: Limits, dim: int) -> LimitTable:
+    """The entries each repeated field of each request message may hold, keyed by (message
+    name, field name). `dim` bounds the vectors."""
+    texts = CountLimit(limits.max_texts_per_request, "max_texts_per_request")
+    values = CountLimit(limits.max_filter_values, "max_filter_values")
+    ids = CountLimit(limits.max_exclude_ids, "max_exclude_ids")
+    vector = CountLimit(dim, "the model's dim")
+    return {
+        ("EmbedRequest", "texts"): texts,
+        ("SimilarityRequest", "candidates"): CountLimit(limits.max_texts_per_request - 1, "max_texts_per_request - 1"),
+        ("SimilarityRequest", "pairs"): CountLimit(limits.max_texts_per_request // 2, "max_texts_per_request / 2"),
+        ("RecommendRequest", "user_vector"): vector,
+        ("RecommendRequest", "texts"): texts,
+        ("RecommendRequest", "items"): CountLimit(limits.max_history_items, "max_history_items"),
+        ("RecommendRequest", "exclude_ids"): ids,
+        ("RecommendRequest", "filter_values"): values,
+        ("RecommendRequest", "where"): CountLimit(limits.max_conditions, "max_conditions"),
+        ("Condition", "any_of"): values,
+        ("Condition", "none_of"): values,
+        ("RecommendBatchRequest", "users"): CountLimit(limits.max_batch_users, "max_batch_users"),
+        ("UpsertItemsRequest", "items"): texts,
+        ("ItemUpsert", "fields"): CountLimit(FIELDS_PER_ITEM, "fields per item"),
+        ("StringList", "values"): values,
+        ("FloatList", "values"): vector,
+        ("DeleteItemsRequest", "ids"): ids,
+        ("HideItemsRequest", "ids"): ids,
+        ("RestoreItemsRequest", "ids"): ids,
+    }
+
+
+def too_many(path: str, limit: CountLimit, count: int | None = None) -> InvalidArgument:
+    """The error for `path` holding more than `limit` entries (`count` when known)."""
+    has = f"{count} entries" if count is not None else f"more than {limit.limit} entries"
+    return InvalidArgument(f"{path} has {has}; the limit is {limit.limit} ({limit.name})")
+
+
+# --- protobuf wire format -------------------------------------------------------------------
+
+_FIXED_SIZE = {
+    FieldDescriptor.TYPE_FLOAT: 4,
+    FieldDescriptor.TYPE_FIXED32: 4,
+    FieldDescriptor.TYPE_SFIXED32: 4,
+    FieldDescriptor.TYPE_DOUBLE: 8,
+    FieldDescriptor.TYPE_FIXED64: 8,
+    FieldDescriptor.TYPE_SFIXED64: 8,
+}
+_VARINT_CONTINUATION = bytes(range(128, 256))
+
+
+class _Malformed(Exception):
+    """The bytes are not a protobuf message: left to the decoder to report."""
+
+
+def check_wire(data: bytes, descriptor: Descriptor, table: LimitTable) -> None:
+    """Raise InvalidArgument naming the first repeated field of the encoded message `data` that
+    holds more entries than `table` allows, without decoding it. The walk stops at that
+    field's (limit + 1)-th record; malformed bytes end it silently (the decoder reports them).
+    Cost: one step per record up to the limits, whatever the message's size."""
+    try:
+        _walk(data, 0, len(data), descriptor, table, _needs_walk(table), "")
+    except (_Malformed, IndexError):
+        return
+
+
+def _walk(
+    data: bytes,
+    position: int,
+    end: int,
+    descriptor: Descriptor,
+    table: LimitTable,
+    walked: frozenset[str],
+    path: str,
+) -> None:
+    plans = _plans(descriptor, table, walked)
+    counts: dict[int, int] = {}
+    while position < end:
+        tag = data[position]  # one-byte varints inline: a long run of small records is the hot path
+        if tag < 0x80:
+            position += 1
+        else:
+            tag, position = _varint(data, position, end)
+        wire_type = tag & 7
+        start = position
+        if wire_type == 2:
+            length = data[position]
+            if length < 0x80:
+                start = position + 1
+            else:
+                length, start = _varint(data, position, end)
+            position = start + length
+        elif wire_type == 0:
+            _, position = _varint(data, position, end)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        else:
+            raise _Malformed
+        if position > end:
+            raise _Malformed
+        plan = plans.get(tag >> 3)
+        if plan is None:
+            continue
+        field, limit, element_size, sub = plan
+        number = tag >> 3
+        if field.is_repeated:
+            count = counts[number] = counts.get(number, 0) + (
+                1 if wire_type != 2 or element_size == 1 else _packed_entries(data, start, position, element_size)
+            )
+            if limit is not None and count > limit.limit:
+                raise too_many(f"{path}{field.name}", limit)
+        if sub is not None and wire_type == 2:
+            index = f"[{counts[number] - 1}]" if field.is_repeated else ""
+            _walk(data, start, position, sub, table, walked, f"{path}{field.name}{index}.")
+
+
+# (field, its limit, bytes per packed element (1: not packable, 0: varints), message to walk)
+_Plan = tuple[FieldDescriptor, CountLimit | None, int, Descriptor | None]
+
+
+def _plans(descriptor: Descriptor, table: LimitTable, walked: frozenset[str]) -> dict[int, _Plan]:
+    """What the walk does with each field number of `descriptor`: only fields with a limit or
+    a message to walk are listed."""
+    plans: dict[int, _Plan] = {}
+    for field in descriptor.fields:
+        limit = table.get((descriptor.name, field.name))
+        sub = field.message_type if field.message_type is not None and field.message_type.name in walked else None
+        if limit is None and sub is None:
+            continue
+        if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE):
+            element_size = 1
+        else:
+            element_size = _FIXED_SIZE.get(field.type, 0)
+        plans[field.number] = (field, limit, element_size, sub)
+    return plans
+
+
+def _packed_entries(data: bytes, start: int, stop: int, element_size: int) -> int:
+    """Elements in a packed run: fixed-size ones by length, varints by their last bytes (the
+    ones without the continuation bit, counted at C speed)."""
+    if element_size:
+        return (stop - start) // element_size
+    return len(data[start:stop].translate(None, _VARINT_CONTINUATION))
+
+
+def _varint(data: bytes, position: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= end or shift > 63:
+            raise _Malformed
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _needs_walk(table: LimitTable) -> frozenset[str]:
+    """Names of the message types whose records must be walked: those with a limited field,
+    and those that (transitively) contain one."""
+    limited = {message for message, _ in table}
+    found: set[str] = set()
+
+    def contains(descriptor: Descriptor, seen: frozenset[str]) -> bool:
+        if descriptor.name in found or descriptor.name in limited:
+            return True
+        for field in descriptor.fields:
+            sub = field.message_type
+            if sub is not None and sub.name not in seen and contains(sub, seen | {descriptor.name}):
+                found.add(descriptor.name)
+                return True
+        return False
+
+    for message in pb.DESCRIPTOR.message_types_by_name.values():
+        if contains(message, frozenset()):
+            found.add(message.name)
+    return frozenset(found | limited)
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def check_json_structure(body: bytes, *, max_entries: int, max_values: int) -> None:
+    """Raise InvalidArgument when the JSON text `body` nests deeper than MAX_JSON_DEPTH, has an
+    array or object of more than `max_entries` entries, or more than `max_values` values in
+    all; vectorised over the bytes (numpy releases the GIL), before any parsing. Malformed JSON
+    may pass or be refused here: either way it gets INVALID_ARGUMENT."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    if data.size == 0:
+        return
+    structural = ~_inside_strings(data)
+    opens = ((data == ord("[")) | (data == ord("{"))) & structural
+    closes = ((data == ord("]")) | (data == ord("}"))) & structural
+    commas = (data == ord(",")) & structural
+    values = int(np.count_nonzero(commas)) + int(np.count_nonzero(opens)) + 1
+    if values > max_values:
+        raise InvalidArgument(
+            f"request body holds about {values} JSON values; no request of this route takes more than {max_values}"
+        )
+    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32), dtype=np.int32)
+    deepest = int(depth.max())
+    if deepest > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"request body nests {deepest} levels deep; the limit is {MAX_JSON_DEPTH}")
+    # Entries of each container = commas at its level before the next opener of that level + 1:
+    # order openers and commas by (level, position) and count commas per opener.
+    positions = np.flatnonzero(opens | commas)
+    if positions.size == 0:
+        return
+    levels = depth[positions]  # an opener: the level of its entries; a comma: the level it separates
+    order = np.argsort(levels, kind="stable")
+    is_opener = opens[positions][order]
+    container = np.cumsum(is_opener) - 1
+    comma_containers = container[~is_opener]
+    if comma_containers.size == 0:
+        return
+    widest = int(np.bincount(comma_containers[comma_containers >= 0]).max(initial=0)) + 1
+    if widest > max_entries:
+        raise InvalidArgument(
+            f"request body has a JSON array or object of {widest} entries; no field takes more than {max_entries}"
+        )
+
+
+def _inside_strings(data: np.ndarray) -> np.ndarray:
+    """True for each byte inside a JSON string (from its opening quote to before its closing)."""
+    quotes = np.flatnonzero(data == ord('"'))
+    inside = np.zeros(data.size, dtype=np.bool_)
+    if quotes.size == 0:
+        return inside
+    backslash = data == ord("\\")
+    if backslash.any():
+        # A quote is escaped when an odd run of backslashes precedes it.
+        indices = np.arange(data.size, dtype=np.int32)
+        last_other = np.maximum.accumulate(np.where(backslash, -1, indices))
+        before = quotes - 1
+        run = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+        quotes = quotes[run % 2 == 0]
+    toggles = np.zeros(data.size, dtype=np.uint8)
+    toggles[quotes] = 1
+    np.cumsum(toggles, dtype=np.uint8, out=toggles)  # parity survives uint8 wrap-around
+    inside = (toggles & 1).astype(np.bool_)
+    return inside
+
+
+def max_json_values(descriptor: Descriptor, table: LimitTable) -> tuple[int, int]:
+    """(entries of the widest array or object, values in all) that a valid request of
+    `descriptor` can hold under `table`: the bounds for `check_json_structure`."""
+    widest = len(descriptor.fields)
+
+    def values(message: Descriptor) -> int:
+        nonlocal widest
+        widest = max(widest, len(message.fields))
+        total = 1
+        for field in message.fields:
+            one = values(field.message_type) + 1 if field.message_type is not None else 1
+            if field.is_repeated:
+                limit = table.get((message.name, field.name))
+                count = limit.limit if limit is not None else 1
+                widest = max(widest, count)
+                total += count * one + 1
+            else:
+                total += one
+        return total
+
+    total = values(descriptor)
+    return widest, total
+
+
+_JSON_SCALARS: dict[int, tuple[type, ...]] = {
+    FieldDescriptor.CPPTYPE_STRING: (str,),
+    FieldDescriptor.CPPTYPE_BOOL: (bool,),
+    FieldDescriptor.CPPTYPE_FLOAT: (int, float, str),  # "NaN", "Infinity" are the proto's JSON
+    FieldDescriptor.CPPTYPE_DOUBLE: (int, float, str),
+    FieldDescriptor.CPPTYPE_INT32: (int, str),  # 64-bit integers travel as strings
+    FieldDescriptor.CPPTYPE_INT64: (int, str),
+    FieldDescriptor.CPPTYPE_UINT32: (int, str),
+    FieldDescriptor.CPPTYPE_UINT64: (int, str),
+    FieldDescriptor.CPPTYPE_ENUM: (str, int),
+}
+
+
+def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: str = "") -> None:
+    """Raise InvalidArgument naming the first field of `document` (a parsed JSON object in the
+    proto's JSON mapping of `descriptor`) that is unknown, of the wrong JSON type, or holds more
+    entries than `table` allows. Counts are checked before any entry is looked at; the walk goes
+    no deeper than the message's own fields."""
+    if not isinstance(document, dict):
+        raise InvalidArgument(f"{path.rstrip('.') or 'request body'} must be a JSON object, got {quoted(document)}")
+    by_name = {**descriptor.fields_by_name, **{field.json_name: field for field in descriptor.fields}}
+    for key, value in document.items():
+        field = by_name.get(key)
+        if field is None:
+            raise InvalidArgument(f"{path}{quoted(key)} is not a field of {descriptor.name}")
+        if value is None:
+            continue
+        name = f"{path}{field.name}"
+        if not field.is_repeated:
+            _check_json_value(value, field, table, name)
+            continue
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if not isinstance(value, dict if is_map else list):
+            raise InvalidArgument(f"{name} must be a JSON {'object' if is_map else 'array'}, got {quoted(value)}")
+        limit = table.get((descriptor.name, field.name))
+        if limit is not None and len(value) > limit.limit:
+            raise too_many(name, limit, len(value))
+        if isinstance(value, dict):
+            value_field = field.message_type.fields_by_name["value"]
+            for map_key, entry in value.items():
+                _check_json_value(entry, value_field, table, f"{name}[{quoted(map_key)}]")
+        else:
+            for index, entry in enumerate(value):
+                _check_json_value(entry, field, table, f"{name}[{index}]")
+
+
+def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, name: str) -> None:
+    if field.message_type is not None:
+        check_json(value, field.message_type, table, f"{name}.")
+        return
+    allowed = _JSON_SCALARS.get(field.cpp_type, ())
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise InvalidArgument(f"{name} must be a {_json_kind(field)}, got {quoted(value)}")
+
+
+def _json_kind(field: FieldDescriptor) -> str:
+    if field.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+        return "string"
+    if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+        return "boolean"
+    if field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
+        return "enum name or number"
+    return "number"
