@@ -29,6 +29,7 @@ from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unava
 from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
 from embedrec.server.hidden import HideResult
 from embedrec.server.http import HttpApi, HttpServer
+from embedrec.server.http_protocol import ConnectionLimits
 from embedrec.server.interceptors import TokenAuthInterceptor
 from embedrec.server.items import ItemIndex
 from embedrec.server.limits import check_count
@@ -144,8 +145,17 @@ class EmbedrecApp:
             self.tokens,
             max_body_bytes=settings.max_message_bytes,
             exempt_health=settings.auth_exempt_health,
+            body_timeout_s=settings.http_body_timeout_s,
+            request_timeout_s=settings.http_request_timeout_s,
         )
-        http = HttpServer(api)
+        refused = self.metrics.http_connections_refused
+        limits = ConnectionLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout_s=settings.http_header_timeout_s,
+            max_connections=settings.http_max_connections,
+            refused=lambda reason: refused.labels(reason=reason).inc(),
+        )
+        http = HttpServer(api, limits, keep_alive_s=settings.http_keep_alive_s)
         try:
             self.http_port = await http.start(
                 settings.host, settings.http_port, reuse_port=settings.reuse_port, tls=tls

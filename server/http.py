@@ -25,9 +25,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import socket
 import ssl
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +39,12 @@ from google.protobuf.message import Message
 
 from embedrec.server import messages
 from embedrec.server.auth import Access, TokenGuard
-from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer
-from embedrec.server.errors import EmbedrecError, InvalidArgument, NotFound, quoted
+from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
+from embedrec.server.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
 from embedrec.server.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
 from embedrec.server.service import EmbeddingService
+from embedrec.server.shapes import LimitTable, check_json, check_json_structure, max_json_values
 from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
 
@@ -56,7 +58,9 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "UNAUTHENTICATED": (401, "authentication_error"),
     "PERMISSION_DENIED": (403, "permission_error"),
     "NOT_FOUND": (404, "not_found_error"),
+    "REQUEST_TIMEOUT": (408, "timeout_error"),
     "PAYLOAD_TOO_LARGE": (413, "invalid_request_error"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "invalid_request_error"),
     "CANCELLED": (499, "client_closed_request"),
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
     "INTERNAL": (500, "server_error"),
@@ -65,6 +69,15 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
 }
 RETRY_AFTER_SECONDS = "1"
 REQUEST_ID_HEADER = b"x-request-id"
+# A client's deadline for the whole call, in seconds (like gRPC's deadline); the server's
+# --http-request-timeout-s applies when it is absent or longer.
+TIMEOUT_HEADER = b"x-request-timeout"
+# The raw-structure check refuses only bodies far past what the route accepts (this many times
+# its widest array and its values, at least STRUCTURE_FLOOR): a moderately oversized list still
+# reaches the field checks, whose messages name the field; parsing STRUCTURE_FLOOR values costs
+# ~5 ms here.
+STRUCTURE_SLACK = 4
+STRUCTURE_FLOOR = 65_536
 JSON = orjson.OPT_SERIALIZE_NUMPY
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -91,7 +104,7 @@ class _Reply:
 class _Route:
     method: str
     name: str  # the "rpc" label in metrics and traces
-    handle: Callable[[HttpApi, bytes, EmbeddingService], Awaitable[tuple[_Reply, object]]]
+    handle: Callable[[HttpApi, bytes, EmbeddingService, float], Awaitable[tuple[_Reply, object]]]
     probe: bool = False  # a health check: no token needed when the server exempts health
 
 
@@ -99,37 +112,46 @@ class HttpApi:
     """The ASGI application. `state` and `tokens` are the gRPC edge's own objects."""
 
     def __init__(
-        self, state: ServingState, tokens: TokenGuard, *, max_body_bytes: int, exempt_health: bool = True
+        self,
+        state: ServingState,
+        tokens: TokenGuard,
+        *,
+        max_body_bytes: int,
+        exempt_health: bool = True,
+        body_timeout_s: float = 10.0,
+        request_timeout_s: float = 60.0,
     ) -> None:
+        """`body_timeout_s`: the longest wait for the next piece of a request body (408 after);
+        `request_timeout_s`: the deadline of a call whose client gives none (504 after)."""
         self.state = state
         self.tokens = tokens
         self.max_body_bytes = max_body_bytes
         self.exempt_health = exempt_health
+        self.body_timeout_s = body_timeout_s
+        self.request_timeout_s = request_timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers = scope["headers"]
-        request_id = _header(headers, REQUEST_ID_HEADER)[:64] or uuid.uuid4().hex[:16]
+        request_id = clean_request_id(_header(headers, REQUEST_ID_HEADER))
         route = ROUTES.get(scope["path"])
         method = scope["method"]
-        if route is None or route.method != method:
-            status, message = (
-                ("NOT_FOUND", f"no route {method} {scope['path']}")
-                if route is None
-                else ("INVALID_ARGUMENT", f"{scope['path']} takes {route.method}, not {method}")
-            )
-            http_status = 404 if route is None else 405
-            await _send(send, _error_body(status, message), http_status, request_id)
+        if route is None:
+            message = f"no route {quoted(method)} {quoted(scope['path'])}"
+            await _send(send, _error_body("NOT_FOUND", message), 404, request_id)
+            return
+        if route.method != method:
+            message = f"{scope['path']} takes {route.method}, not {quoted(method)}"
+            allow = [(b"allow", route.method.encode())]
+            await _send(send, _error_body("INVALID_ARGUMENT", message), 405, request_id, extra=allow)
             return
         call = Call(f"{route.method} {scope['path']}", request_id)
         with self.state.in_flight_call(), server_span(call.rpc, headers, request_id=request_id, system="http") as span:
             reply, status = await self._handle(route, scope, receive, call)
             span.refused(status)
             account(self.state, call, status)
-            await _send(
-                send, reply.body, reply.http_status, request_id, retry=status in ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
-            )
+            await _send(send, reply.body, reply.http_status, request_id, extra=_reply_headers(status))
 
     async def _handle(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> tuple[_Reply, str]:
         """The reply and its status name; never raises."""
@@ -140,22 +162,37 @@ class HttpApi:
         refusal = admission(self.state)
         if refusal is not None:
             return _refused(refusal), refusal.status
+        if route.method == "POST" and not _is_json(_header(scope["headers"], b"content-type")):
+            refusal = Refusal(
+                "UNSUPPORTED_MEDIA_TYPE", "the request body must be JSON (content-type: application/json)"
+            )
+            return _refused(refusal), refusal.status
         outcome = await answer(self._run(route, scope, receive, call), call)
         if isinstance(outcome, Refusal):
             return _refused(outcome), outcome.status
         return outcome, "OK"
 
     async def _run(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> _Reply:
-        body = await _read_body(scope, receive, self.max_body_bytes)
-        assert self.state.service is not None  # admitted
-        reply, request = await route.handle(self, body, self.state.service)
+        """The route's reply within the call's deadline (DEADLINE_EXCEEDED past it: the work
+        still queued is dropped by the batchers)."""
+        timeout = _deadline(_header(scope["headers"], TIMEOUT_HEADER), self.request_timeout_s)
+        try:
+            async with asyncio.timeout(timeout):
+                body = await _read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
+                assert self.state.service is not None  # admitted
+                reply, request = await route.handle(self, body, self.state.service, timeout)
+        except TimeoutError:
+            raise DeadlineExpired(f"the call's deadline of {timeout:g} s passed") from None
         call.request = request  # for the access log's sizes
         return reply
 
-    async def embeddings(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def embeddings(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/embeddings (OpenAI)."""
-        request = await service.cpu.run_unless_small(len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body)
-        texts = _openai_input(request.get("input"))
+        limit = service.limits.max_texts_per_request
+        request = await service.cpu.run_unless_small(
+            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
+        )
+        texts = _openai_input(request.get("input"), limit)
         _check_model(request.get("model"), service)
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
@@ -166,7 +203,7 @@ class HttpApi:
         prompt_name = request.get("prompt_name")
         if prompt_name is not None and not isinstance(prompt_name, str):
             raise InvalidArgument("prompt_name must be a string")
-        result = await service.embed(texts, prompt_name=prompt_name, dimensions=dimensions)
+        result = await service.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
         tokens = sum(result.token_counts)
         reply = await service.cpu.run_unless_small(
             result.vectors.size <= INLINE_JSON_MAX_FLOATS,
@@ -178,44 +215,44 @@ class HttpApi:
         )
         return _Reply(reply), texts
 
-    async def models(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def models(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """GET /v1/models (OpenAI): the one served model."""
         model = {"id": service.encoder.manifest.model_name, "object": "model", "created": 0, "owned_by": "embedrec"}
         return _Reply(orjson.dumps({"object": "list", "data": [model]})), None
 
-    async def embed(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def embed(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/embed: EmbedRequest -> EmbedResponse in the proto's JSON mapping."""
         request = await _parsed(service, body, pb.EmbedRequest())
-        result = await messages.embed_result(service, request, None)
+        result = await messages.embed_result(service, request, timeout)
         vectors = result.vectors
         document = {"values": vectors.ravel(), "dim": vectors.shape[1], "tokenCounts": result.token_counts}
         return _Reply(await _dumps(service, document, vectors.size)), request
 
-    async def similarity(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def similarity(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/similarity: SimilarityRequest -> SimilarityResponse."""
         request = await _parsed(service, body, pb.SimilarityRequest())
-        scores = await messages.similarity_scores(service, request, None)
+        scores = await messages.similarity_scores(service, request, timeout)
         return _Reply(orjson.dumps({"scores": scores}, option=JSON)), request
 
-    async def recommend(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def recommend(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/recommend: RecommendRequest -> RecommendResponse."""
         request = await _parsed(service, body, pb.RecommendRequest())
-        response = await messages.recommend(service, request, None)
+        response = await messages.recommend(service, request, timeout)
         return _Reply(await _message_json(service, response, len(response.items))), request
 
-    async def recommend_batch(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def recommend_batch(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/recommend-batch: RecommendBatchRequest -> RecommendBatchResponse."""
         request = await _parsed(service, body, pb.RecommendBatchRequest())
-        response = await messages.recommend_batch(service, request, None)
+        response = await messages.recommend_batch(service, request, timeout)
         items = sum(len(result.items) for result in response.results)
         return _Reply(await _message_json(service, response, items)), request
 
-    async def info(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def info(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """GET /v1/info: InfoResponse."""
         response = await messages.info(service, pb.InfoRequest(), None)
         return _Reply(_message_dumps(response)), None
 
-    async def health(self, body: bytes, service: EmbeddingService) -> tuple[_Reply, object]:
+    async def health(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """GET /health: reached only when admitted, i.e. SERVING (starting or draining: 503)."""
         return _Reply(orjson.dumps({"status": "SERVING"})), None
 
@@ -232,10 +269,13 @@ ROUTES: dict[str, _Route] = {
 }
 
 
-def _openai_input(value: object) -> list[str]:
-    """OpenAI's `input`: a string or a list of strings (token arrays are not served)."""
+def _openai_input(value: object, limit: int) -> list[str]:
+    """OpenAI's `input`: a string or a list of at most `limit` strings (token arrays are not
+    served); the count is checked before any entry is looked at."""
     if isinstance(value, str):
         return [value]
+    if isinstance(value, list) and len(value) > limit:
+        raise InvalidArgument(f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)")
     if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
         return value
     if isinstance(value, list) and value and all(isinstance(token, int | list) for token in value):
@@ -268,7 +308,15 @@ def _openai_embeddings_body(vectors: np.ndarray, as_base64: bool, model: str, to
     return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}, option=JSON)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _json_object(body: bytes, max_entries: int, max_values: int) -> dict[str, Any]:
+    """`body` parsed as a JSON object once its structure is within reach of what the route
+    takes (`max_entries` in its widest array, `max_values` in all; see STRUCTURE_SLACK and
+    `shapes.check_json_structure`); InvalidArgument otherwise."""
+    check_json_structure(
+        body,
+        max_entries=max(STRUCTURE_SLACK * max_entries, STRUCTURE_FLOOR),
+        max_values=max(STRUCTURE_SLACK * max_values, STRUCTURE_FLOOR),
+    )
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -281,13 +329,20 @@ def _json_object(body: bytes) -> dict[str, Any]:
 async def _parsed(service: EmbeddingService, body: bytes, message: Message) -> Any:
     """`_parse`, in the CPU pool for bodies past INLINE_PARSE_MAX_BYTES (json_format works in
     Python, ~0.5 us per value)."""
-    return await service.cpu.run_unless_small(len(body) <= INLINE_PARSE_MAX_BYTES, _parse, body, message)
+    return await service.cpu.run_unless_small(
+        len(body) <= INLINE_PARSE_MAX_BYTES, _parse, body, message, service.request_limits
+    )
 
 
-def _parse(body: bytes, message: Message) -> Any:
-    """`body` (JSON in the proto's mapping) into `message`; InvalidArgument naming what is wrong."""
+def _parse(body: bytes, message: Message, table: LimitTable) -> Any:
+    """`body` (JSON in the proto's mapping) into `message`; InvalidArgument naming what is wrong.
+    Each step bounds the next: the raw structure (depth, widths, values) before parsing, the
+    document's fields and counts before json_format walks it."""
+    descriptor = message.DESCRIPTOR
+    document = _json_object(body, *max_json_values(descriptor, table))
+    check_json(document, descriptor, table)
     try:
-        json_format.ParseDict(_json_object(body), message)
+        json_format.ParseDict(document, message)
     except json_format.ParseError as error:
         raise InvalidArgument(f"request does not match {message.DESCRIPTOR.name}: {error}") from None
     return message
@@ -313,19 +368,50 @@ def _refused(refusal: Refusal) -> _Reply:
 
 def _error_body(status: str, message: str) -> bytes:
     error_type = HTTP_STATUS.get(status, (500, "server_error"))[1]
-    return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": status}})
+    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": status}})
 
 
-async def _read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
+def _reply_headers(status: str) -> list[tuple[bytes, bytes]]:
+    """Headers a refusal of `status` carries beyond the usual ones."""
+    if status in ("RESOURCE_EXHAUSTED", "UNAVAILABLE"):
+        return [(b"retry-after", RETRY_AFTER_SECONDS.encode())]
+    if status == "UNAUTHENTICATED":
+        return [(b"www-authenticate", b'Bearer realm="embedrec"')]
+    if status in ("REQUEST_TIMEOUT", "PAYLOAD_TOO_LARGE"):
+        return [(b"connection", b"close")]  # the rest of the body is not read: end the connection
+    return []
+
+
+def _is_json(content_type: str) -> bool:
+    """True for application/json (any parameters) and application/*+json."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _deadline(header: str, default_s: float) -> float:
+    """The call's timeout: the client's x-request-timeout (seconds) when valid and shorter than
+    the server's `default_s`."""
+    try:
+        asked = float(header) if header else math.inf
+    except ValueError:
+        asked = math.inf
+    return min(asked, default_s) if asked > 0 else default_s
+
+
+async def _read_body(scope: dict[str, Any], receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The request body, at most `limit` bytes (413 beyond, before reading it when the client
-    declares its length)."""
+    declares its length), each piece arriving within `timeout_s` (408 otherwise)."""
     declared = _header(scope["headers"], b"content-length")
     if declared.isdigit() and int(declared) > limit:
-        raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body of {declared} bytes exceeds {limit} bytes")
+        raise _HttpRefusal("PAYLOAD_TOO_LARGE", f"request body of {quoted(declared)} bytes exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await receive()
+        except TimeoutError:
+            raise _HttpRefusal("REQUEST_TIMEOUT", f"request body stalled for {timeout_s:g} s") from None
         if message["type"] == "http.disconnect":
             raise _HttpRefusal("CANCELLED", "the client went away")
         chunk = message.get("body", b"")
@@ -344,14 +430,15 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-async def _send(send: Send, body: bytes, status: int, request_id: str, *, retry: bool = False) -> None:
+async def _send(
+    send: Send, body: bytes, status: int, request_id: str, *, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (REQUEST_ID_HEADER, request_id.encode("latin-1", "replace")),
+        (REQUEST_ID_HEADER, request_id.encode("ascii")),
+        *(extra or []),
     ]
-    if retry:
-        headers.append((b"retry-after", RETRY_AFTER_SECONDS.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -360,8 +447,12 @@ class HttpServer:
     """uvicorn serving `app` on the caller's event loop (no signal handlers of its own: the
     server's drain decides when it stops)."""
 
-    def __init__(self, app: HttpApi) -> None:
+    def __init__(self, app: HttpApi, limits: ConnectionLimits | None = None, *, keep_alive_s: int = 5) -> None:
+        """`limits`: what a connection may cost before its request reaches `app`;
+        `keep_alive_s`: idle time before a kept-alive connection is closed."""
         self.app = app
+        self.limits = limits or ConnectionLimits()
+        self.keep_alive_s = keep_alive_s
         self.port = 0
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
@@ -383,7 +474,8 @@ class HttpServer:
             self.app,
             host=host,
             port=port,
-            http="httptools",
+            http=guarded_protocol(self.limits),
+            timeout_keep_alive=self.keep_alive_s,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -394,6 +486,7 @@ class HttpServer:
         config.load()
         server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)
+        rate_limited_accept_errors(asyncio.get_running_loop())
         listener = _listen(host, port, reuse_port)
         await server.startup(sockets=[listener])
         self._server = server

@@ -36,6 +36,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_items": ("gauge", "items in the served catalog"),
     "embedrec_hidden_items": ("gauge", "items hidden by EmbedRecAdmin.HideItems (never recommended until restored)"),
     "embedrec_serving": ("gauge", "1 while health is SERVING, else 0"),
+    "embedrec_http_connections_refused_total": (
+        "counter",
+        "HTTP connections answered and closed before their request reached the API, by reason (connections, "
+        "header_size, header_timeout, malformed)",
+    ),
 }
 
 
@@ -71,6 +76,9 @@ class ServerMetrics:
             metric(Counter, "embedrec_searches_dropped_total", labelnames=("reason",)),
         )
         self.serving = metric(Gauge, "embedrec_serving")
+        self.http_connections_refused = metric(
+            Counter, "embedrec_http_connections_refused_total", labelnames=("reason",)
+        )
         for reason in ("expired", "cancelled", "shutdown"):
             self.texts_dropped.labels(reason=reason)
 

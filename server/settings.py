@@ -205,7 +205,12 @@ class Settings:
         "file of admin bearer tokens, one per line; re-read on SIGHUP like --auth-tokens-file. With client "
         "tokens but no admin token, admin RPCs are refused (PERMISSION_DENIED)",
     )
-    max_message_bytes: int = _setting(16 * 1024 * 1024, "largest request or response message, bytes")
+    max_message_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "largest request or response message (gRPC) and request body (HTTP), bytes; gRPC's own default. Every "
+        "request the default limits allow fits but RecommendBatch with long exclude lists: raise it for those",
+        minimum=1024,
+    )
     drain_seconds: float = _setting(10.0, "on SIGTERM, how long in-flight calls may take to finish")
     drain_min_seconds: float = _setting(
         0.5,
@@ -220,6 +225,30 @@ class Settings:
         "HTTP/JSON port on --host (OpenAI-compatible /v1/embeddings, JSON mirrors of the RPCs, /health), "
         "sharing the model, queue, tokens and TLS with gRPC; 0 picks a free one, -1 turns HTTP off",
         minimum=-1,
+    )
+    http_max_connections: int = _setting(
+        1000,
+        "open HTTP connections at most; the next one is answered 503 with Retry-After and closed (keeps a flood of "
+        "idle connections from exhausting file descriptors)",
+        minimum=1,
+    )
+    http_max_header_bytes: int = _setting(
+        32 * 1024, "largest HTTP request line and headers together, bytes (431 beyond)", minimum=1024
+    )
+    http_header_timeout_s: float = _setting(
+        10.0,
+        "time an HTTP connection has to send a complete request head, from its start (408; a silent one is closed)",
+        minimum=0.1,
+    )
+    http_body_timeout_s: float = _setting(
+        10.0, "longest wait for the next piece of an HTTP request body (408, connection closed)", minimum=0.1
+    )
+    http_keep_alive_s: int = _setting(5, "idle seconds after which a kept-alive HTTP connection is closed", minimum=1)
+    http_request_timeout_s: float = _setting(
+        60.0,
+        "deadline of an HTTP call (504 past it, its queued work dropped); a client's x-request-timeout header "
+        "(seconds) may shorten it",
+        minimum=0.1,
     )
     metrics_port: int = _setting(9464, "Prometheus /metrics HTTP port; 0 picks a free one, -1 disables")
     metrics_host: str = _setting("127.0.0.1", "address the metrics endpoint listens on")
