@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from embedrec.server.item_ids import id_hash
+from embedrec.server.item_ids import MAX_ID_BYTES, id_hash
 
 MAX_LISTED_OFFENDERS = 20
 
@@ -80,7 +80,7 @@ def validate_catalog(
     be numbers (see `parse_number`).
 
     Raises CatalogError listing (up to MAX_LISTED_OFFENDERS per kind) rows that fail to parse,
-    empty ids, empty texts, ids with line breaks, non-numeric values, and duplicate ids with
+    empty ids, empty texts, ids with line breaks, ids over MAX_ID_BYTES, non-numeric values, and duplicate ids with
     their lines: before anything is embedded.
     """
     # Duplicates are found by 64-bit id hashes (8 bytes per row, not a dict of every id), and
@@ -91,6 +91,7 @@ def validate_catalog(
         "empty ids": [],
         "empty texts": [],
         "ids with line breaks": [],
+        f"ids longer than {MAX_ID_BYTES} bytes": [],
         "non-numeric values": [],
         "duplicate ids": [],
     }
@@ -107,6 +108,8 @@ def validate_catalog(
             problems["empty ids"].append(f"line {row.line}")
         elif "\n" in row.item_id or "\r" in row.item_id:
             problems["ids with line breaks"].append(f"line {row.line}")
+        elif len(row.item_id.encode("utf-8")) > MAX_ID_BYTES:  # requests could never name it
+            problems[f"ids longer than {MAX_ID_BYTES} bytes"].append(f"line {row.line}")
         else:
             id_hashes.append(id_hash(row.item_id))
         if not row.text or not row.text.strip():

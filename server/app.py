@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -84,7 +85,9 @@ class EmbedrecApp:
         message_limit = self.settings.max_message_bytes
         interceptors = []
         if self.tokens.policy.enabled:
-            interceptors.append(TokenAuthInterceptor(self.tokens, exempt_health=self.settings.auth_exempt_health))
+            interceptors.append(
+                TokenAuthInterceptor(self.tokens, exempt_health=self.settings.auth_exempt_health, state=self.state)
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -110,12 +113,15 @@ class EmbedrecApp:
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = _server_credentials(self.settings)
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise ConfigurationError(f"cannot listen on {address}")
+            raise ConfigurationError(f"cannot listen for gRPC on {address} (--port): in use or not allowed")
         await server.start()
         self._server = server
         try:
@@ -125,7 +131,14 @@ class EmbedrecApp:
             self._server = None
             raise
         if self.settings.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve_http(self.settings.metrics_host, self.settings.metrics_port)
+            host, port = self.settings.metrics_host, self.settings.metrics_port
+            try:
+                self.metrics_port = self.metrics.serve_http(host, port)
+            except OSError as error:
+                await self.stop(grace=0)
+                raise ConfigurationError(
+                    f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror or error}"
+                ) from None
             logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.metrics_port)
         logger.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
         return self.port
@@ -162,7 +175,8 @@ class EmbedrecApp:
             )
         except OSError as error:
             raise ConfigurationError(
-                f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {error}"
+                f"cannot listen for HTTP on {settings.host}:{settings.http_port} (--http-port): "
+                f"{error.strerror or error}"
             ) from None
         self._http = http
         scheme = "https" if tls else "http"
@@ -383,6 +397,18 @@ class EmbedrecApp:
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
 
 
+def raise_descriptor_limit() -> None:
+    """Raise this process's open-file limit to its hard limit: every connection costs a
+    descriptor, and the soft limit (often 1,024) would be reached long before the HTTP
+    connection cap or gRPC's own limits apply."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:  # e.g. an unlimited hard limit some kernels refuse
+        logger.warning("open-file limit left as it is: %s", error)
+
+
 def resolve_tuning(settings: Settings) -> tuple[Settings, str]:
     """`settings` with the model's tuning file applied (for the settings not given explicitly)
     when it was measured on this machine with this model, and a line saying what happened (for
@@ -499,7 +525,12 @@ async def serve(settings: Settings) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
-    await app.start()
+    raise_descriptor_limit()
+    try:
+        await app.start()
+    except ConfigurationError as error:
+        logger.error("cannot start: %s", error)
+        return 2
     # Loading may wait (e.g. for Milvus to answer): a stop request meanwhile ends it.
     loading = asyncio.create_task(app.load())
     stopping = asyncio.create_task(stop_requested.wait())

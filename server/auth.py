@@ -74,9 +74,12 @@ class TokenPolicy:
 
 
 def _bearer(authorization: str | None) -> bytes | None:
-    if not authorization or not authorization.startswith("Bearer "):
+    """The token of an `authorization` value of the Bearer scheme (its name is case-insensitive,
+    RFC 7235), else None."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         return None
-    return authorization.removeprefix("Bearer ").strip().encode()
+    return token.strip().encode()
 
 
 def _matches(offered: bytes, tokens: list[bytes]) -> bool:

@@ -30,6 +30,7 @@ from embedrec.v1 import embedrec_pb2 as pb
 logger = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
+REQUEST_ID_KEY = "x-request-id"  # gRPC metadata key and HTTP header of a call's request id
 MAX_REQUEST_ID_CHARS = 64
 # What a request id may hold in logs and replies: no spaces, quotes, '=' or control characters,
 # so a caller cannot forge access-log fields or lines.
@@ -42,6 +43,14 @@ def clean_request_id(value: str) -> str:
     if not value:
         return uuid.uuid4().hex[:16]
     return _REQUEST_ID_UNSAFE.sub("_", value[:MAX_REQUEST_ID_CHARS])
+
+
+def request_id(metadata: object) -> str:
+    """The caller's x-request-id (sanitised: see `calls.clean_request_id`), or a new random one."""
+    for key, value in metadata:  # type: ignore[attr-defined]
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return clean_request_id(value)
+    return clean_request_id("")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from embedrec.server.auth import Access, TokenGuard
+from embedrec.server.calls import REQUEST_ID_KEY, Call, ServingState, account, request_id
 from embedrec.v1 import embedrec_pb2 as pb
 
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
@@ -24,9 +25,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     Health stays open when `exempt_health` (orchestrators probe it without credentials).
     """
 
-    def __init__(self, guard: TokenGuard, *, exempt_health: bool) -> None:
+    def __init__(self, guard: TokenGuard, *, exempt_health: bool, state: ServingState | None = None) -> None:
+        """`state`: where refusals are counted (metrics, access log) like every other answer."""
         self._guard = guard
         self._exempt_health = exempt_health
+        self._state = state
 
     async def intercept_service(
         self,
@@ -42,19 +45,30 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         if access is Access.ALLOWED:
             return handler
+        rpc = details.method.rsplit("/", 1)[-1]
         if access is Access.PERMISSION_DENIED:
-            return _denying(handler, grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED)
-        return _denying(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
+            return _denying(handler, grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED, rpc, self._state)
+        return _denying(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED, rpc, self._state)
 
 
-def _denying(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that answers `code` with `message`."""
+def _denying(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, rpc: str, state: ServingState | None
+) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that answers `code` with `message`, counted in
+    `state` under `rpc`."""
+
+    async def refuse(context: grpc.aio.ServicerContext) -> None:
+        if state is not None:
+            call = Call(rpc, request_id(context.invocation_metadata() or ()))
+            context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
+            account(state, call, code.name)
+        await context.abort(code, message)
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+        await refuse(context)
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+        await refuse(context)
         yield  # pragma: no cover (makes this an async generator)
 
     codecs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}

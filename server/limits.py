@@ -52,15 +52,19 @@ def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: 
 
 
 def check_vector(values: Sequence[float] | npt.NDArray[np.float32], dim: int, *, field: str) -> npt.NDArray[np.float32]:
-    """`values` as float32 (dim,); InvalidArgument on wrong length, NaN/Inf or all zeros."""
-    vector = np.asarray(values, dtype=np.float32)
-    if vector.shape != (dim,):
-        raise InvalidArgument(f"{field} has {vector.shape[0]} values; the model's dim is {dim}")
+    """`values` as float32 (dim,) scaled so its largest magnitude is 1 (same direction: only the
+    direction counts, and the later L2 norm can then neither overflow, as with 1e18 values, nor
+    underflow, as with 1e-20). InvalidArgument on wrong length, NaN/Inf or all zeros."""
+    if len(values) != dim:
+        raise InvalidArgument(f"{field} has {len(values)} values; the model's dim is {dim}")
+    vector = np.asarray(values, dtype=np.float64)
     if not np.isfinite(vector).all():
         raise InvalidArgument(f"{field} contains NaN or Inf")
-    if not vector.any():
+    largest = float(np.abs(vector).max())
+    if largest == 0.0:
         raise InvalidArgument(f"{field} is all zeros; its direction is undefined")
-    return vector
+    scaled: npt.NDArray[np.float32] = (vector / largest).astype(np.float32)
+    return scaled
 
 
 def check_weight(weight: float, *, field: str, negative: bool = False) -> float:

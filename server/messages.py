@@ -123,7 +123,7 @@ async def recommend_batch(
     service: EmbeddingService, request: pb.RecommendBatchRequest, timeout: float | None
 ) -> pb.RecommendBatchResponse:
     """RecommendBatch: Recommend for several users in one pass."""
-    users = service.request_limits[("RecommendBatchRequest", "users")]
+    users = service.request_limits.counts[("RecommendBatchRequest", "users")]
     if len(request.users) > users.limit:  # before any per-user work
         raise too_many("users", users, len(request.users))
     profiles = [profile_request(user) for user in request.users]

@@ -42,6 +42,7 @@ import numpy as np
 from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
 from embedrec.server.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
 from embedrec.server.hidden import HideResult
+from embedrec.server.item_ids import MAX_ID_BYTES
 from embedrec.server.store import (
     History,
     Query,
@@ -60,7 +61,7 @@ POSITION = "position"
 HIDDEN = "hidden"
 CONTENT_HASH = "content_hash"
 FIELD_PREFIX = "f_"
-MAX_ID_LENGTH = 4096
+MAX_ID_LENGTH = MAX_ID_BYTES
 MAX_FIELD_VALUES = 256  # values per item of a categorical field
 MAX_FIELD_VALUE_LENGTH = 1024
 # Milvus answers at most this many results per query vector (topk + offset).

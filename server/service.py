@@ -52,7 +52,7 @@ from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.pooling import FloatArray, l2_normalize
 from embedrec.server.profiles import BestScore, Profile, ProfilePart, combine_profile
 from embedrec.server.prompts import prompt_text, query_prompt_name, with_prompt
-from embedrec.server.shapes import count_limits
+from embedrec.server.shapes import request_limits
 from embedrec.server.store import ItemStore, Query, Recommendation, check_distinct
 from embedrec.server.tokenization import TokenizedText
 from embedrec.server.tracing import batch_tracer, span
@@ -348,7 +348,7 @@ class EmbeddingService:
         self.search_batcher = search_batcher
         self.cpu = cpu
         self.tuning = tuning
-        self.request_limits = count_limits(limits, encoder.dim)
+        self.request_limits = request_limits(limits, encoder.dim)
 
     async def embed(
         self,

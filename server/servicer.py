@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from embedrec.server import messages
-from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.calls import REQUEST_ID_KEY, Call, Refusal, ServingState, account, admission, answer, request_id
 from embedrec.server.handlers import REQUEST_TYPES
 from embedrec.server.hidden import HideResult
 from embedrec.server.milvus_store import DeleteResult, UpsertResult
@@ -22,8 +22,6 @@ from embedrec.server.service import EmbeddingService, ItemUpsert, ReloadResult
 from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
-
-REQUEST_ID_KEY = "x-request-id"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -76,14 +74,6 @@ def _guarded(handler: Handler[Request, Response]) -> RawHandler[Response]:
                     account(self.state, call, answered or "CANCELLED")
 
     return wrapper
-
-
-def request_id(metadata: object) -> str:
-    """The caller's x-request-id (sanitised: see `calls.clean_request_id`), or a new random one."""
-    for key, value in metadata:  # type: ignore[attr-defined]
-        if key == REQUEST_ID_KEY and isinstance(value, str):
-            return clean_request_id(value)
-    return clean_request_id("")
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

@@ -1,7 +1,7 @@
-"""Count limits of every request message, checked before any per-element work.
+"""Count and size limits of every request message, checked before any per-element work.
 
-One table (`count_limits`) says how many entries each repeated field of a request may hold. It
-is enforced as early as each format allows:
+One table (`request_limits`) says how many entries each repeated field of a request may hold
+and how many bytes each string field. It is enforced as early as each format allows:
 
 - protobuf (gRPC): `check_wire` walks the encoded request's records *before* it is decoded and
   stops at the first field past its limit, so a request of 4 million empty `users` costs 65
@@ -26,29 +26,74 @@ import numpy as np
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from embedrec.server.errors import InvalidArgument, quoted
+from embedrec.server.item_ids import MAX_ID_BYTES
 from embedrec.server.limits import Limits
-from embedrec.v1 import embedrec_pb2 as pb
 
 # Deeper than any request of the proto needs (RecommendBatchRequest.users[].where[].any_of[] is 5).
 MAX_JSON_DEPTH = 32
-# Names (prompt_name, where[].field, model...) are short; ids and texts have their own limits.
 FIELDS_PER_ITEM = 256  # ItemUpsert.fields entries
 
 
 @dataclass(frozen=True)
 class CountLimit:
-    """At most `limit` entries, named `name` in messages (a setting or what it derives from)."""
+    """At most `limit` entries (or bytes), named `name` in messages (a setting or what it
+    derives from)."""
 
     limit: int
     name: str
 
 
-LimitTable = Mapping[tuple[str, str], CountLimit]
+# Names and values (prompt_name, where[].field, filter values...) are short; texts and ids have
+# their own limits.
+DEFAULT_STRING_BYTES = CountLimit(1024, "names and values")
 
 
-def count_limits(limits: Limits, dim: int) -> LimitTable:
-    """The entries each repeated field of each request message may hold, keyed by (message
-    name, field name). `dim` bounds the vectors."""
+@dataclass(frozen=True)
+class LimitTable:
+    """The limits of the request messages, keyed by (message name, field name): `counts` for
+    repeated fields, `string_bytes` for string fields (UTF-8 bytes; None: texts, whose limit in
+    characters the service checks with its own message; any string field not listed holds at
+    most DEFAULT_STRING_BYTES)."""
+
+    counts: Mapping[tuple[str, str], CountLimit]
+    string_bytes: Mapping[tuple[str, str], CountLimit | None]
+
+    def count(self, message: str, field: str) -> CountLimit | None:
+        """The count limit of `message`.`field`, if it has one."""
+        return self.counts.get((message, field))
+
+    def string(self, message: str, field: str) -> CountLimit | None:
+        """The byte limit of the string field `message`.`field` (None: none on the wire)."""
+        return self.string_bytes.get((message, field), DEFAULT_STRING_BYTES)
+
+
+def request_limits(limits: Limits, dim: int) -> LimitTable:
+    """The limits of every request message under `limits`; `dim` bounds the vectors."""
+    return LimitTable(_count_limits(limits, dim), _string_limits())
+
+
+def _string_limits() -> Mapping[tuple[str, str], CountLimit | None]:
+    # Texts are bounded by the message size here; max_chars_per_text is checked in characters later.
+    text = None
+    item_id = CountLimit(MAX_ID_BYTES, "item ids")
+    return {
+        ("EmbedRequest", "texts"): text,
+        ("SimilarityRequest", "query"): text,
+        ("SimilarityRequest", "candidates"): text,
+        ("TextPair", "a"): text,
+        ("TextPair", "b"): text,
+        ("WeightedText", "text"): text,
+        ("ItemUpsert", "text"): text,
+        ("WeightedItem", "id"): item_id,
+        ("RecommendRequest", "exclude_ids"): item_id,
+        ("ItemUpsert", "id"): item_id,
+        ("DeleteItemsRequest", "ids"): item_id,
+        ("HideItemsRequest", "ids"): item_id,
+        ("RestoreItemsRequest", "ids"): item_id,
+    }
+
+
+def _count_limits(limits: Limits, dim: int) -> Mapping[tuple[str, str], CountLimit]:
     texts = CountLimit(limits.max_texts_per_request, "max_texts_per_request")
     values = CountLimit(limits.max_filter_values, "max_filter_values")
     ids = CountLimit(limits.max_exclude_ids, "max_exclude_ids")
@@ -74,6 +119,11 @@ def count_limits(limits: Limits, dim: int) -> LimitTable:
         ("HideItemsRequest", "ids"): ids,
         ("RestoreItemsRequest", "ids"): ids,
     }
+
+
+def too_long(path: str, limit: CountLimit) -> InvalidArgument:
+    """The error for the string at `path` longer than `limit` UTF-8 bytes."""
+    return InvalidArgument(f"{path} is longer than {limit.limit} bytes ({limit.name})")
 
 
 def too_many(path: str, limit: CountLimit, count: int | None = None) -> InvalidArgument:
@@ -105,7 +155,7 @@ def check_wire(data: bytes, descriptor: Descriptor, table: LimitTable) -> None:
     field's (limit + 1)-th record; malformed bytes end it silently (the decoder reports them).
     Cost: one step per record up to the limits, whatever the message's size."""
     try:
-        _walk(data, 0, len(data), descriptor, table, _needs_walk(table), "")
+        _walk(data, 0, len(data), descriptor, table, "")
     except (_Malformed, IndexError):
         return
 
@@ -116,10 +166,9 @@ def _walk(
     end: int,
     descriptor: Descriptor,
     table: LimitTable,
-    walked: frozenset[str],
     path: str,
 ) -> None:
-    plans = _plans(descriptor, table, walked)
+    plans = _plans(descriptor, table)
     counts: dict[int, int] = {}
     while position < end:
         tag = data[position]  # one-byte varints inline: a long run of small records is the hot path
@@ -149,7 +198,7 @@ def _walk(
         plan = plans.get(tag >> 3)
         if plan is None:
             continue
-        field, limit, element_size, sub = plan
+        field, limit, element_size, sub, string_limit = plan
         number = tag >> 3
         if field.is_repeated:
             count = counts[number] = counts.get(number, 0) + (
@@ -157,29 +206,37 @@ def _walk(
             )
             if limit is not None and count > limit.limit:
                 raise too_many(f"{path}{field.name}", limit)
-        if sub is not None and wire_type == 2:
+        if wire_type != 2:
+            continue
+        if string_limit is not None and position - start > string_limit.limit:
             index = f"[{counts[number] - 1}]" if field.is_repeated else ""
-            _walk(data, start, position, sub, table, walked, f"{path}{field.name}{index}.")
+            raise too_long(f"{path}{field.name}{index}", string_limit)
+        if sub is not None:
+            index = f"[{counts[number] - 1}]" if field.is_repeated else ""
+            _walk(data, start, position, sub, table, f"{path}{field.name}{index}.")
 
 
-# (field, its limit, bytes per packed element (1: not packable, 0: varints), message to walk)
-_Plan = tuple[FieldDescriptor, CountLimit | None, int, Descriptor | None]
+# (field, its count limit, bytes per packed element (1: not packable, 0: varints), message to
+# walk, its byte limit when a string)
+_Plan = tuple[FieldDescriptor, CountLimit | None, int, Descriptor | None, CountLimit | None]
 
 
-def _plans(descriptor: Descriptor, table: LimitTable, walked: frozenset[str]) -> dict[int, _Plan]:
+def _plans(descriptor: Descriptor, table: LimitTable) -> dict[int, _Plan]:
     """What the walk does with each field number of `descriptor`: only fields with a limit or
     a message to walk are listed."""
     plans: dict[int, _Plan] = {}
     for field in descriptor.fields:
-        limit = table.get((descriptor.name, field.name))
-        sub = field.message_type if field.message_type is not None and field.message_type.name in walked else None
-        if limit is None and sub is None:
+        limit = table.count(descriptor.name, field.name)
+        sub = field.message_type
+        is_string = field.type == FieldDescriptor.TYPE_STRING
+        string_limit = table.string(descriptor.name, field.name) if is_string else None
+        if limit is None and sub is None and string_limit is None:
             continue
         if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE):
             element_size = 1
         else:
             element_size = _FIXED_SIZE.get(field.type, 0)
-        plans[field.number] = (field, limit, element_size, sub)
+        plans[field.number] = (field, limit, element_size, sub, string_limit)
     return plans
 
 
@@ -202,28 +259,6 @@ def _varint(data: bytes, position: int, end: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, position
         shift += 7
-
-
-def _needs_walk(table: LimitTable) -> frozenset[str]:
-    """Names of the message types whose records must be walked: those with a limited field,
-    and those that (transitively) contain one."""
-    limited = {message for message, _ in table}
-    found: set[str] = set()
-
-    def contains(descriptor: Descriptor, seen: frozenset[str]) -> bool:
-        if descriptor.name in found or descriptor.name in limited:
-            return True
-        for field in descriptor.fields:
-            sub = field.message_type
-            if sub is not None and sub.name not in seen and contains(sub, seen | {descriptor.name}):
-                found.add(descriptor.name)
-                return True
-        return False
-
-    for message in pb.DESCRIPTOR.message_types_by_name.values():
-        if contains(message, frozenset()):
-            found.add(message.name)
-    return frozenset(found | limited)
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -302,7 +337,7 @@ def max_json_values(descriptor: Descriptor, table: LimitTable) -> tuple[int, int
         for field in message.fields:
             one = values(field.message_type) + 1 if field.message_type is not None else 1
             if field.is_repeated:
-                limit = table.get((message.name, field.name))
+                limit = table.count(message.name, field.name)
                 count = limit.limit if limit is not None else 1
                 widest = max(widest, count)
                 total += count * one + 1
@@ -343,30 +378,49 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
             continue
         name = f"{path}{field.name}"
         if not field.is_repeated:
-            _check_json_value(value, field, table, name)
+            _check_json_value(value, field, table, name, descriptor)
             continue
         is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
         if not isinstance(value, dict if is_map else list):
             raise InvalidArgument(f"{name} must be a JSON {'object' if is_map else 'array'}, got {quoted(value)}")
-        limit = table.get((descriptor.name, field.name))
+        limit = table.count(descriptor.name, field.name)
         if limit is not None and len(value) > limit.limit:
             raise too_many(name, limit, len(value))
         if isinstance(value, dict):
-            value_field = field.message_type.fields_by_name["value"]
+            entry_type = field.message_type
             for map_key, entry in value.items():
-                _check_json_value(entry, value_field, table, f"{name}[{quoted(map_key)}]")
+                entry_name = f"{name}[{quoted(map_key)}]"
+                _check_json_value(map_key, entry_type.fields_by_name["key"], table, entry_name, entry_type)
+                _check_json_value(entry, entry_type.fields_by_name["value"], table, entry_name, entry_type)
         else:
             for index, entry in enumerate(value):
-                _check_json_value(entry, field, table, f"{name}[{index}]")
+                _check_json_value(entry, field, table, f"{name}[{index}]", descriptor)
 
 
-def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, name: str) -> None:
+def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, name: str, owner: Descriptor) -> None:
     if field.message_type is not None:
         check_json(value, field.message_type, table, f"{name}.")
         return
     allowed = _JSON_SCALARS.get(field.cpp_type, ())
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         raise InvalidArgument(f"{name} must be a {_json_kind(field)}, got {quoted(value)}")
+    if isinstance(value, str) and field.enum_type is not None and value not in field.enum_type.values_by_name:
+        known = ", ".join(field.enum_type.values_by_name)
+        raise InvalidArgument(f"{name} has unknown value {quoted(value)}; use one of {known}")
+    if isinstance(value, str) and field.type == FieldDescriptor.TYPE_STRING:
+        limit = table.string(owner.name, field.name)
+        if limit is not None and _utf8_longer(value, limit.limit):
+            raise too_long(name, limit)
+
+
+def _utf8_longer(text: str, limit: int) -> bool:
+    """Whether `text` takes more than `limit` UTF-8 bytes (1 to 4 per character: encoded only
+    when its length alone cannot tell)."""
+    if len(text) > limit:
+        return True
+    if 4 * len(text) <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def _json_kind(field: FieldDescriptor) -> str:
