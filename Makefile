@@ -11,19 +11,20 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 HTTP_PORT ?= 8080
 SOAK_SECONDS ?= 150
+SOAK_ATTACK_SECONDS ?= 30
 # torch is pinned in the same pip command as every package that depends on it, or pip would
 # pull a multi-GB CUDA build (see pyproject.toml).
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus soak demo-data clean help
+.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus soak soak-attack demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
-	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | soak"
+	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | soak | soak-attack"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -108,6 +109,9 @@ bench-instances: $(VENV)/.installed-dev
 
 soak: $(VENV)/.installed-dev
 	$(PY) -m bench.soak $(SOAK_SECONDS)
+
+soak-attack: $(VENV)/.installed-dev
+	$(PY) -m bench.soak_attack $(SOAK_ATTACK_SECONDS)
 
 bench-loadtest: $(VENV)/.installed-dev
 	$(PY) -m bench.loadtest_ceiling

@@ -3,6 +3,7 @@ description, and writing a section of BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -92,11 +93,13 @@ def server_process(
     items_dir: Path = ITEMS_DIR,
     cwd: Path = REPO_ROOT,
     module: str = "embedrec.cli",
+    log_path: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
     (target, process) and drains it with SIGTERM on exit. `cwd` is the source tree whose code
     runs (another checkout, for before/after comparisons); `module` the one run with `serve`
-    and the flags (a wrapper of embedrec.cli's main)."""
+    and the flags (a wrapper of embedrec.cli's main); `log_path`, when given, receives its
+    stdout and stderr."""
     port = free_port()
     command = [
         sys.executable,
@@ -113,15 +116,17 @@ def server_process(
         "WARNING",
         *extra_args,
     ]
-    process = subprocess.Popen(command, cwd=cwd)
-    target = f"127.0.0.1:{port}"
-    try:
-        wait_serving(target)
-        yield target, process
-    finally:
-        from embedrec.server.tune import stop_server
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(log_path.open("wb")) if log_path is not None else None
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=log)
+        target = f"127.0.0.1:{port}"
+        try:
+            wait_serving(target)
+            yield target, process
+        finally:
+            from embedrec.server.tune import stop_server
 
-        stop_server(process)
+            stop_server(process)
 
 
 def wait_serving(target: str, timeout_s: float = 120.0) -> None:

@@ -11,6 +11,10 @@ import numpy.typing as npt
 
 from embedrec.server.errors import InvalidArgument
 
+# Norms whose vector float32 arithmetic normalises exactly enough (squares neither overflow nor
+# lose precision to denormals); vectors outside are normalised in float64 first.
+SAFE_NORMS = (1e-15, 1e15)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -52,19 +56,23 @@ def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: 
 
 
 def check_vector(values: Sequence[float] | npt.NDArray[np.float32], dim: int, *, field: str) -> npt.NDArray[np.float32]:
-    """`values` as float32 (dim,) scaled so its largest magnitude is 1 (same direction: only the
-    direction counts, and the later L2 norm can then neither overflow, as with 1e18 values, nor
-    underflow, as with 1e-20). InvalidArgument on wrong length, NaN/Inf or all zeros."""
+    """`values` as float32 (dim,); InvalidArgument on wrong length, NaN/Inf or all zeros. Only
+    the direction counts: a vector whose norm float32 arithmetic cannot take (1e18 values
+    overflow its squares, 1e-20 values underflow them) comes back unit-length, computed in
+    float64; any other comes back as given."""
     if len(values) != dim:
         raise InvalidArgument(f"{field} has {len(values)} values; the model's dim is {dim}")
-    vector = np.asarray(values, dtype=np.float64)
+    vector = np.asarray(values, dtype=np.float32)
     if not np.isfinite(vector).all():
         raise InvalidArgument(f"{field} contains NaN or Inf")
-    largest = float(np.abs(vector).max())
-    if largest == 0.0:
+    wide = vector.astype(np.float64)
+    norm = float(np.linalg.norm(wide))  # float64 holds the square of any float32
+    if norm == 0.0:
         raise InvalidArgument(f"{field} is all zeros; its direction is undefined")
-    scaled: npt.NDArray[np.float32] = (vector / largest).astype(np.float32)
-    return scaled
+    if SAFE_NORMS[0] <= norm <= SAFE_NORMS[1]:
+        return vector
+    unit: npt.NDArray[np.float32] = (wide / norm).astype(np.float32)
+    return unit
 
 
 def check_weight(weight: float, *, field: str, negative: bool = False) -> float:

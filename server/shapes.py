@@ -123,13 +123,13 @@ def _count_limits(limits: Limits, dim: int) -> Mapping[tuple[str, str], CountLim
 
 def too_long(path: str, limit: CountLimit) -> InvalidArgument:
     """The error for the string at `path` longer than `limit` UTF-8 bytes."""
-    return InvalidArgument(f"{path} is longer than {limit.limit} bytes ({limit.name})")
+    return InvalidArgument(f"{path} is longer than {limit.limit} bytes (the limit of {limit.name})")
 
 
 def too_many(path: str, limit: CountLimit, count: int | None = None) -> InvalidArgument:
     """The error for `path` holding more than `limit` entries (`count` when known)."""
     has = f"{count} entries" if count is not None else f"more than {limit.limit} entries"
-    return InvalidArgument(f"{path} has {has}; the limit is {limit.limit} ({limit.name})")
+    return InvalidArgument(f"{path} has {has}; the limit is {limit.name}={limit.limit}")
 
 
 # --- protobuf wire format -------------------------------------------------------------------

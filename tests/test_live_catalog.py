@@ -357,7 +357,7 @@ class TestFieldConditions:
             ([{"field": "price", "gt": 5, "gte": 6}], "at most one lower bound"),
             ([{"field": "price"}], r"where\[0\]: give a range"),
             ([{"field": "tags"}], r"where\[0\]: give any_of or none_of"),
-            (["price<1"] * 33, "where has 33 entries; the limit is max_conditions=32"),
+            (["price<1"] * 33, "where has more than 32 entries; the limit is max_conditions=32"),
         ],
     )
     def test_bad_conditions_are_invalid_naming_the_condition(

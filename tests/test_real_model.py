@@ -139,6 +139,10 @@ def test_the_openai_client_against_the_make_serve_configuration(minilm_server: S
         np.testing.assert_array_equal(np.float32([item.embedding for item in result.data]), client.embed(TEXTS[:16]))
         expected = [item.id for item in client.recommend(5, texts=["energy-saving air conditioner for home"])]
     body = json.dumps({"texts": [{"text": "energy-saving air conditioner for home"}], "k": 5}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{minilm_server.app.http_port}/v1/recommend", data=body)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{minilm_server.app.http_port}/v1/recommend",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         assert [item["id"] for item in json.loads(response.read())["items"]] == expected

@@ -83,7 +83,7 @@ def test_recommend_batch_names_the_user_and_field_of_a_bad_request(store_client:
     assert "users[1].k must be between 1 and max_k" in error.value.message
     with pytest.raises(EmbedrecClientError, match="users is empty"):
         store_client.recommend_batch([])
-    with pytest.raises(EmbedrecClientError, match="users has 65 entries; the limit is max_batch_users=64"):
+    with pytest.raises(EmbedrecClientError, match="users has more than 64 entries; the limit is max_batch_users=64"):
         store_client.recommend_batch([{"k": 1, "vector": unit(1, dim)}] * 65)
 
 
