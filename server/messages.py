@@ -27,7 +27,8 @@ from embedrec.server.service import (
     RecommendResult,
     Strategy,
 )
-from embedrec.server.shapes import LimitTable, check_wire, too_many
+from embedrec.server.shapes import LimitTable, too_many
+from embedrec.server.wire_limits import check_wire
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {

@@ -69,7 +69,13 @@ BAD_INPUTS: list[tuple[str, str, Any, str, str]] = [
         "INVALID_ARGUMENT",
         "1000000 characters.*max_chars_per_text=10000",
     ),
-    ("more texts than the limit", "Embed", pb.EmbedRequest(texts=["x"] * 65), "INVALID_ARGUMENT", "limit is 64"),
+    (
+        "more texts than the limit",
+        "Embed",
+        pb.EmbedRequest(texts=["x"] * 65),
+        "INVALID_ARGUMENT",
+        "the limit is max_texts_per_request=64",
+    ),
     (
         "total characters over the limit",
         "Embed",

@@ -29,8 +29,10 @@ from embedrec.client import EmbedrecClient
 from embedrec.server.calls import clean_request_id
 from embedrec.server.errors import MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, quoted
 from embedrec.server.http_protocol import ACCEPT_FAILURE, rate_limited_accept_errors
+from embedrec.server.json_limits import check_json_structure
 from embedrec.server.limits import Limits
-from embedrec.server.shapes import check_json_structure, check_wire, request_limits
+from embedrec.server.shapes import request_limits
+from embedrec.server.wire_limits import check_wire
 from embedrec.v1 import embedrec_pb2 as pb
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server

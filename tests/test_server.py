@@ -197,7 +197,7 @@ class TestBadInput:
         [
             (lambda c: c.embed([]), InvalidArgument, "texts is empty"),
             (lambda c: c.embed(["ok", "   "]), InvalidArgument, r"texts\[1\] is empty or blank"),
-            (lambda c: c.embed(["x"] * 65), InvalidArgument, "limit is 64"),
+            (lambda c: c.embed(["x"] * 65), InvalidArgument, "the limit is max_texts_per_request=64"),
             (lambda c: c.embed(["x" * 10_001]), InvalidArgument, "max_chars_per_text=10000"),
             (lambda c: c.recommend(0, texts=["coffee"]), InvalidArgument, "k must be between 1 and max_k=1000"),
             (lambda c: c.recommend(-3, texts=["coffee"]), InvalidArgument, "k must be between 1"),
