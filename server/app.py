@@ -165,7 +165,7 @@ class EmbedrecApp:
         limits = ConnectionLimits(
             max_header_bytes=settings.http_max_header_bytes,
             header_timeout_s=settings.http_header_timeout_s,
-            max_connections=settings.http_max_connections,
+            max_connections=connection_cap(settings.http_max_connections),
             refused=lambda reason: refused.labels(reason=reason).inc(),
         )
         http = HttpServer(api, limits, keep_alive_s=settings.http_keep_alive_s)
@@ -395,6 +395,21 @@ class EmbedrecApp:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
+
+
+# Descriptors kept for everything but HTTP connections: gRPC's, the model's and items' files, logs.
+RESERVED_DESCRIPTORS = 256
+
+
+def connection_cap(wanted: int) -> int:
+    """`wanted`, or the open-file limit less RESERVED_DESCRIPTORS when that is smaller (logged):
+    past the limit, accept() fails instead of the cap answering 503."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted <= soft - RESERVED_DESCRIPTORS:
+        return wanted
+    cap = max(1, soft - RESERVED_DESCRIPTORS)
+    logger.warning("--http-max-connections %d lowered to %d: the open-file limit is %d", wanted, cap, soft)
+    return cap
 
 
 def raise_descriptor_limit() -> None:

@@ -227,9 +227,9 @@ class Settings:
         minimum=-1,
     )
     http_max_connections: int = _setting(
-        1000,
-        "open HTTP connections at most; the next one is answered 503 with Retry-After and closed (keeps a flood of "
-        "idle connections from exhausting file descriptors)",
+        4096,
+        "open HTTP connections at most (lowered to the open-file limit less 256 when that is smaller); the next one "
+        "is answered 503 with Retry-After and closed, so a flood of idle connections cannot exhaust descriptors",
         minimum=1,
     )
     http_max_header_bytes: int = _setting(

@@ -68,6 +68,9 @@ def _walk(
             position += 8
         elif wire_type == 5:
             position += 4
+        elif wire_type == 3:  # a group (only as an unknown field here): skipped, or the walk would end
+            position = _skip_group(data, position, end, tag >> 3)
+            continue
         else:
             raise _Malformed
         if position > end:
@@ -123,6 +126,31 @@ def _packed_entries(data: bytes, start: int, stop: int, element_size: int) -> in
     if element_size:
         return (stop - start) // element_size
     return len(data[start:stop].translate(None, _VARINT_CONTINUATION))
+
+
+def _skip_group(data: bytes, position: int, end: int, number: int) -> int:
+    """The position after the end-group tag of group `number` whose start tag ends at `position`."""
+    while position < end:
+        tag, position = _varint(data, position, end)
+        wire_type = tag & 7
+        if wire_type == 4:
+            if tag >> 3 != number:
+                raise _Malformed
+            return position
+        if wire_type == 0:
+            _, position = _varint(data, position, end)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _varint(data, position, end)
+            position += length
+        elif wire_type == 3:
+            position = _skip_group(data, position, end, tag >> 3)
+        else:
+            raise _Malformed
+    raise _Malformed
 
 
 def _varint(data: bytes, position: int, end: int) -> tuple[int, int]:

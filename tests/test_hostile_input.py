@@ -297,6 +297,10 @@ def test_the_wire_check_stops_at_the_first_field_past_its_limit() -> None:
     at_limits = pb.RecommendRequest(user_vector=[1.0] * DIM, exclude_ids=["x"] * LIMITS.max_exclude_ids)
     check_wire(at_limits.SerializeToString(), pb.RecommendRequest.DESCRIPTOR, TABLE)  # no error
     check_wire(b"\xff\xff\xff", pb.RecommendRequest.DESCRIPTOR, TABLE)  # malformed: the decoder's to report
+    group_first = bytes([9 << 3 | 3, 9 << 3 | 4])  # an unknown group, which the decoder accepts
+    with pytest.raises(Exception, match="users has more than 64 entries"):
+        check_wire(group_first + users, pb.RecommendBatchRequest.DESCRIPTOR, TABLE)
+    assert len(pb.RecommendBatchRequest.FromString(group_first + users[:20]).users) == 10
 
 
 @pytest.mark.parametrize(
