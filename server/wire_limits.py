@@ -62,17 +62,10 @@ def _walk(
             else:
                 length, start = _varint(data, position, end)
             position = start + length
-        elif wire_type == 0:
-            _, position = _varint(data, position, end)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 3:  # a group (only as an unknown field here): skipped, or the walk would end
-            position = _skip_group(data, position, end, tag >> 3)
-            continue
         else:
-            raise _Malformed
+            position = _skip_value(data, position, end, wire_type, tag >> 3)
+            if wire_type == 3:  # a group (only as an unknown field here): skipped, or the walk would end
+                continue
         if position > end:
             raise _Malformed
         plan = plans.get(tag >> 3)
@@ -128,28 +121,31 @@ def _packed_entries(data: bytes, start: int, stop: int, element_size: int) -> in
     return len(data[start:stop].translate(None, _VARINT_CONTINUATION))
 
 
+def _skip_value(data: bytes, position: int, end: int, wire_type: int, number: int) -> int:
+    """The position after the value of field `number` of `wire_type` that starts at `position`."""
+    if wire_type == 0:
+        return _varint(data, position, end)[1]
+    if wire_type == 1:
+        return position + 8
+    if wire_type == 5:
+        return position + 4
+    if wire_type == 2:
+        length, position = _varint(data, position, end)
+        return position + length
+    if wire_type == 3:
+        return _skip_group(data, position, end, number)
+    raise _Malformed
+
+
 def _skip_group(data: bytes, position: int, end: int, number: int) -> int:
     """The position after the end-group tag of group `number` whose start tag ends at `position`."""
     while position < end:
         tag, position = _varint(data, position, end)
-        wire_type = tag & 7
-        if wire_type == 4:
+        if tag & 7 == 4:
             if tag >> 3 != number:
                 raise _Malformed
             return position
-        if wire_type == 0:
-            _, position = _varint(data, position, end)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            length, position = _varint(data, position, end)
-            position += length
-        elif wire_type == 3:
-            position = _skip_group(data, position, end, tag >> 3)
-        else:
-            raise _Malformed
+        position = _skip_value(data, position, end, tag & 7, tag >> 3)
     raise _Malformed
 
 

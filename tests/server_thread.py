@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from embedrec.server.app import EmbedrecApp
@@ -52,6 +54,11 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
+
+
+def serve_command(model_dir: Path, *flags: str) -> list[str]:
+    """The command line of `embedrec serve` on `model_dir` with `flags`, for a server process."""
+    return [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(model_dir), *flags]
 
 
 def start_server(settings: Settings) -> ServerThread:

@@ -26,7 +26,7 @@ from embedrec.server.logs import JsonFormatter
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from tests.conftest import CATALOG_ROWS, server_settings
-from tests.server_thread import ServerThread, start_server
+from tests.server_thread import ServerThread, serve_command, start_server
 
 DOCUMENTED = {"INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
 ITEM_IDS = [row["id"] for row in CATALOG_ROWS]
@@ -462,7 +462,6 @@ def test_sigterm_under_load_drains_answers_every_call_and_exits_zero(
     import signal
     import socket
     import subprocess
-    import sys
 
     from embedrec.client import EmbedrecClientError
 
@@ -471,26 +470,11 @@ def test_sigterm_under_load_drains_answers_every_call_and_exits_zero(
         port = probe.getsockname()[1]
     target = f"127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "embedrec.cli",
-            "serve",
-            "--model-dir",
-            str(tiny_model_dir),
-            "--items-dir",
-            str(tiny_items_dir),
-            "--port",
-            str(port),
-            "--provider",
-            "cpu",
-            "--drain-seconds",
-            "5",
-            "--metrics-port",
-            "-1",
-            "--http-port",
-            "-1",
-        ],
+        serve_command(
+            tiny_model_dir,
+            *("--items-dir", str(tiny_items_dir), "--port", str(port), "--provider", "cpu", "--drain-seconds", "5"),
+            *("--metrics-port", "-1", "--http-port", "-1"),
+        ),
         cwd=Path(__file__).resolve().parent.parent,
         stderr=subprocess.PIPE,
         text=True,

@@ -35,7 +35,7 @@ from embedrec.server.shapes import request_limits
 from embedrec.server.wire_limits import check_wire
 from embedrec.v1 import embedrec_pb2 as pb
 from tests.conftest import server_settings
-from tests.server_thread import ServerThread, start_server
+from tests.server_thread import ServerThread, serve_command, start_server
 from tests.test_hardening import call_raw
 from tests.test_http import call, http_base
 
@@ -630,16 +630,7 @@ def test_a_taken_port_is_one_line_and_exit_2(tiny_model_dir: Path, flag: str) ->
         taken.listen()
         port = str(taken.getsockname()[1])
         ports = {"--port": "0", "--http-port": "0", "--metrics-port": "0", flag: port}
-        command = [
-            sys.executable,
-            "-m",
-            "embedrec.cli",
-            "serve",
-            "--model-dir",
-            str(tiny_model_dir),
-            "--provider",
-            "cpu",
-        ]
+        command = serve_command(tiny_model_dir, "--provider", "cpu")
         for name, value in ports.items():
             command += [name, value]
         finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

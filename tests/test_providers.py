@@ -13,6 +13,7 @@ from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.manifest import MODEL_FILE
 from embedrec.server.providers import create_session
+from tests.server_thread import serve_command
 
 pytestmark = pytest.mark.skipif(
     "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime build has CUDA"
@@ -37,25 +38,9 @@ def test_an_unknown_provider_is_refused(tiny_model_dir: Path) -> None:
 
 def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir: Path) -> None:
     import subprocess
-    import sys
 
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedrec.cli",
-            "serve",
-            "--model-dir",
-            str(tiny_model_dir),
-            "--port",
-            "0",
-            "--provider",
-            "cuda",
-            "--metrics-port",
-            "-1",
-            "--http-port",
-            "-1",
-        ],
+        serve_command(tiny_model_dir, "--port", "0", "--provider", "cuda", "--metrics-port", "-1", "--http-port", "-1"),
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
