@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import run_header, synthetic_items, write_section
-from embedrec.server.fields import FIELDS_DIR, CategoricalColumn, ConditionSpec, NumericColumn
-from embedrec.server.items import ItemIndex
+from embedrec.server.catalog.fields import FIELDS_DIR, CategoricalColumn, ConditionSpec, NumericColumn
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.store import Query
+from embedrec.server.catalog.topk import RowFilter
 from embedrec.server.manifest import ITEMS_MANIFEST
-from embedrec.server.store import Query
-from embedrec.server.topk import RowFilter
 
 K = 10
 BRANDS = 100

@@ -18,7 +18,7 @@ from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process
 from embedrec.client.loadtest.processes import run_step_in_processes
 from embedrec.client.loadtest.runner import StepPlan
 from embedrec.client.loadtest.workload import WORDS, TextLengths, Workload
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 
 CONCURRENCY = (1, 8, 32, 128)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)

@@ -16,7 +16,7 @@ import numpy as np
 from bench.common import run_header, write_section
 from embedrec.client.loadtest.workload import WORDS
 from embedrec.export.onnx_model import export_model
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 
 VARIANTS = {
     "fp32": {},

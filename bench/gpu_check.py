@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from embedrec.client.loadtest.workload import WORDS
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.tune import feed_rate
 
 BATCH_SIZES = (1, 8, 32, 128, 256)

@@ -103,14 +103,14 @@ def baseline_tree(revision: str, directory: Path) -> Path:
 
 
 def micro_costs() -> list[str]:
-    """The figures behind the event loop's cut-offs (embedrec.server.offload), measured now."""
+    """The figures behind the event loop's cut-offs (embedrec.server.batching.offload), measured now."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
     from bench.common import MODEL_DIR
+    from embedrec.server.inference.tokenization import TextTokenizer
     from embedrec.server.manifest import read_model_manifest
-    from embedrec.server.tokenization import TextTokenizer
     from embedrec.v1 import embedrec_pb2 as pb
 
     manifest = read_model_manifest(MODEL_DIR)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import run_header, synthetic_items, write_section
-from embedrec.server.items import ItemIndex
-from embedrec.server.store import ItemStore, Query, Recommendation
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.store import ItemStore, Query, Recommendation
 
 K = 10
 BATCH = 32
@@ -36,13 +36,13 @@ COLLECTION = "bench"
 def open_store(kind: str, items_dir: Path, uri: str) -> ItemStore:
     if kind == "mmap":
         return ItemIndex(items_dir)
-    from embedrec.server.milvus_store import MilvusItems
+    from embedrec.server.catalog.milvus_store import MilvusItems
 
     return MilvusItems(uri, COLLECTION, timeout=600.0)
 
 
 def queries(store: ItemStore, count: int, seed: int = 7) -> list[Query]:
-    from embedrec.server.store import History
+    from embedrec.server.catalog.store import History
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((count, store.describe().dim)).astype(np.float32)

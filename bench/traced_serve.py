@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from embedrec import cli
-from embedrec.server import tracing
+from embedrec.server.observability import tracing
 
 
 class DroppingExporter(SpanExporter):

@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from embedrec.server.item_ids import MAX_ID_BYTES, id_hash
+from embedrec.server.catalog.item_ids import MAX_ID_BYTES, id_hash
 
 MAX_LISTED_OFFENDERS = 20
 

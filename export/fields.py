@@ -1,5 +1,5 @@
 """Writing the catalog fields Recommend filters on as memory-mapped columns (see
-embedrec.server.fields for the layout and the conditions).
+embedrec.server.catalog.fields for the layout and the conditions).
 
 One streaming pass over the catalog after the embedding: memory grows with the number of
 values (4 bytes each), never with the texts. A numeric field's value must be a number (or a
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from embedrec.export.catalog import NOT_A_NUMBER, CatalogError, iter_catalog, parse_number
-from embedrec.server.fields import FIELDS_DIR
+from embedrec.server.catalog.fields import FIELDS_DIR
 
 MAX_LISTED = 20
 

@@ -26,10 +26,11 @@ import numpy as np
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.export.fields import write_columns
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.catalog.hidden import HIDDEN_FILE, read_hidden_ids
+from embedrec.server.catalog.item_ids import ItemIds, write_id_index
 from embedrec.server.errors import ConfigurationError, InvalidArgument
-from embedrec.server.hidden import HIDDEN_FILE, read_hidden_ids
-from embedrec.server.item_ids import ItemIds, write_id_index
+from embedrec.server.inference.encoder import OnnxEncoder
+from embedrec.server.inference.prompts import document_prompt_name, prompt_text
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
     ITEMS_FILTER_VALUES,
@@ -44,7 +45,6 @@ from embedrec.server.manifest import (
     write_json_atomically,
     write_manifest,
 )
-from embedrec.server.prompts import document_prompt_name, prompt_text
 
 ROW_HASHES = "row_hashes.npy"  # uint64 content hash per row: what an incremental build compares
 # Rows read, sorted by length and checkpointed together; batch_size rows per inference run.
@@ -160,7 +160,7 @@ def build_items(
     `output_dir` (or in `reuse_from`, e.g. the build a deployment's symlink points at when each
     build goes to a new directory) are copied instead of embedded, unless `force`. Item texts
     are documents: embedded with the model's prompt `prompt_name` (None: its document prompt, see
-    embedrec.server.prompts; "": none), recorded in the manifest.
+    embedrec.server.inference.prompts; "": none), recorded in the manifest.
     """
     catalog_sha256 = sha256_file(catalog)
     model_manifest = read_model_manifest(model_dir)
@@ -248,7 +248,7 @@ def build_items(
 
 def _keep_hidden(previous: Path, partial: Path, count: int) -> None:
     """Carry the hidden ids of the build being replaced over to the new one, those still in the
-    catalog (see embedrec.server.hidden)."""
+    catalog (see embedrec.server.catalog.hidden)."""
     hidden = read_hidden_ids(previous) if previous.is_dir() else []
     if hidden:
         rows = ItemIds(partial, count).find(hidden)

@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.server.errors import ConfigurationError
-from embedrec.server.fields import CategoricalColumn, FieldKind, NumericColumn
-from embedrec.server.items import ItemIndex
-from embedrec.server.milvus_store import (
+from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
+from embedrec.server.catalog.milvus_store import (
     CONTENT_HASH,
     HIDDEN,
     ID,
@@ -52,6 +50,8 @@ from embedrec.server.milvus_store import (
     milvus_errors,
     milvus_field,
 )
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.errors import ConfigurationError
 
 UPSERT_ROWS = 2_000
 SCAN_ROWS = 10_000

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.manifest import PoolingName
 
 VALIDATION_TEXTS: tuple[str, ...] = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from embedrec.server.metrics import METRICS
+from embedrec.server.observability.metrics import METRICS
 from embedrec.server.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"

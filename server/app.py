@@ -22,24 +22,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from embedrec.server import tracing
-from embedrec.server.auth import TokenGuard
-from embedrec.server.calls import ServingState
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.batching.offload import CpuPool
+from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.milvus_store import DeleteResult, MilvusUnreachableError, UpsertResult
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.store import ItemStore
+from embedrec.server.edge.auth import TokenGuard
+from embedrec.server.edge.calls import ServingState
+from embedrec.server.edge.grpc_handlers import ADMIN_SERVICE, register_embedrec_service
+from embedrec.server.edge.grpc_servicer import EmbedRecAdminServicer, EmbedRecServicer
+from embedrec.server.edge.http_api import HttpApi, HttpServer
+from embedrec.server.edge.http_protocol import ConnectionLimits
+from embedrec.server.edge.interceptors import TokenAuthInterceptor
 from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unavailable
-from embedrec.server.handlers import ADMIN_SERVICE, register_embedrec_service
-from embedrec.server.hidden import HideResult
-from embedrec.server.http import HttpApi, HttpServer
-from embedrec.server.http_protocol import ConnectionLimits
-from embedrec.server.interceptors import TokenAuthInterceptor
-from embedrec.server.items import ItemIndex
+from embedrec.server.inference.encoder import OnnxEncoder
+from embedrec.server.inference.providers import expected_provider
 from embedrec.server.limits import check_count
-from embedrec.server.logs import configure_logging
 from embedrec.server.manifest import check_items_match_model, read_model_manifest
-from embedrec.server.metrics import ServerMetrics
-from embedrec.server.milvus_store import DeleteResult, MilvusUnreachableError, UpsertResult
-from embedrec.server.offload import CpuPool
-from embedrec.server.providers import expected_provider
+from embedrec.server.observability import tracing
+from embedrec.server.observability.logs import configure_logging
+from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.service import (
     NO_ITEMS,
     EmbeddingService,
@@ -48,9 +50,7 @@ from embedrec.server.service import (
     create_batcher,
     create_search_batcher,
 )
-from embedrec.server.servicer import EmbedRecAdminServicer, EmbedRecServicer
 from embedrec.server.settings import Settings
-from embedrec.server.store import ItemStore
 from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 from embedrec.v1 import embedrec_pb2 as pb
 
@@ -488,7 +488,7 @@ def open_items(settings: Settings, encoder: OnnxEncoder) -> ItemStore | None:
     answer). An --items-dir symlink is resolved once, so every file comes from one build."""
     items: ItemStore
     if settings.items_store == "milvus":
-        from embedrec.server.milvus_store import MilvusItems
+        from embedrec.server.catalog.milvus_store import MilvusItems
 
         items = MilvusItems(
             settings.milvus_uri,

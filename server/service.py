@@ -5,7 +5,7 @@ text with truncate=false is refused before it is queued), sends token sequences 
 micro-batcher, and ranks items with the item index. The gRPC servicer is a thin adapter on it.
 
 Nothing CPU-bound runs on the event loop: tokenising (past a measured cut-off, see
-`embedrec.server.offload`) and every id look-up in the memory-mapped catalog run in the CPU pool;
+`embedrec.server.batching.offload`) and every id look-up in the memory-mapped catalog run in the CPU pool;
 combining profiles, every search (whatever the catalog size) and explanations run in the search
 batcher's thread, where concurrent searches share one pass over the matrix.
 """
@@ -26,10 +26,25 @@ import numpy as np
 import onnxruntime
 
 from embedrec import __version__
-from embedrec.server.batcher import BatchPolicy, MicroBatcher
-from embedrec.server.encoder import InferenceOutput, OnnxEncoder
+from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
+from embedrec.server.catalog.fields import ConditionSpec
+from embedrec.server.catalog.milvus_store import (
+    DeleteResult,
+    ItemRow,
+    MilvusItems,
+    UpsertResult,
+    check_item_fields,
+    check_item_id,
+)
+from embedrec.server.catalog.profiles import BestScore, Profile, ProfilePart, combine_profile
+from embedrec.server.catalog.store import ItemStore, Query, Recommendation, check_distinct
+from embedrec.server.edge.request_limits import request_limits
 from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
-from embedrec.server.fields import ConditionSpec
+from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
+from embedrec.server.inference.pooling import FloatArray, l2_normalize
+from embedrec.server.inference.prompts import prompt_text, query_prompt_name, with_prompt
+from embedrec.server.inference.tokenization import TokenizedText
 from embedrec.server.limits import (
     Limits,
     check_count,
@@ -40,23 +55,8 @@ from embedrec.server.limits import (
     check_weight,
 )
 from embedrec.server.manifest import PoolingName
-from embedrec.server.milvus_store import (
-    DeleteResult,
-    ItemRow,
-    MilvusItems,
-    UpsertResult,
-    check_item_fields,
-    check_item_id,
-)
-from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
-from embedrec.server.pooling import FloatArray, l2_normalize
-from embedrec.server.profiles import BestScore, Profile, ProfilePart, combine_profile
-from embedrec.server.prompts import prompt_text, query_prompt_name, with_prompt
-from embedrec.server.shapes import request_limits
-from embedrec.server.store import ItemStore, Query, Recommendation, check_distinct
-from embedrec.server.tokenization import TokenizedText
-from embedrec.server.tracing import batch_tracer, span
-from embedrec.server.tracing import enabled as tracing_enabled
+from embedrec.server.observability.tracing import batch_tracer, span
+from embedrec.server.observability.tracing import enabled as tracing_enabled
 
 BatchItem = tuple[TokenizedText, PoolingName]
 NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from embedrec.server.auth import TokenSources
-from embedrec.server.batcher import BatchPolicy
+from embedrec.server.batching.batcher import BatchPolicy
+from embedrec.server.edge.auth import TokenSources
+from embedrec.server.inference.providers import PROVIDER_CHOICES
 from embedrec.server.limits import Limits
-from embedrec.server.providers import PROVIDER_CHOICES
 
 ENV_PREFIX = "EMBEDREC_"
 

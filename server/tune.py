@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedrec.server.providers import PROVIDER_CHOICES
+from embedrec.server.inference.providers import PROVIDER_CHOICES
 from embedrec.server.tuning import Machine, Tuning, write_tuning
 
 RAW_BATCHES = (1, 8, 32)
@@ -128,7 +128,7 @@ def raw_floor(
     model_dir: Path, provider: str, texts: Sequence[str], seconds: float, tick: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], str]:
     """Texts/s in-process for every core split and batch size; and the provider that ran."""
-    from embedrec.server.encoder import OnnxEncoder
+    from embedrec.server.inference.encoder import OnnxEncoder
 
     rows: list[dict[str, Any]] = []
     used = ""

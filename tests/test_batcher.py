@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from embedrec.server.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 
 

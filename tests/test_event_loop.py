@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from embedrec.client import EmbedrecClient
-from embedrec.server.offload import INLINE_TOKENIZE_MAX_CHARS
+from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
 

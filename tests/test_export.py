@@ -13,7 +13,7 @@ from embedrec.export.catalog import CatalogError
 from embedrec.export.items import build_items
 from embedrec.export.onnx_model import export_model
 from embedrec.export.validation import ExportValidationError
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.manifest import read_items_manifest, read_model_manifest, sha256_file
 
 

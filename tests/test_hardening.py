@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from embedrec.client import AsyncEmbedrecClient, ChannelConfig, EmbedrecClient, Unavailable
 from embedrec.server.errors import ConfigurationError
-from embedrec.server.logs import JsonFormatter
+from embedrec.server.observability.logs import JsonFormatter
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from tests.conftest import CATALOG_ROWS, server_settings

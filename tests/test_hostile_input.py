@@ -26,13 +26,13 @@ import pytest
 from google.protobuf.message import Message
 
 from embedrec.client import EmbedrecClient
-from embedrec.server.calls import clean_request_id
+from embedrec.server.edge.calls import clean_request_id
+from embedrec.server.edge.http_protocol import ACCEPT_FAILURE, rate_limited_accept_errors
+from embedrec.server.edge.json_limits import check_json_structure
+from embedrec.server.edge.request_limits import request_limits
+from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, quoted
-from embedrec.server.http_protocol import ACCEPT_FAILURE, rate_limited_accept_errors
-from embedrec.server.json_limits import check_json_structure
 from embedrec.server.limits import Limits
-from embedrec.server.shapes import request_limits
-from embedrec.server.wire_limits import check_wire
 from embedrec.v1 import embedrec_pb2 as pb
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, serve_command, start_server

@@ -15,9 +15,9 @@ import pytest
 
 from embedrec.export.catalog import CatalogError
 from embedrec.export.items import build_items
-from embedrec.server.encoder import OnnxEncoder
-from embedrec.server.item_ids import ItemIds
-from embedrec.server.items import ItemIndex
+from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.inference.encoder import OnnxEncoder
 from tests.tiny_models import CountingEncoder
 
 ROWS = 90
@@ -106,7 +106,7 @@ def test_a_build_killed_with_sigkill_resumes_and_ends_byte_identical(
 import os, signal
 from pathlib import Path
 from embedrec.export.items import build_items
-from embedrec.server.encoder import OnnxEncoder
+from embedrec.server.inference.encoder import OnnxEncoder
 
 encoder = OnnxEncoder(Path({str(tiny_model_dir)!r}), provider="cpu")
 real_encode, calls = encoder.encode, []
@@ -188,7 +188,7 @@ def test_a_csv_without_the_filter_column_is_refused_with_its_name(tiny_model_dir
 
 
 def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import embedrec.server.item_ids as item_ids
+    import embedrec.server.catalog.item_ids as item_ids
 
     monkeypatch.setattr(item_ids, "id_hash", lambda item_id: len(item_id) % 2)  # nearly everything collides
     ids = ["a", "bb", "ccc", "dddd", "e", "ffffff", "ümlaut", "中文"]

@@ -29,12 +29,12 @@ from embedrec.client import (
     NotFound,
     Unavailable,
 )
+from embedrec.server.catalog.fields import ConditionSpec
+from embedrec.server.catalog.milvus_store import MilvusItems
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.profiles import BestScore, ProfilePart
+from embedrec.server.catalog.store import ItemStore, Query
 from embedrec.server.errors import ConfigurationError
-from embedrec.server.fields import ConditionSpec
-from embedrec.server.items import ItemIndex
-from embedrec.server.milvus_store import MilvusItems
-from embedrec.server.profiles import BestScore, ProfilePart
-from embedrec.server.store import ItemStore, Query
 from tests.conftest import milvus_copy, milvus_settings, server_settings
 from tests.server_thread import ServerThread, start_server
 

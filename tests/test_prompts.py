@@ -15,8 +15,8 @@ import pytest
 
 from embedrec.client import EmbedrecClient, InvalidArgument
 from embedrec.server.errors import InvalidArgument as CoreInvalidArgument
+from embedrec.server.inference.prompts import document_prompt_name, prompt_text, query_prompt_name
 from embedrec.server.manifest import ModelManifest, read_items_manifest, read_model_manifest
-from embedrec.server.prompts import document_prompt_name, prompt_text, query_prompt_name
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
 

@@ -9,10 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.encoder import OnnxEncoder
+from embedrec.server.inference.providers import create_session
 from embedrec.server.manifest import MODEL_FILE
-from embedrec.server.providers import create_session
 from tests.server_thread import serve_command
 
 pytestmark = pytest.mark.skipif(
@@ -51,7 +51,7 @@ def test_serve_with_cuda_on_a_cpu_machine_exits_2_with_the_reason(tiny_model_dir
 
 
 def test_cuda_options_carry_the_device_and_the_arena_cap() -> None:
-    from embedrec.server.providers import cuda_options
+    from embedrec.server.inference.providers import cuda_options
 
     assert cuda_options(1, 0) == {"device_id": 1, "arena_extend_strategy": "kSameAsRequested"}
     assert cuda_options(0, 2048)["gpu_mem_limit"] == 2048 * 1024 * 1024

@@ -18,8 +18,8 @@ from embedrec.client import (
     NotFound,
     Unavailable,
 )
-from embedrec.server.encoder import OnnxEncoder
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.encoder import OnnxEncoder
 from tests.conftest import CATALOG_ROWS, server_settings
 from tests.server_thread import ServerThread, start_server
 

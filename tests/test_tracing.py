@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from embedrec.client import EmbedrecClient
-from embedrec.server import tracing
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.observability import tracing
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 from tests.conftest import server_settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from embedrec.server.shapes import CountLimit, LimitTable, too_long, too_many
+from embedrec.server.edge.request_limits import CountLimit, LimitTable, too_long, too_many
 
 _FIXED_SIZE = {
     FieldDescriptor.TYPE_FLOAT: 4,

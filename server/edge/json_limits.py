@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from embedrec.server.edge.request_limits import LimitTable, too_long, too_many
 from embedrec.server.errors import InvalidArgument, quoted
-from embedrec.server.shapes import LimitTable, too_long, too_many
 
 # Deeper than any request of the proto needs (RecommendBatchRequest.users[].where[].any_of[] is 5).
 MAX_JSON_DEPTH = 32

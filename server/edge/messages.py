@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
+from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
+from embedrec.server.catalog.fields import ConditionSpec
+from embedrec.server.edge.request_limits import LimitTable, too_many
+from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
-from embedrec.server.fields import ConditionSpec
+from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.manifest import PoolingName
-from embedrec.server.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
-from embedrec.server.pooling import FloatArray
 from embedrec.server.service import (
     EmbeddingService,
     EmbedResult,
@@ -27,8 +29,6 @@ from embedrec.server.service import (
     RecommendResult,
     Strategy,
 )
-from embedrec.server.shapes import LimitTable, too_many
-from embedrec.server.wire_limits import check_wire
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.errors import ConfigurationError
-from embedrec.server.item_ids import ItemIds
 from embedrec.server.manifest import write_json_atomically
 
 HIDDEN_FILE = "hidden_ids.json"

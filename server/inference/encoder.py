@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from embedrec.server.inference.pooling import FloatArray, l2_normalize, pool
+from embedrec.server.inference.providers import ProviderChoice, create_session
+from embedrec.server.inference.tokenization import IntArray, TextTokenizer, TokenizedText
 from embedrec.server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
-from embedrec.server.pooling import FloatArray, l2_normalize, pool
-from embedrec.server.providers import ProviderChoice, create_session
-from embedrec.server.tokenization import IntArray, TextTokenizer, TokenizedText
 
 InferenceOutput = tuple[IntArray, FloatArray]
 

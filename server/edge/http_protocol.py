@@ -11,7 +11,7 @@ descriptors run out. `GuardedHttpProtocol` adds, per connection:
 - a cap on open connections: the one past it gets 503 with Retry-After and is closed at once;
 - malformed requests answered 400 without a log line each (a flood of them must not flood logs).
 
-The body's read timeout and the request deadline live in the ASGI app (`embedrec.server.http`),
+The body's read timeout and the request deadline live in the ASGI app (`embedrec.server.edge.http_api`),
 which sees the body. `rate_limited_accept_errors` keeps asyncio's accept-failure message
 (one per failed accept: thousands a second once descriptors run out) to one line per interval.
 """

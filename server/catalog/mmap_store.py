@@ -14,10 +14,19 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
+from embedrec.server.catalog.hidden import HiddenItems, HideResult
+from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.store import (
+    History,
+    Query,
+    Recommendation,
+    StoreDescription,
+    check_distinct,
+    unknown_ids_error,
+)
+from embedrec.server.catalog.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
-from embedrec.server.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
-from embedrec.server.hidden import HiddenItems, HideResult
-from embedrec.server.item_ids import ItemIds
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
     ITEMS_FILTER_VALUES,
@@ -26,15 +35,6 @@ from embedrec.server.manifest import (
     ItemsManifest,
     read_items_manifest,
 )
-from embedrec.server.store import (
-    History,
-    Query,
-    Recommendation,
-    StoreDescription,
-    check_distinct,
-    unknown_ids_error,
-)
-from embedrec.server.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 
 # A query whose filter lets fewer than this fraction of the items through (estimated on
 # PREFILTER_SAMPLE_ROWS rows) scores only its eligible rows instead of scanning the matrix.
@@ -45,7 +45,7 @@ PREFILTER_CHUNK_ROWS = 1 << 18
 
 class ItemIndex:
     """An item matrix directory (written by `embedrec export-items`) opened for search: the
-    memory-mapped item store (embedrec.server.store.ItemStore)."""
+    memory-mapped item store (embedrec.server.catalog.store.ItemStore)."""
 
     def __init__(self, items_dir: Path) -> None:
         """Map `items_dir`'s matrix, ids and filter codes read-only and read its manifest.

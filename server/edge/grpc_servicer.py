@@ -1,6 +1,6 @@
-"""The gRPC edge: protobuf in, `embedrec.server.messages` operations, protobuf out.
+"""The gRPC edge: protobuf in, `embedrec.server.edge.messages` operations, protobuf out.
 
-`_guarded` wraps every handler with the call's life cycle from `embedrec.server.calls` (request
+`_guarded` wraps every handler with the call's life cycle from `embedrec.server.edge.calls` (request
 id, in-flight count, admission, the one error table, accounting) and maps the status names to
 gRPC status codes. Request text is never logged.
 """
@@ -13,13 +13,22 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from embedrec.server import messages
-from embedrec.server.calls import REQUEST_ID_KEY, Call, Refusal, ServingState, account, admission, answer, request_id
-from embedrec.server.handlers import REQUEST_TYPES
-from embedrec.server.hidden import HideResult
-from embedrec.server.milvus_store import DeleteResult, UpsertResult
+from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.milvus_store import DeleteResult, UpsertResult
+from embedrec.server.edge import messages
+from embedrec.server.edge.calls import (
+    REQUEST_ID_KEY,
+    Call,
+    Refusal,
+    ServingState,
+    account,
+    admission,
+    answer,
+    request_id,
+)
+from embedrec.server.edge.grpc_handlers import REQUEST_TYPES
+from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService, ItemUpsert, ReloadResult
-from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 

@@ -1,7 +1,7 @@
 """The item store: what Recommend needs from a catalog, whatever holds it.
 
-Two implementations: `embedrec.server.items.ItemIndex` (the memory-mapped matrix of an item
-directory, the default) and `embedrec.server.milvus_store.MilvusItems` (a Milvus collection:
+Two implementations: `embedrec.server.catalog.mmap_store.ItemIndex` (the memory-mapped matrix of an item
+directory, the default) and `embedrec.server.catalog.milvus_store.MilvusItems` (a Milvus collection:
 Milvus Lite in a local file, a Milvus server or a cluster). The service speaks only this
 protocol, so profiles, exclusions, filters, diversity, explanations and the hidden set mean the
 same on both; a test suite runs every Recommend behaviour against each.
@@ -17,11 +17,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from embedrec.server.catalog.fields import ConditionSpec, FieldKind
+from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.profiles import Contribution
+from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
-from embedrec.server.fields import ConditionSpec, FieldKind
-from embedrec.server.hidden import HideResult
-from embedrec.server.profiles import Contribution
-from embedrec.server.topk import FloatArray
 
 StoreKind = Literal["mmap", "milvus"]
 

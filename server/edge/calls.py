@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from embedrec.server.errors import EmbedrecError, bounded
-from embedrec.server.metrics import ServerMetrics
+from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
 

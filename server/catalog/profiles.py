@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from embedrec.server.errors import InvalidArgument
-from embedrec.server.pooling import FloatArray, l2_normalize
+from embedrec.server.inference.pooling import FloatArray, l2_normalize
 
 PartKind = Literal["user_vector", "text", "item"]
 

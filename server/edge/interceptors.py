@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 
-from embedrec.server.auth import Access, TokenGuard
-from embedrec.server.calls import REQUEST_ID_KEY, Call, ServingState, account, request_id
+from embedrec.server.edge.auth import Access, TokenGuard
+from embedrec.server.edge.calls import REQUEST_ID_KEY, Call, ServingState, account, request_id
 from embedrec.v1 import embedrec_pb2 as pb
 
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"

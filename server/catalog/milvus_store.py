@@ -39,11 +39,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
-from embedrec.server.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
-from embedrec.server.hidden import HideResult
-from embedrec.server.item_ids import MAX_ID_BYTES
-from embedrec.server.store import (
+from embedrec.server.catalog.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
+from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.item_ids import MAX_ID_BYTES
+from embedrec.server.catalog.store import (
     History,
     Query,
     Recommendation,
@@ -52,7 +51,8 @@ from embedrec.server.store import (
     stored_vectors,
     unknown_ids_error,
 )
-from embedrec.server.topk import FloatArray
+from embedrec.server.catalog.topk import FloatArray
+from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
 
 LAYOUT = "1"
 ID = "id"
@@ -259,7 +259,7 @@ def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldK
 
 
 class MilvusItems:
-    """A Milvus collection opened for search (embedrec.server.store.ItemStore), and its live
+    """A Milvus collection opened for search (embedrec.server.catalog.store.ItemStore), and its live
     changes (upsert, delete, hide, restore; one at a time per process)."""
 
     def __init__(self, uri: str, collection: str, *, token: str = "", timeout: float = 10.0) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
-from embedrec.server.tracing import BatchTracer
+from embedrec.server.observability.tracing import BatchTracer
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

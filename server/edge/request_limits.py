@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from embedrec.server.catalog.item_ids import MAX_ID_BYTES
 from embedrec.server.errors import InvalidArgument
-from embedrec.server.item_ids import MAX_ID_BYTES
 from embedrec.server.limits import Limits
 
 FIELDS_PER_ITEM = 256  # ItemUpsert.fields entries

@@ -37,16 +37,16 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from embedrec.server import messages
-from embedrec.server.auth import Access, TokenGuard
-from embedrec.server.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.batching.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
+from embedrec.server.edge import messages
+from embedrec.server.edge.auth import Access, TokenGuard
+from embedrec.server.edge.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.edge.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
+from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
+from embedrec.server.edge.request_limits import LimitTable
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
-from embedrec.server.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
-from embedrec.server.json_limits import check_json, check_json_structure, max_json_values
-from embedrec.server.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
+from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService
-from embedrec.server.shapes import LimitTable
-from embedrec.server.tracing import server_span
 from embedrec.v1 import embedrec_pb2 as pb
 
 logger = logging.getLogger(__name__)

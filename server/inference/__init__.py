@@ -1,0 +1,1 @@
+"""The model: ONNX Runtime sessions and providers, tokenisation, pooling, prompts."""

@@ -1,0 +1,1 @@
+"""Watching the server: Prometheus metrics, OpenTelemetry tracing, log formatting."""
