@@ -124,14 +124,14 @@ def server_process(
             wait_serving(target)
             yield target, process
         finally:
-            from embedrec.server.tune import stop_server
+            from embedrec.tune import stop_server
 
             stop_server(process)
 
 
 def wait_serving(target: str, timeout_s: float = 120.0) -> None:
     """Block until `target` reports SERVING."""
-    from embedrec.server.tune import wait_serving as wait_until_serving
+    from embedrec.tune import wait_serving as wait_until_serving
 
     wait_until_serving(target, timeout_s=timeout_s)
 

@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from embedrec.client.loadtest.workload import WORDS
 from embedrec.server.inference.encoder import OnnxEncoder
-from embedrec.server.tune import feed_rate
+from embedrec.tune import feed_rate
 
 BATCH_SIZES = (1, 8, 32, 128, 256)
 PARITY_FLOOR_FP32 = 0.999

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
-from embedrec.server.tune import _load_step, raw_floor, raw_table, sample_texts, table, tune
+from embedrec.tune import load_step, raw_floor, raw_table, sample_texts, table, tune
 
 CONCURRENCIES = (1, 8, 32, 128)
 STEP_S = 6.0
@@ -38,7 +38,7 @@ def serve_and_load(flags: list[str], pool: ProcessPoolExecutor) -> tuple[dict[in
     rows = {}
     with server_process(["--tuning", "off", "--metrics-port", "-1", "--http-port", "-1", *flags]) as (target, process):
         for concurrency in CONCURRENCIES:
-            rows[concurrency] = pool.submit(_load_step, target, "closed", concurrency, STEP_S, None).result()
+            rows[concurrency] = pool.submit(load_step, target, "closed", concurrency, STEP_S, None).result()
             print(flags, concurrency, f"{rows[concurrency]['requests_per_s']:.1f}/s", flush=True)
         memory = rss_mib(process.pid)
     return rows, memory

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 # name → (module:function taking argv and returning an exit code, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("embedrec.server.app:main", "run the gRPC server"),
+    "serve": ("embedrec.server.serve:main", "run the gRPC server"),
     "export-model": ("embedrec.export.cli:export_model_main", "export a Hugging Face model to validated ONNX"),
     "export-items": ("embedrec.export.cli:export_items_main", "embed a catalog into an item matrix"),
     "embed": ("embedrec.client.cli:embed_main", "embed texts"),
@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hidden": ("embedrec.client.cli:hidden_main", "list the hidden item ids (admin)"),
     "upsert": ("embedrec.client.cli:upsert_main", "insert or replace items in the served Milvus collection (admin)"),
     "delete": ("embedrec.client.cli:delete_main", "remove items from the served Milvus collection (admin)"),
-    "tune": ("embedrec.server.tune:main", "measure the best instances/threads/batch for this machine; save it"),
+    "tune": ("embedrec.tune:main", "measure the best instances/threads/batch for this machine; save it"),
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }
 

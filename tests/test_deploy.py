@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from embedrec.server.app import LIVENESS_SERVICE, SERVICE_NAME
+from embedrec.server.edge.grpc_handlers import SERVICE
+from embedrec.server.edge.grpc_server import LIVENESS_SERVICE
 from embedrec.server.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -51,7 +52,7 @@ def test_ports_agree_between_server_container_probes_service_and_scrape_annotati
 
 
 def test_probes_name_health_services_the_server_registers() -> None:
-    assert container()["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    assert container()["readinessProbe"]["grpc"]["service"] == SERVICE.full_name
     assert container()["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     assert container()["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
 
@@ -90,7 +91,7 @@ def test_the_milvus_deployment_is_valid_settings_pointing_at_the_collection_the_
     settings = Settings.from_args([], environ=env)  # the image's EMBEDREC_ITEMS_DIR emptied: no conflict
     assert (settings.items_store, settings.items_dir) == ("milvus", None)
     assert settings.milvus_uri.startswith("http")
-    assert server["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    assert server["readinessProbe"]["grpc"]["service"] == SERVICE.full_name
     assert "volumeMounts" not in server
     (build,) = milvus_manifest("build-job.yaml")["spec"]["template"]["spec"]["containers"]
     arguments = dict(argument.removeprefix("--").split("=", 1) for argument in build["command"][2:] if "=" in argument)

@@ -348,7 +348,7 @@ def test_accepted_connections_have_nagle_off() -> None:
     import asyncio
     import socket
 
-    from embedrec.server.edge.http_api import _listen
+    from embedrec.server.edge.http_server import _listen
 
     async def accepted_nodelay() -> int:
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -136,7 +136,7 @@ def run(c1_p50: float, c8: float, c32: float, open_loop: float, name: str = "x")
 
 
 def test_the_sweep_prefers_throughput_only_within_the_idle_latency_tolerance() -> None:
-    from embedrec.server.tune import choose
+    from embedrec.tune import choose
 
     default = run(12.0, 140, 160, 135, "default")
     faster_but_slower_alone = run(15.0, 150, 200, 175, "2x1")
@@ -147,7 +147,7 @@ def test_the_sweep_prefers_throughput_only_within_the_idle_latency_tolerance() -
 
 
 def test_the_confirmation_keeps_the_default_unless_the_candidate_really_wins() -> None:
-    from embedrec.server.tune import confirms
+    from embedrec.tune import confirms
 
     default_runs = [run(0, 140, 160, 0), run(0, 150, 150, 0)]
     assert not confirms([run(0, 142, 162, 0), run(0, 149, 152, 0)], default_runs)  # within the noise margin

@@ -505,10 +505,13 @@ class MicroBatcher(Generic[Item, Result]):
         for request in self._queue:
             dropped = len(request.pending)
             if request.future.done():
-                if request.future.cancelled():
+                # A caller cancelled at or past its deadline (gRPC cancels the call when the deadline
+                # passes, racing this check) was dropped for expiry, not by choice.
+                expired = request.deadline is not None and now >= request.deadline
+                if request.future.cancelled() and not expired:
                     self.stats.items_cancelled += dropped
                     self._observer.items_dropped("cancelled", dropped)
-                elif isinstance(request.future.exception(), DeadlineExpired):
+                elif expired or isinstance(request.future.exception(), DeadlineExpired):
                     self.stats.items_expired += dropped
                     self._observer.items_dropped("expired", dropped)
             elif request.deadline is not None and now >= request.deadline:

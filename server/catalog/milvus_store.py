@@ -36,7 +36,6 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 
 from embedrec.server.catalog.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
@@ -197,6 +196,9 @@ def connect(uri: str, token: str, timeout: float) -> Any:
 @functools.cache
 def milvus_errors() -> tuple[type[BaseException], ...]:
     """What a failing Milvus call raises: pymilvus's exceptions, gRPC's, socket errors."""
+    # pymilvus speaks gRPC to Milvus and lets grpc.RpcError through: the Milvus client's transport,
+    # imported with pymilvus (this is not embedrec's own gRPC, which only the edge speaks).
+    import grpc
     from pymilvus.exceptions import MilvusException
 
     return (MilvusException, grpc.RpcError, OSError)

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import math
-import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +38,6 @@ from embedrec.server.batching.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARS
 from embedrec.server.edge import messages
 from embedrec.server.edge.auth import Access, TokenGuard
 from embedrec.server.edge.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
-from embedrec.server.edge.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
 from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
 from embedrec.server.edge.request_limits import LimitTable
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
@@ -442,84 +438,3 @@ async def _send(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class HttpServer:
-    """uvicorn serving `app` on the caller's event loop (no signal handlers of its own: the
-    server's drain decides when it stops)."""
-
-    def __init__(self, app: HttpApi, limits: ConnectionLimits | None = None, *, keep_alive_s: int = 5) -> None:
-        """`limits`: what a connection may cost before its request reaches `app`;
-        `keep_alive_s`: idle time before a kept-alive connection is closed."""
-        self.app = app
-        self.limits = limits or ConnectionLimits()
-        self.keep_alive_s = keep_alive_s
-        self.port = 0
-        self._server: Any = None
-        self._ticker: asyncio.Task[None] | None = None
-
-    async def start(
-        self, host: str, port: int, *, reuse_port: bool = False, tls: tuple[str, str, str | None] | None = None
-    ) -> int:
-        """Listen on host:port (0: a free port) and return the bound port. `tls`: (certificate
-        chain, key, client CA or None) paths; with a client CA, clients must present certificates."""
-        import uvicorn
-
-        options: dict[str, Any] = {}
-        if tls is not None:
-            certificate, key, client_ca = tls
-            options = {"ssl_certfile": certificate, "ssl_keyfile": key}
-            if client_ca is not None:
-                options.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            http=guarded_protocol(self.limits),
-            timeout_keep_alive=self.keep_alive_s,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=1,
-            **options,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        rate_limited_accept_errors(asyncio.get_running_loop())
-        listener = _listen(host, port, reuse_port)
-        await server.startup(sockets=[listener])
-        self._server = server
-        self.port = listener.getsockname()[1]
-        self._ticker = asyncio.get_running_loop().create_task(server.main_loop(), name="http-ticker")
-        return self.port
-
-    async def stop(self) -> None:
-        """Stop accepting, finish the responses in flight (1 s at most), close."""
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._ticker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        await self._server.shutdown()
-        self._server = None
-
-
-def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
-    # accepted sockets inherit the listener's protocol. With 0, a response's head and body leave
-    # in two segments the second of which waits for the client's delayed ACK: +40 ms per call.
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        listener.bind((host, port))
-    except OSError:
-        listener.close()
-        raise
-    listener.set_inheritable(True)
-    return listener

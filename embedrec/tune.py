@@ -180,7 +180,7 @@ def _feed_once(encoder: Any, texts: Sequence[str], batch: int) -> None:
         encoder.infer(encoder.tokenize(list(texts[:batch])), session)
 
 
-def _load_step(target: str, mode: str, level: float, seconds: float, texts_file: str | None) -> dict[str, Any]:
+def load_step(target: str, mode: str, level: float, seconds: float, texts_file: str | None) -> dict[str, Any]:
     """One load step from a fresh process (so the load generator never shares the server's GIL)."""
     from embedrec.client.loadtest.runner import StepPlan, run_step
     from embedrec.client.loadtest.workload import TextLengths, Workload
@@ -257,7 +257,7 @@ def measure_server(
     try:
         wait_serving(target, process)
         for concurrency in concurrencies:
-            summary = pool.submit(_load_step, target, "closed", concurrency, seconds, texts).result()
+            summary = pool.submit(load_step, target, "closed", concurrency, seconds, texts).result()
             row[f"c{concurrency}_per_s"] = summary["requests_per_s"]
             row[f"c{concurrency}_p50_ms"] = summary["latency_ms"]["p50"]
             row[f"c{concurrency}_p99_ms"] = summary["latency_ms"]["p99"]
@@ -265,7 +265,7 @@ def measure_server(
         if not open_loop:
             return row
         rate = max(1.0, 0.9 * row["c32_per_s"])
-        summary = pool.submit(_load_step, target, "open", rate, seconds, texts).result()
+        summary = pool.submit(load_step, target, "open", rate, seconds, texts).result()
         row["open_rate"] = rate
         row["open_per_s"] = summary["requests_per_s"]
         row["open_p99_ms"] = summary["latency_ms"]["p99"]

@@ -1,0 +1,83 @@
+"""Loading what a server serves: the settings with the machine's tuning applied, the model's
+encoder, and the item store, checked to belong together."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.store import ItemStore
+from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.encoder import OnnxEncoder
+from embedrec.server.inference.providers import expected_provider
+from embedrec.server.manifest import check_items_match_model, read_model_manifest
+from embedrec.server.settings import Settings
+from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
+
+logger = logging.getLogger(__name__)
+
+
+def load_encoder(settings: Settings) -> OnnxEncoder:
+    """The encoder of --model-dir with the settings' provider, threads and sessions."""
+    return OnnxEncoder(
+        settings.model_dir,
+        provider=settings.provider,  # type: ignore[arg-type]
+        intra_op_threads=settings.threads_per_session,
+        sessions=settings.session_count,
+        device_id=settings.device_id,
+        spinning=settings.intra_op_spinning,
+        cuda_memory_limit_mb=settings.cuda_memory_limit_mb,
+        io_binding=None if settings.io_binding == "auto" else settings.io_binding == "on",
+    )
+
+
+def open_items(settings: Settings, encoder: OnnxEncoder) -> ItemStore | None:
+    """The item store `settings` name (None without items), checked to be built with
+    `encoder`'s model; ConfigurationError otherwise (MilvusUnreachableError when Milvus does not
+    answer). An --items-dir symlink is resolved once, so every file comes from one build."""
+    items: ItemStore
+    if settings.items_store == "milvus":
+        from embedrec.server.catalog.milvus_store import MilvusItems
+
+        items = MilvusItems(
+            settings.milvus_uri,
+            settings.milvus_collection,
+            token=settings.milvus_token,
+            timeout=settings.milvus_timeout_s,
+        )
+    elif settings.items_dir is not None:
+        items = ItemIndex(settings.items_dir.resolve())
+    else:
+        return None
+    check_items_match_model(items.describe(), encoder.manifest)
+    return items
+
+
+def resolve_tuning(settings: Settings) -> tuple[Settings, str]:
+    """`settings` with the model's tuning file applied (for the settings not given explicitly)
+    when it was measured on this machine with this model, and a line saying what happened (for
+    the log and Info). A file that is unreadable or measured elsewhere is ignored, with a warning."""
+    if settings.tuning == "off":
+        return settings, "off"
+    path = settings.model_dir / TUNING_FILE
+    try:
+        tuning = read_tuning(settings.model_dir)
+    except ConfigurationError as error:
+        logger.warning("tuning file ignored: %s", error)
+        return settings, f"ignored {path}: unreadable"
+    if tuning is None:
+        return settings, "none"
+    try:
+        model_sha256 = read_model_manifest(settings.model_dir).onnx_sha256
+    except ConfigurationError:
+        return settings, "none"  # the model loader reports the broken manifest itself
+    reason = mismatch(tuning, Machine.here(expected_provider(settings.provider)), model_sha256)
+    if reason:
+        logger.warning("tuning file %s ignored: %s (re-run embedrec tune on this machine)", path, reason)
+        return settings, f"ignored {path}: {reason}"
+    values = tuned_values(tuning, settings.explicitly_set())
+    overridden = sorted(set(tuning.settings) - set(values))
+    note = tuning.describe(path) + (f"; overridden by flags: {', '.join(overridden)}" if overridden else "")
+    tuned: Settings = dataclasses.replace(settings, **values)  # type: ignore[arg-type]
+    return tuned, note
