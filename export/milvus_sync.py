@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
-from embedrec.server.catalog.milvus_store import (
+from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
@@ -45,11 +45,10 @@ from embedrec.server.catalog.milvus_store import (
     VECTOR,
     CollectionInfo,
     ItemRow,
-    connect,
     entity,
-    milvus_errors,
     milvus_field,
 )
+from embedrec.server.catalog.milvus_store import connect, milvus_errors
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.errors import ConfigurationError
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from embedrec.server.catalog.hidden import HideResult
-from embedrec.server.catalog.milvus_store import DeleteResult, UpsertResult
+from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState

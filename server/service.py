@@ -29,16 +29,10 @@ from embedrec import __version__
 from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_store import (
-    DeleteResult,
-    ItemRow,
-    MilvusItems,
-    UpsertResult,
-    check_item_fields,
-    check_item_id,
-)
+from embedrec.server.catalog.milvus_schema import DeleteResult, ItemRow, UpsertResult, check_item_fields, check_item_id
+from embedrec.server.catalog.milvus_store import MilvusItems
 from embedrec.server.catalog.profiles import BestScore, Profile, ProfilePart, combine_profile
-from embedrec.server.catalog.store import ItemStore, Query, Recommendation, check_distinct
+from embedrec.server.catalog.store import ItemStore, Query, Recommendation, Selection, check_distinct
 from embedrec.server.edge.request_limits import request_limits
 from embedrec.server.errors import EmbedrecError, FailedPrecondition, InvalidArgument
 from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
@@ -198,7 +192,7 @@ class SearchItem:
 
     items: ItemStore
     parts: Sequence[ProfilePart]
-    row_filter: object
+    row_filter: Selection
     k: int
     explain: bool = False
     min_score: float | None = None
@@ -321,7 +315,7 @@ class _PreparedProfile:
     texts: list[str]
     texts_field: str
     text_weights: list[float]
-    row_filter: object
+    row_filter: Selection
     unknown_item_ids: list[str]
     diversity: tuple[str, int] | None = None
 

@@ -27,20 +27,32 @@ keeps working.
 from __future__ import annotations
 
 import functools
-import json
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
-from embedrec.server.catalog.fields import CheckedCondition, ConditionSpec, FieldKind, check_conditions
+from embedrec.server.catalog.fields import ConditionSpec, check_conditions
 from embedrec.server.catalog.hidden import HideResult
-from embedrec.server.catalog.item_ids import MAX_ID_BYTES
+from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
+from embedrec.server.catalog.milvus_schema import (
+    CONTENT_HASH,
+    HIDDEN,
+    ID,
+    LAYOUT,
+    POSITION,
+    PROPERTY_PREFIX,
+    VECTOR,
+    CollectionInfo,
+    DeleteResult,
+    ItemRow,
+    UpsertResult,
+    entity,
+    milvus_field,
+)
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -53,131 +65,13 @@ from embedrec.server.catalog.store import (
 from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
 
-LAYOUT = "1"
-ID = "id"
-VECTOR = "vector"
-POSITION = "position"
-HIDDEN = "hidden"
-CONTENT_HASH = "content_hash"
-FIELD_PREFIX = "f_"
-MAX_ID_LENGTH = MAX_ID_BYTES
-MAX_FIELD_VALUES = 256  # values per item of a categorical field
-MAX_FIELD_VALUE_LENGTH = 1024
 # Milvus answers at most this many results per query vector (topk + offset).
 MAX_TOPK = 16_384
 # Results fetched past the k wanted, so equal scores at the cut can be ordered by position.
 TIE_MARGIN = 16
 # Ids per query/upsert/delete request.
 ID_BATCH = 4_096
-# Collection properties (all strings).
-PROPERTY_PREFIX = "embedrec."
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-
 _T = TypeVar("_T")
-
-
-def milvus_field(name: str) -> str:
-    """The Milvus field holding the catalog field `name`; ValueError for a name Milvus cannot
-    hold (letters, digits and underscores, not starting with a digit)."""
-    if not _FIELD_NAME.match(name):
-        raise ValueError(
-            f"field name {name!r} cannot be a Milvus field: use letters, digits and underscores, "
-            "not starting with a digit"
-        )
-    return FIELD_PREFIX + name
-
-
-def check_item_id(item_id: str, *, field: str) -> None:
-    """InvalidArgument naming `field` unless `item_id` is a non-blank id of at most
-    MAX_ID_LENGTH UTF-8 bytes."""
-    if not item_id.strip():
-        raise InvalidArgument(f"{field} is blank; give the item's id")
-    if len(item_id.encode("utf-8")) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} bytes")
-
-
-def check_item_fields(
-    categorical: Mapping[str, Sequence[str]],
-    numeric: Mapping[str, float],
-    kinds: Mapping[str, FieldKind],
-    *,
-    field: str,
-) -> None:
-    """InvalidArgument naming `field`.fields[NAME] unless every field is one of the items' with
-    that kind, a categorical one has at most MAX_FIELD_VALUES values of at most
-    MAX_FIELD_VALUE_LENGTH bytes, and a numeric one is finite."""
-    known = ", ".join(f"{name} ({kind})" for name, kind in sorted(kinds.items())) or "none"
-    for name, values in categorical.items():
-        where = f"{field}.fields[{quoted(name)}]"
-        if kinds.get(name) != "categorical":
-            raise InvalidArgument(f"{where}: not a categorical field of the items (they have: {known})")
-        if len(values) > MAX_FIELD_VALUES:
-            raise InvalidArgument(f"{where} has {len(values)} values; the limit is {MAX_FIELD_VALUES}")
-        if any(len(value.encode("utf-8")) > MAX_FIELD_VALUE_LENGTH for value in values):
-            raise InvalidArgument(f"{where} has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes")
-    for name, number in numeric.items():
-        where = f"{field}.fields[{quoted(name)}]"
-        if kinds.get(name) != "numeric":
-            raise InvalidArgument(f"{where}: not a numeric field of the items (they have: {known})")
-        if not math.isfinite(number):
-            raise InvalidArgument(f"{where} is {number}; give a finite number (leave it out for none)")
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """What a collection's properties say about its items."""
-
-    layout: str
-    model_onnx_sha256: str
-    model_name: str
-    dim: int
-    prompt_name: str
-    prompt: str
-    filter_field: str
-    fields: dict[str, FieldKind]
-    items_sha256: str
-    next_position: int
-
-    def properties(self) -> dict[str, str]:
-        """The collection properties recording this."""
-        return {
-            PROPERTY_PREFIX + "layout": self.layout,
-            PROPERTY_PREFIX + "model_onnx_sha256": self.model_onnx_sha256,
-            PROPERTY_PREFIX + "model_name": self.model_name,
-            PROPERTY_PREFIX + "dim": str(self.dim),
-            PROPERTY_PREFIX + "prompt_name": self.prompt_name,
-            PROPERTY_PREFIX + "prompt": self.prompt,
-            PROPERTY_PREFIX + "filter_field": self.filter_field,
-            PROPERTY_PREFIX + "fields": json.dumps(self.fields, sort_keys=True),
-            PROPERTY_PREFIX + "items_sha256": self.items_sha256,
-            PROPERTY_PREFIX + "next_position": str(self.next_position),
-        }
-
-    @classmethod
-    def from_properties(cls, properties: dict[str, str], where: str) -> CollectionInfo:
-        """Read the properties; ConfigurationError naming `where` when they are not embedrec's."""
-        values = {
-            key[len(PROPERTY_PREFIX) :]: value for key, value in properties.items() if key.startswith(PROPERTY_PREFIX)
-        }
-        try:
-            fields = json.loads(values["fields"])
-            return cls(
-                layout=values["layout"],
-                model_onnx_sha256=values["model_onnx_sha256"],
-                model_name=values["model_name"],
-                dim=int(values["dim"]),
-                prompt_name=values["prompt_name"],
-                prompt=values["prompt"],
-                filter_field=values["filter_field"],
-                fields={str(name): kind for name, kind in fields.items()},
-                items_sha256=values["items_sha256"],
-                next_position=int(values["next_position"]),
-            )
-        except (KeyError, ValueError, AttributeError) as error:
-            raise ConfigurationError(
-                f"{where} was not built by embedrec (its properties lack {error}); "
-                "build it with embedrec export-items --store milvus"
-            ) from None
 
 
 def connect(uri: str, token: str, timeout: float) -> Any:
@@ -206,58 +100,6 @@ def milvus_errors() -> tuple[type[BaseException], ...]:
 
 class MilvusUnreachableError(ConfigurationError):
     """Milvus did not answer (at start: the server waits and retries, NOT_SERVING meanwhile)."""
-
-
-@dataclass(frozen=True)
-class MilvusSelection:
-    """What one query may return, as a Milvus filter expression."""
-
-    expression: str
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    """One item to upsert: id, unit vector, field values (categorical: a list of strings;
-    numeric: a float or None), and its content hash (0 for items sent live)."""
-
-    item_id: str
-    vector: FloatArray
-    fields: dict[str, Any]
-    content_hash: int = 0
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    """What an upsert did: ids new to the collection, ids replaced, and the item count now."""
-
-    inserted: int
-    updated: int
-    item_count: int
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    """What a delete did: ids removed, ids the collection does not have, the item count now."""
-
-    deleted: int
-    unknown_ids: list[str]
-    item_count: int
-
-
-def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
-    """The Milvus entity of `row` in a collection with the fields `kinds` (a categorical field
-    without values holds an empty list, a numeric one None)."""
-    record: dict[str, Any] = {
-        ID: row.item_id,
-        VECTOR: np.asarray(row.vector, dtype=np.float32).tolist(),
-        POSITION: position,
-        HIDDEN: hidden,
-        CONTENT_HASH: row.content_hash,
-    }
-    for name, kind in kinds.items():
-        value = row.fields.get(name)
-        record[milvus_field(name)] = list(value or ()) if kind == "categorical" else value
-    return record
 
 
 class MilvusItems:
@@ -354,16 +196,16 @@ class MilvusItems:
         history_ids = history.handle if isinstance(history.handle, list) else []
         excluded = list(dict.fromkeys([*exclude_ids, *history_ids]))
         if excluded:
-            parts.append(f"{ID} not in {_literal(excluded)}")
+            parts.append(f"{ID} not in {literal(excluded)}")
         if filter_values:
             if not self.filter_field:
                 raise InvalidArgument(
                     f"{field} given, but the served items have no filter field "
                     "(build them with embedrec export-items --filter-field NAME)"
                 )
-            parts.append(f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {_literal(list(filter_values))})")
+            parts.append(f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})")
         for condition in check_conditions(conditions, self.info.fields, field=conditions_field):
-            parts.extend(_condition_expressions(condition))
+            parts.extend(condition_expressions(condition))
         return MilvusSelection(" and ".join(parts))
 
     def check_categorical(self, name: str, *, field: str) -> None:
@@ -644,38 +486,6 @@ def _selection_of(query: Query) -> MilvusSelection:
     if not isinstance(query.row_filter, MilvusSelection):
         raise TypeError(f"a query on the Milvus store needs a MilvusSelection, got {type(query.row_filter).__name__}")
     return query.row_filter
-
-
-def _condition_expressions(condition: CheckedCondition) -> list[str]:
-    column = milvus_field(condition.field)
-    if condition.kind == "categorical":
-        parts = []
-        if condition.any_of is not None:
-            parts.append(f"ARRAY_CONTAINS_ANY({column}, {_literal(list(condition.any_of))})")
-        if condition.none_of:
-            parts.append(f"not ARRAY_CONTAINS_ANY({column}, {_literal(list(condition.none_of))})")
-        return parts
-    parts = [f"{column} is not null"]  # no value never matches a range
-    if not math.isinf(condition.low):
-        parts.append(f"{column} {'>=' if condition.low_inclusive else '>'} {_number(condition.low)}")
-    elif not condition.low_inclusive:
-        parts.append(f"{column} > {_number(-math.inf)}")
-    if not math.isinf(condition.high):
-        parts.append(f"{column} {'<=' if condition.high_inclusive else '<'} {_number(condition.high)}")
-    elif not condition.high_inclusive:
-        parts.append(f"{column} < {_number(math.inf)}")
-    return parts
-
-
-def _literal(values: list[str]) -> str:
-    """A Milvus list literal of strings (JSON string escapes are Milvus's)."""
-    return "[" + ", ".join(json.dumps(value, ensure_ascii=False) for value in values) + "]"
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):  # beyond every double: an open end compares against the largest one
-        return "1.7976931348623157e308" if value > 0 else "-1.7976931348623157e308"
-    return repr(float(value))
 
 
 def _message(error: BaseException) -> str:

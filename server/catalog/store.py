@@ -19,11 +19,15 @@ import numpy as np
 
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
 from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.profiles import Contribution
-from embedrec.server.catalog.topk import FloatArray
+from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
 
 StoreKind = Literal["mmap", "milvus"]
+# What one query may return, compiled by the store that will search it (its `selection`): one
+# typed value from the request's handler to the scan.
+Selection = RowFilter | MilvusSelection
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Query:
     `selection`), an optional score floor, and an optional scorer replacing profile . item."""
 
     profile: FloatArray
-    row_filter: object
+    row_filter: Selection
     min_score: float | None = None
     # Scores rows itself instead of profile . row (e.g. best_score): a block (rows, dim) -> (rows,).
     scorer: Callable[[FloatArray], FloatArray] | None = None
@@ -112,7 +116,7 @@ class ItemStore(Protocol):
         field: str,
         conditions: Sequence[ConditionSpec] = (),
         conditions_field: str = "where",
-    ) -> object:
+    ) -> Selection:
         """What one query may return: not hidden, not in `history` nor `exclude_ids` (unknown ids
         are ignored), with one of `filter_values` in the filter field when given, and every
         condition met. InvalidArgument naming `field` when the catalog has no filter field, or

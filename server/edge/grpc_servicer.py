@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from embedrec.server.catalog.hidden import HideResult
-from embedrec.server.catalog.milvus_store import DeleteResult, UpsertResult
+from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.edge import messages
 from embedrec.server.edge.calls import (
     REQUEST_ID_KEY,

@@ -1,0 +1,50 @@
+"""Milvus filter expressions: a query's restrictions (hidden, exclusions, filter values, `where`
+conditions) as one expression Milvus evaluates inside its exact search."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from embedrec.server.catalog.fields import CheckedCondition
+from embedrec.server.catalog.milvus_schema import milvus_field
+
+
+@dataclass(frozen=True)
+class MilvusSelection:
+    """What one query may return, as a Milvus filter expression."""
+
+    expression: str
+
+
+def condition_expressions(condition: CheckedCondition) -> list[str]:
+    column = milvus_field(condition.field)
+    if condition.kind == "categorical":
+        parts = []
+        if condition.any_of is not None:
+            parts.append(f"ARRAY_CONTAINS_ANY({column}, {literal(list(condition.any_of))})")
+        if condition.none_of:
+            parts.append(f"not ARRAY_CONTAINS_ANY({column}, {literal(list(condition.none_of))})")
+        return parts
+    parts = [f"{column} is not null"]  # no value never matches a range
+    if not math.isinf(condition.low):
+        parts.append(f"{column} {'>=' if condition.low_inclusive else '>'} {number(condition.low)}")
+    elif not condition.low_inclusive:
+        parts.append(f"{column} > {number(-math.inf)}")
+    if not math.isinf(condition.high):
+        parts.append(f"{column} {'<=' if condition.high_inclusive else '<'} {number(condition.high)}")
+    elif not condition.high_inclusive:
+        parts.append(f"{column} < {number(math.inf)}")
+    return parts
+
+
+def literal(values: list[str]) -> str:
+    """A Milvus list literal of strings (JSON string escapes are Milvus's)."""
+    return "[" + ", ".join(json.dumps(value, ensure_ascii=False) for value in values) + "]"
+
+
+def number(value: float) -> str:
+    if math.isinf(value):  # beyond every double: an open end compares against the largest one
+        return "1.7976931348623157e308" if value > 0 else "-1.7976931348623157e308"
+    return repr(float(value))
