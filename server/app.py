@@ -16,17 +16,19 @@ import logging
 
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.milvus_store import MilvusUnreachableError
+from embedrec.server.catalog.search import create_search_batcher
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
 from embedrec.server.edge.grpc_server import GrpcEdge
 from embedrec.server.edge.http_server import HttpServer, start_http_edge
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.embedding import create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.loading import load_encoder, open_items, resolve_tuning
 from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.operations import Operations
-from embedrec.server.service import EmbeddingService, create_batcher, create_search_batcher
+from embedrec.server.service import EmbeddingService
 from embedrec.server.settings import Settings
 
 WARMUP_TEXTS = ("warm-up", "a slightly longer warm-up sentence for the runtime's first shapes")

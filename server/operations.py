@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.live import ItemUpsert
 from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
@@ -18,7 +19,7 @@ from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unava
 from embedrec.server.limits import check_count
 from embedrec.server.loading import open_items
 from embedrec.server.observability.metrics import ServerMetrics
-from embedrec.server.service import NO_ITEMS, EmbeddingService, ItemUpsert, ReloadResult
+from embedrec.server.service import NO_ITEMS, EmbeddingService, ReloadResult
 from embedrec.server.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -263,6 +263,10 @@ class MilvusItems:
         """Every hidden id, sorted."""
         return sorted(row[ID] for row in self._scan(f"{HIDDEN} == true", [ID], None))
 
+    def live(self) -> MilvusItems:
+        """This collection: it takes upserts and deletes while serving."""
+        return self
+
     # -- live changes ---------------------------------------------------------------------------
 
     def upsert(self, rows: Sequence[ItemRow], deadline: float | None = None) -> UpsertResult:

@@ -171,6 +171,10 @@ class ItemIndex:
         """The hidden ids, sorted."""
         return self.hidden.snapshot.ids
 
+    def live(self) -> None:
+        """None: a memory-mapped build is read-only (rebuilt with export-items, then reloaded)."""
+        return None
+
     def rows_of(self, item_ids: Sequence[str], *, field: str) -> IndexArray:
         """Row numbers of `item_ids`; raises NotFound naming `field` and the unknown ids, and
         InvalidArgument when an id is given twice."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.profiles import Contribution
 from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
+
+if TYPE_CHECKING:  # live.py names this module's types: only the type checker follows the loop
+    from embedrec.server.catalog.live import LiveItemStore
 
 StoreKind = Literal["mmap", "milvus"]
 # What one query may return, compiled by the store that will search it (its `selection`): one
@@ -150,6 +153,11 @@ class ItemStore(Protocol):
 
     def hidden_ids(self) -> Sequence[str]:
         """Every hidden id, sorted."""
+        ...
+
+    def live(self) -> LiveItemStore | None:
+        """This store as one that takes changes while serving (UpsertItems, DeleteItems), or
+        None when it is read-only (rebuilt offline)."""
         ...
 
 

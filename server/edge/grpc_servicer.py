@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from embedrec.server.catalog.hidden import HideResult
+from embedrec.server.catalog.live import ItemUpsert
 from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.edge import messages
 from embedrec.server.edge.calls import (
@@ -28,7 +29,7 @@ from embedrec.server.edge.calls import (
 )
 from embedrec.server.edge.grpc_handlers import REQUEST_TYPES
 from embedrec.server.observability.tracing import server_span
-from embedrec.server.service import EmbeddingService, ItemUpsert, ReloadResult
+from embedrec.server.service import EmbeddingService, ReloadResult
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 

@@ -39,7 +39,7 @@ from embedrec.server.edge import messages
 from embedrec.server.edge.auth import Access, TokenGuard
 from embedrec.server.edge.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
 from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
-from embedrec.server.edge.request_limits import LimitTable
+from embedrec.server.edge.request_limits import LimitTable, limits_of
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
 from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService
@@ -327,7 +327,7 @@ async def _parsed(service: EmbeddingService, body: bytes, message: Message) -> A
     """`_parse`, in the CPU pool for bodies past INLINE_PARSE_MAX_BYTES (json_format works in
     Python, ~0.5 us per value)."""
     return await service.cpu.run_unless_small(
-        len(body) <= INLINE_PARSE_MAX_BYTES, _parse, body, message, service.request_limits
+        len(body) <= INLINE_PARSE_MAX_BYTES, _parse, body, message, limits_of(service)
     )
 
 

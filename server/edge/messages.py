@@ -16,19 +16,16 @@ from google.protobuf.message import DecodeError, Message
 
 from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.edge.request_limits import LimitTable, too_many
+from embedrec.server.catalog.live import ItemUpsert
+from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
+from embedrec.server.catalog.search import Strategy
+from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
 from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
+from embedrec.server.inference.embedding import EmbedResult
 from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.manifest import PoolingName
-from embedrec.server.service import (
-    EmbeddingService,
-    EmbedResult,
-    ItemUpsert,
-    ProfileRequest,
-    RecommendResult,
-    Strategy,
-)
+from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_FROM_PROTO: dict[int, PoolingName | None] = {
@@ -52,7 +49,7 @@ async def decode(service: EmbeddingService, data: bytes, message_class: type[Mes
     past INLINE_PARSE_MAX_BYTES. Raises InvalidArgument naming the field past its limit, or
     saying why the bytes are not such a message."""
     return await service.cpu.run_unless_small(
-        len(data) <= INLINE_PARSE_MAX_BYTES, _decode, data, message_class, service.request_limits
+        len(data) <= INLINE_PARSE_MAX_BYTES, _decode, data, message_class, limits_of(service)
     )
 
 
@@ -124,7 +121,7 @@ async def recommend_batch(
     service: EmbeddingService, request: pb.RecommendBatchRequest, timeout: float | None
 ) -> pb.RecommendBatchResponse:
     """RecommendBatch: Recommend for several users in one pass."""
-    users = service.request_limits.counts[("RecommendBatchRequest", "users")]
+    users = limits_of(service).counts[("RecommendBatchRequest", "users")]
     if len(request.users) > users.limit:  # before any per-user work
         raise too_many("users", users, len(request.users))
     profiles = [profile_request(user) for user in request.users]

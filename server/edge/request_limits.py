@@ -18,8 +18,10 @@ messages name the field (with its path) and the limit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from embedrec.server.catalog.item_ids import MAX_ID_BYTES
 from embedrec.server.errors import InvalidArgument
@@ -61,9 +63,29 @@ class LimitTable:
         return self.string_bytes.get((message, field), DEFAULT_STRING_BYTES)
 
 
+@functools.cache
 def request_limits(limits: Limits, dim: int) -> LimitTable:
-    """The limits of every request message under `limits`; `dim` bounds the vectors."""
+    """The limits of every request message under `limits`; `dim` bounds the vectors (built once
+    per pair)."""
     return LimitTable(_count_limits(limits, dim), _string_limits())
+
+
+class _HasDim(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+
+class _Served(Protocol):
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def encoder(self) -> _HasDim: ...
+
+
+def limits_of(service: _Served) -> LimitTable:
+    """The request limits of what `service` serves (its limits and its model's dim)."""
+    return request_limits(service.limits, service.encoder.dim)
 
 
 def _string_limits() -> Mapping[tuple[str, str], CountLimit | None]:

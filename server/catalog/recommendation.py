@@ -1,0 +1,255 @@
+"""Recommend: a request validated (`check_profile_request`), its profile gathered from the
+catalog (`gather_profile`), its texts embedded with every other user's, and its search queued for
+the search batcher; exact top-k, best first."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from embedrec.server.batching.batcher import MicroBatcher
+from embedrec.server.batching.offload import CpuPool
+from embedrec.server.catalog.fields import ConditionSpec
+from embedrec.server.catalog.profiles import ProfilePart, combine_profile
+from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
+from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
+from embedrec.server.errors import EmbedrecError, InvalidArgument
+from embedrec.server.inference.embedding import Embedder
+from embedrec.server.inference.pooling import FloatArray
+from embedrec.server.limits import Limits, check_count, check_k, check_score_floor, check_vector, check_weight
+from embedrec.server.observability.tracing import span
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """A Recommend request in core terms (see RecommendRequest in the proto)."""
+
+    k: int
+    user_vector: Sequence[float] | FloatArray = ()
+    user_vector_weight: float = 1.0
+    texts: Sequence[tuple[str, float]] = ()
+    items: Sequence[tuple[str, float]] = ()
+    exclude_ids: Sequence[str] = ()
+    exclude_history: bool = True
+    filter_values: Sequence[str] = ()
+    explain: bool = False
+    min_score: float | None = None
+    offset: int = 0
+    ignore_unknown_items: bool = False
+    where: Sequence[ConditionSpec] = ()
+    diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
+    strategy: Strategy = "average_vector"
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    """One user's answer: the items, best first, and the history ids skipped as unknown (with
+    ignore_unknown_items)."""
+
+    items: list[Recommendation]
+    unknown_item_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedProfile:
+    """A validated Recommend request: its parts so far, the texts still to embed, its filter."""
+
+    k: int
+    parts: list[ProfilePart]
+    texts: list[str]
+    texts_field: str
+    text_weights: list[float]
+    row_filter: Selection
+    unknown_item_ids: list[str]
+    diversity: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class ProfileWeights:
+    """A request's validated weights: of its texts and of its history items, in request order."""
+
+    texts: list[float]
+    items: list[float]
+
+
+def check_profile_request(request: ProfileRequest, limits: Limits, prefix: str = "") -> ProfileWeights:
+    """Raise InvalidArgument (field names prefixed with `prefix`) unless `request`'s k, offset,
+    score floor, counts and weights are within `limits`; its weights. Pure: no catalog access."""
+    check_k(request.k, limits, field=f"{prefix}k")
+    if not 0 <= request.offset <= limits.max_offset:
+        raise InvalidArgument(
+            f"{prefix}offset must be between 0 and max_offset={limits.max_offset}, got {request.offset}"
+        )
+    check_score_floor(request.min_score, field=f"{prefix}min_score")
+    check_count(len(request.where), limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
+    for index, condition in enumerate(request.where):
+        for name in ("any_of", "none_of"):
+            check_count(
+                len(getattr(condition, name)),
+                limits.max_filter_values,
+                field=f"{prefix}where[{index}].{name}",
+                limit_name="max_filter_values",
+            )
+    for name, count, limit_name in (
+        ("items", len(request.items), "max_history_items"),
+        ("exclude_ids", len(request.exclude_ids), "max_exclude_ids"),
+        ("filter_values", len(request.filter_values), "max_filter_values"),
+    ):
+        check_count(count, getattr(limits, limit_name), field=f"{prefix}{name}", limit_name=limit_name)
+    text_weights = [
+        check_weight(weight, field=f"{prefix}texts[{i}].weight", negative=True)
+        for i, (_, weight) in enumerate(request.texts)
+    ]
+    item_weights = [
+        check_weight(weight, field=f"{prefix}items[{i}].weight", negative=True)
+        for i, (_, weight) in enumerate(request.items)
+    ]
+    return ProfileWeights(text_weights, item_weights)
+
+
+def gather_profile(
+    items: ItemStore,
+    request: ProfileRequest,
+    weights: ProfileWeights,
+    dim: int,
+    prefix: str = "",
+    deadline: float | None = None,
+) -> PreparedProfile:
+    """Every part of `request`'s profile but the texts (embedded for all users together), with
+    the selection of items it may return: the user vector, the history items' vectors from
+    `items`, exclusions, filter values, conditions and diversity checked against the catalog.
+    Raises InvalidArgument or NotFound naming the field (prefixed with `prefix`)."""
+    text_weights, item_weights = weights.texts, weights.items
+    parts: list[ProfilePart] = []
+    if len(request.user_vector):
+        vector = check_vector(request.user_vector, dim, field=f"{prefix}user_vector")
+        weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
+        parts.append(ProfilePart(vector, weight, "user_vector"))
+    item_ids = [item_id for item_id, _ in request.items]
+    history = items.history(
+        item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items, deadline=deadline
+    )
+    skipped = set(history.unknown_positions)
+    known = [index for index in range(len(item_ids)) if index not in skipped]
+    parts.extend(
+        ProfilePart(vector, item_weights[index], "item", index, item_ids[index])
+        for index, vector in zip(known, history.vectors, strict=True)
+    )
+    if not parts and not request.texts:
+        combine_profile(parts)  # raises the "profile is empty" error before any text is embedded
+    row_filter = items.selection(
+        history if request.exclude_history else replace(history, handle=None),
+        request.exclude_ids,
+        request.filter_values,
+        field=f"{prefix}filter_values",
+        conditions=request.where,
+        conditions_field=f"{prefix}where",
+    )
+    diversity = None
+    if request.diversity is not None:
+        name, limit = request.diversity
+        items.check_categorical(name, field=f"{prefix}diversity.field")
+        if limit < 1:
+            raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
+        diversity = (name, limit)
+    texts = [text for text, _ in request.texts]
+    unknown_ids = [item_ids[index] for index in history.unknown_positions]
+    return PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity)
+
+
+class Recommender:
+    """Recommend and RecommendBatch over an embedder (for the profiles' texts) and the search
+    batcher; every call names the item store snapshot it runs on."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        search_batcher: MicroBatcher[SearchItem, SearchResult],
+        limits: Limits,
+        cpu: CpuPool,
+        dim: int,
+    ) -> None:
+        """`cpu` runs the catalog id look-ups off the loop; `dim` is the model's."""
+        self.embedder = embedder
+        self.search_batcher = search_batcher
+        self.limits = limits
+        self.cpu = cpu
+        self.dim = dim
+
+    async def recommend(self, items: ItemStore, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
+        """Top-k items for the profile of `request`, best first (exact, ties by catalog order),
+        after `offset` and at least `min_score`.
+
+        Raises InvalidArgument on bad fields, NotFound on
+        unknown history ids (unless ignore_unknown_items).
+        """
+        return (await self._recommend_each(items, [request], timeout=timeout, prefix=""))[0]
+
+    async def recommend_many(
+        self, items: ItemStore, requests: Sequence[ProfileRequest], *, timeout: float | None
+    ) -> list[RecommendResult]:
+        """`recommend` for several users with one pass over the item matrix; results in request
+        order. Field names in errors are prefixed with users[i]."""
+        if not requests:
+            raise InvalidArgument(f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users")
+        check_count(len(requests), self.limits.max_batch_users, field="users", limit_name="max_batch_users")
+        return await self._recommend_each(items, requests, timeout=timeout, prefix="users[{}].")
+
+    async def _recommend_each(
+        self, items: ItemStore, requests: Sequence[ProfileRequest], *, timeout: float | None, prefix: str
+    ) -> list[RecommendResult]:
+        self.search_batcher.check_admission(len(requests))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
+        with span("embedrec.prepare", users=len(requests)):
+            prepared = await self.cpu.run_unless_small(
+                not any(request.items or request.exclude_ids for request in requests),
+                self._prepare_all,
+                items,
+                requests,
+                prefix,
+                deadline,
+            )
+        # Every user's texts in one submission: they share inference batches.
+        with_texts = [one for one in prepared if one.texts]
+        embedded = await self.embedder.embed_queries(
+            [(one.texts, one.texts_field) for one in with_texts], timeout=timeout
+        )
+        for one, vectors in zip(with_texts, embedded, strict=True):
+            one.parts.extend(
+                ProfilePart(vector, weight, "text", index)
+                for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
+            )
+        searches = [
+            SearchItem(
+                items,
+                one.parts,
+                one.row_filter,
+                one.k,
+                request.explain,
+                request.min_score,
+                request.offset,
+                one.diversity,
+                request.strategy,
+                deadline,
+            )
+            for one, request in zip(prepared, requests, strict=True)
+        ]
+        results = await self.search_batcher.submit(searches, timeout=timeout)
+        answers = []
+        for result, one in zip(results, prepared, strict=True):
+            if isinstance(result, EmbedrecError):
+                raise result
+            answers.append(RecommendResult(result, one.unknown_item_ids))
+        return answers
+
+    def _prepare_all(
+        self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str, deadline: float | None
+    ) -> list[PreparedProfile]:
+        prepared = []
+        for index, request in enumerate(requests):
+            field_prefix = prefix.format(index)
+            weights = check_profile_request(request, self.limits, field_prefix)
+            prepared.append(gather_profile(items, request, weights, self.dim, field_prefix, deadline))
+        return prepared

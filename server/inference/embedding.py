@@ -1,0 +1,187 @@
+"""Embedding texts: validation against the limits, the model's prompts, tokenising off the event
+loop, the inference batcher, Matryoshka truncation and normalisation; cosine similarity."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
+from embedrec.server.errors import InvalidArgument
+from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
+from embedrec.server.inference.pooling import FloatArray, l2_normalize
+from embedrec.server.inference.prompts import prompt_text, query_prompt_name, with_prompt
+from embedrec.server.inference.tokenization import TokenizedText
+from embedrec.server.limits import Limits, check_count, check_texts
+from embedrec.server.manifest import ModelManifest, PoolingName
+from embedrec.server.observability.tracing import batch_tracer, span
+from embedrec.server.observability.tracing import enabled as tracing_enabled
+
+BatchItem = tuple[TokenizedText, PoolingName]
+
+
+class Encoder(Protocol):
+    """What embedding needs of a model: its manifest (dim, pooling, prompts...) and tokenising."""
+
+    @property
+    def manifest(self) -> ModelManifest: ...
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True, field: str = "texts") -> list[TokenizedText]:
+        """Token sequences of `texts`; InvalidArgument naming `field`[i] for a text too long
+        when `truncate` is false."""
+        ...
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Vectors (n, dim) float32 in request order, and the tokens each text used."""
+
+    vectors: FloatArray
+    token_counts: list[int]
+
+
+def create_batcher(
+    encoder: OnnxEncoder, policy: BatchPolicy, *, instances: int = 1, **hooks: Any
+) -> MicroBatcher[BatchItem, FloatArray]:
+    """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
+    thread of whichever of the `instances` is free (instance i runs on session i modulo the
+    encoder's sessions), pooling in the finishing thread (overlapping the
+    next batch's inference)."""
+
+    def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
+        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count)
+
+    def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
+        return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
+
+    return MicroBatcher(
+        [functools.partial(infer_on, instance) for instance in range(instances)],
+        finish,
+        tracer=batch_tracer("inference", finish_span="embedrec.pooling"),
+        policy=policy,
+        cost=lambda item: item[0].length,
+        name="inference",
+        unit="texts",
+        queue_limit_name="max_queued_texts",
+        **hooks,
+    )
+
+
+class Embedder:
+    """Embed and Similarity over an encoder and its inference batcher."""
+
+    def __init__(
+        self, encoder: Encoder, batcher: MicroBatcher[BatchItem, FloatArray], limits: Limits, cpu: CpuPool
+    ) -> None:
+        """`cpu` runs the request-sized CPU work (tokenising) off the loop."""
+        self.encoder = encoder
+        self.batcher = batcher
+        self.limits = limits
+        self.cpu = cpu
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool | None = None,
+        truncate: bool | None = None,
+        pooling: PoolingName | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
+        timeout: float | None = None,
+        field_name: str = "texts",
+    ) -> EmbedResult:
+        """Embed `texts` (validated against the limits); vectors in request order.
+
+        `prompt_name`: one of the model's prompts, prepended to each text (None: the model's
+        default, "": none). `dimensions`: keep the first `dimensions` values of each vector
+        (Matryoshka truncation), normalised after truncating. Raises InvalidArgument,
+        Overloaded, DeadlineExpired or Unavailable.
+        """
+        manifest = self.encoder.manifest
+        with span("embedrec.admission", texts=len(texts)):
+            check_texts(texts, self.limits, field=field_name)
+            prompt = prompt_text(manifest, prompt_name)
+            if dimensions is not None and not 1 <= dimensions <= manifest.dim:
+                raise InvalidArgument(f"dimensions must be 1 to the model's dimension {manifest.dim}, got {dimensions}")
+            self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
+        (tokenized,) = await self._tokenize(
+            [(with_prompt(prompt, list(texts)), field_name)], truncate=True if truncate is None else truncate
+        )
+        vectors = await self._run(tokenized, pooling or manifest.pooling, timeout)
+        if dimensions is not None:
+            vectors = vectors[:, :dimensions]
+        if manifest.normalize if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        return EmbedResult(np.ascontiguousarray(vectors), [tokens.length for tokens in tokenized])
+
+    async def _run(self, tokenized: Sequence[TokenizedText], pooling: PoolingName, timeout: float | None) -> FloatArray:
+        """Tokenised texts through the batcher: float32 (n, dim), not normalised."""
+        pooled = await self.batcher.submit([(tokens, pooling) for tokens in tokenized], timeout=timeout)
+        return np.stack(pooled).astype(np.float32, copy=False)
+
+    async def embed_queries(
+        self, groups: Sequence[tuple[Sequence[str], str]], *, timeout: float | None
+    ) -> list[FloatArray]:
+        """Unit vectors for several groups of (texts, field name), each group validated on its own
+        against the limits, all submitted to the batcher at once (so they share batches). The
+        texts are queries: embedded with the model's query prompt."""
+        with span("embedrec.admission", texts=sum(len(texts) for texts, _ in groups)):
+            for texts, field_name in groups:
+                check_texts(texts, self.limits, field=field_name)
+            self.batcher.check_admission(sum(len(texts) for texts, _ in groups))
+        prompt = prompt_text(self.encoder.manifest, query_prompt_name(self.encoder.manifest))
+        tokenized = await self._tokenize(
+            [(with_prompt(prompt, list(texts)), field_name) for texts, field_name in groups], truncate=True
+        )
+        flat = [tokens for group in tokenized for tokens in group]
+        if not flat:
+            return []
+        vectors = l2_normalize(await self._run(flat, self.encoder.manifest.pooling, timeout))
+        bounds = np.cumsum([len(group) for group in tokenized])[:-1]
+        return list(np.split(vectors, bounds))
+
+    async def _tokenize(
+        self, groups: Sequence[tuple[Sequence[str], str]], *, truncate: bool
+    ) -> list[list[TokenizedText]]:
+        """Each group of (texts, field name) tokenised: inline when all of them hold at most
+        INLINE_TOKENIZE_MAX_CHARS characters (cheaper than the hop), else in the CPU pool."""
+        characters = sum(len(text) for texts, _ in groups for text in texts)
+
+        def tokenize_all() -> list[list[TokenizedText]]:
+            return [self.encoder.tokenize(texts, truncate=truncate, field=field) for texts, field in groups]
+
+        with span("embedrec.tokenize", characters=characters) as traced:
+            tokenized = await self.cpu.run_unless_small(characters <= INLINE_TOKENIZE_MAX_CHARS, tokenize_all)
+            if tracing_enabled():
+                traced.set(tokens=sum(tokens.length for group in tokenized for tokens in group))
+        return tokenized
+
+    async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
+        """Cosine similarity of `query` with each candidate, in candidate order."""
+        check_texts([query], self.limits, field="query")
+        check_texts(candidates, self.limits, field="candidates", max_count=self.limits.max_texts_per_request - 1)
+        vectors = (
+            await self.embed([query, *candidates], normalize=True, timeout=timeout, field_name="query and candidates")
+        ).vectors
+        scores: FloatArray = (vectors[1:] @ vectors[0]).astype(np.float32)
+        return scores
+
+    async def similarity_of_pairs(self, pairs: Sequence[tuple[str, str]], *, timeout: float | None) -> FloatArray:
+        """Cosine similarity of each (a, b) pair, in pair order."""
+        max_pairs = self.limits.max_texts_per_request // 2
+        if not pairs:
+            raise InvalidArgument(f"give either query with candidates, or 1 to {max_pairs} pairs")
+        check_count(len(pairs), max_pairs, field="pairs", limit_name="max_texts_per_request / 2")
+        for index, (first, second) in enumerate(pairs):
+            check_texts([first], self.limits, field=f"pairs[{index}].a")
+            check_texts([second], self.limits, field=f"pairs[{index}].b")
+        flat = [text for pair in pairs for text in pair]
+        vectors = (await self.embed(flat, normalize=True, timeout=timeout, field_name="pairs")).vectors
+        scores: FloatArray = np.sum(vectors[0::2] * vectors[1::2], axis=1).astype(np.float32)
+        return scores
