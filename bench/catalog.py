@@ -70,6 +70,7 @@ def median_ms(runs: list[float]) -> float:
 
 def main() -> int:
     """Build the synthetic catalog, time every variant, write the BENCHMARKS.md section."""
+    # Kept whole: a benchmark script (measure, then write its section); one experiment in one place.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=15)

@@ -89,6 +89,7 @@ def server_runs() -> tuple[dict[tuple[str, str], list[dict[str, Any]]], float]:
 
 def main() -> int:
     """Run everything and write the BENCHMARKS.md section."""
+    # Kept whole: a benchmark script (measure, then write its section); one experiment in one place.
     ensure_artifacts()
     encoder = OnnxEncoder(MODEL_DIR, provider="cpu")
     short_texts, mixed_texts = texts_of(SHORT, 512, 1), texts_of(MIXED, 512, 2)

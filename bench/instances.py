@@ -46,6 +46,7 @@ def serve_and_load(flags: list[str], pool: ProcessPoolExecutor) -> tuple[dict[in
 
 def main() -> int:
     """Run the floor, the tuner and both servers; write the BENCHMARKS.md section."""
+    # Kept whole: a benchmark script (measure, then write its section); one experiment in one place.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0, help="the tuner's budget in seconds")
     arguments = parser.parse_args()

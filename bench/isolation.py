@@ -104,6 +104,7 @@ def baseline_tree(revision: str, directory: Path) -> Path:
 
 def micro_costs() -> list[str]:
     """The figures behind the event loop's cut-offs (embedrec.server.batching.offload), measured now."""
+    # Kept whole: one table of micro-measurements, each row a few lines of the same shape.
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np

@@ -281,6 +281,7 @@ def server_rows(items_by_count: dict[int, Path], step_s: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the core and server benchmarks and write the BENCHMARKS.md section."""
+    # Kept whole: a benchmark script (measure, then write its section); one experiment in one place.
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k only, fewer repeats (a smoke run)")
     arguments = parser.parse_args(argv)

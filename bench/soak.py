@@ -44,6 +44,7 @@ def probe_info(target: str, stop: threading.Event, samples: list[float]) -> None
 
 def main() -> int:
     """Measure the sustainable rate, then overload for the soak duration; write BENCHMARKS.md."""
+    # Kept whole: a benchmark script (measure, then write its section); one experiment in one place.
     duration_s = float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
     ensure_artifacts()
     metrics_port = free_port()

@@ -142,6 +142,63 @@ def similarity_main(argv: Sequence[str]) -> int:
 
 def recommend_main(argv: Sequence[str]) -> int:
     """`embedrec recommend --text T… --item ID… [-k N]`: top-k items for that profile."""
+    parser = _recommend_parser()
+    arguments = parser.parse_args(argv)
+    if not arguments.text and not arguments.item:
+        parser.error("give at least one --text or --item")
+    for condition in arguments.where:
+        try:
+            condition_of(condition)
+        except ValueError as error:
+            parser.error(f"--where {error}")
+    diversity = None
+    if arguments.max_per:
+        name, _, limit = arguments.max_per.partition("=")
+        if not name or not limit.isdigit():
+            parser.error("--max-per takes FIELD=N, e.g. brand=2")
+        diversity = (name, int(limit))
+    texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
+    item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
+    return _run(
+        arguments,
+        lambda client: client.recommend(
+            arguments.k,
+            texts=texts or None,
+            item_ids=item_ids or None,
+            exclude_ids=arguments.exclude,
+            exclude_history=not arguments.include_history,
+            filter_values=arguments.filter,
+            explain=arguments.explain,
+            min_score=arguments.min_score,
+            offset=arguments.offset,
+            ignore_unknown_items=arguments.ignore_unknown_items,
+            where=arguments.where,
+            diversity=diversity,
+            strategy=arguments.strategy,
+        ),
+        lambda found: _recommendations_text(found, first_rank=1 + arguments.offset),
+    )
+
+
+def _recommendations_text(found: Any, *, first_rank: int) -> str:
+    """One line per recommended item (rank, score, id, and what drove it when explained)."""
+
+    def because(item: Any) -> str:
+        top = item.contribution
+        if top is None:
+            return ""
+        source = f"item {top.item_id}" if top.part == "item" else f"{top.part} #{top.index + 1}"
+        return f"  (mostly {source}: {top.score:+.4f})"
+
+    lines = [
+        f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}" for rank, item in enumerate(found, start=first_rank)
+    ]
+    if found.unknown_item_ids:
+        lines.append(f"skipped unknown history ids: {', '.join(found.unknown_item_ids)}")
+    return "\n".join(lines)
+
+
+def _recommend_parser() -> argparse.ArgumentParser:
     parser = _parser("recommend", "Recommend catalog items for a user profile.")
     parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     parser.add_argument("--text", action="append", default=[], help="interest, history or query text (repeatable)")
@@ -175,58 +232,7 @@ def recommend_main(argv: Sequence[str]) -> int:
         default="average_vector",
         help="how the profile ranks items (see Strategy in the proto)",
     )
-    arguments = parser.parse_args(argv)
-    if not arguments.text and not arguments.item:
-        parser.error("give at least one --text or --item")
-    for condition in arguments.where:
-        try:
-            condition_of(condition)
-        except ValueError as error:
-            parser.error(f"--where {error}")
-    diversity = None
-    if arguments.max_per:
-        name, _, limit = arguments.max_per.partition("=")
-        if not name or not limit.isdigit():
-            parser.error("--max-per takes FIELD=N, e.g. brand=2")
-        diversity = (name, int(limit))
-    texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
-    item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
-
-    def because(item: Any) -> str:
-        top = item.contribution
-        if top is None:
-            return ""
-        source = f"item {top.item_id}" if top.part == "item" else f"{top.part} #{top.index + 1}"
-        return f"  (mostly {source}: {top.score:+.4f})"
-
-    def show(found: Any) -> str:
-        lines = [
-            f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}"
-            for rank, item in enumerate(found, start=1 + arguments.offset)
-        ]
-        if found.unknown_item_ids:
-            lines.append(f"skipped unknown history ids: {', '.join(found.unknown_item_ids)}")
-        return "\n".join(lines)
-
-    return _run(
-        arguments,
-        lambda client: client.recommend(
-            arguments.k,
-            texts=texts or None,
-            item_ids=item_ids or None,
-            exclude_ids=arguments.exclude,
-            exclude_history=not arguments.include_history,
-            filter_values=arguments.filter,
-            explain=arguments.explain,
-            min_score=arguments.min_score,
-            offset=arguments.offset,
-            ignore_unknown_items=arguments.ignore_unknown_items,
-            where=arguments.where,
-            diversity=diversity,
-            strategy=arguments.strategy,
-        ),
-        show,
-    )
+    return parser
 
 
 def _visibility_main(argv: Sequence[str], *, hide: bool) -> int:

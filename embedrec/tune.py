@@ -374,6 +374,8 @@ def tune(
     Candidates that do not fit in the budget are skipped (named in `skipped`); the default is
     always measured, so there is always a winner.
     """
+    # Kept whole: the tuning run reads top to bottom (floor, sweep, confirmation, decision), each
+    # stage a named helper; splitting would pass the budget and progress through every piece.
     from embedrec.server.manifest import read_model_manifest
 
     started = time.monotonic()

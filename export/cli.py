@@ -15,39 +15,7 @@ from embedrec.export.source import BUNDLED_MODEL
 
 def export_model_main(argv: Sequence[str]) -> int:
     """Export a model (see export.onnx_model.export_model); print its manifest summary."""
-    parser = argparse.ArgumentParser(prog="embedrec export-model", description="Export a BERT-family model to ONNX.")
-    parser.add_argument(
-        "--model",
-        default=BUNDLED_MODEL,
-        help=f"local model directory or hub id (default: {BUNDLED_MODEL}, the packaged MiniLM)",
-    )
-    parser.add_argument("--output", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="output directory")
-    parser.add_argument("--max-length", type=int, default=None, help="max tokens per text (default: the model's)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
-    parser.add_argument(
-        "--min-cosine",
-        type=float,
-        default=None,
-        help="fail when ONNX vs PyTorch min cosine is below this (default: the variant's floor, "
-        "0.9999 for fp32/O1/O2, 0.999 for O3, 0.95 for int8)",
-    )
-    parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
-    parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
-    parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
-    parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
-    parser.add_argument(
-        "--prompt",
-        action="append",
-        default=[],
-        metavar="NAME=TEXT",
-        help="a prompt of the model (repeatable), e.g. --prompt 'query=query: ' --prompt 'passage=passage: '; "
-        "added to the model's own sentence-transformers prompts",
-    )
-    parser.add_argument(
-        "--default-prompt-name",
-        default=None,
-        help="the prompt Embed uses when a request names none (default: the model's; '' for none)",
-    )
+    parser = _model_parser()
     arguments = parser.parse_args(argv)
     prompts = {}
     for given in arguments.prompt:
@@ -88,8 +56,65 @@ def export_model_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _model_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedrec export-model", description="Export a BERT-family model to ONNX.")
+    parser.add_argument(
+        "--model",
+        default=BUNDLED_MODEL,
+        help=f"local model directory or hub id (default: {BUNDLED_MODEL}, the packaged MiniLM)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="output directory")
+    parser.add_argument("--max-length", type=int, default=None, help="max tokens per text (default: the model's)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="fail when ONNX vs PyTorch min cosine is below this (default: the variant's floor, "
+        "0.9999 for fp32/O1/O2, 0.999 for O3, 0.95 for int8)",
+    )
+    parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
+    parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
+    parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="a prompt of the model (repeatable), e.g. --prompt 'query=query: ' --prompt 'passage=passage: '; "
+        "added to the model's own sentence-transformers prompts",
+    )
+    parser.add_argument(
+        "--default-prompt-name",
+        default=None,
+        help="the prompt Embed uses when a request names none (default: the model's; '' for none)",
+    )
+    return parser
+
+
 def export_items_main(argv: Sequence[str]) -> int:
-    """Build an item matrix from a catalog (see export.items.build_items)."""
+    """Build an item matrix from a catalog (see export.items.build_items), and with --store milvus
+    sync it into a collection; a JSON summary on stdout, exit 2 with the reason on a bad catalog."""
+    parser = _items_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.store == "milvus" and not arguments.milvus_uri:
+        parser.error("--store milvus needs --milvus-uri")
+    _configure_logging()
+
+    from embedrec.export.catalog import CatalogError
+    from embedrec.server.errors import ConfigurationError
+
+    try:
+        summary = _build_and_sync(arguments)
+    except (CatalogError, ConfigurationError) as error:
+        print(f"embedrec export-items: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _items_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedrec export-items", description="Embed a catalog into an item matrix.")
     parser.add_argument("--catalog", type=Path, required=True, help="JSON Lines or CSV file (optionally .gz)")
     parser.add_argument("--model-dir", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="exported model")
@@ -146,72 +171,57 @@ def export_items_main(argv: Sequence[str]) -> int:
         "--milvus-uri", default="", help="a Milvus Lite file path, or http(s)://host:port of a Milvus server"
     )
     parser.add_argument("--milvus-collection", default="embedrec_items", help="the Milvus collection")
-    arguments = parser.parse_args(argv)
-    if arguments.store == "milvus" and not arguments.milvus_uri:
-        parser.error("--store milvus needs --milvus-uri")
-    _configure_logging()
+    return parser
 
-    from embedrec.export.catalog import CatalogError
+
+def _build_and_sync(arguments: argparse.Namespace) -> dict[str, object]:
+    """The build (and the Milvus sync) `arguments` ask for; their summary."""
     from embedrec.export.items import build_items
-    from embedrec.server.errors import ConfigurationError
 
-    try:
-        manifest = build_items(
-            arguments.catalog,
-            arguments.model_dir,
-            arguments.output,
-            batch_size=arguments.batch_size,
-            id_field=arguments.id_field,
-            text_field=arguments.text_field,
-            filter_field=arguments.filter_field,
-            progress=not arguments.no_progress,
-            force=arguments.force,
-            prompt_name=arguments.prompt_name,
-            fields=arguments.field,
-            numeric_fields=arguments.numeric_field,
-            reuse_from=arguments.reuse_from,
-        )
-        synced = None
-        if arguments.store == "milvus":
-            from embedrec.export.milvus_sync import sync_to_milvus
-
-            synced = sync_to_milvus(
-                arguments.output,
-                arguments.milvus_uri,
-                arguments.milvus_collection,
-                token=os.environ.get("EMBEDREC_MILVUS_TOKEN", ""),
-                progress=not arguments.no_progress,
-            )
-    except (CatalogError, ConfigurationError) as error:
-        print(f"embedrec export-items: {error}", file=sys.stderr)
-        return 2
-    print(
-        json.dumps(
-            {
-                **(
-                    {
-                        "milvus_uri": arguments.milvus_uri,
-                        "milvus_collection": arguments.milvus_collection,
-                        "milvus_items": synced.item_count,
-                        "unchanged": synced.unchanged,
-                        "upserted": synced.upserted,
-                        "deleted": synced.deleted,
-                    }
-                    if synced is not None
-                    else {}
-                ),
-                "output": str(arguments.output),
-                "items": manifest.item_count,
-                "dim": manifest.dim,
-                "model": manifest.model_name,
-                "filter_field": manifest.filter_field,
-                "prompt_name": manifest.prompt_name,
-                "fields": manifest.fields,
-            },
-            indent=2,
-        )
+    manifest = build_items(
+        arguments.catalog,
+        arguments.model_dir,
+        arguments.output,
+        batch_size=arguments.batch_size,
+        id_field=arguments.id_field,
+        text_field=arguments.text_field,
+        filter_field=arguments.filter_field,
+        progress=not arguments.no_progress,
+        force=arguments.force,
+        prompt_name=arguments.prompt_name,
+        fields=arguments.field,
+        numeric_fields=arguments.numeric_field,
+        reuse_from=arguments.reuse_from,
     )
-    return 0
+    summary: dict[str, object] = {}
+    if arguments.store == "milvus":
+        from embedrec.export.milvus_sync import sync_to_milvus
+
+        synced = sync_to_milvus(
+            arguments.output,
+            arguments.milvus_uri,
+            arguments.milvus_collection,
+            token=os.environ.get("EMBEDREC_MILVUS_TOKEN", ""),
+            progress=not arguments.no_progress,
+        )
+        summary = {
+            "milvus_uri": arguments.milvus_uri,
+            "milvus_collection": arguments.milvus_collection,
+            "milvus_items": synced.item_count,
+            "unchanged": synced.unchanged,
+            "upserted": synced.upserted,
+            "deleted": synced.deleted,
+        }
+    return {
+        **summary,
+        "output": str(arguments.output),
+        "items": manifest.item_count,
+        "dim": manifest.dim,
+        "model": manifest.model_name,
+        "filter_field": manifest.filter_field,
+        "prompt_name": manifest.prompt_name,
+        "fields": manifest.fields,
+    }
 
 
 def _configure_logging() -> None:

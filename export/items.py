@@ -150,7 +150,7 @@ def build_items(
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
-    Writes items.npy (float32, (n, dim), unit rows), ids.txt and its index (server/item_ids.py),
+    Writes items.npy (float32, (n, dim), unit rows), ids.txt and its index (server/catalog/item_ids.py),
     with `filter_field` its values (filter_codes.npy, filter_values.json), and
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
@@ -162,6 +162,8 @@ def build_items(
     are documents: embedded with the model's prompt `prompt_name` (None: its document prompt, see
     embedrec.server.inference.prompts; "": none), recorded in the manifest.
     """
+    # Kept whole (> 60 lines with its signature and contract): the build reads top to bottom as
+    # one pipeline (plan, resume, embed, finish), each step a named helper.
     catalog_sha256 = sha256_file(catalog)
     model_manifest = read_model_manifest(model_dir)
     model_sha256 = model_manifest.onnx_sha256
@@ -206,6 +208,41 @@ def build_items(
     reused, embedded = _embed_remaining(catalog, encoder, partial, checkpoint, progress, previous)
     if filter_field and checkpoint.filter_values == [""]:
         raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
+    manifest = _finish_build(
+        partial,
+        output_dir,
+        plan,
+        encoder,
+        catalog,
+        fields=fields,
+        numeric_fields=numeric_fields,
+        prompt_name=chosen_prompt,
+    )
+    logger.info(
+        "built %d items (dim %d) into %s: %d rows reused from the previous build, %d embedded",
+        count,
+        encoder.dim,
+        output_dir,
+        reused,
+        embedded,
+    )
+    return manifest
+
+
+def _finish_build(
+    partial: Path,
+    output_dir: Path,
+    plan: BuildPlan,
+    encoder: OnnxEncoder,
+    catalog: Path,
+    *,
+    fields: Sequence[str],
+    numeric_fields: Sequence[str],
+    prompt_name: str,
+) -> ItemsManifest:
+    """Complete the embedded build in `partial` (id index, carried-over hidden ids, field
+    columns, manifest) and swap it in for `output_dir`; its manifest."""
+    count = plan.item_count
     write_id_index(partial, count)
     _keep_hidden(output_dir, partial, count)
     stored = write_columns(
@@ -214,8 +251,8 @@ def build_items(
         count,
         categorical=list(fields),
         numeric=list(numeric_fields),
-        id_field=id_field,
-        text_field=text_field,
+        id_field=plan.id_field,
+        text_field=plan.text_field,
     )
     manifest = ItemsManifest(
         item_count=count,
@@ -225,24 +262,16 @@ def build_items(
         model_name=encoder.manifest.model_name,
         model_onnx_sha256=encoder.manifest.onnx_sha256,
         catalog=str(catalog),
-        catalog_sha256=catalog_sha256,
-        filter_field=filter_field,
-        prompt_name=chosen_prompt,
-        prompt=prompt,
+        catalog_sha256=plan.catalog_sha256,
+        filter_field=plan.filter_field,
+        prompt_name=prompt_name,
+        prompt=plan.prompt,
         fields=stored,
         layout=ITEMS_LAYOUT,
     )
     write_manifest(manifest, partial / ITEMS_MANIFEST)
     (partial / CHECKPOINT).unlink()
     replace_directory(partial, output_dir)
-    logger.info(
-        "built %d items (dim %d) into %s: %d rows reused from the previous build, %d embedded",
-        count,
-        encoder.dim,
-        output_dir,
-        reused,
-        embedded,
-    )
     return manifest
 
 

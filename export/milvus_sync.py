@@ -80,6 +80,8 @@ def sync_to_milvus(
 ) -> SyncResult:
     """Make `collection` at `uri` hold exactly the items of the build in `items_dir` (see the
     module docstring). Raises ConfigurationError when Milvus is unreachable or refuses."""
+    # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
+    # batch operation a named helper.
     index = ItemIndex(items_dir.resolve())
     manifest = index.manifest
     kinds = {name: column.kind for name, column in index.columns.items()}

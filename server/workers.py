@@ -112,6 +112,8 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     `argv` are the flags the parent was given (forwarded to every worker).
     """
+    # Kept whole: the supervisor's one loop (start, watch, restart, forward signals, drain) shares
+    # its state (workers, back-off, stop flag) across every branch.
     port = settings.port or _free_port(settings.host)
     stopping = False
 

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run every step in turn, print a table, and write JSON and a plot when asked."""
+    # Kept whole: argument parsing, then one run; the run's pieces live in runner and report.
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
