@@ -8,12 +8,13 @@ import datetime
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from embedrec.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO_ROOT / "models/all-MiniLM-L6-v2"
@@ -77,13 +78,6 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
         directory / ITEMS_MANIFEST,
     )
     return directory
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

@@ -25,7 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, ensure_artifacts, free_port, run_header, server_process, write_section
+from bench.common import REPO_ROOT, ensure_artifacts, run_header, server_process, write_section
+from embedrec.ports import free_port
 
 BASELINE_COMMIT = "a509dd0"  # the last commit before the HTTP edge and tracing
 CONCURRENCIES = (1, 8, 32, 128)

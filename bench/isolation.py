@@ -303,7 +303,7 @@ def main() -> int:
         "",
         "Before, for the record: " + "; ".join(targets(before)) + ".",
         "",
-        "What the event loop's cut-offs rest on (`embedrec/server/offload.py`), measured in this run:",
+        "What the event loop's cut-offs rest on (`embedrec/server/batching/offload.py`), measured in this run:",
         "",
         *micro,
     ]

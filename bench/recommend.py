@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ensure_artifacts, free_port, run_header, synthetic_items, wait_serving, write_section
+from bench.common import ensure_artifacts, run_header, synthetic_items, wait_serving, write_section
+from embedrec.ports import free_port
 from embedrec.server.catalog.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
 from embedrec.server.manifest import ITEMS_MATRIX
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ensure_artifacts, free_port, run_header, server_process, write_section
+from bench.common import ensure_artifacts, run_header, server_process, write_section
 from embedrec.client import EmbedrecClient
 from embedrec.client.loadtest.runner import StepPlan, run_step
 from embedrec.client.loadtest.workload import TextLengths, Workload
+from embedrec.ports import free_port
 
 OVERLOAD = 3.0
 WORKLOAD = Workload(rpc_weights={"embed": 1.0}, lengths=TextLengths(16, 16))

@@ -38,9 +38,10 @@ from typing import Any, Protocol
 
 import grpc
 
-from bench.common import ensure_artifacts, free_port, run_header, server_process, write_section
+from bench.common import ensure_artifacts, run_header, server_process, write_section
 from bench.soak import OVERLOAD, WORKLOAD, memory_kib
 from embedrec.client.loadtest.runner import StepPlan, run_step
+from embedrec.ports import free_port
 from embedrec.v1 import embedrec_pb2 as pb
 
 SLOW_CONNECTIONS = 2000

@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedrec.ports import free_port
 from embedrec.server.inference.providers import PROVIDER_CHOICES
 from embedrec.server.tuning import Machine, Tuning, write_tuning
 
@@ -195,12 +195,6 @@ def load_step(target: str, mode: str, level: float, seconds: float, texts_file: 
     return summary
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_serving(target: str, process: subprocess.Popen[bytes] | None = None, timeout_s: float = 300.0) -> None:
     """Block until `target` reports SERVING; raise when `process` (the server, if given) exits
     first or `timeout_s` passes."""
@@ -234,7 +228,7 @@ def measure_server(
 ) -> dict[str, Any]:
     """Closed loop at `concurrencies` (c=1, 8, 32) and, with `open_loop`, a rate of 90% of the
     c=32 throughput, against a real server started for `candidate`."""
-    port = _free_port()
+    port = free_port()
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in candidate.settings().items()]
     command = [sys.executable, "-m", "embedrec.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
     command += [

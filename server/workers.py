@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from embedrec.ports import free_port
 from embedrec.server.settings import Settings
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -91,12 +91,6 @@ def worker_command(
     ]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 def _ignore_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
@@ -114,7 +108,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     """
     # Kept whole: the supervisor's one loop (start, watch, restart, forward signals, drain) shares
     # its state (workers, back-off, stop flag) across every branch.
-    port = settings.port or _free_port(settings.host)
+    port = settings.port or free_port(settings.host)
     stopping = False
 
     def request_stop(signal_number: int, _frame: object) -> None:
@@ -123,7 +117,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    http_port = settings.http_port if settings.http_port != 0 else _free_port(settings.host)
+    http_port = settings.http_port if settings.http_port != 0 else free_port(settings.host)
     commands = [worker_command(settings, argv, index, port, http_port) for index in range(settings.workers)]
     environment = worker_environment(settings)
     workers = [_Worker(index, _start_worker(command, environment)) for index, command in enumerate(commands)]

@@ -4,7 +4,6 @@ load balancing, TLS and tokens."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from embedrec.client import (
     Unavailable,
 )
 from embedrec.client.errors import Cancelled, FailedPrecondition, from_rpc_error
+from embedrec.ports import free_port
 from tests.certificates import make_certificates
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
@@ -123,12 +123,6 @@ def test_overload_is_resource_exhausted_at_once(tiny_model_dir: Path) -> None:
             client.embed(["hello"] * 9)
     finally:
         server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class TestAvailability:

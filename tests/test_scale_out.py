@@ -4,7 +4,6 @@ round_robin that lose one replica mid-run without a failed call."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,14 +14,9 @@ from pathlib import Path
 import pytest
 
 from embedrec.client import ChannelConfig, EmbedrecClient, EmbedrecClientError
+from embedrec.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve(model_dir: Path, items_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
