@@ -10,11 +10,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
+# The admin results are defined once, for server and client alike; re-exported here.
+from embedrec.results import DeleteResult as DeleteResult
+from embedrec.results import ReloadResult as ReloadResult
+from embedrec.results import UpsertResult as UpsertResult
+from embedrec.results import VisibilityResult as VisibilityResult
 from embedrec.v1 import embedrec_pb2 as pb
 
 POOLING_NAMES = {pb.POOLING_MEAN: "mean", pb.POOLING_CLS: "cls", pb.POOLING_UNSPECIFIED: "unspecified"}
@@ -45,26 +50,6 @@ class Recommendation:
     id: str
     score: float
     contribution: Contribution | None = None
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    """What EmbedRecAdmin.ReloadItems did: the matrix now served, the one before, whether it changed."""
-
-    items_sha256: str
-    item_count: int
-    previous_items_sha256: str
-    changed: bool
-
-
-@dataclass(frozen=True)
-class VisibilityResult:
-    """What HideItems or RestoreItems did: ids that changed state, ids the catalog lacks, and
-    how many items are hidden now."""
-
-    changed: int
-    unknown_ids: list[str]
-    hidden_count: int
 
 
 def visibility_of(response: pb.ItemVisibilityResponse) -> VisibilityResult:
@@ -106,24 +91,6 @@ def upsert_request_of(items: Sequence[NewItem | Mapping[str, Any]]) -> pb.Upsert
             else:
                 message.fields[name].values.values.extend(str(part) for part in value)
     return request
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    """What UpsertItems did: ids new to the collection, ids replaced, items in it now."""
-
-    inserted: int
-    updated: int
-    item_count: int
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    """What DeleteItems did: ids removed, ids the collection lacks, items in it now."""
-
-    deleted: int
-    unknown_ids: list[str]
-    item_count: int
 
 
 def upsert_result_of(response: pb.UpsertItemsResponse) -> UpsertResult:
@@ -272,6 +239,36 @@ class UserProfile:
         if self.exclude_history is not None:
             request.exclude_history = self.exclude_history
         return request
+
+
+class ProfileOptions(TypedDict, total=False):
+    """Recommend's options by keyword: UserProfile's fields but k (a test keeps the two equal),
+    for the keyword form of `recommend` on both clients."""
+
+    vector: npt.ArrayLike | None
+    vector_weight: float | None
+    texts: Weighted
+    item_ids: Weighted
+    exclude_ids: Iterable[str]
+    exclude_history: bool | None
+    filter_values: Iterable[str]
+    explain: bool
+    min_score: float | None
+    offset: int
+    ignore_unknown_items: bool
+    where: Iterable[str | Mapping[str, Any]]
+    diversity: tuple[str, int] | None
+    strategy: str
+
+
+def profile_of(k: int, profile: UserProfile | None, options: ProfileOptions) -> UserProfile:
+    """The profile `recommend` was called with: `profile` itself (then neither k nor options may
+    be given), or one of k and the keyword `options`."""
+    if profile is None:
+        return UserProfile(k, **options)
+    if options or k != UserProfile.k:
+        raise TypeError("give either profile=UserProfile(...) or k and keyword options, not both")
+    return profile
 
 
 STRATEGY_VALUES = {"average_vector": pb.STRATEGY_AVERAGE_VECTOR, "best_score": pb.STRATEGY_BEST_SCORE}

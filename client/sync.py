@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
 import numpy as np
@@ -94,43 +94,16 @@ class EmbedrecClient:
         self,
         k: int = 10,
         *,
-        vector: npt.ArrayLike | None = None,
-        vector_weight: float | None = None,
-        texts: models.Weighted = None,
-        item_ids: models.Weighted = None,
-        exclude_ids: Iterable[str] = (),
-        exclude_history: bool | None = None,
-        filter_values: Iterable[str] = (),
-        explain: bool = False,
-        min_score: float | None = None,
-        offset: int = 0,
-        ignore_unknown_items: bool = False,
-        where: Iterable[str | Mapping[str, Any]] = (),
-        diversity: tuple[str, int] | None = None,
-        strategy: str = "average_vector",
+        profile: models.UserProfile | None = None,
         timeout: float | None = None,
+        **options: Unpack[models.ProfileOptions],
     ) -> models.Recommendations:
-        """Top-k items for a user described by a vector, texts and/or item ids, best first.
+        """Top-k items for a user, best first: `profile=UserProfile(...)`, or k and its options
+        by keyword (`texts`, `item_ids`, `vector`, `where`, ...: see UserProfile).
 
         `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
         """
-        request = models.UserProfile(
-            k,
-            vector=vector,
-            vector_weight=vector_weight,
-            texts=texts,
-            item_ids=item_ids,
-            exclude_ids=exclude_ids,
-            exclude_history=exclude_history,
-            filter_values=filter_values,
-            explain=explain,
-            min_score=min_score,
-            offset=offset,
-            ignore_unknown_items=ignore_unknown_items,
-            where=where,
-            diversity=diversity,
-            strategy=strategy,
-        ).to_request()
+        request = models.profile_of(k, profile, options).to_request()
         return models.recommendations_of(self._call(self._stub.Recommend, request, timeout))
 
     def recommend_batch(

@@ -9,9 +9,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from embedrec.server.catalog.hidden import HideResult
+from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
@@ -19,7 +18,7 @@ from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unava
 from embedrec.server.limits import check_count
 from embedrec.server.loading import open_items
 from embedrec.server.observability.metrics import ServerMetrics
-from embedrec.server.service import NO_ITEMS, EmbeddingService, ReloadResult
+from embedrec.server.service import NO_ITEMS, EmbeddingService
 from embedrec.server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ class Operations:
             )
             return ReloadResult(new.items_sha256, new.item_count, previous_sha, changed)
 
-    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult:
+    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> VisibilityResult:
         """Hide (or restore) `item_ids` in the served catalog from the next Recommend on, and
         persist the hidden set beside the items. Raises FailedPrecondition without items,
         InvalidArgument past max_exclude_ids ids."""

@@ -15,11 +15,11 @@ from typing import Any
 import onnxruntime
 
 from embedrec import __version__
+from embedrec.results import DeleteResult, UpsertResult
 from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog import live
 from embedrec.server.catalog.live import ItemUpsert, LiveItemStore
-from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, RecommendResult
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
@@ -32,16 +32,6 @@ from embedrec.server.limits import Limits
 from embedrec.server.manifest import PoolingName
 
 NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    """What a hot reload of the items did."""
-
-    items_sha256: str
-    item_count: int
-    previous_items_sha256: str
-    changed: bool
 
 
 @dataclass(frozen=True)

@@ -271,3 +271,34 @@ class TestSecurity:
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
     return make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+def test_recommend_options_are_listed_once_as_user_profile_fields() -> None:
+    """The keyword form of recommend (both clients) takes exactly UserProfile's fields but k."""
+    import dataclasses
+    import typing
+
+    from embedrec.client.models import ProfileOptions, UserProfile
+
+    fields = {field.name for field in dataclasses.fields(UserProfile)} - {"k"}
+    assert set(typing.get_type_hints(ProfileOptions)) == fields
+
+
+def test_recommend_takes_a_profile_or_keywords_alike_on_both_clients(tiny_server: ServerThread) -> None:
+    from embedrec.client.models import UserProfile
+
+    profile = UserProfile(3, texts=["air conditioner"], exclude_ids=["ac-1"])
+    with EmbedrecClient(tiny_server.target, timeout=30) as client:
+        by_keywords = client.recommend(3, texts=["air conditioner"], exclude_ids=["ac-1"])
+        assert client.recommend(profile=profile) == by_keywords
+        with pytest.raises(TypeError, match="either profile"):
+            client.recommend(profile=profile, explain=True)
+
+    async def asynchronous() -> list[object]:
+        async with AsyncEmbedrecClient(tiny_server.target, timeout=30) as aclient:
+            return [
+                await aclient.recommend(profile=profile),
+                await aclient.recommend(3, texts=["air conditioner"], exclude_ids=["ac-1"]),
+            ]
+
+    assert asyncio.run(asynchronous()) == [by_keywords, by_keywords]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.results import VisibilityResult
 from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.manifest import write_json_atomically
@@ -41,16 +42,6 @@ class HiddenSnapshot:
         return len(self.ids)
 
 
-@dataclass(frozen=True)
-class HideResult:
-    """What a hide or restore did: how many ids changed state, ids the catalog does not have,
-    and how many are hidden now."""
-
-    changed: int
-    unknown_ids: list[str]
-    hidden_count: int
-
-
 class HiddenItems:
     """The hidden set of one item directory: read at open, changed by `hide`/`restore` (blocking:
     id look-ups and the atomic file write; call them off the event loop, one at a time)."""
@@ -64,23 +55,23 @@ class HiddenItems:
         if stored:
             self.snapshot = self._snapshot(self._known(stored))
 
-    def hide(self, item_ids: Sequence[str]) -> HideResult:
+    def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Hide `item_ids` (the known ones) from the next search on, and persist the set."""
         known, unknown = self._split(item_ids)
         current = set(self.snapshot.ids)
         added = [item_id for item_id in dict.fromkeys(known) if item_id not in current]
         if added:
             self._replace(current | set(added))
-        return HideResult(len(added), unknown, len(self.snapshot))
+        return VisibilityResult(len(added), unknown, len(self.snapshot))
 
-    def restore(self, item_ids: Sequence[str]) -> HideResult:
+    def restore(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Show `item_ids` again from the next search on, and persist the set."""
         known, unknown = self._split(item_ids)
         current = set(self.snapshot.ids)
         removed = [item_id for item_id in dict.fromkeys(known) if item_id in current]
         if removed:
             self._replace(current - set(removed))
-        return HideResult(len(removed), unknown, len(self.snapshot))
+        return VisibilityResult(len(removed), unknown, len(self.snapshot))
 
     def carry_over(self, item_ids: Iterable[str]) -> None:
         """Hide the ids of `item_ids` this directory has (a reload's previous set), persisting it."""

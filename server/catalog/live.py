@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from embedrec.server.catalog.milvus_schema import DeleteResult, ItemRow, UpsertResult, check_item_fields, check_item_id
+from embedrec.results import DeleteResult, UpsertResult
+from embedrec.server.catalog.milvus_schema import ItemRow, check_item_fields, check_item_id
 from embedrec.server.catalog.store import StoreDescription, check_distinct
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.embedding import Embedder

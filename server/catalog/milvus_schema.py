@@ -149,24 +149,6 @@ class ItemRow:
     content_hash: int = 0
 
 
-@dataclass(frozen=True)
-class UpsertResult:
-    """What an upsert did: ids new to the collection, ids replaced, and the item count now."""
-
-    inserted: int
-    updated: int
-    item_count: int
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    """What a delete did: ids removed, ids the collection does not have, the item count now."""
-
-    deleted: int
-    unknown_ids: list[str]
-    item_count: int
-
-
 def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
     """The Milvus entity of `row` in a collection with the fields `kinds` (a categorical field
     without values holds an empty list, a numeric one None)."""

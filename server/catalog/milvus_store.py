@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
-from embedrec.server.catalog.hidden import HideResult
 from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
@@ -47,9 +47,7 @@ from embedrec.server.catalog.milvus_schema import (
     PROPERTY_PREFIX,
     VECTOR,
     CollectionInfo,
-    DeleteResult,
     ItemRow,
-    UpsertResult,
     entity,
     milvus_field,
 )
@@ -251,11 +249,11 @@ class MilvusItems:
         """The vectors the search returned with `chosen`."""
         return stored_vectors(chosen, self.info.dim)
 
-    def hide(self, item_ids: Sequence[str]) -> HideResult:
+    def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Set the hidden flag of the known `item_ids` (upserting their rows)."""
         return self._set_hidden(item_ids, True)
 
-    def restore(self, item_ids: Sequence[str]) -> HideResult:
+    def restore(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Clear the hidden flag of the known `item_ids`."""
         return self._set_hidden(item_ids, False)
 
@@ -425,7 +423,7 @@ class MilvusItems:
         )
         return int(rows[0]["count(*)"])
 
-    def _set_hidden(self, item_ids: Sequence[str], hidden: bool) -> HideResult:
+    def _set_hidden(self, item_ids: Sequence[str], hidden: bool) -> VisibilityResult:
         with self._changes:
             fields = [POSITION, HIDDEN, VECTOR, CONTENT_HASH, *(milvus_field(name) for name in self.info.fields)]
             existing = self._rows(item_ids, fields, None)
@@ -440,7 +438,7 @@ class MilvusItems:
                 self._flush(None)
             self.refresh_counts()
             unknown = [item_id for item_id in item_ids if item_id not in existing]
-            return HideResult(len(changing), unknown, self._hidden_count)
+            return VisibilityResult(len(changing), unknown, self._hidden_count)
 
     def _set_next_position(self, next_position: int, deadline: float | None) -> None:
         key = PROPERTY_PREFIX + "next_position"

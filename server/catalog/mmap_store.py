@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.results import VisibilityResult
 from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
-from embedrec.server.catalog.hidden import HiddenItems, HideResult
+from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.catalog.store import (
     History,
@@ -159,11 +160,11 @@ class ItemIndex:
         """The matrix rows of `chosen`."""
         return self.vectors(np.asarray([one.row for one in chosen], dtype=np.int64))
 
-    def hide(self, item_ids: Sequence[str]) -> HideResult:
+    def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Hide `item_ids` (see HiddenItems.hide)."""
         return self.hidden.hide(item_ids)
 
-    def restore(self, item_ids: Sequence[str]) -> HideResult:
+    def restore(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Restore `item_ids` (see HiddenItems.restore)."""
         return self.hidden.restore(item_ids)
 

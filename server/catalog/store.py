@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from embedrec.results import VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
-from embedrec.server.catalog.hidden import HideResult
 from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.profiles import Contribution
 from embedrec.server.catalog.topk import FloatArray, RowFilter
@@ -143,11 +143,11 @@ class ItemStore(Protocol):
         """The vectors of `chosen` (len, dim) float32."""
         ...
 
-    def hide(self, item_ids: Sequence[str]) -> HideResult:
+    def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Hide the known `item_ids` from the next search on, persistently."""
         ...
 
-    def restore(self, item_ids: Sequence[str]) -> HideResult:
+    def restore(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Show `item_ids` again from the next search on, persistently."""
         ...
 

@@ -13,9 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from embedrec.server.catalog.hidden import HideResult
+from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_schema import DeleteResult, UpsertResult
 from embedrec.server.edge import messages
 from embedrec.server.edge.calls import (
     REQUEST_ID_KEY,
@@ -29,7 +28,7 @@ from embedrec.server.edge.calls import (
 )
 from embedrec.server.edge.grpc_handlers import REQUEST_TYPES
 from embedrec.server.observability.tracing import server_span
-from embedrec.server.service import EmbeddingService, ReloadResult
+from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
@@ -132,7 +131,7 @@ class AdminOperations(Protocol):
 
     async def reload_items(self) -> ReloadResult: ...
 
-    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> HideResult: ...
+    async def change_visibility(self, item_ids: Sequence[str], *, hide: bool) -> VisibilityResult: ...
 
     async def hidden_ids(self) -> Sequence[str]: ...
 
@@ -196,7 +195,7 @@ class EmbedRecAdminServicer(pb_grpc.EmbedRecAdminServicer):  # type: ignore[misc
         )
 
 
-def _visibility(result: HideResult) -> pb.ItemVisibilityResponse:
+def _visibility(result: VisibilityResult) -> pb.ItemVisibilityResponse:
     return pb.ItemVisibilityResponse(
         changed=result.changed, unknown_ids=result.unknown_ids, hidden_count=result.hidden_count
     )
