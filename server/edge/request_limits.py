@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from embedrec.server.catalog.item_ids import MAX_ID_BYTES
 from embedrec.server.errors import InvalidArgument
@@ -53,6 +53,9 @@ class LimitTable:
 
     counts: Mapping[tuple[str, str], CountLimit]
     string_bytes: Mapping[tuple[str, str], CountLimit | None]
+    # What a checker derives from the table per message type, by full name (e.g. the wire walk's
+    # plans): built once, since a table lives as long as its limits (`request_limits` is cached).
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def count(self, message: str, field: str) -> CountLimit | None:
         """The count limit of `message`.`field`, if it has one."""

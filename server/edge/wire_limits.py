@@ -96,7 +96,11 @@ _Plan = tuple[FieldDescriptor, CountLimit | None, int, Descriptor | None, CountL
 
 def _plans(descriptor: Descriptor, table: LimitTable) -> dict[int, _Plan]:
     """What the walk does with each field number of `descriptor`: only fields with a limit or
-    a message to walk are listed."""
+    a message to walk are listed. Built once per table and message type."""
+    key = "wire:" + descriptor.full_name
+    cached: dict[int, _Plan] | None = table.derived.get(key)
+    if cached is not None:
+        return cached
     plans: dict[int, _Plan] = {}
     for field in descriptor.fields:
         limit = table.count(descriptor.name, field.name)
@@ -110,6 +114,7 @@ def _plans(descriptor: Descriptor, table: LimitTable) -> dict[int, _Plan]:
         else:
             element_size = _FIXED_SIZE.get(field.type, 0)
         plans[field.number] = (field, limit, element_size, sub, string_limit)
+    table.derived[key] = plans
     return plans
 
 
