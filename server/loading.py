@@ -9,6 +9,7 @@ import logging
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.embedding import Encoder
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.providers import expected_provider
 from embedrec.server.manifest import check_items_match_model, read_model_manifest
@@ -32,7 +33,7 @@ def load_encoder(settings: Settings) -> OnnxEncoder:
     )
 
 
-def open_items(settings: Settings, encoder: OnnxEncoder) -> ItemStore | None:
+def open_items(settings: Settings, encoder: Encoder) -> ItemStore | None:
     """The item store `settings` name (None without items), checked to be built with
     `encoder`'s model; ConfigurationError otherwise (MilvusUnreachableError when Milvus does not
     answer). An --items-dir symlink is resolved once, so every file comes from one build."""

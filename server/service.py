@@ -24,8 +24,7 @@ from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, 
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.errors import FailedPrecondition
-from embedrec.server.inference.embedding import BatchItem, Embedder, EmbedResult
-from embedrec.server.inference.encoder import OnnxEncoder
+from embedrec.server.inference.embedding import BatchItem, Embedder, EmbedResult, ServedModel
 from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.prompts import query_prompt_name
 from embedrec.server.limits import Limits
@@ -78,7 +77,7 @@ class EmbeddingService:
 
     def __init__(
         self,
-        encoder: OnnxEncoder,
+        encoder: ServedModel,
         batcher: MicroBatcher[BatchItem, FloatArray],
         items: ItemStore | None,
         limits: Limits,

@@ -37,6 +37,20 @@ class Encoder(Protocol):
         ...
 
 
+class ServedModel(Encoder, Protocol):
+    """What the service reports of the model it serves, beyond embedding: its dimension, the
+    execution provider in use, and how many runtime sessions it has."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def session_count(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class EmbedResult:
     """Vectors (n, dim) float32 in request order, and the tokens each text used."""
