@@ -101,7 +101,7 @@ class EmbedrecApp:
         await search_batcher.start()
         cpu = CpuPool(settings.cpu_threads)
         service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu, tuning=tuning)
-        await service.embed(list(WARMUP_TEXTS))
+        await service.embedder.embed(list(WARMUP_TEXTS))
         self.state.service = service
         described = items.describe() if items is not None else None
         self.metrics.items.set(described.item_count if described else 0)

@@ -24,7 +24,7 @@ from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, 
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.errors import FailedPrecondition
-from embedrec.server.inference.embedding import BatchItem, Embedder, EmbedResult, ServedModel
+from embedrec.server.inference.embedding import BatchItem, Embedder, ServedModel
 from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.prompts import query_prompt_name
 from embedrec.server.limits import Limits
@@ -73,7 +73,8 @@ class ServiceInfo:
 
 
 class EmbeddingService:
-    """Embedding and recommendation use cases over an encoder, a batcher and optional items."""
+    """The use cases over an encoder, its batcher and optional items: `embedder` answers Embed and
+    Similarity; Recommend and the live catalog changes run on the items served now."""
 
     def __init__(
         self,
@@ -96,36 +97,6 @@ class EmbeddingService:
         self.tuning = tuning
         self.embedder = Embedder(encoder, batcher, limits, cpu)
         self.recommender = Recommender(self.embedder, search_batcher, limits, cpu, encoder.dim)
-
-    async def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        normalize: bool | None = None,
-        truncate: bool | None = None,
-        pooling: PoolingName | None = None,
-        prompt_name: str | None = None,
-        dimensions: int | None = None,
-        timeout: float | None = None,
-    ) -> EmbedResult:
-        """`Embedder.embed`."""
-        return await self.embedder.embed(
-            texts,
-            normalize=normalize,
-            truncate=truncate,
-            pooling=pooling,
-            prompt_name=prompt_name,
-            dimensions=dimensions,
-            timeout=timeout,
-        )
-
-    async def similarity_to_query(self, query: str, candidates: Sequence[str], *, timeout: float | None) -> FloatArray:
-        """`Embedder.similarity_to_query`."""
-        return await self.embedder.similarity_to_query(query, candidates, timeout=timeout)
-
-    async def similarity_of_pairs(self, pairs: Sequence[tuple[str, str]], *, timeout: float | None) -> FloatArray:
-        """`Embedder.similarity_of_pairs`."""
-        return await self.embedder.similarity_of_pairs(pairs, timeout=timeout)
 
     async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
         """`Recommender.recommend` on the items served now; FailedPrecondition without items."""

@@ -200,7 +200,7 @@ class HttpApi:
         prompt_name = request.get("prompt_name")
         if prompt_name is not None and not isinstance(prompt_name, str):
             raise InvalidArgument("prompt_name must be a string")
-        result = await service.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
+        result = await service.embedder.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
         tokens = sum(result.token_counts)
         reply = await service.cpu.run_unless_small(
             result.vectors.size <= INLINE_JSON_MAX_FLOATS,

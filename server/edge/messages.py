@@ -72,7 +72,7 @@ async def embed(service: EmbeddingService, request: pb.EmbedRequest, timeout: fl
 
 async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
     """Embed's result in core terms (vectors as numpy), for edges that write their own format."""
-    return await service.embed(
+    return await service.embedder.embed(
         list(request.texts),
         normalize=_optional_bool(request, "normalize"),
         truncate=_optional_bool(request, "truncate"),
@@ -102,10 +102,10 @@ async def similarity_scores(
     if has_query_form and request.pairs:
         raise InvalidArgument("give either query with candidates, or pairs, not both")
     if has_query_form:
-        scores = await service.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
+        scores = await service.embedder.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
     else:
         pairs = [(pair.a, pair.b) for pair in request.pairs]
-        scores = await service.similarity_of_pairs(pairs, timeout=timeout)
+        scores = await service.embedder.similarity_of_pairs(pairs, timeout=timeout)
     return scores
 
 
