@@ -17,13 +17,14 @@ SOAK_ATTACK_SECONDS ?= 30
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus soak soak-attack demo-data clean help
+.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus soak soak-attack demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
+	@echo "make clients regenerate the sync client (client/sync.py) from the async one (client/aio.py)"
 	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | soak | soak-attack"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
@@ -69,6 +70,9 @@ check: lint typecheck test
 
 proto: $(VENV)/.installed-dev
 	$(PY) scripts/generate_protos.py
+
+clients: $(VENV)/.installed-dev
+	$(PY) scripts/generate_sync_client.py
 
 docs: $(VENV)/.installed-dev
 	$(PY) scripts/update_readme_settings.py

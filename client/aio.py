@@ -1,4 +1,7 @@
-"""The asyncio client: the same typed methods as `EmbedrecClient`, awaitable."""
+"""The asyncio client: typed methods, numpy out, a deadline on every call; awaitable.
+
+The source of both clients: `client/sync.py` is generated from this file (`make clients`).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,8 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedrec.client import models
-from embedrec.client.channel import ChannelConfig, health_status, open_channel
+from embedrec.client.channel import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ChannelConfig, health_status, open_channel
 from embedrec.client.errors import from_rpc_error
-from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
@@ -23,7 +25,8 @@ Reply = TypeVar("Reply")
 
 
 class AsyncEmbedrecClient:
-    """An asyncio connection to an embedrec server. Use `async with`, or await `close()`."""
+    """An asyncio connection to an embedrec server. Use `async with`, or await `close()`; create it
+    inside the event loop that will use it."""
 
     def __init__(
         self,
@@ -32,7 +35,12 @@ class AsyncEmbedrecClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         channel: ChannelConfig | None = None,
     ) -> None:
-        """Open a channel; arguments as for EmbedrecClient. Create it inside the event loop."""
+        """Open a channel to `target`: "host:port", any gRPC target string, or a list of
+        "host:port" replicas (balanced by `channel.load_balancing`, round_robin by default).
+
+        `timeout` (seconds) is the default deadline of every call; each method takes its own
+        `timeout` too. `channel` sets retries, keepalive, TLS, a bearer token and the rest.
+        """
         self.config = dataclasses.replace(channel or ChannelConfig(), target=target)
         self._channel = open_channel(self.config, asyncio=True)
         self._stub = pb_grpc.EmbedRecStub(self._channel)
@@ -64,21 +72,23 @@ class AsyncEmbedrecClient:
         dimensions: int | None = None,
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Embed `texts`: float32 (len(texts), dim), in order (see EmbedrecClient.embed)."""
+        """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's:
+        `prompt_name` picks one of its prompts (ServerInfo.prompts; "" for none), `dimensions`
+        shortens the vectors (Matryoshka models only)."""
         request = models.embed_request(texts, normalize, truncate, pooling, prompt_name, dimensions)
         return models.embeddings_of(await self._call(self._stub.Embed, request, timeout))
 
     async def similarity(
         self, query: str, candidates: Sequence[str], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
-        """Cosine similarity of `query` with each candidate."""
+        """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
         request = models.similarity_request(query, candidates, None)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     async def similarity_pairs(
         self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
-        """Cosine similarity of each (a, b) pair."""
+        """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
         request = models.similarity_request(None, None, pairs)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
@@ -90,7 +100,11 @@ class AsyncEmbedrecClient:
         timeout: float | None = None,
         **options: Unpack[models.ProfileOptions],
     ) -> models.Recommendations:
-        """Top-k items for a user profile, best first (see EmbedrecClient.recommend)."""
+        """Top-k items for a user, best first: `profile=UserProfile(...)`, or k and its options
+        by keyword (`texts`, `item_ids`, `vector`, `where`, ...: see UserProfile).
+
+        `texts` and `item_ids` are sequences (weight 1 each) or {value: weight} mappings.
+        """
         request = models.profile_of(k, profile, options).to_request()
         return models.recommendations_of(await self._call(self._stub.Recommend, request, timeout))
 
@@ -113,17 +127,17 @@ class AsyncEmbedrecClient:
         return models.reload_result_of(await self._call(self._admin.ReloadItems, pb.ReloadItemsRequest(), timeout))
 
     async def hide_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
-        """Hide items from every Recommend from now on (see EmbedrecClient.hide_items)."""
+        """Hide items from every Recommend from now on, until restored (admin token)."""
         request = pb.HideItemsRequest(ids=list(item_ids))
         return models.visibility_of(await self._call(self._admin.HideItems, request, timeout))
 
     async def restore_items(self, item_ids: Sequence[str], *, timeout: float | None = None) -> models.VisibilityResult:
-        """Show hidden items again."""
+        """Show hidden items again (admin token)."""
         request = pb.RestoreItemsRequest(ids=list(item_ids))
         return models.visibility_of(await self._call(self._admin.RestoreItems, request, timeout))
 
     async def hidden_items(self, *, timeout: float | None = None) -> list[str]:
-        """The ids hidden now, sorted."""
+        """The ids hidden now, sorted (admin token)."""
         return list((await self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout)).ids)
 
     async def upsert_items(
@@ -144,7 +158,7 @@ class AsyncEmbedrecClient:
         return models.info_of(await self._call(self._stub.Info, pb.InfoRequest(), timeout))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        """grpc.health.v1 status of `service` ("" is the whole server)."""
+        """grpc.health.v1 status of `service` ("" is the whole server): SERVING, NOT_SERVING, …"""
         request = health_pb2.HealthCheckRequest(service=service)
         return health_status(await self._call(self._health.Check, request, timeout))
 

@@ -17,6 +17,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT_S = 10.0  # seconds: the default deadline of every call
+
 SERVICE_NAME = "embedrec.v1.EmbedRec"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 

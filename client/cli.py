@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from embedrec.client.channel import ChannelConfig
+from embedrec.client.channel import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ChannelConfig
 from embedrec.client.errors import EmbedrecClientError
 from embedrec.client.models import NewItem, condition_of
-from embedrec.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, EmbedrecClient
+from embedrec.client.sync import EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
 

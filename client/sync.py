@@ -1,3 +1,4 @@
+# Generated from client/aio.py by scripts/generate_sync_client.py (make clients): edit aio.py, not this file.
 """The synchronous client: typed methods, numpy out, a deadline on every call."""
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedrec.client import models
-from embedrec.client.channel import ChannelConfig, health_status, open_channel
+from embedrec.client.channel import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ChannelConfig, health_status, open_channel
 from embedrec.client.errors import from_rpc_error
 from embedrec.v1 import embedrec_pb2 as pb
 from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
 
 Reply = TypeVar("Reply")
-DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 class EmbedrecClient:
@@ -81,14 +80,14 @@ class EmbedrecClient:
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
         request = models.similarity_request(query, candidates, None)
-        return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
+        return np.asarray((self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     def similarity_pairs(
         self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
         request = models.similarity_request(None, None, pairs)
-        return np.asarray(self._call(self._stub.Similarity, request, timeout).scores, dtype=np.float32)
+        return np.asarray((self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     def recommend(
         self,
@@ -115,7 +114,7 @@ class EmbedrecClient:
         exclude_ids, exclude_history, filter_values, explain); results in user order.
         """
         request = models.recommend_batch_request(users)
-        return [models.recommendations_of(r) for r in self._call(self._stub.RecommendBatch, request, timeout).results]
+        return [models.recommendations_of(r) for r in (self._call(self._stub.RecommendBatch, request, timeout)).results]
 
     def reload_items(self, *, timeout: float | None = None) -> models.ReloadResult:
         """Ask the server to re-open its --items-dir and serve the matrix there (EmbedRecAdmin)."""
@@ -133,7 +132,7 @@ class EmbedrecClient:
 
     def hidden_items(self, *, timeout: float | None = None) -> list[str]:
         """The ids hidden now, sorted (admin token)."""
-        return list(self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout).ids)
+        return list((self._call(self._admin.ListHiddenItems, pb.ListHiddenItemsRequest(), timeout)).ids)
 
     def upsert_items(
         self, items: Sequence[models.NewItem | Mapping[str, Any]], *, timeout: float | None = None

@@ -42,3 +42,15 @@ def test_info_has_one_field_list_the_proto_and_both_sides_follow_it(client: Embe
     assert client_side == proto_fields
     assert all(name.startswith("max_") for name in info.limits)
     assert info.limits["max_batch_tokens"] > 0 and info.limits["max_queued_texts"] > 0
+
+
+def test_the_sync_client_is_generated_from_the_async_one() -> None:
+    """client/sync.py is written only by scripts/generate_sync_client.py (make clients): each
+    client method is defined once, in client/aio.py."""
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/generate_sync_client.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
