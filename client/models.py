@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 # The admin results are defined once, for server and client alike; re-exported here.
+from embedrec.results import Contribution as Contribution
 from embedrec.results import DeleteResult as DeleteResult
 from embedrec.results import ReloadResult as ReloadResult
 from embedrec.results import UpsertResult as UpsertResult
@@ -28,19 +29,11 @@ POOLING_VALUES = {"mean": pb.POOLING_MEAN, "cls": pb.POOLING_CLS, None: pb.POOLI
 Weighted = Mapping[str, float] | Iterable[str] | None
 
 
-PART_NAMES = {pb.PROFILE_PART_USER_VECTOR: "user_vector", pb.PROFILE_PART_TEXT: "text", pb.PROFILE_PART_ITEM: "item"}
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """The profile part with the largest share of an item's score: `part` is "user_vector",
-    "text" or "item", `index` its position in the request's texts or item_ids, `item_id` the
-    history item's id (items only), `score` its share (all parts' shares sum to the score)."""
-
-    part: str
-    index: int
-    item_id: str
-    score: float
+PART_NAMES: dict[int, str] = {
+    pb.PROFILE_PART_USER_VECTOR: "user_vector",
+    pb.PROFILE_PART_TEXT: "text",
+    pb.PROFILE_PART_ITEM: "item",
+}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,27 @@
-"""What the admin operations answer, in plain Python: one definition for the server that
-produces them and the client that reads them back (dependency-free, so the client still installs
+"""What the server answers beyond vectors and ids, in plain Python (a recommendation's top
+contribution, the admin operations' results): one definition for the server that produces them
+and the client that reads them back (dependency-free, so the client still installs
 with grpcio, protobuf and numpy only and never imports the server)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+PartKind = Literal["user_vector", "text", "item"]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """The profile part with the largest share of an item's score: `part` is "user_vector",
+    "text" or "item", `index` its position in the request's texts or item_ids, `item_id` the
+    history item's id (items only), `score` its share (all parts' shares sum to the score; with
+    best_score, the cosine to the liked part)."""
+
+    part: str  # a PartKind; a str so a client keeps working when a newer server adds a kind
+    index: int
+    item_id: str
+    score: float
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
+from embedrec.results import Contribution, PartKind
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.pooling import FloatArray, l2_normalize
-
-PartKind = Literal["user_vector", "text", "item"]
 
 
 @dataclass(frozen=True)
@@ -25,16 +23,6 @@ class ProfilePart:
     kind: PartKind
     index: int = 0
     item_id: str = ""
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """A part's share of one item's score; the shares of all parts sum to the score."""
-
-    kind: PartKind
-    index: int
-    item_id: str
-    score: float
 
 
 @dataclass(frozen=True)

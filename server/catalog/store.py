@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from embedrec.results import VisibilityResult
+from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
 from embedrec.server.catalog.milvus_filters import MilvusSelection
-from embedrec.server.catalog.profiles import Contribution
 from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
 

@@ -223,7 +223,7 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
         if contribution is not None:
             item.top_contribution.CopyFrom(
                 pb.Contribution(
-                    part=PART_TO_PROTO[contribution.kind],
+                    part=PART_TO_PROTO[contribution.part],
                     index=contribution.index,
                     item_id=contribution.item_id,
                     score=contribution.score,
