@@ -48,8 +48,14 @@ async def serve(settings: Settings) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop_requested.set)
     reloads: set[asyncio.Task[None]] = set()
+    reload_waiting = asyncio.Event()
 
     def reload_on_sighup() -> None:
+        if app.state.service is None:
+            # Still loading: the items may already have been opened from before the change the
+            # signal announces. Reload once loaded, rather than lose the request.
+            reload_waiting.set()
+            return
         task = loop.create_task(app.operations.reload_on_signal())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
@@ -79,6 +85,9 @@ async def serve(settings: Settings) -> int:
         stopping.cancel()
         await app.stop(grace=0)
         return 2
+    if reload_waiting.is_set():
+        logger.info("SIGHUP arrived while loading: reloading now")
+        reload_on_sighup()
     await stopping
     logger.info("stopping: draining in-flight calls for up to %.1f s", settings.drain_seconds)
     await app.stop()
