@@ -30,7 +30,8 @@ def check_json_structure(body: bytes, *, max_entries: int, max_values: int) -> N
     values = int(np.count_nonzero(commas)) + int(np.count_nonzero(opens)) + 1
     if values > max_values:
         raise InvalidArgument(
-            f"request body holds about {values} JSON values; no request of this route takes more than {max_values}"
+            f"request body holds about {values} JSON values, past the {max_values} checked before parsing "
+            "(far more than any valid request of this route holds)"
         )
     depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32), dtype=np.int32)
     deepest = int(depth.max())
@@ -51,7 +52,8 @@ def check_json_structure(body: bytes, *, max_entries: int, max_values: int) -> N
     widest = int(np.bincount(comma_containers[comma_containers >= 0]).max(initial=0)) + 1
     if widest > max_entries:
         raise InvalidArgument(
-            f"request body has a JSON array or object of {widest} entries; no field takes more than {max_entries}"
+            f"request body has a JSON array or object of {widest} entries, past the {max_entries} checked before "
+            "parsing (far more than any field takes)"
         )
 
 
