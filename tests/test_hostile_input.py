@@ -637,3 +637,17 @@ def test_a_taken_port_is_one_line_and_exit_2(tiny_model_dir: Path, flag: str) ->
     assert finished.returncode == 2, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr
     assert flag in finished.stderr and port in finished.stderr
+
+
+def test_a_client_still_sending_an_oversized_body_reads_the_413_not_a_reset(tiny_server: ServerThread) -> None:
+    """The answer comes before the body is read (its declared length is over the limit); the
+    server then reads and drops the rest before closing, so the client sees the 413."""
+    body = b"x" * (5 * 1024 * 1024)
+    head = (
+        b"POST /v1/embed HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with connect(tiny_server) as connection:
+        connection.sendall(head + body)  # a reset here, or below, is what lingering prevents
+        reply = read_all(connection)
+    assert reply.startswith(b"HTTP/1.1 413 ")

@@ -32,6 +32,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 logger = logging.getLogger(__name__)
 
 ACCEPT_FAILURE = "socket.accept() out of system resource"
+# After answering a request whose body is still arriving (413, 408), the connection reads and
+# drops the rest for this long, or this many bytes, before closing: closing at once would make
+# the client's kernel answer its further writes with a reset, and the client would see the reset
+# instead of the answer (a "lingering close", as nginx and Apache do).
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     limits = ConnectionLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_bytes = 0
         self._in_head = True
+        self._in_body = False
+        self._lingering = False
+        self._lingered_bytes = 0
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        self._head_bytes = 0
         self._answered = False
         self._head_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.limits.max_connections:
@@ -80,6 +89,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > LINGER_MAX_BYTES:
+                self._close_now()
+            return
         if self._answered:
             return
         self._unset_keepalive_if_required()
@@ -108,6 +122,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             self._refuse(431, size=self.limits.max_header_bytes)
             raise _Answered  # stops the parser: no app call for this request
+        self._in_body = True
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -115,8 +130,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         if not self._answered:
             super().on_message_complete()
+
+    def eof_received(self) -> None:
+        if self._lingering:  # the client finished sending: the answer has been read or never will be
+            self._close_now()
+
+    def linger(self) -> None:
+        """Close after the rest of the request body has arrived (dropped unread), at most
+        LINGER_SECONDS or LINGER_MAX_BYTES from now; the answer already written goes first."""
+        real = self.transport.wrapped  # type: ignore[attr-defined]
+        self._lingering = True
+        self._answered = True
+        self._cancel_head_timer()
+        if real.can_write_eof():
+            real.write_eof()  # the client sees the answer end while it still sends
+        real.resume_reading()  # flow control may have paused it: the rest must be read to be dropped
+        self.loop.call_later(LINGER_SECONDS, self._close_now)
+
+    def _close_now(self) -> None:
+        self._lingering = False
+        self.transport.wrapped.close()  # type: ignore[attr-defined]
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -158,6 +194,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             head.append("retry-after: 1")
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body)
         self.transport.close()
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn and the app see it: `close()` while a request body
+    is still arriving lingers (GuardedHttpProtocol.linger) instead of closing at once; everything
+    else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self.wrapped = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        protocol = self._protocol
+        if protocol._in_body and not protocol._lingering and not self.wrapped.is_closing():
+            protocol.linger()
+        elif not protocol._lingering:
+            self.wrapped.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol._lingering or self.wrapped.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
 
 
 class _Answered(Exception):
