@@ -1,7 +1,7 @@
 """The HTTP/JSON edge: an OpenAI-compatible embeddings API and JSON mirrors of the gRPC RPCs.
 
-An ASGI application (`HttpApi`) served by uvicorn (`HttpServer`) in the server's own process and
-event loop, so it shares the batcher, the item index, the limits, the bearer tokens, TLS and the
+An ASGI application (`HttpApi`) served by uvicorn (`http_server.HttpServer`, behind the
+connection guard of `http_protocol`) in the server's own process and event loop, so it shares the batcher, the item index, the limits, the bearer tokens, TLS and the
 metrics with gRPC. Routes:
 
 - `POST /v1/embeddings`: the OpenAI embeddings API (`input` a string or a list of strings,
@@ -13,8 +13,10 @@ metrics with gRPC. Routes:
 - `GET /health`: 200 while SERVING, 503 while starting or draining.
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with `code` the
-gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Like the
-gRPC edge, a handler only parses, admits, awaits the core and answers: JSON for more than a few
+gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Every
+call has a deadline (the server's, or the client's shorter `x-request-timeout`); POST bodies must
+be JSON, and are checked against the request limits in bounded steps before they are parsed
+(`json_limits`). Like the gRPC edge, a handler only parses, admits, awaits the core and answers: JSON for more than a few
 vectors is written in the CPU pool (orjson: ~20 us per 384-d vector against ~440 us for the
 standard library's json, measured here), and request text is never logged.
 """
