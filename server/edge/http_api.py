@@ -1,8 +1,8 @@
 """The HTTP/JSON edge: an OpenAI-compatible embeddings API and JSON mirrors of the gRPC RPCs.
 
 An ASGI application (`HttpApi`) served by uvicorn (`http_server.HttpServer`, behind the
-connection guard of `http_protocol`) in the server's own process and event loop, so it shares the batcher, the item index, the limits, the bearer tokens, TLS and the
-metrics with gRPC. Routes:
+connection guard of `http_protocol`) in the server's own process and event loop, so it shares the
+batcher, the item index, the limits, the bearer tokens, TLS and the metrics with gRPC. Routes:
 
 - `POST /v1/embeddings`: the OpenAI embeddings API (`input` a string or a list of strings,
   `model`, `encoding_format` float|base64, `dimensions`; `user` is ignored; `prompt_name`, an
@@ -16,9 +16,10 @@ Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, w
 gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Every
 call has a deadline (the server's, or the client's shorter `x-request-timeout`); POST bodies must
 be JSON, and are checked against the request limits in bounded steps before they are parsed
-(`json_limits`). Like the gRPC edge, a handler only parses, admits, awaits the core and answers: JSON for more than a few
-vectors is written in the CPU pool (orjson: ~20 us per 384-d vector against ~440 us for the
-standard library's json, measured here), and request text is never logged.
+(`json_limits`). Like the gRPC edge, a handler only parses, admits, awaits the core and answers:
+JSON for more than a few vectors is written in the CPU pool (orjson: ~20 us per 384-d vector
+against ~440 us for the standard library's json, measured here), and request text is never
+logged.
 """
 
 from __future__ import annotations
