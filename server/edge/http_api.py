@@ -40,7 +40,16 @@ from google.protobuf.message import Message
 from embedrec.server.batching.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
 from embedrec.server.edge import messages
 from embedrec.server.edge.auth import Access, TokenGuard
-from embedrec.server.edge.calls import Call, Refusal, ServingState, account, admission, answer, clean_request_id
+from embedrec.server.edge.calls import (
+    REQUEST_ID_KEY,
+    Call,
+    Refusal,
+    ServingState,
+    account,
+    admission,
+    answer,
+    clean_request_id,
+)
 from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
 from embedrec.server.edge.request_limits import LimitTable, limits_of
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
@@ -60,6 +69,7 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "NOT_FOUND": (404, "not_found_error"),
     "REQUEST_TIMEOUT": (408, "timeout_error"),
     "PAYLOAD_TOO_LARGE": (413, "invalid_request_error"),
+    "REQUEST_HEADER_FIELDS_TOO_LARGE": (431, "invalid_request_error"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "invalid_request_error"),
     "CANCELLED": (499, "client_closed_request"),
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
@@ -68,7 +78,7 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
 RETRY_AFTER_SECONDS = "1"
-REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = REQUEST_ID_KEY.encode()
 # A client's deadline for the whole call, in seconds (like gRPC's deadline); the server's
 # --http-request-timeout-s applies when it is absent or longer.
 TIMEOUT_HEADER = b"x-request-timeout"
@@ -139,12 +149,12 @@ class HttpApi:
         method = scope["method"]
         if route is None:
             message = f"no route {quoted(method)} {quoted(scope['path'])}"
-            await _send(send, _error_body("NOT_FOUND", message), 404, request_id)
+            await _send(send, error_body("NOT_FOUND", message), 404, request_id)
             return
         if route.method != method:
             message = f"{scope['path']} takes {route.method}, not {quoted(method)}"
             allow = [(b"allow", route.method.encode())]
-            await _send(send, _error_body("INVALID_ARGUMENT", message), 405, request_id, extra=allow)
+            await _send(send, error_body("INVALID_ARGUMENT", message), 405, request_id, extra=allow)
             return
         call = Call(f"{route.method} {scope['path']}", request_id)
         with self.state.in_flight_call(), server_span(call.rpc, headers, request_id=request_id, system="http") as span:
@@ -311,7 +321,7 @@ def _openai_embeddings_body(vectors: np.ndarray, as_base64: bool, model: str, to
 def _json_object(body: bytes, max_entries: int, max_values: int) -> dict[str, Any]:
     """`body` parsed as a JSON object once its structure is within reach of what the route
     takes (`max_entries` in its widest array, `max_values` in all; see STRUCTURE_SLACK and
-    `shapes.check_json_structure`); InvalidArgument otherwise."""
+    `json_limits.check_json_structure`); InvalidArgument otherwise."""
     check_json_structure(
         body,
         max_entries=max(STRUCTURE_SLACK * max_entries, STRUCTURE_FLOOR),
@@ -363,10 +373,11 @@ def _message_dumps(message: Message) -> bytes:
 
 
 def _refused(refusal: Refusal) -> _Reply:
-    return _Reply(_error_body(refusal.status, refusal.message), HTTP_STATUS.get(refusal.status, (500, ""))[0])
+    return _Reply(error_body(refusal.status, refusal.message), HTTP_STATUS.get(refusal.status, (500, ""))[0])
 
 
-def _error_body(status: str, message: str) -> bytes:
+def error_body(status: str, message: str) -> bytes:
+    """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS."""
     error_type = HTTP_STATUS.get(status, (500, "server_error"))[1]
     return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": status}})
 

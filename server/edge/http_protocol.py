@@ -23,11 +23,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from embedrec.server.edge.http_api import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +58,6 @@ REASONS = {
     408: ("header_timeout", "REQUEST_TIMEOUT", "request head not received within {timeout:g} s"),
     431: ("header_size", "REQUEST_HEADER_FIELDS_TOO_LARGE", "request head exceeds {size} bytes"),
     503: ("connections", "UNAVAILABLE", "too many open connections ({count}); retry shortly"),
-}
-STATUS_TEXT = {
-    400: "Bad Request",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
 }
 
 
@@ -180,12 +176,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._answered = True
         self._cancel_head_timer()
         self.limits.refused(reason)
-        message = template.format(**details)
-        body = orjson.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        )
+        body = error_body(code, template.format(**details))
         head = [
-            f"HTTP/1.1 {status} {STATUS_TEXT[status]}",
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             "content-type: application/json",
             f"content-length: {len(body)}",
             "connection: close",

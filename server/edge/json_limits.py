@@ -1,5 +1,5 @@
 """The request limits checked on JSON bodies: on the raw bytes before parsing, then on the
-parsed document before json_format walks it (see `shapes`)."""
+parsed document before json_format walks it (the limits: `request_limits`)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def check_json_structure(body: bytes, *, max_entries: int, max_values: int) -> N
     array or object of more than `max_entries` entries, or more than `max_values` values in
     all; vectorised over the bytes (numpy releases the GIL), before any parsing. Malformed JSON
     may pass or be refused here: either way it gets INVALID_ARGUMENT."""
+    if len(body) <= min(max_entries, max_values) and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return  # every value takes a byte and every level an opener: no bound can be exceeded
     data = np.frombuffer(body, dtype=np.uint8)
-    if data.size == 0:
-        return
     structural = ~_inside_strings(data)
     opens = ((data == ord("[")) | (data == ord("{"))) & structural
     closes = ((data == ord("]")) | (data == ord("}"))) & structural
@@ -60,9 +60,8 @@ def check_json_structure(body: bytes, *, max_entries: int, max_values: int) -> N
 def _inside_strings(data: np.ndarray) -> np.ndarray:
     """True for each byte inside a JSON string (from its opening quote to before its closing)."""
     quotes = np.flatnonzero(data == ord('"'))
-    inside = np.zeros(data.size, dtype=np.bool_)
     if quotes.size == 0:
-        return inside
+        return np.zeros(data.size, dtype=np.bool_)
     backslash = data == ord("\\")
     if backslash.any():
         # A quote is escaped when an odd run of backslashes precedes it.
@@ -74,13 +73,21 @@ def _inside_strings(data: np.ndarray) -> np.ndarray:
     toggles = np.zeros(data.size, dtype=np.uint8)
     toggles[quotes] = 1
     np.cumsum(toggles, dtype=np.uint8, out=toggles)  # parity survives uint8 wrap-around
-    inside = (toggles & 1).astype(np.bool_)
-    return inside
+    return (toggles & 1).astype(np.bool_)
 
 
 def max_json_values(descriptor: Descriptor, table: LimitTable) -> tuple[int, int]:
     """(entries of the widest array or object, values in all) that a valid request of
-    `descriptor` can hold under `table`: the bounds for `check_json_structure`."""
+    `descriptor` can hold under `table`: the bounds for `check_json_structure`. Computed once
+    per table and message type."""
+    key = "json-bounds:" + descriptor.full_name
+    cached: tuple[int, int] | None = table.derived.get(key)
+    if cached is None:
+        cached = table.derived[key] = _max_json_values(descriptor, table)
+    return cached
+
+
+def _max_json_values(descriptor: Descriptor, table: LimitTable) -> tuple[int, int]:
     widest = len(descriptor.fields)
 
     def values(message: Descriptor) -> int:
@@ -122,7 +129,7 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
     no deeper than the message's own fields."""
     if not isinstance(document, dict):
         raise InvalidArgument(f"{path.rstrip('.') or 'request body'} must be a JSON object, got {quoted(document)}")
-    by_name = {**descriptor.fields_by_name, **{field.json_name: field for field in descriptor.fields}}
+    by_name = _fields_by_json_name(descriptor, table)
     for key, value in document.items():
         field = by_name.get(key)
         if field is None:
@@ -148,6 +155,16 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
         else:
             for index, entry in enumerate(value):
                 _check_json_value(entry, field, table, f"{name}[{index}]", descriptor)
+
+
+def _fields_by_json_name(descriptor: Descriptor, table: LimitTable) -> dict[str, FieldDescriptor]:
+    """`descriptor`'s fields by their proto and their JSON names (built once per table)."""
+    key = "json-names:" + descriptor.full_name
+    cached: dict[str, FieldDescriptor] | None = table.derived.get(key)
+    if cached is None:
+        fields = {**descriptor.fields_by_name, **{field.json_name: field for field in descriptor.fields}}
+        cached = table.derived[key] = fields
+    return cached
 
 
 def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, name: str, owner: Descriptor) -> None:

@@ -2,7 +2,7 @@
 
 Decoding a hostile message is itself the cost (4 million empty `users` in 8 MB: ~280 ms of C
 that holds the GIL), so `check_wire` walks the encoded records, counting each repeated field and
-measuring each string, and stops at the first one past its limit (`shapes.LimitTable`).
+measuring each string, and stops at the first one past its limit (`request_limits.LimitTable`).
 """
 
 from __future__ import annotations
