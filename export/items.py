@@ -26,6 +26,7 @@ import numpy as np
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.export.fields import write_columns
+from embedrec.server.catalog.codes import write_codes
 from embedrec.server.catalog.hidden import HIDDEN_FILE, read_hidden_ids
 from embedrec.server.catalog.item_ids import ItemIds, write_id_index
 from embedrec.server.errors import ConfigurationError, InvalidArgument
@@ -150,7 +151,8 @@ def build_items(
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
-    Writes items.npy (float32, (n, dim), unit rows), ids.txt and its index (server/catalog/item_ids.py),
+    Writes items.npy (float32, (n, dim), unit rows), its int8 codes (server/catalog/codes.py),
+    ids.txt and its index (server/catalog/item_ids.py),
     with `filter_field` its values (filter_codes.npy, filter_values.json), and
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
@@ -240,9 +242,12 @@ def _finish_build(
     numeric_fields: Sequence[str],
     prompt_name: str,
 ) -> ItemsManifest:
-    """Complete the embedded build in `partial` (id index, carried-over hidden ids, field
-    columns, manifest) and swap it in for `output_dir`; its manifest."""
+    """Complete the embedded build in `partial` (int8 codes, id index, carried-over hidden ids,
+    field columns, manifest) and swap it in for `output_dir`; its manifest. Run again after an
+    interruption, it redoes these steps (each rewrites its files whole)."""
     count = plan.item_count
+    items_sha256 = sha256_file(partial / ITEMS_MATRIX)
+    write_codes(partial, np.load(partial / ITEMS_MATRIX, mmap_mode="r"), items_sha256)
     write_id_index(partial, count)
     _keep_hidden(output_dir, partial, count)
     stored = write_columns(
@@ -258,7 +263,7 @@ def _finish_build(
         item_count=count,
         dim=encoder.dim,
         dtype="float32",
-        items_sha256=sha256_file(partial / ITEMS_MATRIX),
+        items_sha256=items_sha256,
         model_name=encoder.manifest.model_name,
         model_onnx_sha256=encoder.manifest.onnx_sha256,
         catalog=str(catalog),

@@ -82,7 +82,7 @@ def sync_to_milvus(
     module docstring). Raises ConfigurationError when Milvus is unreachable or refuses."""
     # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
     # batch operation a named helper.
-    index = ItemIndex(items_dir.resolve())
+    index = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
     manifest = index.manifest
     kinds = {name: column.kind for name, column in index.columns.items()}
     for name in kinds:

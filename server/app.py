@@ -125,7 +125,7 @@ class EmbedrecApp:
         pause = 1.0
         while True:
             try:
-                return await asyncio.to_thread(open_items, self.settings, encoder)
+                return await asyncio.to_thread(open_items, self.settings, encoder, self.metrics.scan_stats)
             except MilvusUnreachableError as error:
                 logger.warning("NOT_SERVING: %s; retrying in %.0f s", error, pause)
                 await asyncio.sleep(pause)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import cast
 
 from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.scan import ScanKind, ScanStats
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.inference.embedding import Encoder
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.providers import expected_provider
-from embedrec.server.manifest import check_items_match_model, read_model_manifest
+from embedrec.server.manifest import check_items_match_model, read_items_manifest, read_model_manifest
 from embedrec.server.settings import Settings
 from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 
@@ -33,10 +35,11 @@ def load_encoder(settings: Settings) -> OnnxEncoder:
     )
 
 
-def open_items(settings: Settings, encoder: Encoder) -> ItemStore | None:
+def open_items(settings: Settings, encoder: Encoder, scan_stats: ScanStats | None = None) -> ItemStore | None:
     """The item store `settings` name (None without items), checked to be built with
     `encoder`'s model; ConfigurationError otherwise (MilvusUnreachableError when Milvus does not
-    answer). An --items-dir symlink is resolved once, so every file comes from one build."""
+    answer). An --items-dir symlink is resolved once, so every file comes from one build. The
+    memory-mapped store scans with --scan and counts its passes in `scan_stats`."""
     items: ItemStore
     if settings.items_store == "milvus":
         from embedrec.server.catalog.milvus_store import MilvusItems
@@ -48,7 +51,10 @@ def open_items(settings: Settings, encoder: Encoder) -> ItemStore | None:
             timeout=settings.milvus_timeout_s,
         )
     elif settings.items_dir is not None:
-        items = ItemIndex(settings.items_dir.resolve())
+        directory = settings.items_dir.resolve()
+        # The model check first: it is the mistake to name, and opening the codes costs time.
+        check_items_match_model(read_items_manifest(directory), encoder.manifest)
+        items = ItemIndex(directory, scan=cast(ScanKind, settings.scan), stats=scan_stats)
     else:
         return None
     check_items_match_model(items.describe(), encoder.manifest)

@@ -50,7 +50,7 @@ class Operations:
         async with self._reload_lock:
             previous = service.items
             try:
-                items = await asyncio.to_thread(open_items, self.settings, service.encoder)
+                items = await asyncio.to_thread(open_items, self.settings, service.encoder, self.metrics.scan_stats)
             except ConfigurationError as error:
                 self.metrics.items_reloads.labels(result="refused").inc()
                 logger.error("items reload refused, still serving the previous items: %s", error)

@@ -64,6 +64,8 @@ class ServiceInfo:
     items_prompt_name: str = ""
     hidden_item_count: int = 0
     items_fields: dict[str, str] = field(default_factory=dict)
+    items_scan: str = ""
+    items_code_bytes: int = 0
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -171,4 +173,6 @@ class EmbeddingService:
             items_prompt_name=items.prompt_name if items is not None else "",
             hidden_item_count=items.hidden_count if items is not None else 0,
             items_fields=dict(items.fields) if items is not None else {},
+            items_scan=items.scan if items is not None else "",
+            items_code_bytes=items.code_bytes if items is not None else 0,
         )

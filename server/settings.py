@@ -39,6 +39,13 @@ class Settings:
         "embedrec export-items --store milvus, at --milvus-uri)",
         choices=("mmap", "milvus"),
     )
+    scan: str = _setting(
+        "int8",
+        "how Recommend scans the memory-mapped items: int8 (the items' int8 codes first, a quarter of the "
+        "bytes, then the few rows that may enter the top k rescored exactly from float32) or float32 (every "
+        "row); both give the same exact answer (README: Exact int8 scan)",
+        choices=("int8", "float32"),
+    )
     milvus_uri: str = _setting(
         "",
         "the Milvus holding the items with --items-store milvus: a local file path is Milvus Lite (embedded, one "

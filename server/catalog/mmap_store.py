@@ -8,6 +8,7 @@ every process that maps them, and opening a million-item directory takes as long
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from embedrec.results import VisibilityResult
+from embedrec.server.catalog.codes import codes_for
 from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores, exact_top_k
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -42,17 +45,24 @@ from embedrec.server.manifest import (
 PREFILTER_FRACTION = 0.02
 PREFILTER_SAMPLE_ROWS = 4096
 PREFILTER_CHUNK_ROWS = 1 << 18
+NORM_CHUNK_ROWS = 1 << 16
+
+logger = logging.getLogger(__name__)
 
 
 class ItemIndex:
     """An item matrix directory (written by `embedrec export-items`) opened for search: the
-    memory-mapped item store (embedrec.server.catalog.store.ItemStore)."""
+    memory-mapped item store (embedrec.server.catalog.store.ItemStore). Searches are exact
+    whichever `scan` (embedrec.server.catalog.scan): "int8" reads the codes first and rescores
+    the few rows that may enter the top k, "float32" reads the whole matrix."""
 
-    def __init__(self, items_dir: Path) -> None:
-        """Map `items_dir`'s matrix, ids and filter codes read-only and read its manifest.
+    def __init__(self, items_dir: Path, *, scan: ScanKind = "int8", stats: ScanStats | None = None) -> None:
+        """Map `items_dir`'s matrix, ids and filter codes read-only and read its manifest; for the
+        int8 scan, read (or, for a directory built without them, build) its codes and pack them.
+        `stats` counts the scans (a fresh ScanStats by default).
 
         Raises ConfigurationError when files are missing, of an older layout, or disagree with
-        the manifest.
+        the manifest or the matrix (the code file included, named in the message).
         """
         self.directory = items_dir
         self.manifest: ItemsManifest = read_items_manifest(items_dir)
@@ -85,6 +95,15 @@ class ItemIndex:
         self.columns: dict[str, Column] = load_columns(items_dir, self.manifest.fields, self.manifest.item_count)
         if self.filter_field:
             self._load_filter(items_dir)
+        self.scan: ScanKind = scan
+        self.stats = stats if stats is not None else ScanStats()
+        self.packed: PackedCodes | None = None
+        if scan == "int8":
+            codes = codes_for(items_dir, self.matrix, self.manifest.items_sha256, logger)
+            self.packed = PackedCodes(codes)
+            self.row_norm = codes.book.row_norm
+        else:
+            self.row_norm = _largest_row_norm(self.matrix)
 
     def _load_filter(self, items_dir: Path) -> None:
         try:
@@ -117,6 +136,8 @@ class ItemIndex:
             prompt=manifest.prompt,
             hidden_count=len(self.hidden.snapshot),
             fields={name: column.kind for name, column in self.columns.items()},
+            scan=self.scan,
+            code_bytes=self.packed.nbytes if self.packed is not None else 0,
         )
 
     def history(
@@ -253,13 +274,17 @@ class ItemIndex:
             profiles = np.stack([queries[p].profile for p in plain]).astype(np.float32, copy=False)
             for position, result in zip(
                 plain,
-                top_k(
+                exact_top_k(
                     self.matrix,
                     profiles,
                     k,
+                    scan=self.scan,
+                    row_norm=self.row_norm,
+                    packed=self.packed,
                     filters=[filters[p] for p in plain],
-                    threads=threads,
                     min_scores=[queries[p].min_score for p in plain],
+                    threads=threads,
+                    stats=self.stats,
                 ),
                 strict=True,
             ):
@@ -304,15 +329,25 @@ class ItemIndex:
     def _top_k_of_rows(self, query: Query, rows: IndexArray, k: int) -> tuple[IndexArray, FloatArray]:
         """Exact top-k of `query` among `rows` (ascending): scores of those rows only, best first,
         equal scores by row, at least its min_score."""
-        vectors = np.asarray(self.matrix[rows], dtype=np.float32)
-        scores: FloatArray = (
-            query.scorer(vectors) if query.scorer is not None else vectors @ query.profile.astype(np.float32)
-        ).astype(np.float32, copy=False)
+        if query.scorer is not None:
+            scores: FloatArray = query.scorer(np.asarray(self.matrix[rows], dtype=np.float32)).astype(np.float32)
+        else:  # the scans' exact score, so the answer does not depend on the path
+            profile = np.asarray(query.profile, dtype=np.float32).astype(np.float64)[None, :]
+            scores = exact_scores(self.matrix, rows, profile, np.zeros(rows.shape, dtype=np.int64))
         if query.min_score is not None:
             passing = scores >= np.float32(query.min_score)
             rows, scores = rows[passing], scores[passing]
         order = np.lexsort((rows, -scores))[:k]
         return rows[order], scores[order]
+
+
+def _largest_row_norm(matrix: npt.NDArray[np.floating]) -> float:
+    """The largest row norm of `matrix` (the float32 scan's error bound needs it), rounded up."""
+    largest = 0.0
+    for start in range(0, matrix.shape[0], NORM_CHUNK_ROWS):
+        block = np.asarray(matrix[start : start + NORM_CHUNK_ROWS], dtype=np.float64)
+        largest = max(largest, float(np.sqrt(np.einsum("ij,ij->i", block, block).max(initial=0.0))))
+    return largest * (1.0 + 1e-9)
 
 
 def _row_filter_of(query: Query) -> RowFilter:

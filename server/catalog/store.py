@@ -92,6 +92,10 @@ class StoreDescription:
     prompt: str
     hidden_count: int
     fields: dict[str, FieldKind]
+    # The memory-mapped store's first pass ("int8" or "float32", embedrec.server.catalog.scan)
+    # and the bytes of packed codes it holds; empty / 0 for Milvus.
+    scan: str = ""
+    code_bytes: int = 0
 
 
 class ItemStore(Protocol):

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+
+from embedrec.server.catalog.scan import SCANS, ScanStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -36,6 +39,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_items": ("gauge", "items in the served catalog"),
     "embedrec_hidden_items": ("gauge", "items hidden by EmbedRecAdmin.HideItems (never recommended until restored)"),
     "embedrec_serving": ("gauge", "1 while health is SERVING, else 0"),
+    "embedrec_scan_passes_total": ("counter", "passes over the memory-mapped items, by scan (int8, float32)"),
+    "embedrec_scan_queries_total": ("counter", "queries answered by those passes, by scan"),
+    "embedrec_scan_rescored_rows_total": (
+        "counter",
+        "rows rescored exactly from float32 after the first pass, by scan (rate() over queries' rate: rows per query)",
+    ),
+    "embedrec_scan_fallbacks_total": (
+        "counter",
+        "int8 passes that switched to float32 for their remaining rows (too many rows to rescore: a flat score "
+        "distribution)",
+    ),
     "embedrec_http_connections_refused_total": (
         "counter",
         "HTTP connections answered and closed before their request reached the API, by reason (connections, "
@@ -81,6 +95,8 @@ class ServerMetrics:
         )
         for reason in ("expired", "cancelled", "shutdown"):
             self.texts_dropped.labels(reason=reason)
+        self.scan_stats = ScanStats()
+        self.registry.register(_ScanCollector(self.scan_stats))
 
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics on host:port (0: a free port) in a daemon thread; return the port."""
@@ -132,3 +148,30 @@ class SearchMetrics:
     def items_dropped(self, reason: str, count: int) -> None:
         """`count` queued searches were dropped before their pass (expired, cancelled, shutdown)."""
         self._dropped.labels(reason=reason).inc(count)
+
+
+class _ScanCollector:
+    """The scan counters (kept by the item store, read at each scrape)."""
+
+    def __init__(self, stats: ScanStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        snapshot = self._stats.snapshot()
+        families = []
+        for name, key in (
+            ("embedrec_scan_passes", "passes"),
+            ("embedrec_scan_queries", "queries"),
+            ("embedrec_scan_rescored_rows", "rescored_rows"),
+        ):
+            family = CounterMetricFamily(name, METRICS[f"{name}_total"][1], labels=("scan",))
+            for scan in SCANS:
+                family.add_metric((scan,), snapshot[key][scan])
+            families.append(family)
+        fallbacks = CounterMetricFamily("embedrec_scan_fallbacks", METRICS["embedrec_scan_fallbacks_total"][1])
+        fallbacks.add_metric((), snapshot["fallbacks"])
+        families.append(fallbacks)
+        return families

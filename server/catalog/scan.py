@@ -1,0 +1,381 @@
+"""Exact top-k by a bounded first pass and exact rescoring: the int8 and the float32 scan.
+
+Both scans work the same way. A first pass gives every row an approximate score with a proven
+bound on its error (int8 codes: embedrec.server.catalog.codes.QueryCodes; float32 BLAS products:
+codes.float32_error_bound). A row whose approximate score plus the bound is below the query's
+current k-th best exact score can never be in the top k and is dropped; the rest are rescored
+exactly and merged. Within one block of rows, the k best approximate scores also give a lower
+bound on the k-th best exact score, so even the first block sends only a few rows to rescoring.
+
+The exact score of a row is `exact_scores`: the float64 sum of the float64 products (exact) of the
+float32 query and row, rounded to float32. It depends only on the row and the query, not on the
+scan, the block sizes or the other queries in the pass, so both scans return identical ids, order
+and scores; equal scores go by row (lower first).
+
+The int8 scan scores blocks of packed codes on a thread pool (numkong's int8 kernel, which picks
+its SIMD path at run time), queries of one pass together. When too many rows need rescoring (a
+flat score distribution, e.g. a dimension with a huge range), the rest of that pass runs the
+float32 scan instead; it is counted (ScanStats.fallbacks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from embedrec.server.catalog.codes import CodeMatrix, Float64Array, ItemCodes, QueryCodes, float32_error_bound
+from embedrec.server.catalog.topk import (
+    DEFAULT_CHUNK_ROWS,
+    NO_FILTER,
+    SCORE_BUFFER_VALUES,
+    FloatArray,
+    IndexArray,
+    RowFilter,
+    _Best,
+    _Eligibility,
+    _per_query_filters,
+    score_block,
+)
+
+ScanKind = Literal["int8", "float32"]
+SCANS: tuple[ScanKind, ...] = ("int8", "float32")
+# Rows per packed block of codes: 8 blocks per catalog (work for every thread) of 4 Ki to 128 Ki
+# rows (at most 48 MiB of codes at 384 dimensions, scores of 16 queries in 8 MiB); fewer, larger
+# calls measured faster for one query, smaller ones for 16 (BENCHMARKS.md).
+PACKED_MAX_ROWS = 1 << 16
+PACKED_MIN_ROWS = 1 << 12
+PACKED_BLOCKS = 16
+# Pairs rescored at a time: float64 temporaries that stay in cache (4x faster than 4 Ki pairs).
+EXACT_BLOCK_PAIRS = 128
+# An int8 pass falls back to float32 for its remaining rows once it has rescored more than this
+# share of the (row, query) pairs scanned, after at least FALLBACK_MIN_ROWS rows: past it, random
+# reads of float32 rows cost more than reading them all in order.
+FALLBACK_FRACTION = 0.03
+FALLBACK_MIN_ROWS = 1 << 16
+
+
+def exact_scores(
+    matrix: npt.NDArray[np.floating], rows: IndexArray, queries: Float64Array, query_of: IndexArray
+) -> FloatArray:
+    """The exact score of each (row, query) pair: float32 of the float64 sum of the float64
+    products (exact) of `matrix[rows[j]]` and `queries[query_of[j]]` (float32 values held in
+    float64). The sum runs in numpy's fixed pairwise order over one row, so a pair's score never
+    depends on the other pairs."""
+    scores = np.empty(rows.shape[0], dtype=np.float32)
+    for start in range(0, rows.shape[0], EXACT_BLOCK_PAIRS):
+        stop = start + EXACT_BLOCK_PAIRS
+        vectors = np.asarray(matrix[rows[start:stop]], dtype=np.float64)
+        vectors *= queries[query_of[start:stop]]
+        scores[start:stop] = vectors.sum(axis=1)
+    return scores
+
+
+@dataclass
+class ScanStats:
+    """What the scans have done since start (thread-safe): passes, their queries, rows
+    rescored, and int8 passes that fell back to float32."""
+
+    passes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCANS, 0))
+    queries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCANS, 0))
+    rescored_rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCANS, 0))
+    fallbacks: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, scan: ScanKind, queries: int, rescored: int, *, fell_back: bool) -> None:
+        """Count one pass."""
+        with self._lock:
+            self.passes[scan] += 1
+            self.queries[scan] += queries
+            self.rescored_rows[scan] += rescored
+            self.fallbacks += int(fell_back)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the counters."""
+        with self._lock:
+            return {
+                "passes": dict(self.passes),
+                "queries": dict(self.queries),
+                "rescored_rows": dict(self.rescored_rows),
+                "fallbacks": self.fallbacks,
+            }
+
+
+SCAN_STATS = ScanStats()
+
+
+class PackedCodes:
+    """An item matrix's int8 codes packed for the kernel, in blocks of rows (private memory:
+    the kernel reads its own layout; about one byte per code)."""
+
+    def __init__(self, codes: ItemCodes, block_rows: int | None = None) -> None:
+        import numkong
+
+        self.codes = codes
+        rows_total = codes.codes.shape[0]
+        if block_rows is None:
+            block_rows = min(PACKED_MAX_ROWS, max(PACKED_MIN_ROWS, -(-rows_total // PACKED_BLOCKS)))
+        self.blocks: list[tuple[int, int, Any]] = []
+        for start in range(0, rows_total, block_rows):
+            stop = min(start + block_rows, rows_total)
+            block: CodeMatrix = np.ascontiguousarray(codes.codes[start:stop])
+            self.blocks.append((start, stop, numkong.dots_pack(block)))
+        self.nbytes = sum(int(packed.nbytes) for _, _, packed in self.blocks)
+
+
+class _Pass(Protocol):
+    """A first pass: approximate scores of a block of rows with a bound, in its own units."""
+
+    def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
+        """Approximate scores of rows start..stop, (queries, rows)."""
+        ...
+
+    def thresholds(self, floors: Float64Array) -> npt.NDArray[Any]:
+        """Per query, the smallest value worth rescoring: a row valued below it scores below the
+        query's floor."""
+        ...
+
+    def lower_bounds(self, values: npt.NDArray[Any]) -> Float64Array:
+        """Per query, a lower bound of the exact score of a row with that value."""
+        ...
+
+
+class _Int8Pass:
+    def __init__(self, packed: PackedCodes, queries: FloatArray) -> None:
+        import numkong
+
+        self._dots = numkong.dots_packed
+        self._packed = packed
+        self.query_codes = QueryCodes.of(queries, packed.codes.book)
+
+    def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
+        return np.asarray(self._dots(self.query_codes.codes, self._packed.blocks[block][2]))
+
+    def thresholds(self, floors: Float64Array) -> npt.NDArray[Any]:
+        return self.query_codes.thresholds(floors)
+
+    def lower_bounds(self, values: npt.NDArray[Any]) -> Float64Array:
+        return self.query_codes.lower_bounds(values)
+
+
+class _Float32Pass:
+    def __init__(self, matrix: npt.NDArray[np.floating], queries: FloatArray, row_norm: float, threads: int) -> None:
+        self._matrix, self._queries, self._threads = matrix, queries, threads
+        self.bound = float32_error_bound(queries, row_norm)
+
+    def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
+        scores = score_block(self._matrix[start:stop], self._queries, self._threads)
+        return np.ascontiguousarray(scores.T)
+
+    def thresholds(self, floors: Float64Array) -> npt.NDArray[Any]:
+        wanted = floors - self.bound
+        rounded = wanted.astype(np.float32)
+        above = rounded.astype(np.float64) > wanted
+        rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+        return rounded
+
+    def lower_bounds(self, values: npt.NDArray[Any]) -> Float64Array:
+        estimate = np.asarray(values, dtype=np.float64)
+        bounds: Float64Array = estimate - self.bound - 1e-12 * np.abs(estimate)
+        return bounds
+
+
+@dataclass
+class _Rescored:
+    """A block's rows that may enter the k best, with their exact scores, grouped by query."""
+
+    query_of: IndexArray
+    rows: IndexArray
+    scores: FloatArray
+
+
+def exact_top_k(
+    matrix: npt.NDArray[np.floating],
+    queries: FloatArray,
+    k: int,
+    *,
+    scan: ScanKind,
+    row_norm: float,
+    packed: PackedCodes | None = None,
+    filters: Sequence[RowFilter] | RowFilter = NO_FILTER,
+    min_scores: Sequence[float | None] | None = None,
+    threads: int = 0,
+    stats: ScanStats = SCAN_STATS,
+) -> list[tuple[IndexArray, FloatArray]]:
+    """The k rows of `matrix` (n, dim) with the highest exact score (`exact_scores`) for each of
+    `queries` (q, dim) float32, in one pass for all of them.
+
+    `scan` picks the first pass: "int8" scores `packed` (the matrix's codes) on `threads` threads
+    (0: one per core), "float32" the matrix itself; `row_norm` bounds every row's norm (the
+    float32 pass's error bound). `filters` (one for all or one per query) and `min_scores` (None:
+    no floor) as in embedrec.server.catalog.topk.top_k. Returns, per query, (rows, scores): at
+    most k, best first, equal scores by ascending row; identical whichever `scan`.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    query_count, rows_total = queries.shape[0], matrix.shape[0]
+    if query_count == 0:
+        return []
+    floors = [None] * query_count if min_scores is None else list(min_scores)
+    if len(floors) != query_count:
+        raise ValueError(f"{len(floors)} min_scores for {query_count} queries")
+    if scan == "int8" and packed is None:
+        raise ValueError("the int8 scan needs the packed codes")
+    run = _Run(matrix, queries, k, _Eligibility(_per_query_filters(filters, query_count), rows_total), floors)
+    float32_pass = _Float32Pass(matrix, queries, row_norm, threads)
+    fell_back = False
+    if scan == "int8":
+        assert packed is not None
+        scanned_to = run.scan_int8(_Int8Pass(packed, queries), packed, threads)
+        fell_back = scanned_to < rows_total
+    else:
+        scanned_to = 0
+    if scanned_to < rows_total:
+        chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
+        for start in range(scanned_to, rows_total, chunk_rows):
+            stop = min(start + chunk_rows, rows_total)
+            run.merge(run.block(float32_pass, start, stop, 0))
+    stats.record(scan, query_count, run.rescored, fell_back=fell_back)
+    return run.best.results()
+
+
+class _Run:
+    """One pass's state: the k best exact scores so far and the rows rescored."""
+
+    def __init__(
+        self,
+        matrix: npt.NDArray[np.floating],
+        queries: FloatArray,
+        k: int,
+        eligibility: _Eligibility,
+        floors: Sequence[float | None],
+    ) -> None:
+        self.matrix, self.k, self.eligibility = matrix, k, eligibility
+        self.queries64 = queries.astype(np.float64)
+        self.best = _Best(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors)
+        self.score_floors = np.asarray([-np.inf if one is None else one for one in floors], dtype=np.float32)
+        self.rescored = 0
+
+    def floors(self) -> Float64Array:
+        """Each query's current k-th best exact score (or its floor): rows below it are out."""
+        floors: Float64Array = self.best.kth_scores.astype(np.float64)
+        return floors
+
+    def scan_int8(self, first: _Int8Pass, packed: PackedCodes, threads: int) -> int:
+        """Scan the packed blocks in order, `threads` at a time; returns the row where it stopped
+        (the catalog's end, or where too many rows needed rescoring)."""
+        pool = _pool(threads)
+        pending: deque[tuple[int, Future[_Rescored]]] = deque()
+        blocks = packed.blocks
+        ahead = _thread_count(threads) + 1
+        submitted = scanned = 0
+        query_count = self.queries64.shape[0]
+        while submitted < len(blocks) or pending:
+            while submitted < len(blocks) and len(pending) < ahead:
+                start, stop, _ = blocks[submitted]
+                pending.append((stop, pool.submit(self.block, first, start, stop, submitted)))
+                submitted += 1
+            stop, future = pending.popleft()
+            self.merge(future.result())
+            scanned = stop
+            if scanned >= FALLBACK_MIN_ROWS and self.rescored > FALLBACK_FRACTION * scanned * query_count:
+                for stop, future in pending:  # already computed or running: use them
+                    self.merge(future.result())
+                    scanned = stop
+                return scanned
+        return scanned
+
+    def block(self, first: _Pass, start: int, stop: int, block: int) -> _Rescored:
+        """The rows of start..stop that may enter their query's k best, passing the filters, with
+        their exact scores (runs on any thread; reads the k best as they are when it starts). A
+        query with many candidates rescores its k best values first: their exact k-th best rules
+        out most of the rest."""
+        values = first.values(start, stop, block)
+        floors = self.floors()
+        passing = values >= first.thresholds(floors)[:, None]
+        if np.count_nonzero(passing) > 8 * self.k * values.shape[0]:  # no useful k-th best yet
+            floors = self._raised_floors(first, values, start, floors)
+            passing = values >= first.thresholds(floors)[:, None]
+        flat = np.flatnonzero(passing)
+        query_of, local = np.divmod(flat, stop - start)
+        rows = local + start
+        kept = self.eligibility.keep(query_of, rows)
+        if not kept.all():
+            flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
+        found = values.ravel()[flat]
+        counts = np.bincount(query_of, minlength=values.shape[0])
+        crowded = np.flatnonzero(counts > 4 * self.k)
+        if not crowded.size:
+            return _Rescored(query_of, rows, exact_scores(self.matrix, rows, self.queries64, query_of))
+        head = np.zeros(rows.shape, dtype=np.bool_)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        for query in crowded:
+            first_row, last_row = int(offsets[query]), int(offsets[query + 1])
+            best = np.argpartition(found[first_row:last_row], last_row - first_row - self.k)
+            head[first_row + best[last_row - first_row - self.k :]] = True
+        head_scores = exact_scores(self.matrix, rows[head], self.queries64, query_of[head])
+        local_kth = floors.copy()
+        for query in crowded:  # the block's own k-th best exact score bounds the rest
+            mine = head_scores[query_of[head] == query]
+            local_kth[query] = max(floors[query], float(np.partition(mine, mine.size - self.k)[mine.size - self.k]))
+        rest = ~head & (found >= first.thresholds(local_kth)[query_of])
+        scored = head | rest
+        scores = np.empty(rows.shape, dtype=np.float32)
+        scores[head] = head_scores
+        scores[rest] = exact_scores(self.matrix, rows[rest], self.queries64, query_of[rest])
+        return _Rescored(query_of[scored], rows[scored], scores[scored])
+
+    def _raised_floors(self, first: _Pass, values: npt.NDArray[Any], start: int, floors: Float64Array) -> Float64Array:
+        """`floors` raised, per query, to a lower bound of the block's own k-th best exact score:
+        that of the k-th best value among the block's eligible rows with the best values (k eligible
+        rows score at least that, so a row below it is out)."""
+        width = values.shape[1]
+        picked = min(width, 4 * self.k)
+        if picked < self.k:
+            return floors
+        top = np.argpartition(values, width - picked, axis=1)[:, width - picked :]
+        query_of = np.repeat(np.arange(values.shape[0]), picked)
+        eligible = self.eligibility.keep(query_of, top.ravel() + start).reshape(top.shape)
+        top_values = np.take_along_axis(values, top, axis=1)
+        ranked = np.where(eligible, top_values, np.iinfo(np.int32).min if values.dtype.kind == "i" else -np.inf)
+        enough = eligible.sum(axis=1) >= self.k
+        if not enough.any():
+            return floors
+        kth = np.sort(ranked, axis=1)[:, picked - self.k]
+        raised = floors.copy()
+        raised[enough] = np.maximum(floors[enough], first.lower_bounds(kth)[enough])
+        return raised
+
+    def merge(self, found: _Rescored) -> None:
+        """Keep the rescored rows that enter their query's k best (every row merged before
+        theirs: equal scores go by row)."""
+        self.rescored += int(found.rows.size)
+        query_of, rows, scores = found.query_of, found.rows, found.scores
+        kth, kth_rows = self.best.kth_scores[query_of], self.best.rows[query_of, -1]
+        # An empty slot (sentinel row) holds a value just under the floor: the floor decides.
+        better = ((scores > kth) | ((scores == kth) & (rows < kth_rows))) & (scores >= self.score_floors[query_of])
+        if better.any():
+            query_of, rows, scores = query_of[better], rows[better], scores[better]
+            if query_of.size > 1 and (np.diff(query_of) < 0).any():
+                by_query = np.argsort(query_of, kind="stable")
+                query_of, rows, scores = query_of[by_query], rows[by_query], scores[by_query]
+            self.best.merge(query_of, rows, scores)
+
+
+def _thread_count(threads: int) -> int:
+    return threads if threads > 0 else os.cpu_count() or 1
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The int8 scan's threads (one pool per thread count, kept for the process's life)."""
+    return ThreadPoolExecutor(_thread_count(threads), thread_name_prefix="int8-scan")
