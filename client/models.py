@@ -125,6 +125,8 @@ class ServerInfo:
     items_prompt_name: str = ""
     hidden_item_count: int = 0
     items_fields: dict[str, str] = dataclasses.field(default_factory=dict)
+    items_scan: str = ""
+    items_code_bytes: int = 0
 
 
 def embed_request(

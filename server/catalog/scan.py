@@ -48,12 +48,11 @@ from embedrec.server.catalog.topk import (
 
 ScanKind = Literal["int8", "float32"]
 SCANS: tuple[ScanKind, ...] = ("int8", "float32")
-# Rows per packed block of codes: 8 blocks per catalog (work for every thread) of 4 Ki to 128 Ki
-# rows (at most 48 MiB of codes at 384 dimensions, scores of 16 queries in 8 MiB); fewer, larger
-# calls measured faster for one query, smaller ones for 16 (BENCHMARKS.md).
-PACKED_MAX_ROWS = 1 << 16
-PACKED_MIN_ROWS = 1 << 12
-PACKED_BLOCKS = 16
+# Rows per packed block of codes, the unit of work of one thread: 24 MiB of codes at 384
+# dimensions, the scores of 16 queries in 4 MiB. Measured (BENCHMARKS.md): smaller blocks cost
+# more per row in overhead (one query over 100k: 16 blocks 5.2 ms, 2 blocks 2.6 ms), larger ones
+# were slower for 16 queries.
+PACKED_BLOCK_ROWS = 1 << 16
 # Pairs rescored at a time: float64 temporaries that stay in cache (4x faster than 4 Ki pairs).
 EXACT_BLOCK_PAIRS = 128
 # An int8 pass falls back to float32 for its remaining rows once it has rescored more than this
@@ -121,8 +120,7 @@ class PackedCodes:
 
         self.codes = codes
         rows_total = codes.codes.shape[0]
-        if block_rows is None:
-            block_rows = min(PACKED_MAX_ROWS, max(PACKED_MIN_ROWS, -(-rows_total // PACKED_BLOCKS)))
+        block_rows = block_rows or PACKED_BLOCK_ROWS
         self.blocks: list[tuple[int, int, Any]] = []
         for start in range(0, rows_total, block_rows):
             stop = min(start + block_rows, rows_total)
