@@ -56,7 +56,8 @@ def median_ms(function: Callable[[], Any], rounds: int) -> float:
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    normalised: np.ndarray = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return normalised
 
 
 def kernel_rows(directory: Path, rounds: int) -> list[str]:
