@@ -255,3 +255,28 @@ def test_csv_catalogs_store_fields_and_a_missing_field_column_is_refused_before_
     with pytest.raises(CatalogError, match="2 non-numeric values: line 1: price='cheap', line 2: price=True"):
         build_items(bad, tiny_model_dir, tmp_path / "bad-items", numeric_fields=["price"], encoder=encoder)
     assert encoder.embedded == 0  # refused before anything is embedded
+
+
+def test_a_build_interrupted_while_writing_its_int8_codes_resumes_and_ends_byte_identical(
+    tiny_model_dir: Path,
+    catalog: Path,
+    tmp_path: Path,
+    uninterrupted: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import embedrec.server.catalog.codes as codes
+
+    real_build = codes.build_codes
+
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(codes, "build_codes", interrupted)
+    output = tmp_path / "items"
+    with pytest.raises(KeyboardInterrupt):
+        build_items(catalog, tiny_model_dir, output, **BUILD)
+    assert not output.exists()
+    monkeypatch.setattr(codes, "build_codes", real_build)
+    build_items(catalog, tiny_model_dir, output, **BUILD)
+    assert directory_bytes(output) == uninterrupted
+    assert {"item_codes.npy", "item_codes.json"} <= set(uninterrupted)

@@ -187,6 +187,15 @@ class _Float32Pass:
 
 
 @dataclass
+class _Candidates:
+    """A block's rows that may enter the k best, with their first-pass values, grouped by query."""
+
+    query_of: IndexArray
+    rows: IndexArray
+    values: npt.NDArray[Any]
+
+
+@dataclass
 class _Rescored:
     """A block's rows that may enter the k best, with their exact scores, grouped by query."""
 
@@ -262,6 +271,10 @@ class _Run:
         self.best = _Best(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors)
         self.score_floors = np.asarray([-np.inf if one is None else one for one in floors], dtype=np.float32)
         self.rescored = 0
+        # Lower bounds of each query's k-th best exact score found by the blocks (any thread).
+        self._bounds = np.full(queries.shape[0], -np.inf)
+        self._bounds_lock = threading.Lock()
+        self._best_values: dict[int, npt.NDArray[Any]] = {}  # per query, its k best first-pass values
 
     def floors(self) -> Float64Array:
         """Each query's current k-th best exact score (or its floor): rows below it are out."""
@@ -269,28 +282,102 @@ class _Run:
         return floors
 
     def scan_int8(self, first: _Int8Pass, packed: PackedCodes, threads: int) -> int:
-        """Scan the packed blocks in order, `threads` at a time; returns the row where it stopped
-        (the catalog's end, or where too many rows needed rescoring)."""
+        """Phase 1: the kernel over every packed block, `threads` at a time, each keeping the rows
+        that may beat the best lower bound known so far of their query's k-th best exact score
+        (bounds are shared between blocks as they are found). Phase 2: each query's candidates
+        with the k best code scores are rescored first, their exact k-th best becomes the floor,
+        then the rest still above it. Returns the row where phase 1 stopped (the catalog's end,
+        or where too many rows were candidates: the caller scans the rest in float32)."""
         pool = _pool(threads)
-        pending: deque[tuple[int, Future[_Rescored]]] = deque()
+        pending: deque[tuple[int, Future[_Candidates]]] = deque()
         blocks = packed.blocks
         ahead = _thread_count(threads) + 1
-        submitted = scanned = 0
+        found: list[_Candidates] = []
+        submitted = scanned = candidates = 0
         query_count = self.queries64.shape[0]
         while submitted < len(blocks) or pending:
             while submitted < len(blocks) and len(pending) < ahead:
                 start, stop, _ = blocks[submitted]
-                pending.append((stop, pool.submit(self.block, first, start, stop, submitted)))
+                pending.append((stop, pool.submit(self.candidates, first, start, stop, submitted)))
                 submitted += 1
             stop, future = pending.popleft()
-            self.merge(future.result())
+            found.append(future.result())
+            candidates += found[-1].rows.size
             scanned = stop
-            if scanned >= FALLBACK_MIN_ROWS and self.rescored > FALLBACK_FRACTION * scanned * query_count:
+            self._tighten_bounds(first, found[-1])
+            if scanned >= FALLBACK_MIN_ROWS and candidates > FALLBACK_FRACTION * scanned * query_count:
                 for stop, future in pending:  # already computed or running: use them
-                    self.merge(future.result())
+                    found.append(future.result())
                     scanned = stop
-                return scanned
+                break
+        self._rescore_candidates(first, found)
         return scanned
+
+    def candidates(self, first: _Pass, start: int, stop: int, block: int) -> _Candidates:
+        """The rows of start..stop that pass the filters and may beat the best known lower bound
+        of their query's k-th best exact score (runs on any thread)."""
+        values = first.values(start, stop, block)
+        floors = np.maximum(self.floors(), self._bounds)
+        if not np.isfinite(floors).all():  # the first blocks: no bound yet
+            floors = self._raised_floors(first, values, start, floors)
+            with self._bounds_lock:
+                self._bounds = np.maximum(self._bounds, floors)
+        flat = np.flatnonzero(values >= first.thresholds(floors)[:, None])
+        query_of, local = np.divmod(flat, stop - start)
+        rows = local + start
+        kept = self.eligibility.keep(query_of, rows)
+        if not kept.all():
+            flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
+        return _Candidates(query_of.astype(np.int64), rows.astype(np.int64), values.ravel()[flat])
+
+    def _tighten_bounds(self, first: _Pass, found: _Candidates) -> None:
+        """Merge a block's candidates into each query's k best first-pass values so far and
+        publish the lower bound of the k-th (k eligible rows score at least that)."""
+        counts = np.bincount(found.query_of, minlength=self.queries64.shape[0])
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        kth = np.zeros(len(counts), dtype=found.values.dtype)
+        full = np.zeros(len(counts), dtype=np.bool_)
+        for query in np.flatnonzero(counts):
+            mine = found.values[offsets[query] : offsets[query + 1]]
+            best = self._best_values.get(int(query))
+            merged = mine if best is None else np.concatenate([best, mine])
+            if merged.size > self.k:
+                merged = np.partition(merged, merged.size - self.k)[merged.size - self.k :]
+            self._best_values[int(query)] = merged
+            if merged.size == self.k:
+                kth[query], full[query] = merged.min(), True
+        if full.any():
+            bounds = np.where(full, first.lower_bounds(kth), -np.inf)
+            with self._bounds_lock:
+                self._bounds = np.maximum(self._bounds, bounds)
+
+    def _rescore_candidates(self, first: _Pass, found: list[_Candidates]) -> None:
+        """Rescore phase 1's candidates: each query's k best code scores first, then those of
+        the rest whose bound still reaches the k-th best exact score."""
+        if not found:
+            return
+        query_of = np.concatenate([one.query_of for one in found])
+        rows = np.concatenate([one.rows for one in found])
+        values = np.concatenate([one.values for one in found])
+        by_query = np.argsort(query_of, kind="stable")
+        query_of, rows, values = query_of[by_query], rows[by_query], values[by_query]
+        counts = np.bincount(query_of, minlength=self.queries64.shape[0])
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        head = np.ones(rows.shape, dtype=np.bool_)
+        for query in np.flatnonzero(counts > self.k):
+            start, stop = int(offsets[query]), int(offsets[query + 1])
+            mine = np.zeros(stop - start, dtype=np.bool_)
+            mine[np.argpartition(values[start:stop], stop - start - self.k)[stop - start - self.k :]] = True
+            head[start:stop] = mine
+        self._rescore(query_of[head], rows[head])
+        rest = ~head
+        rest[rest] = values[rest] >= first.thresholds(self.floors())[query_of[rest]]
+        self._rescore(query_of[rest], rows[rest])
+
+    def _rescore(self, query_of: IndexArray, rows: IndexArray) -> None:
+        """Score (query, row) pairs (grouped by query) exactly and keep those that enter the k best."""
+        if rows.size:
+            self.merge(_Rescored(query_of, rows, exact_scores(self.matrix, rows, self.queries64, query_of)))
 
     def block(self, first: _Pass, start: int, stop: int, block: int) -> _Rescored:
         """The rows of start..stop that may enter their query's k best, passing the filters, with
