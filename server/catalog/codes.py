@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,54 +107,68 @@ class ItemCodes:
 
 
 def build_codes(matrix: npt.NDArray[np.floating], out: CodeMatrix | None = None) -> tuple[CodeMatrix, CodeBook]:
-    """The int8 codes of `matrix` (n, dim) and their code book, in bounded memory: one pass for
-    the per-dimension range, one that codes and measures. Writes into `out` (e.g. a memory map of
-    the code file) when given. The result depends only on the matrix's values."""
+    """The int8 codes of `matrix` (n, dim) and their code book, in bounded memory and on one
+    thread per core: one pass for the per-dimension range, one that codes and measures. Writes
+    into `out` (e.g. a memory map of the code file) when given. The result depends only on the
+    matrix's values."""
     rows_total, dim = matrix.shape
-    lo = np.full(dim, np.inf)
-    hi = np.full(dim, -np.inf)
-    for start in range(0, rows_total, BUILD_CHUNK_ROWS * 4):
-        block = np.asarray(matrix[start : start + BUILD_CHUNK_ROWS * 4], dtype=np.float32)
-        lo = np.minimum(lo, block.min(axis=0))
-        hi = np.maximum(hi, block.max(axis=0))
-    if rows_total == 0:
-        lo = hi = np.zeros(dim)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise ValueError("the item matrix holds non-finite values")
-    delta = (hi - lo) / 255.0
-    # Codes are chosen in float32 (fast); what they guarantee is measured in float64 below.
-    scale32 = np.where(delta > 0, 1.0 / np.where(delta > 0, delta, 1.0), 0.0).astype(np.float32)
-    lo32 = lo.astype(np.float32)
-    codes = np.empty((rows_total, dim), dtype=np.int8) if out is None else out
-    max_abs_error, max_abs_code = np.zeros(dim), np.zeros(dim)
-    error_norm = code_norm = row_norm = 0.0
-    for start in range(0, rows_total, BUILD_CHUNK_ROWS):
-        block = np.asarray(matrix[start : start + BUILD_CHUNK_ROWS], dtype=np.float32)
-        steps = np.rint((block - lo32) * scale32)
-        np.clip(steps, 0, 255, out=steps)
-        chunk_codes = (steps - 128).astype(np.int8)
-        codes[start : start + block.shape[0]] = chunk_codes
-        exact = block.astype(np.float64)
-        error = exact - (lo + steps.astype(np.float64) * delta)
-        np.abs(error, out=error)
-        max_abs_error = np.maximum(max_abs_error, error.max(axis=0))
-        error_norm = max(error_norm, float(np.sqrt(np.einsum("ij,ij->i", error, error).max())))
-        code_values = chunk_codes.astype(np.float64)
-        max_abs_code = np.maximum(max_abs_code, np.abs(code_values).max(axis=0))
-        code_norm = max(code_norm, float(np.sqrt(np.einsum("ij,ij->i", code_values, code_values).max())))
-        row_norm = max(row_norm, float(np.sqrt(np.einsum("ij,ij->i", exact, exact).max())))
+    starts = range(0, rows_total, BUILD_CHUNK_ROWS)
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="build-codes") as pool:
+        ranges = list(pool.map(lambda start: _range_of(matrix[start : start + BUILD_CHUNK_ROWS]), starts))
+        lo = np.min([low for low, _ in ranges], axis=0) if ranges else np.zeros(dim)
+        hi = np.max([high for _, high in ranges], axis=0) if ranges else np.zeros(dim)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise ValueError("the item matrix holds non-finite values")
+        delta = (hi - lo) / 255.0
+        codes = np.empty((rows_total, dim), dtype=np.int8) if out is None else out
+        measured = list(pool.map(lambda start: _code_chunk(matrix, codes, start, lo, delta), starts))
     # The maxima were computed in float64; round them up past its error so they stay upper bounds.
     grow = 1.0 + FLOAT64_SLACK
     book = CodeBook(
         lo=lo,
         delta=delta,
-        max_abs_error=max_abs_error * grow + 1e-300,
-        max_abs_code=max_abs_code,
-        error_norm=error_norm * grow + 1e-300,
-        code_norm=code_norm * grow,
-        row_norm=row_norm * grow,
+        max_abs_error=np.max([one[0] for one in measured], axis=0, initial=0.0) * grow + 1e-300,
+        max_abs_code=np.max([one[1] for one in measured], axis=0, initial=0.0),
+        error_norm=max((one[2] for one in measured), default=0.0) * grow + 1e-300,
+        code_norm=max((one[3] for one in measured), default=0.0) * grow,
+        row_norm=max((one[4] for one in measured), default=0.0) * grow,
     )
     return codes, book
+
+
+def _range_of(block: npt.NDArray[np.floating]) -> tuple[Float64Array, Float64Array]:
+    values = np.asarray(block, dtype=np.float32)
+    return values.min(axis=0).astype(np.float64), values.max(axis=0).astype(np.float64)
+
+
+def _code_chunk(
+    matrix: npt.NDArray[np.floating], codes: CodeMatrix, start: int, lo: Float64Array, delta: Float64Array
+) -> tuple[Float64Array, Float64Array, float, float, float]:
+    """Code rows start..start+BUILD_CHUNK_ROWS into `codes`; their maxima: per dimension |x - x̂|
+    and |c|, per row ‖x - x̂‖, ‖c‖, ‖x‖."""
+    block = np.asarray(matrix[start : start + BUILD_CHUNK_ROWS], dtype=np.float32)
+    # Codes are chosen in float32 (fast); what they guarantee is measured in float64 below.
+    scale32 = np.where(delta > 0, 1.0 / np.where(delta > 0, delta, 1.0), 0.0).astype(np.float32)
+    steps = block - lo.astype(np.float32)
+    steps *= scale32
+    np.rint(steps, out=steps)
+    np.clip(steps, 0, 255, out=steps)
+    chunk_codes = (steps - 128).astype(np.int8)
+    codes[start : start + block.shape[0]] = chunk_codes
+    exact = block.astype(np.float64)
+    error = steps.astype(np.float64)
+    error *= delta
+    error += lo
+    np.subtract(exact, error, out=error)
+    np.abs(error, out=error)
+    code_values = chunk_codes.astype(np.float64)
+    return (
+        error.max(axis=0),
+        np.abs(code_values).max(axis=0),
+        float(np.sqrt(np.einsum("ij,ij->i", error, error).max())),
+        float(np.sqrt(np.einsum("ij,ij->i", code_values, code_values).max())),
+        float(np.sqrt(np.einsum("ij,ij->i", exact, exact).max())),
+    )
 
 
 def write_codes(items_dir: Path, matrix: npt.NDArray[np.floating], items_sha256: str) -> CodeBook:
