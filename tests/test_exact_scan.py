@@ -60,7 +60,7 @@ def search(matrix: np.ndarray, queries: np.ndarray, k: int, scan: str, codes: Pa
         queries,
         k,
         scan=scan,  # type: ignore[arg-type]
-        row_norm=codes.codes.book.row_norm,
+        row_norm=codes.book.row_norm,
         packed=codes if scan == "int8" else None,
         **options,
     )

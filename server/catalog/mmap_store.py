@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
@@ -102,6 +103,7 @@ class ItemIndex:
             codes = codes_for(items_dir, self.matrix, self.manifest.items_sha256, logger)
             self.packed = PackedCodes(codes)
             self.row_norm = codes.book.row_norm
+            _read_randomly(self.matrix)  # only rescored rows are read: no read-ahead around them
         else:
             self.row_norm = _largest_row_norm(self.matrix)
 
@@ -339,6 +341,13 @@ class ItemIndex:
             rows, scores = rows[passing], scores[passing]
         order = np.lexsort((rows, -scores))[:k]
         return rows[order], scores[order]
+
+
+def _read_randomly(matrix: npt.NDArray[np.floating]) -> None:
+    """Tell the kernel that `matrix`'s memory map is read at random (no read-ahead)."""
+    mapping = getattr(matrix, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
 
 
 def _largest_row_norm(matrix: npt.NDArray[np.floating]) -> float:

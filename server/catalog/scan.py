@@ -113,12 +113,14 @@ SCAN_STATS = ScanStats()
 
 class PackedCodes:
     """An item matrix's int8 codes packed for the kernel, in blocks of rows (private memory:
-    the kernel reads its own layout; about one byte per code)."""
+    the kernel reads its own layout; about one byte per code). The codes themselves (a memory
+    map of the code file) are not kept: their pages leave this process once packed."""
 
     def __init__(self, codes: ItemCodes, block_rows: int | None = None) -> None:
         import numkong
 
-        self.codes = codes
+        self.book = codes.book
+        self.source = codes.source
         rows_total = codes.codes.shape[0]
         block_rows = block_rows or PACKED_BLOCK_ROWS
         self.blocks: list[tuple[int, int, Any]] = []
@@ -152,7 +154,7 @@ class _Int8Pass:
 
         self._dots = numkong.dots_packed
         self._packed = packed
-        self.query_codes = QueryCodes.of(queries, packed.codes.book)
+        self.query_codes = QueryCodes.of(queries, packed.book)
 
     def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
         return np.asarray(self._dots(self.query_codes.codes, self._packed.blocks[block][2]))
