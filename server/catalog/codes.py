@@ -127,8 +127,8 @@ def build_codes(matrix: npt.NDArray[np.floating], out: CodeMatrix | None = None)
     book = CodeBook(
         lo=lo,
         delta=delta,
-        max_abs_error=np.max([one[0] for one in measured], axis=0, initial=0.0) * grow + 1e-300,
-        max_abs_code=np.max([one[1] for one in measured], axis=0, initial=0.0),
+        max_abs_error=np.max([np.zeros(dim), *(one[0] for one in measured)], axis=0) * grow + 1e-300,
+        max_abs_code=np.max([np.zeros(dim), *(one[1] for one in measured)], axis=0),
         error_norm=max((one[2] for one in measured), default=0.0) * grow + 1e-300,
         code_norm=max((one[3] for one in measured), default=0.0) * grow,
         row_norm=max((one[4] for one in measured), default=0.0) * grow,
