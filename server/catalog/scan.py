@@ -37,12 +37,13 @@ from embedrec.server.catalog.topk import (
     DEFAULT_CHUNK_ROWS,
     NO_FILTER,
     SCORE_BUFFER_VALUES,
+    BestSoFar,
+    Eligibility,
     FloatArray,
     IndexArray,
     RowFilter,
-    _Best,
-    _Eligibility,
-    _per_query_filters,
+    checked_queries,
+    per_query_filters,
     score_block,
 )
 
@@ -228,18 +229,13 @@ def exact_top_k(
     no floor) as in embedrec.server.catalog.topk.top_k. Returns, per query, (rows, scores): at
     most k, best first, equal scores by ascending row; identical whichever `scan`.
     """
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    queries, floors = checked_queries(queries, k, min_scores)
     query_count, rows_total = queries.shape[0], matrix.shape[0]
     if query_count == 0:
         return []
-    floors = [None] * query_count if min_scores is None else list(min_scores)
-    if len(floors) != query_count:
-        raise ValueError(f"{len(floors)} min_scores for {query_count} queries")
     if scan == "int8" and packed is None:
         raise ValueError("the int8 scan needs the packed codes")
-    run = _Run(matrix, queries, k, _Eligibility(_per_query_filters(filters, query_count), rows_total), floors)
+    run = _Run(matrix, queries, k, Eligibility(per_query_filters(filters, query_count), rows_total), floors)
     float32_pass = _Float32Pass(matrix, queries, row_norm, threads)
     fell_back = False
     if scan == "int8":
@@ -265,12 +261,12 @@ class _Run:
         matrix: npt.NDArray[np.floating],
         queries: FloatArray,
         k: int,
-        eligibility: _Eligibility,
+        eligibility: Eligibility,
         floors: Sequence[float | None],
     ) -> None:
         self.matrix, self.k, self.eligibility = matrix, k, eligibility
         self.queries64 = queries.astype(np.float64)
-        self.best = _Best(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors)
+        self.best = BestSoFar(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors)
         self.score_floors = np.asarray([-np.inf if one is None else one for one in floors], dtype=np.float32)
         self.rescored = 0
         # Lower bounds of each query's k-th best exact score found by the blocks (any thread).

@@ -93,17 +93,12 @@ def top_k(
     query, (rows, scores): at most k entries (fewer only when fewer rows are eligible), best
     first, equal scores by ascending row.
     """
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    queries, floors = checked_queries(queries, k, min_scores)
     query_count, rows_total = queries.shape[0], matrix.shape[0]
     if query_count == 0:
         return []
-    eligibility = _Eligibility(_per_query_filters(filters, query_count), rows_total)
-    floors = [None] * query_count if min_scores is None else list(min_scores)
-    if len(floors) != query_count:
-        raise ValueError(f"{len(floors)} min_scores for {query_count} queries")
-    best = _Best(query_count, k, sentinel_row=rows_total, floors=floors)
+    eligibility = Eligibility(per_query_filters(filters, query_count), rows_total)
+    best = BestSoFar(query_count, k, sentinel_row=rows_total, floors=floors)
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
@@ -129,7 +124,21 @@ def top_k(
     return best.results()
 
 
-class _Eligibility:
+def checked_queries(
+    queries: npt.NDArray[np.floating], k: int, min_scores: Sequence[float | None] | None
+) -> tuple[FloatArray, list[float | None]]:
+    """`queries` as contiguous float32 and one floor per query (None: none); ValueError for a k
+    below 1 or a floor count that is not the query count."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    contiguous: FloatArray = np.ascontiguousarray(queries, dtype=np.float32)
+    floors: list[float | None] = [None] * contiguous.shape[0] if min_scores is None else list(min_scores)
+    if len(floors) != contiguous.shape[0]:
+        raise ValueError(f"{len(floors)} min_scores for {contiguous.shape[0]} queries")
+    return contiguous, floors
+
+
+class Eligibility:
     """Every query's RowFilter, vectorised: one check for all candidates of a chunk."""
 
     def __init__(self, filters: Sequence[RowFilter], rows_total: int) -> None:
@@ -183,7 +192,7 @@ class _Eligibility:
         return keep
 
 
-class _Best:
+class BestSoFar:
     """Each query's k best (score, row) so far as (q, k) arrays, best first; empty slots hold
     -inf and a sentinel row, so merging is a handful of vectorised calls for all queries."""
 
@@ -301,7 +310,8 @@ def _matmul_session(threads: int) -> Any:
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _per_query_filters(filters: Sequence[RowFilter] | RowFilter, query_count: int) -> list[RowFilter]:
+def per_query_filters(filters: Sequence[RowFilter] | RowFilter, query_count: int) -> list[RowFilter]:
+    """One RowFilter per query from one for all or one each; ValueError on a count mismatch."""
     if isinstance(filters, RowFilter):
         return [filters] * query_count
     if len(filters) != query_count:
