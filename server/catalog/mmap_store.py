@@ -101,7 +101,13 @@ class ItemIndex:
         self.packed: PackedCodes | None = None
         if scan == "int8":
             codes = codes_for(items_dir, self.matrix, self.manifest.items_sha256, logger)
-            self.packed = PackedCodes(codes)
+            try:
+                self.packed = PackedCodes(codes)
+            except ImportError:
+                raise ConfigurationError(
+                    "the int8 scan needs the numkong package (pip install 'embedrec[server]'); "
+                    "or serve with --scan float32"
+                ) from None
             self.row_norm = codes.book.row_norm
             _read_randomly(self.matrix)  # only rescored rows are read: no read-ahead around them
         else:
