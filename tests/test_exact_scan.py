@@ -437,3 +437,17 @@ def test_a_reload_onto_codes_of_another_matrix_is_refused_and_the_old_items_keep
             assert client.recommend(5, vector=unit_rows(1, client.info().dim, 23)[0]) == before
     finally:
         server.close()
+
+
+def test_without_the_int8_kernel_the_items_are_refused_naming_the_package_and_the_float32_scan(
+    tiny_items_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from embedrec.server.catalog.mmap_store import ItemIndex
+
+    monkeypatch.setitem(sys.modules, "numkong", None)  # import numkong raises ImportError
+    with pytest.raises(ConfigurationError) as error:
+        ItemIndex(tiny_items_dir, scan="int8")
+    assert "numkong" in str(error.value) and "--scan float32" in str(error.value)
+    assert ItemIndex(tiny_items_dir, scan="float32").describe().scan == "float32"
