@@ -191,7 +191,7 @@ def _create(client: Any, collection: str, dim: int, kinds: dict[str, FieldKind],
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     for name, kind in kinds.items():
         if kind == "numeric":
-            schema.add_field(milvus_field(name), DataType.DOUBLE, nullable=True)
+            schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
         else:
             schema.add_field(
                 milvus_field(name),
@@ -224,12 +224,11 @@ def _ids(index: ItemIndex) -> Iterator[str]:
 
 def _field_values(index: ItemIndex, row: int) -> dict[str, Any]:
     """The row's field values as Milvus holds them: categorical -> list of strings (checked
-    against Milvus's limits), numeric -> float or None."""
+    against Milvus's limits), numeric -> float (NaN: none)."""
     values: dict[str, Any] = {}
     for name, column in index.columns.items():
         if isinstance(column, NumericColumn):
-            number = float(column.values[row])
-            values[name] = None if np.isnan(number) else number
+            values[name] = float(column.values[row])
         elif isinstance(column, CategoricalColumn):
             labels = [column.values[code] for code in column.value_codes(row).tolist() if code >= 0]
             labels = [label for label in labels if label]

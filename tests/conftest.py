@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -78,25 +87,119 @@ def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def milvus_copy(items_dir: Path, directory: Path, collection: str) -> str:
-    """Sync the build in `items_dir` into `collection` of a Milvus Lite file in `directory`
-    (what export-items --store milvus does); returns the URI."""
+# The Milvus item store runs on Milvus Lite (embedded) and on a real Milvus server (`milvus-server`
+# from the `milvus` package, in the dev extra): the standalone Milvus with its C++ engine.
+MILVUS_BACKENDS = ("lite", "server")
+MILVUS_SERVER_PORTS = (
+    "--proxy-port",
+    "--etcd-port",
+    "--root-coord-port",
+    "--proxy-internal-port",
+    "--query-coord-port",
+    "--query-node-port",
+    "--index-coord-port",
+    "--index-node-port",
+    "--data-coord-port",
+    "--data-node-port",
+)
+_collection_numbers = itertools.count()
+
+
+@dataclass(frozen=True)
+class MilvusBackend:
+    """Where a test's collections live: a Milvus Lite file in the test's directory, or the
+    session's Milvus server (each collection named uniquely there: the server is shared)."""
+
+    kind: str
+    server_uri: str = ""
+
+    def uri(self, directory: Path) -> str:
+        """The URI of this backend for a test working in `directory`."""
+        return self.server_uri if self.kind == "server" else str(directory / "milvus.db")
+
+    def collection(self, name: str) -> str:
+        """A collection name for `name`, unique on a shared server."""
+        return f"{name}_{next(_collection_numbers)}" if self.kind == "server" else name
+
+
+LITE = MilvusBackend("lite")
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus server (standalone, `milvus-server`) on free ports in a fresh directory, for
+    the session; skipped when the `milvus` package is not installed. (Its metrics port is not a
+    flag: two test sessions on one machine at once would collide there; CI runs one.)"""
+    from embedrec.ports import free_port
+
+    executable = shutil.which("milvus-server", path=str(Path(sys.executable).parent)) or shutil.which("milvus-server")
+    if executable is None:
+        pytest.skip("milvus-server not installed (pip install milvus==2.3.5; the dev extra has it)")
+    directory = tmp_path_factory.mktemp("milvus-server")
+    ports = {flag: free_port() for flag in MILVUS_SERVER_PORTS}
+    command = [executable, "--data", str(directory / "data")]
+    for flag, port in ports.items():
+        command += [flag, str(port)]
+    log_path = directory / "milvus-server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{ports['--proxy-port']}"
+    try:
+        _wait_for_milvus(uri, process, log_path)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a fresh directory each session: nothing to keep
+        process.wait(30)
+
+
+def _wait_for_milvus(uri: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90.0) -> None:
+    from pymilvus import MilvusClient
+
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"milvus-server exited ({process.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            MilvusClient(uri=uri, timeout=2).get_server_version()
+            return
+        except Exception:  # noqa: BLE001 (not listening yet)
+            time.sleep(0.5)
+    tail = log_path.read_text()[-2000:]
+    raise RuntimeError(f"milvus-server did not answer at {uri} within {timeout_s:.0f} s: {tail}")
+
+
+@pytest.fixture(scope="module", params=MILVUS_BACKENDS)
+def milvus_backend(request: pytest.FixtureRequest) -> MilvusBackend:
+    """Each Milvus backend in turn: a module using it runs on both."""
+    if request.param == "server":
+        return MilvusBackend("server", request.getfixturevalue("milvus_server_uri"))
+    return LITE
+
+
+def milvus_copy(items_dir: Path, directory: Path, collection: str, backend: MilvusBackend = LITE) -> str:
+    """Sync the build in `items_dir` into `collection` on `backend` (a Milvus Lite file in
+    `directory`, or the session's server): what export-items --store milvus does; returns the URI."""
     from embedrec.export.milvus_sync import sync_to_milvus
 
-    uri = str(directory / "milvus.db")
+    uri = backend.uri(directory)
     sync_to_milvus(items_dir, uri, collection, progress=False)
     return uri
 
 
 def milvus_settings(
-    model_dir: Path, items_dir: Path, directory: Path, collection: str, **overrides: object
+    model_dir: Path,
+    items_dir: Path,
+    directory: Path,
+    collection: str,
+    backend: MilvusBackend = LITE,
+    **overrides: object,
 ) -> Settings:
-    """Settings for a test server on the items of `items_dir` copied into a Milvus Lite
-    collection in `directory`."""
-    uri = milvus_copy(items_dir, directory, collection)
-    return server_settings(
-        model_dir, None, items_store="milvus", milvus_uri=uri, milvus_collection=collection, **overrides
-    )
+    """Settings for a test server on the items of `items_dir` copied into `collection` on
+    `backend` (named uniquely there)."""
+    name = backend.collection(collection)
+    uri = milvus_copy(items_dir, directory, name, backend)
+    return server_settings(model_dir, None, items_store="milvus", milvus_uri=uri, milvus_collection=name, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from embedrec.client import EmbedrecClient, InvalidArgument, NotFound
 from embedrec.server.settings import Settings
-from tests.conftest import milvus_settings, server_settings
+from tests.conftest import LITE, MilvusBackend, milvus_settings, server_settings
 from tests.server_thread import ServerThread, start_server
 
 # Eight distinct texts, each under five ids: rows with equal text are equal, so scores tie exactly.
@@ -54,13 +54,22 @@ def tied_items_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return output
 
 
-@pytest.fixture(scope="module", params=["mmap", "milvus"])
+def milvus_backend_of(request: pytest.FixtureRequest) -> MilvusBackend:
+    """Milvus Lite for the "milvus" parameter, the session's Milvus server for "milvus-server"."""
+    if request.param == "milvus-server":
+        return MilvusBackend("server", request.getfixturevalue("milvus_server_uri"))
+    return LITE
+
+
+@pytest.fixture(scope="module", params=["mmap", "milvus", "milvus-server"])
 def tied_server(
     request: pytest.FixtureRequest, tiny_model_dir: Path, tied_items_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
-    """The tied catalog served from each item store: every test of this module runs on both."""
-    if request.param == "milvus":
-        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path_factory.mktemp("milvus"), "tied")
+    """The tied catalog served from each item store (Milvus: Lite and a real server): every test
+    of this module runs on each."""
+    if request.param.startswith("milvus"):
+        backend = milvus_backend_of(request)
+        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path_factory.mktemp("milvus"), "tied", backend)
     else:
         settings = server_settings(tiny_model_dir, tied_items_dir)
     server = start_server(settings)
@@ -172,7 +181,7 @@ class TestLenientHistory:
             tied.recommend(5, item_ids=["gone-1"], ignore_unknown_items=True)
 
 
-@pytest.fixture(params=["mmap", "milvus"])
+@pytest.fixture(params=["mmap", "milvus", "milvus-server"])
 def hiding_server(
     request: pytest.FixtureRequest, tiny_model_dir: Path, tied_items_dir: Path, tmp_path: Path
 ) -> Iterator[tuple[ServerThread, Settings]]:
@@ -180,8 +189,8 @@ def hiding_server(
     collection), from each store; yields it and its settings (to start another on the same items)."""
     import shutil
 
-    if request.param == "milvus":
-        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path, "hiding")
+    if request.param.startswith("milvus"):
+        settings = milvus_settings(tiny_model_dir, tied_items_dir, tmp_path, "hiding", milvus_backend_of(request))
     else:
         items = tmp_path / "items"
         shutil.copytree(tied_items_dir, items)

@@ -1,5 +1,6 @@
-"""The Milvus item store, on Milvus Lite: the same answers as the memory-mapped matrix, the build
-and live updates end to end through the client, and what happens when Milvus fails.
+"""The Milvus item store, on Milvus Lite and on a real Milvus server (`milvus-server`, one for the
+session): the same answers as the memory-mapped matrix, the build and live updates end to end
+through the client, and what happens when Milvus fails (through a proxy in front of Lite).
 
 (Every Recommend behaviour of tests/test_live_catalog.py also runs on both stores.)
 """
@@ -35,7 +36,7 @@ from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.catalog.profiles import BestScore, ProfilePart
 from embedrec.server.catalog.store import ItemStore, Query
 from embedrec.server.errors import ConfigurationError
-from tests.conftest import milvus_copy, milvus_settings, server_settings
+from tests.conftest import MilvusBackend, milvus_copy, milvus_settings, server_settings
 from tests.server_thread import ServerThread, start_server
 
 WORDS = [
@@ -77,8 +78,10 @@ def write_catalog(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stores(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ItemIndex, MilvusItems]:
-    """300 items with fields, as the matrix and as a Milvus Lite collection."""
+def stores(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, milvus_backend: MilvusBackend
+) -> tuple[ItemIndex, MilvusItems]:
+    """300 items with fields, as the matrix and as a collection on each Milvus backend."""
     from embedrec.export.items import build_items
 
     directory = tmp_path_factory.mktemp("both")
@@ -92,8 +95,24 @@ def stores(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
         numeric_fields=["price"],
         progress=False,
     )
-    uri = milvus_copy(items_dir, directory, "both")
-    return ItemIndex(items_dir), MilvusItems(uri, "both")
+    collection = milvus_backend.collection("both")
+    uri = milvus_copy(items_dir, directory, collection, milvus_backend)
+    return ItemIndex(items_dir), MilvusItems(uri, collection)
+
+
+@pytest.fixture(scope="module")
+def milvus_tiny_server(
+    tiny_model_dir: Path,
+    tiny_items_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    milvus_backend: MilvusBackend,
+) -> Iterator[ServerThread]:
+    """A real server on the test catalog in a collection of each Milvus backend (overrides the
+    Lite-only one of conftest for this module)."""
+    directory = tmp_path_factory.mktemp("milvus")
+    server = start_server(milvus_settings(tiny_model_dir, tiny_items_dir, directory, "tiny", milvus_backend))
+    yield server
+    server.close()
 
 
 def search(store: ItemStore, profile: np.ndarray, k: int, **selection: Any) -> list[tuple[str, float]]:
@@ -184,19 +203,19 @@ def export_items(*arguments: str) -> dict[str, Any]:
 
 class TestBuildAndLiveUpdates:
     def test_build_upsert_delete_and_rebuild_end_to_end_through_the_client(
-        self, tiny_model_dir: Path, tmp_path: Path
+        self, tiny_model_dir: Path, tmp_path: Path, milvus_backend: MilvusBackend
     ) -> None:
         rows = catalog_rows(60, seed=1)
         catalog = write_catalog(tmp_path / "catalog.jsonl", rows)
-        uri = str(tmp_path / "milvus.db")
+        uri, shop = milvus_backend.uri(tmp_path), milvus_backend.collection("shop")
         build = [
             "--catalog", str(catalog), "--model-dir", str(tiny_model_dir), "--output", str(tmp_path / "staging"),
-            "--store", "milvus", "--milvus-uri", uri, "--milvus-collection", "shop",
+            "--store", "milvus", "--milvus-uri", uri, "--milvus-collection", shop,
             "--field", "tags", "--numeric-field", "price", "--filter-field", "brand",
         ]  # fmt: skip
         first = export_items(*build)
         assert (first["milvus_items"], first["upserted"], first["deleted"]) == (60, 60, 0)
-        settings = server_settings(tiny_model_dir, None, items_store="milvus", milvus_uri=uri, milvus_collection="shop")
+        settings = server_settings(tiny_model_dir, None, items_store="milvus", milvus_uri=uri, milvus_collection=shop)
         server = start_server(settings)
         try:
             with EmbedrecClient(server.target, timeout=30) as client:
@@ -256,13 +275,14 @@ class TestBuildAndLiveUpdates:
             server.close()
 
     def test_a_collection_of_another_model_is_refused_at_start_and_on_reload(
-        self, tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path
+        self, tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path, milvus_backend: MilvusBackend
     ) -> None:
-        settings = milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path, "other")
+        settings = milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path, "other", milvus_backend)
         server = start_server(settings)
         try:
-            other = MilvusItems(settings.milvus_uri, "other")
-            other.client.alter_collection_properties("other", properties={"embedrec.model_onnx_sha256": "0" * 64})
+            name = settings.milvus_collection
+            other = MilvusItems(settings.milvus_uri, name)
+            other.client.alter_collection_properties(name, properties={"embedrec.model_onnx_sha256": "0" * 64})
             with EmbedrecClient(server.target, timeout=30) as client:
                 with pytest.raises(FailedPrecondition, match="built with model"):
                     client.reload_items()

@@ -27,11 +27,13 @@ def condition_expressions(condition: CheckedCondition) -> list[str]:
         if condition.none_of:
             parts.append(f"not ARRAY_CONTAINS_ANY({column}, {literal(list(condition.none_of))})")
         return parts
-    parts = [f"{column} is not null"]  # no value never matches a range
+    # No value (NaN) never matches a range: every comparison with NaN is false, so an open lower
+    # end still compares, against the lowest double (numeric values are finite).
+    parts = []
     if not math.isinf(condition.low):
         parts.append(f"{column} {'>=' if condition.low_inclusive else '>'} {number(condition.low)}")
-    elif not condition.low_inclusive:
-        parts.append(f"{column} > {number(-math.inf)}")
+    else:
+        parts.append(f"{column} >= {number(-math.inf)}")
     if not math.isinf(condition.high):
         parts.append(f"{column} {'<=' if condition.high_inclusive else '<'} {number(condition.high)}")
     elif not condition.high_inclusive:

@@ -19,7 +19,9 @@ from embedrec.server.catalog.item_ids import MAX_ID_BYTES
 from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
 
-LAYOUT = "1"
+# 2: a numeric field without a value holds NaN (layout 1 used a nullable field, which Milvus
+# servers before 2.5 cannot hold; NaN never satisfies a comparison, on every version).
+LAYOUT = "2"
 ID = "id"
 VECTOR = "vector"
 POSITION = "position"
@@ -151,7 +153,7 @@ class ItemRow:
 
 def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
     """The Milvus entity of `row` in a collection with the fields `kinds` (a categorical field
-    without values holds an empty list, a numeric one None)."""
+    without values holds an empty list, a numeric one NaN)."""
     record: dict[str, Any] = {
         ID: row.item_id,
         VECTOR: np.asarray(row.vector, dtype=np.float32).tolist(),
@@ -161,5 +163,8 @@ def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldK
     }
     for name, kind in kinds.items():
         value = row.fields.get(name)
-        record[milvus_field(name)] = list(value or ()) if kind == "categorical" else value
+        if kind == "categorical":
+            record[milvus_field(name)] = list(value or ())
+        else:
+            record[milvus_field(name)] = math.nan if value is None else float(value)
     return record

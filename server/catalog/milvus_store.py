@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
+from embedrec.server.catalog.codes import float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
 from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus_schema import (
@@ -51,6 +52,7 @@ from embedrec.server.catalog.milvus_schema import (
     entity,
     milvus_field,
 )
+from embedrec.server.catalog.scan import exact_scores
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -67,6 +69,8 @@ from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidA
 MAX_TOPK = 16_384
 # Results fetched past the k wanted, so equal scores at the cut can be ordered by position.
 TIE_MARGIN = 16
+# Rows are unit vectors (export-items and UpsertItems normalise them); the margin covers rounding.
+UNIT_ROW_NORM = 1.001
 # Ids per query/upsert/delete request.
 ID_BATCH = 4_096
 _T = TypeVar("_T")
@@ -311,14 +315,22 @@ class MilvusItems:
     def _ranked(
         self, profiles: FloatArray, expression: str, wanted: int, deadline: float | None
     ) -> list[list[Recommendation]]:
-        """Each profile's `wanted` best items, ordered by (score desc, position, id): fetched
-        past `wanted` until the last fetched score is below the wanted-th (or all were fetched)."""
+        """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.scan,
+        recomputed from the vectors Milvus returns), ordered by (score desc, position, id):
+        fetched past `wanted` until the last fetched item cannot beat the wanted-th (or all were
+        fetched)."""
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
+        # Milvus's float32 scores differ from the exact score (rescored here, the memory-mapped
+        # store's) by at most this: an item not fetched could still beat the wanted-th by 2x it.
+        slack = 2 * float32_error_bound(profiles, UNIT_ROW_NORM)
         while True:
             results, deeper = [], False
-            for ranked in self._ranked_raw(profiles, expression, limit, deadline):
+            for index, raw in enumerate(self._ranked_raw(profiles, expression, limit, deadline)):
+                ranked = self._rescored(raw, functools.partial(_exact_scores_of, profiles[index]), None)
                 cut_ties = (
-                    len(ranked) == limit and len(ranked) > wanted and ranked[-1].score >= ranked[wanted - 1].score
+                    len(ranked) == limit
+                    and len(ranked) > wanted
+                    and ranked[-1].score >= ranked[wanted - 1].score - slack[index]
                 )
                 deeper |= cut_ties and limit < MAX_TOPK
                 results.append(ranked[:wanted])
@@ -468,6 +480,13 @@ class MilvusItems:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpired("the deadline passed before the item store answered") from None
             raise Unavailable(f"item store unavailable ({self.location}): {_message(error)}") from None
+
+
+def _exact_scores_of(profile: FloatArray, vectors: FloatArray) -> FloatArray:
+    """The exact scores of `vectors` (n, dim) for `profile`, as the memory-mapped store has them."""
+    rows = np.arange(vectors.shape[0], dtype=np.int64)
+    query = np.asarray(profile, dtype=np.float32).astype(np.float64)[None, :]
+    return exact_scores(vectors, rows, query, np.zeros_like(rows))
 
 
 def _sorted_hits(hits: Iterable[dict[str, Any]]) -> list[Recommendation]:
