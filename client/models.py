@@ -127,6 +127,7 @@ class ServerInfo:
     items_fields: dict[str, str] = dataclasses.field(default_factory=dict)
     items_scan: str = ""
     items_code_bytes: int = 0
+    items_engine: str = ""
 
 
 def embed_request(

@@ -66,6 +66,7 @@ class ServiceInfo:
     items_fields: dict[str, str] = field(default_factory=dict)
     items_scan: str = ""
     items_code_bytes: int = 0
+    items_engine: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -175,4 +176,5 @@ class EmbeddingService:
             items_fields=dict(items.fields) if items is not None else {},
             items_scan=items.scan if items is not None else "",
             items_code_bytes=items.code_bytes if items is not None else 0,
+            items_engine=items.engine_version if items is not None else "",
         )

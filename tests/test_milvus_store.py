@@ -189,6 +189,17 @@ class TestSameAnswersAsTheMatrix:
             theirs.items_sha256,
             theirs.dim,
         )
+        assert theirs.engine_version == ""
+        assert mine.engine_version == f"milvus {milvus.client.get_server_version()}"
+
+    def test_info_names_the_engine_and_its_version(
+        self, milvus_tiny_server: ServerThread, milvus_backend: MilvusBackend
+    ) -> None:
+        with EmbedrecClient(milvus_tiny_server.target, timeout=30) as client:
+            engine = client.info().items_engine
+        # Tested with: Milvus Lite 3.2.2 and the Milvus standalone server 2.3.5.
+        expected = "milvus v2.3.5" if milvus_backend.kind == "server" else "milvus milvus_lite-3.2.2"
+        assert engine.startswith(expected), engine
 
 
 def export_items(*arguments: str) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class MilvusItems:
                     f"{self.location} has layout {self.info.layout}; this server reads {LAYOUT}: rebuild it"
                 )
             self.client.load_collection(collection, timeout=timeout)
+            self.server_version = str(self.client.get_server_version(timeout=timeout))
         except milvus_errors() as error:
             raise MilvusUnreachableError(f"{self.location} unreachable: {_message(error)}") from None
         self.filter_field = self.info.filter_field
@@ -158,6 +159,7 @@ class MilvusItems:
             prompt=info.prompt,
             hidden_count=self._hidden_count,
             fields=dict(info.fields),
+            engine_version=f"milvus {self.server_version}",
         )
 
     def refresh_counts(self, deadline: float | None = None) -> None:

@@ -96,6 +96,9 @@ class StoreDescription:
     # and the bytes of packed codes it holds; empty / 0 for Milvus.
     scan: str = ""
     code_bytes: int = 0
+    # What serves the items when it is not embedrec itself: "milvus v2.3.5-lite", "milvus
+    # milvus_lite-3.2.2" (the version Milvus reports); empty for the memory-mapped store.
+    engine_version: str = ""
 
 
 class ItemStore(Protocol):
