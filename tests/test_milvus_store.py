@@ -440,17 +440,25 @@ def lite_port(uri: str) -> int:
     return int(served.rsplit(":", 1)[1])
 
 
+def milvus_port(backend: MilvusBackend, uri: str) -> int:
+    """The port the Milvus of `uri` listens on (Lite: its embedded server's)."""
+    return int(uri.rsplit(":", 1)[1]) if backend.kind == "server" else lite_port(uri)
+
+
 @pytest.fixture()
-def proxied(tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, TcpProxy]]:
-    """A server whose Milvus Lite is reached through a TcpProxy (Milvus calls bounded by 2 s)."""
-    uri = milvus_copy(tiny_items_dir, tmp_path, "proxied")
-    proxy = TcpProxy(lite_port(uri))
+def proxied(
+    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path, milvus_backend: MilvusBackend
+) -> Iterator[tuple[ServerThread, TcpProxy]]:
+    """A server whose Milvus is reached through a TcpProxy (Milvus calls bounded by 2 s)."""
+    collection = milvus_backend.collection("proxied")
+    uri = milvus_copy(tiny_items_dir, tmp_path, collection, milvus_backend)
+    proxy = TcpProxy(milvus_port(milvus_backend, uri))
     settings = server_settings(
         tiny_model_dir,
         None,
         items_store="milvus",
         milvus_uri=f"http://127.0.0.1:{proxy.port}",
-        milvus_collection="proxied",
+        milvus_collection=collection,
         milvus_timeout_s=2.0,
     )
     server = start_server(settings)
@@ -462,13 +470,14 @@ def proxied(tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path) -> Itera
 
 class TestFailures:
     def test_unreachable_at_start_stays_not_serving_then_serves_once_milvus_answers(
-        self, tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path
+        self, tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path, milvus_backend: MilvusBackend
     ) -> None:
-        uri = milvus_copy(tiny_items_dir, tmp_path, "later")
+        later = milvus_backend.collection("later")
+        uri = milvus_copy(tiny_items_dir, tmp_path, later, milvus_backend)
         with socket.create_server(("127.0.0.1", 0)) as reserved:
             port = reserved.getsockname()[1]  # closed again: nothing listens there yet
         settings = server_settings(
-            tiny_model_dir, None, items_store="milvus", milvus_uri=f"http://127.0.0.1:{port}", milvus_collection="later"
+            tiny_model_dir, None, items_store="milvus", milvus_uri=f"http://127.0.0.1:{port}", milvus_collection=later
         )
         server = ServerThread(settings).start()
         loading = server.run_later(server.app.load())
@@ -481,7 +490,7 @@ class TestFailures:
                     assert client.health() == "NOT_SERVING"
                 with pytest.raises(Unavailable, match="starting"):
                     client.embed(["hello"])
-                proxy = TcpProxy(lite_port(uri), port)
+                proxy = TcpProxy(milvus_port(milvus_backend, uri), port)
                 loading.result(60)
                 assert client.health() == "SERVING"
                 assert len(client.recommend(2, texts=["running shoes"])) == 2
@@ -503,6 +512,29 @@ class TestFailures:
                 client.recommend_batch([{"k": 2, "texts": ["coffee"]}])
             assert client.embed(["still embedding"]).shape[0] == 1
             assert client.health() == "SERVING"
+
+    def test_milvus_back_after_an_outage_serves_again_without_a_restart(
+        self, proxied: tuple[ServerThread, TcpProxy]
+    ) -> None:
+        server, proxy = proxied
+        with EmbedrecClient(server.target, timeout=30) as client:
+            (query,) = client.embed(["running shoes"])
+            before = client.recommend(3, vector=query)
+            port = proxy.port
+            proxy.close()  # Milvus gone: every connection dropped, nothing listens
+            with pytest.raises(Unavailable, match="item store unavailable"):
+                client.recommend(3, vector=query)
+            assert client.health() == "SERVING"  # Embed still works: the replica stays in rotation
+            back = TcpProxy(proxy.target_port, port)  # Milvus listening again on the same address
+            try:
+                give_up, answer = time.monotonic() + 10.0, None
+                while answer is None and time.monotonic() < give_up:
+                    with contextlib.suppress(Unavailable):
+                        answer = client.recommend(3, vector=query, timeout=2.0)
+                    time.sleep(0.2)
+                assert answer == before, "not serving again within 10 s of Milvus listening again"
+            finally:
+                back.close()
 
     def test_a_milvus_that_stops_answering_is_bounded_by_the_call_deadline(
         self, proxied: tuple[ServerThread, TcpProxy]
