@@ -198,15 +198,6 @@ class _Candidates:
     values: npt.NDArray[Any]
 
 
-@dataclass
-class _Rescored:
-    """A block's rows that may enter the k best, with their exact scores, grouped by query."""
-
-    query_of: IndexArray
-    rows: IndexArray
-    scores: FloatArray
-
-
 def exact_top_k(
     matrix: npt.NDArray[np.floating],
     queries: FloatArray,
@@ -248,7 +239,7 @@ def exact_top_k(
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
         for start in range(scanned_to, rows_total, chunk_rows):
             stop = min(start + chunk_rows, rows_total)
-            run.merge(run.block(float32_pass, start, stop, 0))
+            run.rescore_candidates(float32_pass, [run.candidates(float32_pass, start, stop, 0)])
     stats.record(scan, query_count, run.rescored, fell_back=fell_back)
     return run.best.results()
 
@@ -308,19 +299,23 @@ class _Run:
                     found.append(future.result())
                     scanned = stop
                 break
-        self._rescore_candidates(first, found)
+        self.rescore_candidates(first, found)
         return scanned
 
     def candidates(self, first: _Pass, start: int, stop: int, block: int) -> _Candidates:
         """The rows of start..stop that pass the filters and may beat the best known lower bound
         of their query's k-th best exact score (runs on any thread)."""
         values = first.values(start, stop, block)
-        floors = np.maximum(self.floors(), self._bounds)
-        if not np.isfinite(floors).all():  # the first blocks: no bound yet
+        bounds = self._bounds
+        floors = np.maximum(self.floors(), bounds)
+        passing = values >= first.thresholds(floors)[:, None]
+        unbounded = np.isinf(bounds)  # no lower bound of the k-th best yet: the first blocks
+        if unbounded.any() and np.count_nonzero(passing[unbounded]) > 8 * self.k * np.count_nonzero(unbounded):
             floors = self._raised_floors(first, values, start, floors)
             with self._bounds_lock:
                 self._bounds = np.maximum(self._bounds, floors)
-        flat = np.flatnonzero(values >= first.thresholds(floors)[:, None])
+            passing = values >= first.thresholds(floors)[:, None]
+        flat = np.flatnonzero(passing)
         query_of, local = np.divmod(flat, stop - start)
         rows = local + start
         kept = self.eligibility.keep(query_of, rows)
@@ -349,9 +344,10 @@ class _Run:
             with self._bounds_lock:
                 self._bounds = np.maximum(self._bounds, bounds)
 
-    def _rescore_candidates(self, first: _Pass, found: list[_Candidates]) -> None:
-        """Rescore phase 1's candidates: each query's k best code scores first, then those of
-        the rest whose bound still reaches the k-th best exact score."""
+    def rescore_candidates(self, first: _Pass, found: list[_Candidates]) -> None:
+        """Rescore candidates (of the int8 scan's phase 1, or of one float32 chunk): each query's
+        k best first-pass values first, then those of the rest whose bound still reaches the k-th
+        best exact score."""
         if not found:
             return
         query_of = np.concatenate([one.query_of for one in found])
@@ -373,49 +369,17 @@ class _Run:
         self._rescore(query_of[rest], rows[rest])
 
     def _rescore(self, query_of: IndexArray, rows: IndexArray) -> None:
-        """Score (query, row) pairs (grouped by query) exactly and keep those that enter the k best."""
-        if rows.size:
-            self.merge(_Rescored(query_of, rows, exact_scores(self.matrix, rows, self.queries64, query_of)))
-
-    def block(self, first: _Pass, start: int, stop: int, block: int) -> _Rescored:
-        """The rows of start..stop that may enter their query's k best, passing the filters, with
-        their exact scores (runs on any thread; reads the k best as they are when it starts). A
-        query with many candidates rescores its k best values first: their exact k-th best rules
-        out most of the rest."""
-        values = first.values(start, stop, block)
-        floors = self.floors()
-        passing = values >= first.thresholds(floors)[:, None]
-        if np.count_nonzero(passing) > 8 * self.k * values.shape[0]:  # no useful k-th best yet
-            floors = self._raised_floors(first, values, start, floors)
-            passing = values >= first.thresholds(floors)[:, None]
-        flat = np.flatnonzero(passing)
-        query_of, local = np.divmod(flat, stop - start)
-        rows = local + start
-        kept = self.eligibility.keep(query_of, rows)
-        if not kept.all():
-            flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
-        found = values.ravel()[flat]
-        counts = np.bincount(query_of, minlength=values.shape[0])
-        crowded = np.flatnonzero(counts > 4 * self.k)
-        if not crowded.size:
-            return _Rescored(query_of, rows, exact_scores(self.matrix, rows, self.queries64, query_of))
-        head = np.zeros(rows.shape, dtype=np.bool_)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        for query in crowded:
-            first_row, last_row = int(offsets[query]), int(offsets[query + 1])
-            best = np.argpartition(found[first_row:last_row], last_row - first_row - self.k)
-            head[first_row + best[last_row - first_row - self.k :]] = True
-        head_scores = exact_scores(self.matrix, rows[head], self.queries64, query_of[head])
-        local_kth = floors.copy()
-        for query in crowded:  # the block's own k-th best exact score bounds the rest
-            mine = head_scores[query_of[head] == query]
-            local_kth[query] = max(floors[query], float(np.partition(mine, mine.size - self.k)[mine.size - self.k]))
-        rest = ~head & (found >= first.thresholds(local_kth)[query_of])
-        scored = head | rest
-        scores = np.empty(rows.shape, dtype=np.float32)
-        scores[head] = head_scores
-        scores[rest] = exact_scores(self.matrix, rows[rest], self.queries64, query_of[rest])
-        return _Rescored(query_of[scored], rows[scored], scores[scored])
+        """Score (query, row) pairs (grouped by query) exactly and keep those that enter the k best
+        (every row merged before theirs: equal scores go by row)."""
+        if not rows.size:
+            return
+        scores = exact_scores(self.matrix, rows, self.queries64, query_of)
+        self.rescored += int(rows.size)
+        kth, kth_rows = self.best.kth_scores[query_of], self.best.rows[query_of, -1]
+        # An empty slot (sentinel row) holds a value just under the floor: the floor decides.
+        better = ((scores > kth) | ((scores == kth) & (rows < kth_rows))) & (scores >= self.score_floors[query_of])
+        if better.any():
+            self.best.merge(query_of[better], rows[better], scores[better])
 
     def _raised_floors(self, first: _Pass, values: npt.NDArray[Any], start: int, floors: Float64Array) -> Float64Array:
         """`floors` raised, per query, to a lower bound of the block's own k-th best exact score:
@@ -437,21 +401,6 @@ class _Run:
         raised = floors.copy()
         raised[enough] = np.maximum(floors[enough], first.lower_bounds(kth)[enough])
         return raised
-
-    def merge(self, found: _Rescored) -> None:
-        """Keep the rescored rows that enter their query's k best (every row merged before
-        theirs: equal scores go by row)."""
-        self.rescored += int(found.rows.size)
-        query_of, rows, scores = found.query_of, found.rows, found.scores
-        kth, kth_rows = self.best.kth_scores[query_of], self.best.rows[query_of, -1]
-        # An empty slot (sentinel row) holds a value just under the floor: the floor decides.
-        better = ((scores > kth) | ((scores == kth) & (rows < kth_rows))) & (scores >= self.score_floors[query_of])
-        if better.any():
-            query_of, rows, scores = query_of[better], rows[better], scores[better]
-            if query_of.size > 1 and (np.diff(query_of) < 0).any():
-                by_query = np.argsort(query_of, kind="stable")
-                query_of, rows, scores = query_of[by_query], rows[by_query], scores[by_query]
-            self.best.merge(query_of, rows, scores)
 
 
 def _thread_count(threads: int) -> int:
