@@ -27,7 +27,7 @@ from embedrec.server.catalog.codes import (
     read_codes,
     write_codes,
 )
-from embedrec.server.catalog.scan import PackedCodes, ScanStats, exact_scores, exact_top_k
+from embedrec.server.catalog.scan import PackedCodes, ScanStats, exact_scores, exact_scores_of, exact_top_k
 from embedrec.server.catalog.topk import RowFilter
 from embedrec.server.errors import ConfigurationError
 
@@ -35,7 +35,7 @@ from embedrec.server.errors import ConfigurationError
 def brute_force(matrix: np.ndarray, query: np.ndarray, k: int, row_filter: RowFilter, floor: float | None):  # type: ignore[no-untyped-def]
     """Every row's exact score, filtered, best first (equal scores by row), the first k."""
     rows = np.arange(matrix.shape[0], dtype=np.int64)
-    scores = exact_scores(matrix, rows, query.astype(np.float64)[None, :], np.zeros_like(rows))
+    scores = exact_scores_of(matrix, rows, query)
     keep = row_filter.keep(rows)
     if floor is not None:
         keep &= scores >= np.float32(floor)
@@ -51,7 +51,7 @@ def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
 
 def packed(matrix: np.ndarray, block_rows: int | None = None) -> PackedCodes:
     codes, book = build_codes(matrix)
-    return PackedCodes(ItemCodes(codes, book, "test"), block_rows=block_rows)
+    return PackedCodes(ItemCodes(codes, book), block_rows=block_rows)
 
 
 def search(matrix: np.ndarray, queries: np.ndarray, k: int, scan: str, codes: PackedCodes, **options):  # type: ignore[no-untyped-def]
@@ -158,7 +158,7 @@ def test_every_item_lies_within_the_bound_of_its_code_score(kind: str) -> None:
     approximate = quantised.base + quantised.scale * dots
     rows = np.arange(matrix.shape[0])
     for position, query in enumerate(queries):
-        exact = exact_scores(matrix, rows, query.astype(np.float64)[None, :], np.zeros_like(rows))
+        exact = exact_scores_of(matrix, rows, query)
         error = np.abs(exact.astype(np.float64) - approximate[:, position])
         bound = quantised.epsilon[position]
         assert (error <= bound).all(), f"{kind}: error {error.max()} > {bound}"

@@ -98,12 +98,6 @@ class ItemCodes:
 
     codes: CodeMatrix
     book: CodeBook
-    source: str  # the code file, or "built at load"
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of codes."""
-        return int(self.codes.nbytes)
 
 
 def build_codes(matrix: npt.NDArray[np.floating], out: CodeMatrix | None = None) -> tuple[CodeMatrix, CodeBook]:
@@ -226,7 +220,7 @@ def read_codes(items_dir: Path, *, item_count: int, dim: int, items_sha256: str)
         )
     if _sha256(codes_path) != recorded_sha256:
         raise ConfigurationError(f"{codes_path} does not match its checksum in {meta_path.name}; rebuild the items")
-    return ItemCodes(codes, book, str(codes_path))
+    return ItemCodes(codes, book)
 
 
 def codes_for(items_dir: Path, matrix: npt.NDArray[np.floating], items_sha256: str, log: Any = None) -> ItemCodes:
@@ -246,7 +240,7 @@ def codes_for(items_dir: Path, matrix: npt.NDArray[np.floating], items_sha256: s
             matrix.shape[1],
             time.perf_counter() - started,
         )
-    return ItemCodes(codes, book, "built at load")
+    return ItemCodes(codes, book)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from embedrec.server.catalog.milvus_schema import (
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.scan import exact_scores
+from embedrec.server.catalog.scan import exact_scores_of
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -486,9 +486,7 @@ class MilvusItems:
 
 def _exact_scores_of(profile: FloatArray, vectors: FloatArray) -> FloatArray:
     """The exact scores of `vectors` (n, dim) for `profile`, as the memory-mapped store has them."""
-    rows = np.arange(vectors.shape[0], dtype=np.int64)
-    query = np.asarray(profile, dtype=np.float32).astype(np.float64)[None, :]
-    return exact_scores(vectors, rows, query, np.zeros_like(rows))
+    return exact_scores_of(vectors, np.arange(vectors.shape[0], dtype=np.int64), profile)
 
 
 def _sorted_hits(hits: Iterable[dict[str, Any]]) -> list[Recommendation]:

@@ -21,7 +21,7 @@ from embedrec.server.catalog.codes import codes_for
 from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
-from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores, exact_top_k
+from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores_of, exact_top_k
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -340,8 +340,7 @@ class ItemIndex:
         if query.scorer is not None:
             scores: FloatArray = query.scorer(np.asarray(self.matrix[rows], dtype=np.float32)).astype(np.float32)
         else:  # the scans' exact score, so the answer does not depend on the path
-            profile = np.asarray(query.profile, dtype=np.float32).astype(np.float64)[None, :]
-            scores = exact_scores(self.matrix, rows, profile, np.zeros(rows.shape, dtype=np.int64))
+            scores = exact_scores_of(self.matrix, rows, query.profile)
         if query.min_score is not None:
             passing = scores >= np.float32(query.min_score)
             rows, scores = rows[passing], scores[passing]

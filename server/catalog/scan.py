@@ -79,6 +79,14 @@ def exact_scores(
     return scores
 
 
+def exact_scores_of(
+    matrix: npt.NDArray[np.floating], rows: IndexArray, profile: npt.NDArray[np.floating]
+) -> FloatArray:
+    """The exact scores (`exact_scores`) of `matrix[rows]` for one float32 `profile` (dim,)."""
+    query = np.asarray(profile, dtype=np.float32).astype(np.float64)[None, :]
+    return exact_scores(matrix, rows, query, np.zeros(rows.shape, dtype=np.int64))
+
+
 @dataclass
 class ScanStats:
     """What the scans have done since start (thread-safe): passes, their queries, rows
@@ -121,7 +129,6 @@ class PackedCodes:
         import numkong
 
         self.book = codes.book
-        self.source = codes.source
         rows_total = codes.codes.shape[0]
         block_rows = block_rows or PACKED_BLOCK_ROWS
         self.blocks: list[tuple[int, int, Any]] = []
