@@ -175,6 +175,8 @@ def recommend_main(argv: Sequence[str]) -> int:
             where=arguments.where,
             diversity=diversity,
             strategy=arguments.strategy,
+            ef=arguments.ef,
+            nprobe=arguments.nprobe,
         ),
         lambda found: _recommendations_text(found, first_rank=1 + arguments.offset),
     )
@@ -231,6 +233,12 @@ def _recommend_parser() -> argparse.ArgumentParser:
         choices=("average_vector", "best_score"),
         default="average_vector",
         help="how the profile ranks items (see Strategy in the proto)",
+    )
+    parser.add_argument(
+        "--ef", type=int, default=0, help="an HNSW Milvus index's search effort for this call (0: the server's)"
+    )
+    parser.add_argument(
+        "--nprobe", type=int, default=0, help="an IVF_FLAT Milvus index's clusters searched (0: the server's)"
     )
     return parser
 

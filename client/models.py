@@ -128,6 +128,8 @@ class ServerInfo:
     items_scan: str = ""
     items_code_bytes: int = 0
     items_engine: str = ""
+    items_index: str = ""
+    items_approximate: bool = False
 
 
 def embed_request(
@@ -178,8 +180,9 @@ class UserProfile:
     `explain` names each result's top contributing part. Negative weights are dislikes.
     `min_score` keeps only items scoring at least that; `offset` skips that many results (pages);
     `ignore_unknown_items` skips unknown history ids (listed in the result's `unknown_item_ids`)
-    instead of failing. None leaves a field to the server's default (see RecommendRequest in the
-    proto).
+    instead of failing. `ef` (HNSW) or `nprobe` (IVF_FLAT) sets how far an approximate Milvus
+    index searches (0: the server's setting). None leaves a field to the server's default (see
+    RecommendRequest in the proto).
     """
 
     k: int = 10
@@ -197,6 +200,8 @@ class UserProfile:
     where: Iterable[str | Mapping[str, Any]] = ()
     diversity: tuple[str, int] | None = None
     strategy: str = "average_vector"
+    ef: int = 0
+    nprobe: int = 0
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
@@ -234,6 +239,8 @@ class UserProfile:
                 item.weight = weight
         if self.exclude_history is not None:
             request.exclude_history = self.exclude_history
+        if self.ef or self.nprobe:
+            request.approximate.ef, request.approximate.nprobe = self.ef, self.nprobe
         return request
 
 
@@ -255,6 +262,8 @@ class ProfileOptions(TypedDict, total=False):
     where: Iterable[str | Mapping[str, Any]]
     diversity: tuple[str, int] | None
     strategy: str
+    ef: int
+    nprobe: int
 
 
 def profile_of(k: int, profile: UserProfile | None, options: ProfileOptions) -> UserProfile:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from embedrec.export.source import BUNDLED_MODEL
+from embedrec.server.catalog.milvus_index import INDEX_KINDS, VectorIndex
 
 
 def export_model_main(argv: Sequence[str]) -> int:
@@ -100,6 +101,10 @@ def export_items_main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     if arguments.store == "milvus" and not arguments.milvus_uri:
         parser.error("--store milvus needs --milvus-uri")
+    try:
+        milvus_index_of(arguments)
+    except ValueError as error:
+        parser.error(f"--milvus-index: {error}")
     _configure_logging()
 
     from embedrec.export.catalog import CatalogError
@@ -171,7 +176,31 @@ def _items_parser() -> argparse.ArgumentParser:
         "--milvus-uri", default="", help="a Milvus Lite file path, or http(s)://host:port of a Milvus server"
     )
     parser.add_argument("--milvus-collection", default="embedrec_items", help="the Milvus collection")
+    parser.add_argument(
+        "--milvus-index",
+        choices=INDEX_KINDS,
+        default="FLAT",
+        help="the collection's vector index: FLAT scores every row (exact, the memory-mapped store's answer); "
+        "HNSW and IVF_FLAT are approximate (faster on large catalogs; recall in BENCHMARKS.md). A sync to an "
+        "existing collection with another index rebuilds only the index",
+    )
+    parser.add_argument("--milvus-hnsw-m", type=int, default=None, help="HNSW: graph degree M (default 16)")
+    parser.add_argument(
+        "--milvus-hnsw-ef-construction", type=int, default=None, help="HNSW: efConstruction (default 200)"
+    )
+    parser.add_argument("--milvus-ivf-nlist", type=int, default=None, help="IVF_FLAT: clusters nlist (default 1024)")
     return parser
+
+
+def milvus_index_of(arguments: argparse.Namespace) -> VectorIndex:
+    """The index the --milvus-index flags ask for; ValueError naming the flag's parameter when a
+    parameter belongs to another kind or is out of range."""
+    given = {
+        "M": arguments.milvus_hnsw_m,
+        "efConstruction": arguments.milvus_hnsw_ef_construction,
+        "nlist": arguments.milvus_ivf_nlist,
+    }
+    return VectorIndex.of(arguments.milvus_index, **{name: value for name, value in given.items() if value is not None})
 
 
 def _build_and_sync(arguments: argparse.Namespace) -> dict[str, object]:
@@ -203,10 +232,12 @@ def _build_and_sync(arguments: argparse.Namespace) -> dict[str, object]:
             arguments.milvus_collection,
             token=os.environ.get("EMBEDREC_MILVUS_TOKEN", ""),
             progress=not arguments.no_progress,
+            vector_index=milvus_index_of(arguments),
         )
         summary = {
             "milvus_uri": arguments.milvus_uri,
             "milvus_collection": arguments.milvus_collection,
+            "milvus_index": synced.index,
             "milvus_items": synced.item_count,
             "unchanged": synced.unchanged,
             "upserted": synced.upserted,

@@ -15,8 +15,12 @@ to that build:
 - a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
   would not be comparable).
 
-Then flush (sealed segments search ~30x faster than growing ones) and load; the collection's
-properties record the model (the server refuses another model's collection) and the build.
+The vectors are indexed as asked (milvus_index: FLAT, exact, by default; HNSW or IVF_FLAT); an
+existing collection with another index keeps its rows and gets the new index after the rows are
+synced (Milvus drops an index only from a released collection: searches fail until it is loaded
+again). Then flush (sealed segments search ~30x faster than growing ones), wait for the index and
+load; the collection's properties record the model (the server refuses another model's
+collection), the index and the build.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
+from embedrec.server.catalog.milvus_index import FLAT, INDEX_PROPERTY, VectorIndex
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -67,6 +73,7 @@ class SyncResult:
     deleted: int
     item_count: int
     recreated: bool
+    index: str  # the collection's vector index now (VectorIndex.describe)
 
 
 def sync_to_milvus(
@@ -77,27 +84,31 @@ def sync_to_milvus(
     token: str = "",
     timeout: float = 120.0,
     progress: bool = True,
+    vector_index: VectorIndex = FLAT,
 ) -> SyncResult:
-    """Make `collection` at `uri` hold exactly the items of the build in `items_dir` (see the
-    module docstring). Raises ConfigurationError when Milvus is unreachable or refuses."""
+    """Make `collection` at `uri` hold exactly the items of the build in `items_dir`, its vectors
+    indexed by `vector_index` (see the module docstring). Raises ConfigurationError when Milvus is
+    unreachable or refuses."""
     # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
     # batch operation a named helper.
-    index = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
-    manifest = index.manifest
-    kinds = {name: column.kind for name, column in index.columns.items()}
+    items = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
+    manifest = items.manifest
+    kinds = {name: column.kind for name, column in items.columns.items()}
     for name in kinds:
         milvus_field(name)  # a name Milvus cannot hold fails before anything is written
     client = connect(uri, token, timeout)
     where = f"milvus {uri} collection {collection}"
     try:
-        existing, recreated, next_position = _prepare(client, collection, index, kinds, timeout, where)
-        hidden = set(index.hidden.snapshot.ids) if recreated else set()
+        existing, recreated, next_position, index_changes = _prepare(
+            client, collection, items, kinds, vector_index, timeout, where
+        )
+        hidden = set(items.hidden.snapshot.ids) if recreated else set()
         unchanged = upserted = 0
         batch: list[dict[str, Any]] = []
-        bar = _progress_bar(len(index), progress)
-        for row, item_id in enumerate(_ids(index)):
-            fields = _field_values(index, row)
-            vector = np.asarray(index.matrix[row], dtype=np.float32)
+        bar = _progress_bar(len(items), progress)
+        for row, item_id in enumerate(_ids(items)):
+            fields = _field_values(items, row)
+            vector = np.asarray(items.matrix[row], dtype=np.float32)
             sync_hash = _sync_hash(vector, fields)
             previous = existing.pop(item_id, None)
             if previous is not None and previous[0] == sync_hash:
@@ -134,8 +145,12 @@ def sync_to_milvus(
             items_sha256=manifest.items_sha256,
             next_position=next_position,
         )
-        client.alter_collection_properties(collection, properties=info.properties(), timeout=timeout)
+        properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
+        client.alter_collection_properties(collection, properties=properties, timeout=timeout)
         client.flush(collection, timeout=timeout)
+        if index_changes:
+            _replace_index(client, collection, vector_index, timeout, where)
+        _wait_for_index(client, collection, timeout)
         client.load_collection(collection, timeout=timeout)
         count = int(client.query(collection, filter="", output_fields=["count(*)"], timeout=timeout)[0]["count(*)"])
     except milvus_errors() as error:
@@ -149,15 +164,22 @@ def sync_to_milvus(
         len(removed),
         ", collection created" if recreated else "",
     )
-    return SyncResult(unchanged, upserted, len(removed), count, recreated)
+    return SyncResult(unchanged, upserted, len(removed), count, recreated, vector_index.describe())
 
 
 def _prepare(
-    client: Any, collection: str, index: ItemIndex, kinds: dict[str, FieldKind], timeout: float, where: str
-) -> tuple[dict[str, tuple[int, int, bool]], bool, int]:
+    client: Any,
+    collection: str,
+    items: ItemIndex,
+    kinds: dict[str, FieldKind],
+    vector_index: VectorIndex,
+    timeout: float,
+    where: str,
+) -> tuple[dict[str, tuple[int, int, bool]], bool, int, bool]:
     """The existing rows (id -> (sync hash, position, hidden)) of a collection this build can
-    update in place, else a fresh collection; whether it was (re)created; its next position."""
-    manifest = index.manifest
+    update in place, else a fresh collection; whether it was (re)created; its next position;
+    whether its index is not `vector_index` (replaced once the rows are synced)."""
+    manifest = items.manifest
     if client.has_collection(collection, timeout=timeout):
         described = client.describe_collection(collection, timeout=timeout)
         try:
@@ -173,14 +195,43 @@ def _prepare(
             and info.filter_field == manifest.filter_field
         )
         if compatible and info is not None:
-            return _existing_rows(client, collection, timeout), False, info.next_position
+            index_changes = VectorIndex.from_properties(dict(described.get("properties") or {}), where) != vector_index
+            return _existing_rows(client, collection, timeout), False, info.next_position, index_changes
         logger.warning("%s was built with another model, prompt or fields: dropping and rebuilding it", where)
         client.drop_collection(collection, timeout=timeout)
-    _create(client, collection, manifest.dim, kinds, timeout)
-    return {}, True, 0
+    _create(client, collection, manifest.dim, kinds, vector_index, timeout)
+    return {}, True, 0, False
 
 
-def _create(client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], timeout: float) -> None:
+def _replace_index(client: Any, collection: str, vector_index: VectorIndex, timeout: float, where: str) -> None:
+    """Drop the vector index of `collection` and create `vector_index` (the rows stay). Milvus
+    drops an index only from a released collection: searches fail until the load that follows."""
+    logger.info("%s: replacing its vector index with %s", where, vector_index.describe())
+    client.release_collection(collection, timeout=timeout)
+    for name in client.list_indexes(collection, field_name=VECTOR, timeout=timeout):
+        client.drop_index(collection, name, timeout=timeout)
+    index_params = client.prepare_index_params()
+    vector_index.add_to(index_params, VECTOR)
+    client.create_index(collection, index_params, timeout=timeout)
+
+
+def _wait_for_index(client: Any, collection: str, timeout: float) -> None:
+    """Wait (up to `timeout`) until the vector index covers every flushed row, so the first
+    searches after the sync use it."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        described = client.describe_index(collection, VECTOR, timeout=timeout)
+        if int(described.get("pending_index_rows", 0) or 0) == 0:
+            return
+        time.sleep(0.5)
+    logger.warning(
+        "collection %s: its index was still building after %.0f s; searches use it once built", collection, timeout
+    )
+
+
+def _create(
+    client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], vector_index: VectorIndex, timeout: float
+) -> None:
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -201,8 +252,8 @@ def _create(client: Any, collection: str, dim: int, kinds: dict[str, FieldKind],
                 max_length=MAX_FIELD_VALUE_LENGTH,
             )
     index_params = client.prepare_index_params()
-    # FLAT: exact search (every row scored); inner product on unit rows is the cosine.
-    index_params.add_index(field_name=VECTOR, index_type="FLAT", metric_type="IP")
+    # Inner product on unit rows is the cosine; FLAT (the default) scores every row: exact.
+    vector_index.add_to(index_params, VECTOR)
     client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)
 
 

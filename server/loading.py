@@ -42,6 +42,7 @@ def open_items(settings: Settings, encoder: Encoder, scan_stats: ScanStats | Non
     memory-mapped store scans with --scan and counts its passes in `scan_stats`."""
     items: ItemStore
     if settings.items_store == "milvus":
+        from embedrec.server.catalog.milvus_index import SearchEffort
         from embedrec.server.catalog.milvus_store import MilvusItems
 
         items = MilvusItems(
@@ -49,6 +50,7 @@ def open_items(settings: Settings, encoder: Encoder, scan_stats: ScanStats | Non
             settings.milvus_collection,
             token=settings.milvus_token,
             timeout=settings.milvus_timeout_s,
+            effort=SearchEffort(settings.milvus_ef, settings.milvus_nprobe),
         )
     elif settings.items_dir is not None:
         directory = settings.items_dir.resolve()

@@ -67,6 +67,8 @@ class ServiceInfo:
     items_scan: str = ""
     items_code_bytes: int = 0
     items_engine: str = ""
+    items_index: str = ""
+    items_approximate: bool = False
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -177,4 +179,6 @@ class EmbeddingService:
             items_scan=items.scan if items is not None else "",
             items_code_bytes=items.code_bytes if items is not None else 0,
             items_engine=items.engine_version if items is not None else "",
+            items_index=items.index if items is not None else "",
+            items_approximate=items.approximate if items is not None else False,
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.server.batching.batcher import BatchPolicy
+from embedrec.server.catalog.milvus_index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
 from embedrec.server.edge.auth import TokenSources
 from embedrec.server.inference.providers import PROVIDER_CHOICES
 from embedrec.server.limits import Limits
@@ -59,6 +60,18 @@ class Settings:
     )
     milvus_timeout_s: float = _setting(
         10.0, "bound of one Milvus call in seconds when the call has no earlier deadline", minimum=0.1
+    )
+    milvus_ef: int = _setting(
+        0,
+        f"search effort of an HNSW collection (ef, at most {MAX_EF}; raised to the results fetched); 0: {DEFAULT_EF}, "
+        "measured in bench-milvus. A request may set its own (RecommendRequest.approximate)",
+        minimum=0,
+    )
+    milvus_nprobe: int = _setting(
+        0,
+        f"clusters an IVF_FLAT collection's search visits (at most its nlist); 0: {DEFAULT_NPROBE}, measured in "
+        "bench-milvus. A request may set its own (RecommendRequest.approximate)",
+        minimum=0,
     )
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")

@@ -103,7 +103,7 @@ class WeightedItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy")
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy", "approximate")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class RecommendRequest(_message.Message):
     WHERE_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     user_vector_weight: float
     texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
@@ -134,7 +135,16 @@ class RecommendRequest(_message.Message):
     where: _containers.RepeatedCompositeFieldContainer[Condition]
     diversity: Diversity
     strategy: Strategy
-    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ...) -> None: ...
+    approximate: ApproximateSearch
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., approximate: _Optional[_Union[ApproximateSearch, _Mapping]] = ...) -> None: ...
+
+class ApproximateSearch(_message.Message):
+    __slots__ = ("ef", "nprobe")
+    EF_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    ef: int
+    nprobe: int
+    def __init__(self, ef: _Optional[int] = ..., nprobe: _Optional[int] = ...) -> None: ...
 
 class Condition(_message.Message):
     __slots__ = ("field", "any_of", "none_of", "gte", "gt", "lte", "lt")
@@ -209,7 +219,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +272,8 @@ class InfoResponse(_message.Message):
     ITEMS_SCAN_FIELD_NUMBER: _ClassVar[int]
     ITEMS_CODE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ITEMS_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -300,7 +312,9 @@ class InfoResponse(_message.Message):
     items_scan: str
     items_code_bytes: int
     items_engine: str
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ...) -> None: ...
+    items_index: str
+    items_approximate: bool
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ...) -> None: ...
 
 class ItemFieldValue(_message.Message):
     __slots__ = ("values", "number")

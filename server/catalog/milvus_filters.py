@@ -8,14 +8,17 @@ import math
 from dataclasses import dataclass
 
 from embedrec.server.catalog.fields import CheckedCondition
+from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.milvus_schema import milvus_field
 
 
 @dataclass(frozen=True)
 class MilvusSelection:
-    """What one query may return, as a Milvus filter expression."""
+    """What one query may return, as a Milvus filter expression, and how far an approximate
+    index's search walks for it."""
 
     expression: str
+    effort: SearchEffort = NO_EFFORT
 
 
 def condition_expressions(condition: CheckedCondition) -> list[str]:

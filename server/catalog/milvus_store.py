@@ -39,6 +39,16 @@ from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.codes import float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
 from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
+from embedrec.server.catalog.milvus_index import (
+    DEFAULT_EF,
+    DEFAULT_NPROBE,
+    MAX_EF,
+    NO_EFFORT,
+    SearchEffort,
+    VectorIndex,
+    check_effort,
+    search_params,
+)
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -108,10 +118,19 @@ class MilvusItems:
     """A Milvus collection opened for search (embedrec.server.catalog.store.ItemStore), and its live
     changes (upsert, delete, hide, restore; one at a time per process)."""
 
-    def __init__(self, uri: str, collection: str, *, token: str = "", timeout: float = 10.0) -> None:
-        """Connect, read the collection's properties and load it. Raises MilvusUnreachableError when
-        Milvus does not answer, ConfigurationError when the collection is missing or not
-        embedrec's."""
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        token: str = "",
+        timeout: float = 10.0,
+        effort: SearchEffort = NO_EFFORT,
+    ) -> None:
+        """Connect, read the collection's properties and load it. `effort`: the search effort of
+        an approximate index when a request sets none (unset: milvus_index's defaults). Raises
+        MilvusUnreachableError when Milvus does not answer, ConfigurationError when the
+        collection is missing or not embedrec's, or `effort` does not fit its index."""
         self.uri = uri
         self.collection = collection
         self.timeout = timeout
@@ -123,7 +142,9 @@ class MilvusItems:
                     f"{self.location} does not exist; build it with embedrec export-items --store milvus"
                 )
             described = self.client.describe_collection(collection, timeout=timeout)
-            self.info = CollectionInfo.from_properties(dict(described.get("properties") or {}), self.location)
+            properties = dict(described.get("properties") or {})
+            self.info = CollectionInfo.from_properties(properties, self.location)
+            self.index = VectorIndex.from_properties(properties, self.location)
             if self.info.layout != LAYOUT:
                 raise ConfigurationError(
                     f"{self.location} has layout {self.info.layout}; this server reads {LAYOUT}: rebuild it"
@@ -133,6 +154,7 @@ class MilvusItems:
         except milvus_errors() as error:
             raise MilvusUnreachableError(f"{self.location} unreachable: {_message(error)}") from None
         self.filter_field = self.info.filter_field
+        self.effort = _server_effort(effort, self.index)
         self._changes = threading.Lock()
         self._item_count = 0
         self._hidden_count = 0
@@ -160,7 +182,16 @@ class MilvusItems:
             hidden_count=self._hidden_count,
             fields=dict(info.fields),
             engine_version=f"milvus {self.server_version}",
+            index=self._index_description(),
+            approximate=self.index.approximate,
         )
+
+    def _index_description(self) -> str:
+        if self.index.kind == "HNSW":
+            return f"{self.index.describe()}, ef {self.effort.ef or DEFAULT_EF} (approximate)"
+        if self.index.kind == "IVF_FLAT":
+            return f"{self.index.describe()}, nprobe {self.effort.nprobe or DEFAULT_NPROBE} (approximate)"
+        return f"{self.index.describe()} (exact)"
 
     def refresh_counts(self, deadline: float | None = None) -> None:
         """Re-count the items and the hidden ones (Info reports the counts of the last refresh:
@@ -194,8 +225,11 @@ class MilvusItems:
         field: str,
         conditions: Sequence[ConditionSpec] = (),
         conditions_field: str = "where",
+        effort: SearchEffort = NO_EFFORT,
+        effort_field: str = "approximate",
     ) -> MilvusSelection:
-        """The filter expression of one query (ItemStore.selection)."""
+        """The filter expression of one query and its search effort (ItemStore.selection)."""
+        effort = check_effort(effort, self.index, field=effort_field).or_else(self.effort)
         parts = [f"{HIDDEN} == false"]
         history_ids = history.handle if isinstance(history.handle, list) else []
         excluded = list(dict.fromkeys([*exclude_ids, *history_ids]))
@@ -210,7 +244,7 @@ class MilvusItems:
             parts.append(f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})")
         for condition in check_conditions(conditions, self.info.fields, field=conditions_field):
             parts.extend(condition_expressions(condition))
-        return MilvusSelection(" and ".join(parts))
+        return MilvusSelection(" and ".join(parts), effort)
 
     def check_categorical(self, name: str, *, field: str) -> None:
         """InvalidArgument naming `field` unless `name` is a categorical field of the items."""
@@ -230,17 +264,17 @@ class MilvusItems:
         """The k best items of each query (ItemStore.search): queries with the same selection and
         no scorer share one Milvus search."""
         found: list[list[Recommendation]] = [[] for _ in queries]
-        groups: dict[str, list[int]] = {}
+        groups: dict[MilvusSelection, list[int]] = {}
         for position, query in enumerate(queries):
             if query.scorer is not None:
                 found[position] = self._best_score(query, k)
             else:
-                groups.setdefault(_selection_of(query).expression, []).append(position)
-        for expression, positions in groups.items():
+                groups.setdefault(_selection_of(query), []).append(position)
+        for selection, positions in groups.items():
             deadlines = [deadline for p in positions if (deadline := queries[p].deadline) is not None]
             ranked = self._ranked(
                 np.stack([queries[p].profile for p in positions]).astype(np.float32),
-                expression,
+                selection,
                 k,
                 min(deadlines) if deadlines else None,
             )
@@ -315,19 +349,22 @@ class MilvusItems:
     # -- Milvus calls ---------------------------------------------------------------------------
 
     def _ranked(
-        self, profiles: FloatArray, expression: str, wanted: int, deadline: float | None
+        self, profiles: FloatArray, selection: MilvusSelection, wanted: int, deadline: float | None
     ) -> list[list[Recommendation]]:
         """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.scan,
         recomputed from the vectors Milvus returns), ordered by (score desc, position, id):
         fetched past `wanted` until the last fetched item cannot beat the wanted-th (or all were
-        fetched)."""
+        fetched). An approximate index that returns fewer than `wanted` (IVF_FLAT's probed
+        clusters or HNSW's filtered walk held too few eligible items) is searched again with 4x
+        the effort, up to its maximum (IVF_FLAT: every cluster, exact)."""
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
         # Milvus's float32 scores differ from the exact score (rescored here, the memory-mapped
         # store's) by at most this: an item not fetched could still beat the wanted-th by 2x it.
         slack = 2 * float32_error_bound(profiles, UNIT_ROW_NORM)
         while True:
-            results, deeper = [], False
-            for index, raw in enumerate(self._ranked_raw(profiles, expression, limit, deadline)):
+            results, deeper, short = [], False, False
+            for index, raw in enumerate(self._ranked_raw(profiles, selection, limit, deadline)):
+                short |= len(raw) < wanted
                 ranked = self._rescored(raw, functools.partial(_exact_scores_of, profiles[index]), None)
                 cut_ties = (
                     len(ranked) == limit
@@ -336,21 +373,35 @@ class MilvusItems:
                 )
                 deeper |= cut_ties and limit < MAX_TOPK
                 results.append(ranked[:wanted])
+            harder = self._harder(selection.effort) if short else None
+            if harder is not None:
+                selection = MilvusSelection(selection.expression, harder)
+                continue
             if not deeper:
                 return results
             limit = min(4 * limit, MAX_TOPK)
 
+    def _harder(self, effort: SearchEffort) -> SearchEffort | None:
+        """4x `effort` on the served approximate index, None when it is exact or at its maximum."""
+        if self.index.kind == "HNSW":
+            ef = effort.ef or DEFAULT_EF
+            return SearchEffort(ef=min(4 * ef, MAX_EF)) if ef < MAX_EF else None
+        if self.index.kind == "IVF_FLAT":
+            nlist, nprobe = self.index.params["nlist"], effort.nprobe or DEFAULT_NPROBE
+            return SearchEffort(nprobe=min(4 * nprobe, nlist)) if nprobe < nlist else None
+        return None
+
     def _best_score(self, query: Query, k: int) -> list[Recommendation]:
         """The k best items by `query.scorer` (best_score), exact (see the module docstring)."""
         assert query.scorer is not None and query.liked is not None
-        expression = _selection_of(query).expression
+        selection = _selection_of(query)
         probes = [query.liked] + ([-query.disliked] if query.disliked is not None and len(query.disliked) else [])
         depth = min(k + TIE_MARGIN, MAX_TOPK)
         while True:
             candidates: dict[str, Recommendation] = {}
             bound, complete = 0.0, False
             for vectors in probes:
-                lists = self._ranked_raw(vectors, expression, depth, query.deadline)
+                lists = self._ranked_raw(vectors, selection, depth, query.deadline)
                 complete |= any(len(one) < depth for one in lists)
                 bound += max(one[-1].score if one else -math.inf for one in lists)
                 for one in lists:
@@ -362,23 +413,23 @@ class MilvusItems:
             if depth == MAX_TOPK:  # the walk cannot go deeper: score every eligible item
                 every = [
                     Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
-                    for row in self._scan(expression, [ID, POSITION, VECTOR], query.deadline)
+                    for row in self._scan(selection.expression, [ID, POSITION, VECTOR], query.deadline)
                 ]
                 return self._rescored(every, query.scorer, query.min_score)[:k]
             depth = min(4 * depth, MAX_TOPK)
 
     def _ranked_raw(
-        self, profiles: FloatArray, expression: str, limit: int, deadline: float | None
+        self, profiles: FloatArray, selection: MilvusSelection, limit: int, deadline: float | None
     ) -> list[list[Recommendation]]:
         hits = self._call(
             lambda timeout: self.client.search(
                 self.collection,
                 data=np.asarray(profiles, dtype=np.float32).tolist(),
-                filter=expression,
+                filter=selection.expression,
                 limit=limit,
                 anns_field=VECTOR,
                 output_fields=[POSITION, VECTOR],
-                search_params={"metric_type": "IP"},
+                search_params=search_params(self.index, selection.effort, limit),
                 timeout=timeout,
             ),
             deadline,
@@ -482,6 +533,19 @@ class MilvusItems:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpired("the deadline passed before the item store answered") from None
             raise Unavailable(f"item store unavailable ({self.location}): {_message(error)}") from None
+
+
+def _server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:
+    """The server's effort for `index`: only the parameter the index takes (the other setting is
+    ignored, so one configuration serves collections with either index); ConfigurationError when
+    out of range."""
+    kept = SearchEffort(
+        ef=effort.ef if index.kind == "HNSW" else 0, nprobe=effort.nprobe if index.kind == "IVF_FLAT" else 0
+    )
+    try:
+        return check_effort(kept, index, field="--milvus-ef/--milvus-nprobe")
+    except InvalidArgument as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def _exact_scores_of(profile: FloatArray, vectors: FloatArray) -> FloatArray:

@@ -21,6 +21,7 @@ from embedrec.server.catalog.codes import codes_for
 from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.milvus_index import FLAT, NO_EFFORT, SearchEffort, check_effort
 from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores_of, exact_top_k
 from embedrec.server.catalog.store import (
     History,
@@ -168,8 +169,12 @@ class ItemIndex:
         field: str,
         conditions: Sequence[ConditionSpec] = (),
         conditions_field: str = "where",
+        effort: SearchEffort = NO_EFFORT,
+        effort_field: str = "approximate",
     ) -> RowFilter:
-        """The RowFilter of one query (see ItemStore.selection)."""
+        """The RowFilter of one query (see ItemStore.selection); an effort is refused: the
+        matrix is always searched exactly."""
+        check_effort(effort, FLAT, field=effort_field, exact_reason="the memory-mapped matrix")
         history_rows = np.asarray(history.handle if history.handle is not None else (), dtype=np.int64)
         excluded = np.concatenate([self.known_rows(exclude_ids), history_rows])
         return self.row_filter(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.fields import ConditionSpec
+from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
 from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
 from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
@@ -40,6 +41,7 @@ class ProfileRequest:
     where: Sequence[ConditionSpec] = ()
     diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
     strategy: Strategy = "average_vector"
+    approximate: SearchEffort = NO_EFFORT  # an approximate index's search effort (0: the server's)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ def gather_profile(
         field=f"{prefix}filter_values",
         conditions=request.where,
         conditions_field=f"{prefix}where",
+        effort=request.approximate,
+        effort_field=f"{prefix}approximate",
     )
     diversity = None
     if request.diversity is not None:

@@ -20,6 +20,7 @@ import numpy as np
 from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
 from embedrec.server.catalog.milvus_filters import MilvusSelection
+from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
 
@@ -99,6 +100,10 @@ class StoreDescription:
     # What serves the items when it is not embedrec itself: "milvus v2.3.5-lite", "milvus
     # milvus_lite-3.2.2" (the version Milvus reports); empty for the memory-mapped store.
     engine_version: str = ""
+    # The Milvus store's vector index ("FLAT (exact)", "HNSW M=16 efConstruction=200, ef 128
+    # (approximate)"); empty for the matrix, always exact.
+    index: str = ""
+    approximate: bool = False
 
 
 class ItemStore(Protocol):
@@ -125,11 +130,15 @@ class ItemStore(Protocol):
         field: str,
         conditions: Sequence[ConditionSpec] = (),
         conditions_field: str = "where",
+        effort: SearchEffort = NO_EFFORT,
+        effort_field: str = "approximate",
     ) -> Selection:
         """What one query may return: not hidden, not in `history` nor `exclude_ids` (unknown ids
         are ignored), with one of `filter_values` in the filter field when given, and every
-        condition met. InvalidArgument naming `field` when the catalog has no filter field, or
-        `conditions_field`[i] for a bad condition."""
+        condition met; with an approximate index, how far its search walks (`effort`).
+        InvalidArgument naming `field` when the catalog has no filter field,
+        `conditions_field`[i] for a bad condition, `effort_field` for an effort the store's
+        search does not take."""
         ...
 
     def check_categorical(self, name: str, *, field: str) -> None:

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError, Message
 from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.live import ItemUpsert
+from embedrec.server.catalog.milvus_index import SearchEffort
 from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
 from embedrec.server.catalog.search import Strategy
 from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
@@ -156,6 +157,7 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         where=[_condition(condition) for condition in request.where],
         diversity=(request.diversity.field, request.diversity.max_per_value) if request.HasField("diversity") else None,
         strategy=_strategy(request.strategy),
+        approximate=SearchEffort(request.approximate.ef, request.approximate.nprobe),
     )
 
 
