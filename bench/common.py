@@ -84,7 +84,7 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
 def server_process(
     extra_args: Sequence[str] = (),
     *,
-    items_dir: Path = ITEMS_DIR,
+    items_dir: Path | None = ITEMS_DIR,
     cwd: Path = REPO_ROOT,
     module: str = "embedrec.cli",
     log_path: Path | None = None,
@@ -92,7 +92,8 @@ def server_process(
     """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
     (target, process) and drains it with SIGTERM on exit. `cwd` is the source tree whose code
     runs (another checkout, for before/after comparisons); `module` the one run with `serve`
-    and the flags (a wrapper of embedrec.cli's main); `log_path`, when given, receives its
+    and the flags (a wrapper of embedrec.cli's main); `items_dir` None: none given (the flags name the
+    items, e.g. a Milvus collection); `log_path`, when given, receives its
     stdout and stderr."""
     port = free_port()
     command = [
@@ -102,12 +103,11 @@ def server_process(
         "serve",
         "--model-dir",
         str(MODEL_DIR),
-        "--items-dir",
-        str(items_dir),
         "--port",
         str(port),
         "--log-level",
         "WARNING",
+        *(["--items-dir", str(items_dir)] if items_dir is not None else []),
         *extra_args,
     ]
     with contextlib.ExitStack() as stack:

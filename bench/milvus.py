@@ -1,151 +1,227 @@
-"""The Milvus item store (Milvus Lite, embedded) against the memory-mapped matrix at 100k and 1M.
+"""The Milvus item store on a real Milvus server (FLAT, HNSW) and on Milvus Lite, against the
+memory-mapped matrix (float32 and int8 scans), at 100k and 1M items.
 
-In-process searches (what a Recommend call runs after admission), k=10, on N random unit rows x
-384 (the bundled model's dimension): one query, and 32 queries in one call (RecommendBatch's
-shared pass). Each figure is the median of ROUNDS runs, the two stores interleaved round by
-round. Build time: the sync of a built item directory into a new collection (insert, flush,
-load); the embedding, the same for both stores, is not included. Resident memory: a fresh
-process opens the store and answers the 32 queries; its RSS (Milvus Lite runs inside it). Ids
-are compared between the stores for every query.
+Items: rows near real embeddings (bench.exact_scan.real_items: MiniLM embeddings of standard-
+library docstrings plus noise); queries: embeddings of QUERIES docstrings not among the items'
+sources. Per store: single-query p50 in process (the search a Recommend runs after admission),
+recall@10 against the exact answer (the matrix's float32 scan), sync time (a built directory into
+a new collection: insert, flush, index, load; for HNSW the index replaced on the synced rows), and
+through embedrec (`embedrec serve`, Recommend by vector, closed loop at c=16): req/s, p50, and the
+resident memory of embedrec and of Milvus. HNSW is measured at several ef; the server's default
+(milvus_index.DEFAULT_EF) is the one the target is read at. Milvus Lite runs at 100k only (at 1M
+its sync took 497 s and one query 3.2 s: the 2026-11-28 section this one replaces).
 
-Usage: python -m bench.milvus [--items 100000,1000000] [--rounds R]   (make bench-milvus)
+Usage: python -m bench.milvus [--items 100000,1000000] [--step-s S] [--quick]   (make bench-milvus)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bench.common import run_header, synthetic_items, write_section
+from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
+from bench.exact_scan import DIM, real_items, real_texts, unit
+from embedrec.server.catalog.milvus_index import DEFAULT_EF, SearchEffort, VectorIndex
 from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.store import ItemStore, Query, Recommendation
+from embedrec.server.catalog.store import History, ItemStore, Query
+from tests.milvus_process import MilvusServerProcess
 
 K = 10
-BATCH = 32
+QUERIES = 100
+EF_SWEEP = (32, 64, DEFAULT_EF, 256, 512)
 COLLECTION = "bench"
 
 
-def open_store(kind: str, items_dir: Path, uri: str) -> ItemStore:
-    if kind == "mmap":
-        return ItemIndex(items_dir)
-    from embedrec.server.catalog.milvus_store import MilvusItems
+def query_vectors(sources: int) -> np.ndarray:
+    """QUERIES real embeddings of texts past the items' `sources`."""
+    from embedrec.server.inference.encoder import OnnxEncoder
 
-    return MilvusItems(uri, COLLECTION, timeout=600.0)
+    texts = real_texts(sources + QUERIES)[sources:]
+    encoder = OnnxEncoder(MODEL_DIR, provider="cpu")
+    return unit(np.asarray(encoder.encode(texts), dtype=np.float32))
 
 
-def queries(store: ItemStore, count: int, seed: int = 7) -> list[Query]:
-    from embedrec.server.catalog.store import History
-
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((count, store.describe().dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def run_queries(store: ItemStore, vectors: np.ndarray) -> tuple[list[list[str]], float]:
+    """Each query's top-K ids, one search at a time; the median ms of one search."""
     empty = History(np.zeros((0, vectors.shape[1]), np.float32), [], None)
     selection = store.selection(empty, [], [], field="filter_values")
-    return [Query(vector, selection) for vector in vectors]
+    found, times = [], []
+    for vector in vectors:
+        started = time.perf_counter()
+        result = store.search([Query(vector, selection)], K)[0]
+        times.append((time.perf_counter() - started) * 1000)
+        found.append([one.item_id for one in result])
+    return found, statistics.median(times)
 
 
-def ids(found: list[list[Recommendation]]) -> list[list[str]]:
-    return [[one.item_id for one in row] for row in found]
+def recall(found: list[list[str]], truth: list[list[str]]) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
 
 
-def resident_mib(kind: str, items_dir: Path, uri: str) -> float:
-    """RSS of a fresh process that opens the store and answers BATCH queries."""
-    script = (
-        "import sys, json; from pathlib import Path; from bench.milvus import open_store, queries; "
-        f"store = open_store({kind!r}, Path({str(items_dir)!r}), {uri!r}); "
-        f"store.search(queries(store, {BATCH}), {K}); "
-        "rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]; "
-        "print(json.dumps(int(rss) / 1024))"
-    )
-    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    return float(json.loads(output.strip().splitlines()[-1]))
+def rss_mib(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def measure(count: int, rounds: int, scratch: Path) -> dict[str, object]:
+def through_embedrec(
+    flags: list[str], items_dir: Path | None, step_s: float, milvus_pid: int | None
+) -> dict[str, float]:
+    """Recommend by vector at c=16 through a served embedrec: req/s, p50 ms, RSS of both (MiB)."""
+    from embedrec.client.loadtest.processes import run_step_in_processes
+    from embedrec.client.loadtest.runner import StepPlan
+    from embedrec.client.loadtest.workload import Workload
+
+    with server_process([*flags, "--metrics-port", "-1", "--http-port", "-1"], items_dir=items_dir) as (
+        target,
+        process,
+    ):
+        workload = Workload(rpc_weights={"recommend": 1.0}, k=K)
+        summary = run_step_in_processes(
+            target, workload, StepPlan("closed", 16, step_s, 1.0), dim=DIM, processes=1, channels=4
+        ).summary()
+        return {
+            "rps": summary["requests_per_s"],
+            "c16_p50": summary["latency_ms"]["p50"],
+            "embedrec_rss": rss_mib(process.pid),
+            "milvus_rss": rss_mib(milvus_pid),
+        }
+
+
+def measure(count: int, scratch: Path, step_s: float, sources: int, lite: bool) -> list[dict[str, Any]]:
+    """Every store's row at `count` items."""
     from embedrec.export.milvus_sync import sync_to_milvus
+    from embedrec.server.catalog.milvus_store import MilvusItems
 
-    items_dir = synthetic_items(scratch / f"items-{count}", count)
-    uri = str(scratch / f"milvus-{count}.db")
-    started = time.perf_counter()
-    sync_to_milvus(items_dir, uri, COLLECTION, progress=False, timeout=600.0)
-    build_s = time.perf_counter() - started
-    stores = {kind: open_store(kind, items_dir, uri) for kind in ("mmap", "milvus")}
-    one = {kind: queries(store, 1) for kind, store in stores.items()}
-    many = {kind: queries(store, BATCH) for kind, store in stores.items()}
-    equal = all(
-        ids(stores["mmap"].search(batch["mmap"], K)) == ids(stores["milvus"].search(batch["milvus"], K))
-        for batch in (one, many)
-    )
-    runs: dict[tuple[str, str], list[float]] = {(kind, size): [] for kind in stores for size in ("1", str(BATCH))}
-    for round_number in range(rounds):
-        order = list(stores) if round_number % 2 == 0 else list(reversed(stores))
-        for kind in order:
-            for size, batch in (("1", one[kind]), (str(BATCH), many[kind])):
-                started = time.perf_counter()
-                stores[kind].search(batch, K)
-                runs[(kind, size)].append(time.perf_counter() - started)
-    del stores
-    from milvus_lite.server_manager import server_manager_instance
+    items_dir = scratch / f"items-{count}"
+    real_items(items_dir, count, sources)
+    vectors = query_vectors(sources)
+    rows: list[dict[str, Any]] = []
+    truth, _ = run_queries(ItemIndex(items_dir, scan="float32"), vectors)
+    for scan in ("float32", "int8"):
+        found, p50 = run_queries(ItemIndex(items_dir, scan=scan), vectors)
+        served = through_embedrec(["--scan", scan], items_dir, step_s, None)
+        rows.append({"store": f"mmap {scan}", "p50": p50, "recall": recall(found, truth), "sync_s": 0.0, **served})
+        print(rows[-1], flush=True)
 
-    server_manager_instance.release_server(uri)  # one process at a time opens a Milvus Lite file
-    medians = {f"{kind} {size}": statistics.median(samples) * 1000 for (kind, size), samples in runs.items()}
-    return {
-        "items": count,
-        "build_s": build_s,
-        "medians_ms": medians,
-        "rss_mib": {kind: resident_mib(kind, items_dir, uri) for kind in ("mmap", "milvus")},
-        "ids_equal": equal,
-    }
+    server = MilvusServerProcess(scratch / f"milvus-{count}")
+    server.start()
+    try:
+        milvus_flags = ["--items-store", "milvus", "--milvus-uri", server.uri, "--milvus-collection", COLLECTION]
+        started = time.perf_counter()
+        sync_to_milvus(items_dir, server.uri, COLLECTION, progress=False, timeout=3600.0)
+        sync_s = time.perf_counter() - started
+        found, p50 = run_queries(MilvusItems(server.uri, COLLECTION, timeout=600.0), vectors)
+        served = through_embedrec(milvus_flags, None, step_s, server.milvus_pid())
+        rows.append(
+            {"store": "Milvus server FLAT", "p50": p50, "recall": recall(found, truth), "sync_s": sync_s, **served}
+        )
+        rows[-1]["ids_equal"] = found == truth
+        print(rows[-1], flush=True)
+
+        hnsw = VectorIndex.of("HNSW")
+        started = time.perf_counter()
+        sync_to_milvus(items_dir, server.uri, COLLECTION, progress=False, timeout=3600.0, vector_index=hnsw)
+        sync_s = time.perf_counter() - started
+        for ef in EF_SWEEP:
+            store = MilvusItems(server.uri, COLLECTION, timeout=600.0, effort=SearchEffort(ef=ef))
+            found, p50 = run_queries(store, vectors)
+            row = {"store": f"Milvus server {hnsw.describe()}, ef {ef}", "p50": p50, "recall": recall(found, truth)}
+            if ef == DEFAULT_EF:
+                row.update(sync_s=sync_s, **through_embedrec(milvus_flags, None, step_s, server.milvus_pid()))
+            rows.append(row)
+            print(rows[-1], flush=True)
+    finally:
+        server.kill()
+
+    if lite:
+        uri = str(scratch / f"lite-{count}.db")
+        started = time.perf_counter()
+        sync_to_milvus(items_dir, uri, COLLECTION, progress=False, timeout=3600.0)
+        sync_s = time.perf_counter() - started
+        found, p50 = run_queries(MilvusItems(uri, COLLECTION, timeout=600.0), vectors)
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)  # one process at a time opens a Milvus Lite file
+        served = through_embedrec(
+            ["--items-store", "milvus", "--milvus-uri", uri, "--milvus-collection", COLLECTION], None, step_s, None
+        )
+        rows.append(
+            {"store": "Milvus Lite FLAT", "p50": p50, "recall": recall(found, truth), "sync_s": sync_s, **served}
+        )
+        print(rows[-1], flush=True)
+    for row in rows:
+        row["items"] = count
+    return rows
 
 
-def main() -> int:
-    """Time both stores at each size and write the BENCHMARKS.md section."""
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| items | store | 1 query p50 ms | recall@10 | sync s | c=16 req/s | c=16 p50 ms | embedrec RSS MiB "
+        "| Milvus RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        served = "rps" in row
+        lines.append(
+            f"| {row['items']:,} | {row['store']} | {row['p50']:.1f} | {row['recall']:.4f} | "
+            + (f"{row['sync_s']:.0f}" if row.get("sync_s") else "-")
+            + (
+                f" | {row['rps']:.1f} | {row['c16_p50']:.1f} | {row['embedrec_rss']:.0f} | "
+                + ("-" if np.isnan(row["milvus_rss"]) else f"{row['milvus_rss']:.0f}")
+                + " |"
+                if served
+                else " | | | | |"
+            )
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every store at each size and write the BENCHMARKS.md section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", default="100000,1000000", help="comma-separated catalog sizes")
-    parser.add_argument("--rounds", type=int, default=7)
-    arguments = parser.parse_args()
-    results = []
+    parser.add_argument("--step-s", type=float, default=10.0, help="seconds of load per c=16 step")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20k items, 2k sources, 3 s steps")
+    arguments = parser.parse_args(argv)
+    ensure_artifacts()
+    sizes = [20_000] if arguments.quick else [int(value) for value in arguments.items.split(",")]
+    step_s = 3.0 if arguments.quick else arguments.step_s
+    sources = 2_000 if arguments.quick else 20_000
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        for count in (int(value) for value in arguments.items.split(",")):
-            results.append(measure(count, arguments.rounds, Path(scratch)))
-            print(json.dumps(results[-1]), flush=True)
+        for count in sizes:
+            rows += measure(count, Path(scratch), step_s, sources, lite=count <= 100_000)
+    flat_equal = all(row.get("ids_equal", True) for row in rows)
     lines = [
-        "## Milvus Lite vs the memory-mapped matrix",
+        "## Milvus: a real Milvus server (FLAT, HNSW) and Milvus Lite vs the memory-mapped matrix",
         "",
         run_header("make bench-milvus  (python -m bench.milvus)"),
-        f"- in-process search, k={K}, random unit rows x 384; one query and {BATCH} queries in one call; median of "
-        f"{arguments.rounds} rounds, the stores interleaved; build = syncing a built directory into a new Milvus "
-        "Lite collection (insert, flush, load; embedding excluded, the same for both); RSS of a fresh process that "
-        "opened the store and answered the 32 queries (Milvus Lite runs inside it)",
+        f"- items near real embeddings ({sources:,} MiniLM embeddings of standard-library docstrings plus noise, "
+        f"384 dims), {QUERIES} held-out real queries, k={K}; recall@10 against the matrix's exact float32 scan",
+        "- 1 query p50: the store's search in process, one query at a time; c=16: Recommend by vector through "
+        f"`embedrec serve`, closed loop, {step_s:.0f} s, random query vectors; RSS at the end of that step",
+        f"- Milvus server: the `milvus` package's standalone 2.3.5 (C++ engine), FLAT then HNSW built on the same "
+        f"rows (sync s for HNSW: replacing the index and waiting for it); HNSW at ef {', '.join(map(str, EF_SWEEP))} "
+        f"(the server's default: {DEFAULT_EF})",
+        f"- FLAT on the Milvus server returned the matrix's ids for every query: {flat_equal}",
         "",
-        "| items | store | 1 query ms | 32 queries ms | build s | RSS MiB | ids equal |",
-        "|---|---|---|---|---|---|---|",
+        *table(rows),
     ]
-    for result in results:
-        medians, rss = result["medians_ms"], result["rss_mib"]
-        assert isinstance(medians, dict) and isinstance(rss, dict)
-        for kind in ("mmap", "milvus"):
-            build = f"{result['build_s']:.1f}" if kind == "milvus" else "0 (the build's matrix)"
-            lines.append(
-                f"| {result['items']:,} | {kind} | {medians[f'{kind} 1']:.1f} | {medians[f'{kind} {BATCH}']:.1f} | "
-                f"{build} | {rss[kind]:.0f} | {result['ids_equal']} |"
-            )
-        lines.append(
-            f"| {result['items']:,} | milvus / mmap | {medians['milvus 1'] / medians['mmap 1']:.1f}x | "
-            f"{medians[f'milvus {BATCH}'] / medians[f'mmap {BATCH}']:.1f}x | | {rss['milvus'] / rss['mmap']:.1f}x | |"
-        )
     body = "\n".join(lines) + "\n"
     write_section("milvus", body)
     print(body)
-    return 0 if all(result["ids_equal"] for result in results) else 1
+    return 0 if flat_equal else 1
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class ServerInfo:
     items_engine: str = ""
     items_index: str = ""
     items_approximate: bool = False
+    items_store_error: str = ""
 
 
 def embed_request(

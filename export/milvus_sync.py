@@ -51,6 +51,7 @@ from embedrec.server.catalog.milvus_schema import (
     VECTOR,
     CollectionInfo,
     ItemRow,
+    alter_properties,
     entity,
     milvus_field,
 )
@@ -146,7 +147,7 @@ def sync_to_milvus(
             next_position=next_position,
         )
         properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
-        client.alter_collection_properties(collection, properties=properties, timeout=timeout)
+        alter_properties(client, collection, properties, timeout)
         client.flush(collection, timeout=timeout)
         if index_changes:
             _replace_index(client, collection, vector_index, timeout, where)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 
 from embedrec.server.batching.offload import CpuPool
-from embedrec.server.catalog.milvus_store import MilvusUnreachableError
+from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
 from embedrec.server.catalog.search import create_search_batcher
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.edge.auth import TokenGuard
@@ -51,6 +51,7 @@ class EmbedrecApp:
         self.http_port: int | None = None
         self._http: HttpServer | None = None
         self._grpc: GrpcEdge | None = None
+        self._items_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind and start serving (NOT_SERVING until `load`); return the bound gRPC port.
@@ -107,6 +108,10 @@ class EmbedrecApp:
         self.metrics.items.set(described.item_count if described else 0)
         self.metrics.hidden_items.set(described.hidden_count if described else 0)
         await self._set_serving(True)
+        if self._grpc is not None:
+            await self._grpc.set_items_serving(items is not None)
+        if isinstance(items, MilvusItems):
+            self._items_watch = asyncio.create_task(self._watch_items())
         logger.info(
             "SERVING %s (dim %d, %s, %d instance(s) on %d session(s) x %s threads) with %d items; tuning: %s",
             encoder.manifest.model_name,
@@ -125,11 +130,34 @@ class EmbedrecApp:
         pause = 1.0
         while True:
             try:
-                return await asyncio.to_thread(open_items, self.settings, encoder, self.metrics.scan_stats)
+                return await asyncio.to_thread(
+                    open_items, self.settings, encoder, self.metrics.scan_stats, self.metrics.store_health
+                )
             except MilvusUnreachableError as error:
                 logger.warning("NOT_SERVING: %s; retrying in %.0f s", error, pause)
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 30.0)
+
+    async def _watch_items(self) -> None:
+        """Probe the Milvus store every --milvus-probe-s (every second while it is down) and keep
+        the items' health in step with the store's state; log each change."""
+        was_up = True
+        while True:
+            up = self.metrics.store_health.state().up
+            await asyncio.sleep(self.settings.milvus_probe_s if up else 1.0)
+            service = self.state.service
+            items = service.items if service is not None else None
+            if isinstance(items, MilvusItems):
+                await asyncio.to_thread(items.probe, min(self.settings.milvus_timeout_s, 5.0))
+            state = self.metrics.store_health.state()
+            if state.up != was_up:
+                if state.up:
+                    logger.info("item store available again")
+                else:
+                    logger.warning("item store unavailable (Recommend answers UNAVAILABLE): %s", state.error)
+                if self._grpc is not None:
+                    await self._grpc.set_items_serving(state.up)
+                was_up = state.up
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, answer new calls UNAVAILABLE, let in-flight ones finish, then close.
@@ -142,6 +170,9 @@ class EmbedrecApp:
         deadline = loop.time() + grace
         earliest = loop.time() + min(self.settings.drain_min_seconds, grace)
         self.state.draining = True
+        if self._items_watch is not None:
+            self._items_watch.cancel()
+            self._items_watch = None
         await self._set_serving(False)
         with contextlib.suppress(TimeoutError):  # past the grace period, stop() below cancels what is left
             await asyncio.wait_for(self.state.idle.wait(), max(0.0, deadline - loop.time()))

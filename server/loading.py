@@ -10,6 +10,7 @@ from typing import cast
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.catalog.scan import ScanKind, ScanStats
 from embedrec.server.catalog.store import ItemStore
+from embedrec.server.catalog.store_health import StoreHealth
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.inference.embedding import Encoder
 from embedrec.server.inference.encoder import OnnxEncoder
@@ -35,11 +36,17 @@ def load_encoder(settings: Settings) -> OnnxEncoder:
     )
 
 
-def open_items(settings: Settings, encoder: Encoder, scan_stats: ScanStats | None = None) -> ItemStore | None:
+def open_items(
+    settings: Settings,
+    encoder: Encoder,
+    scan_stats: ScanStats | None = None,
+    store_health: StoreHealth | None = None,
+) -> ItemStore | None:
     """The item store `settings` name (None without items), checked to be built with
     `encoder`'s model; ConfigurationError otherwise (MilvusUnreachableError when Milvus does not
     answer). An --items-dir symlink is resolved once, so every file comes from one build. The
-    memory-mapped store scans with --scan and counts its passes in `scan_stats`."""
+    memory-mapped store scans with --scan and counts its passes in `scan_stats`; the Milvus store
+    records its calls' outcomes in `store_health`."""
     items: ItemStore
     if settings.items_store == "milvus":
         from embedrec.server.catalog.milvus_index import SearchEffort
@@ -51,6 +58,7 @@ def open_items(settings: Settings, encoder: Encoder, scan_stats: ScanStats | Non
             token=settings.milvus_token,
             timeout=settings.milvus_timeout_s,
             effort=SearchEffort(settings.milvus_ef, settings.milvus_nprobe),
+            health=store_health,
         )
     elif settings.items_dir is not None:
         directory = settings.items_dir.resolve()

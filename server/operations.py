@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 
 from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
+from embedrec.server.catalog.milvus_store import MilvusItems
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
@@ -22,6 +24,8 @@ from embedrec.server.service import NO_ITEMS, EmbeddingService
 from embedrec.server.settings import Settings
 
 logger = logging.getLogger(__name__)
+# How long a reloaded Milvus store's calls may still run before its client is closed anyway.
+OLD_CLIENT_WAIT_S = 60.0
 
 
 class Operations:
@@ -50,7 +54,9 @@ class Operations:
         async with self._reload_lock:
             previous = service.items
             try:
-                items = await asyncio.to_thread(open_items, self.settings, service.encoder, self.metrics.scan_stats)
+                items = await asyncio.to_thread(
+                    open_items, self.settings, service.encoder, self.metrics.scan_stats, self.metrics.store_health
+                )
             except ConfigurationError as error:
                 self.metrics.items_reloads.labels(result="refused").inc()
                 logger.error("items reload refused, still serving the previous items: %s", error)
@@ -73,6 +79,9 @@ class Operations:
                         ) from None
                     new = items.describe()  # the carried-over hidden count
                 service.replace_items(items)
+                if isinstance(previous, MilvusItems) and previous is not items:
+                    # Its calls still running finish on it; then its client is closed.
+                    threading.Thread(target=previous.close_when_idle, args=(OLD_CLIENT_WAIT_S,), daemon=True).start()
                 self.metrics.items.set(new.item_count)
                 self.metrics.hidden_items.set(new.hidden_count)
             result = "swapped" if changed else "unchanged"

@@ -69,6 +69,7 @@ class ServiceInfo:
     items_engine: str = ""
     items_index: str = ""
     items_approximate: bool = False
+    items_store_error: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -181,4 +182,5 @@ class EmbeddingService:
             items_engine=items.engine_version if items is not None else "",
             items_index=items.index if items is not None else "",
             items_approximate=items.approximate if items is not None else False,
+            items_store_error=items.store_error if items is not None else "",
         )

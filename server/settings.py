@@ -61,6 +61,12 @@ class Settings:
     milvus_timeout_s: float = _setting(
         10.0, "bound of one Milvus call in seconds when the call has no earlier deadline", minimum=0.1
     )
+    milvus_probe_s: float = _setting(
+        5.0,
+        "with --items-store milvus, probe Milvus this often in the background (every second while it is "
+        "down), so health (service embedrec.items), Info and the metrics show its state without traffic",
+        minimum=0.5,
+    )
     milvus_ef: int = _setting(
         0,
         f"search effort of an HNSW collection (ef, at most {MAX_EF}; raised to the results fetched); 0: {DEFAULT_EF}, "

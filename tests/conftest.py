@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +12,7 @@ import pytest
 
 from embedrec.client import EmbedrecClient
 from embedrec.server.settings import Settings
+from tests.milvus_process import MilvusServerProcess, milvus_server_executable
 from tests.server_thread import ServerThread, start_server
 from tests.tiny_models import build_tiny_bert
 
@@ -90,18 +84,6 @@ def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object
 # The Milvus item store runs on Milvus Lite (embedded) and on a real Milvus server (`milvus-server`
 # from the `milvus` package, in the dev extra): the standalone Milvus with its C++ engine.
 MILVUS_BACKENDS = ("lite", "server")
-MILVUS_SERVER_PORTS = (
-    "--proxy-port",
-    "--etcd-port",
-    "--root-coord-port",
-    "--proxy-internal-port",
-    "--query-coord-port",
-    "--query-node-port",
-    "--index-coord-port",
-    "--index-node-port",
-    "--data-coord-port",
-    "--data-node-port",
-)
 _collection_numbers = itertools.count()
 
 
@@ -126,47 +108,23 @@ LITE = MilvusBackend("lite")
 
 
 @pytest.fixture(scope="session")
-def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServerProcess]:
     """A real Milvus server (standalone, `milvus-server`) on free ports in a fresh directory, for
-    the session; skipped when the `milvus` package is not installed. (Its metrics port is not a
-    flag: two test sessions on one machine at once would collide there; CI runs one.)"""
-    from embedrec.ports import free_port
-
-    executable = shutil.which("milvus-server", path=str(Path(sys.executable).parent)) or shutil.which("milvus-server")
-    if executable is None:
+    the session; skipped when the `milvus` package is not installed."""
+    if milvus_server_executable() is None:
         pytest.skip("milvus-server not installed (pip install milvus==2.3.5; the dev extra has it)")
-    directory = tmp_path_factory.mktemp("milvus-server")
-    ports = {flag: free_port() for flag in MILVUS_SERVER_PORTS}
-    command = [executable, "--data", str(directory / "data")]
-    for flag, port in ports.items():
-        command += [flag, str(port)]
-    log_path = directory / "milvus-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{ports['--proxy-port']}"
+    server = MilvusServerProcess(tmp_path_factory.mktemp("milvus-server"))
     try:
-        _wait_for_milvus(uri, process, log_path)
-        yield uri
+        server.start()
+        yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # a fresh directory each session: nothing to keep
-        process.wait(30)
+        server.kill()  # a fresh directory each session: nothing to keep
 
 
-def _wait_for_milvus(uri: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90.0) -> None:
-    from pymilvus import MilvusClient
-
-    give_up = time.monotonic() + timeout_s
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise RuntimeError(f"milvus-server exited ({process.returncode}): {log_path.read_text()[-2000:]}")
-        try:
-            MilvusClient(uri=uri, timeout=2).get_server_version()
-            return
-        except Exception:  # noqa: BLE001 (not listening yet)
-            time.sleep(0.5)
-    tail = log_path.read_text()[-2000:]
-    raise RuntimeError(f"milvus-server did not answer at {uri} within {timeout_s:.0f} s: {tail}")
+@pytest.fixture(scope="session")
+def milvus_server_uri(milvus_server: MilvusServerProcess) -> str:
+    """The session's Milvus server's URI."""
+    return milvus_server.uri
 
 
 @pytest.fixture(scope="module", params=MILVUS_BACKENDS)

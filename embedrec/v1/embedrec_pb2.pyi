@@ -219,7 +219,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +274,7 @@ class InfoResponse(_message.Message):
     ITEMS_ENGINE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_INDEX_FIELD_NUMBER: _ClassVar[int]
     ITEMS_APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_STORE_ERROR_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -314,7 +315,8 @@ class InfoResponse(_message.Message):
     items_engine: str
     items_index: str
     items_approximate: bool
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ...) -> None: ...
+    items_store_error: str
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ...) -> None: ...
 
 class ItemFieldValue(_message.Message):
     __slots__ = ("values", "number")

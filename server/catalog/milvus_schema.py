@@ -140,6 +140,15 @@ class CollectionInfo:
             ) from None
 
 
+def alter_properties(client: Any, collection: str, properties: dict[str, str], timeout: float | None) -> None:
+    """Set `properties` on `collection`, durably. Sent twice: Milvus 2.3.5 persists an alter's
+    previous properties, so after a restart the last alter was lost (milvus-io/milvus#30144,
+    fixed in 2.3.6; measured here with the `milvus` package's 2.3.5). The same values twice make
+    the persisted ones right on every version."""
+    for _ in range(2):
+        client.alter_collection_properties(collection, properties=properties, timeout=timeout)
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """One item to upsert: id, unit vector, field values (categorical: a list of strings;

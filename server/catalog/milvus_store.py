@@ -59,6 +59,7 @@ from embedrec.server.catalog.milvus_schema import (
     VECTOR,
     CollectionInfo,
     ItemRow,
+    alter_properties,
     entity,
     milvus_field,
 )
@@ -72,6 +73,7 @@ from embedrec.server.catalog.store import (
     stored_vectors,
     unknown_ids_error,
 )
+from embedrec.server.catalog.store_health import StoreHealth
 from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
 
@@ -126,14 +128,19 @@ class MilvusItems:
         token: str = "",
         timeout: float = 10.0,
         effort: SearchEffort = NO_EFFORT,
+        health: StoreHealth | None = None,
     ) -> None:
         """Connect, read the collection's properties and load it. `effort`: the search effort of
-        an approximate index when a request sets none (unset: milvus_index's defaults). Raises
+        an approximate index when a request sets none (unset: milvus_index's defaults); `health`
+        records every call's outcome (the server's, kept across reloads). Raises
         MilvusUnreachableError when Milvus does not answer, ConfigurationError when the
         collection is missing or not embedrec's, or `effort` does not fit its index."""
         self.uri = uri
         self.collection = collection
         self.timeout = timeout
+        self.health = health if health is not None else StoreHealth()
+        self._in_flight = 0
+        self._idle = threading.Condition()
         self.client = connect(uri, token, timeout)
         self.location = f"milvus {uri} collection {collection}"
         try:
@@ -182,6 +189,7 @@ class MilvusItems:
             hidden_count=self._hidden_count,
             fields=dict(info.fields),
             engine_version=f"milvus {self.server_version}",
+            store_error=self.health.describe_error(),
             index=self._index_description(),
             approximate=self.index.approximate,
         )
@@ -304,6 +312,25 @@ class MilvusItems:
     def live(self) -> MilvusItems:
         """This collection: it takes upserts and deletes while serving."""
         return self
+
+    # -- availability ---------------------------------------------------------------------------
+
+    def probe(self, timeout: float) -> bool:
+        """Whether Milvus answers a count of the collection within `timeout` (recorded in
+        `health`, as every call is)."""
+        try:
+            self._count("", time.monotonic() + timeout)
+            return True
+        except (Unavailable, DeadlineExpired):
+            return False
+
+    def close_when_idle(self, timeout: float) -> None:
+        """Close the Milvus client once the calls running now are done (at most `timeout`
+        seconds): a reloaded store's old client. pymilvus shares one connection per address
+        among its clients, so the new store's connection stays open."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+        self.client.close()
 
     # -- live changes ---------------------------------------------------------------------------
 
@@ -508,9 +535,7 @@ class MilvusItems:
     def _set_next_position(self, next_position: int, deadline: float | None) -> None:
         key = PROPERTY_PREFIX + "next_position"
         self._call(
-            lambda timeout: self.client.alter_collection_properties(
-                self.collection, properties={key: str(next_position)}, timeout=timeout
-            ),
+            lambda timeout: alter_properties(self.client, self.collection, {key: str(next_position)}, timeout),
             deadline,
         )
         self.info = CollectionInfo.from_properties({**self.info.properties(), key: str(next_position)}, self.location)
@@ -527,12 +552,21 @@ class MilvusItems:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise DeadlineExpired("the deadline passed before the item store answered")
+        with self._idle:
+            self._in_flight += 1
         try:
-            return operation(timeout=timeout)
+            answer = operation(timeout=timeout)
         except milvus_errors() as error:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpired("the deadline passed before the item store answered") from None
+            self.health.failed(_message(error))
             raise Unavailable(f"item store unavailable ({self.location}): {_message(error)}") from None
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+        self.health.succeeded()
+        return answer
 
 
 def _server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:

@@ -104,6 +104,8 @@ class StoreDescription:
     # (approximate)"); empty for the matrix, always exact.
     index: str = ""
     approximate: bool = False
+    # Empty while the store answers; else how long it has not and why (store_health).
+    store_error: str = ""
 
 
 class ItemStore(Protocol):

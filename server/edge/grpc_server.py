@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from embedrec.server.catalog.store_health import ITEMS_HEALTH_SERVICE
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
 from embedrec.server.edge.grpc_handlers import ADMIN_SERVICE, SERVICE, register_embedrec_service
@@ -75,10 +76,16 @@ class GrpcEdge:
         return int(port)
 
     async def set_serving(self, serving: bool) -> None:
-        """Health of the service (and of "") SERVING or NOT_SERVING."""
+        """Health of the service (and of "") SERVING or NOT_SERVING; not serving, the items'
+        health too (set_items_serving turns it SERVING once the items are open)."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE.full_name):
+        for name in ("", SERVICE.full_name, *(() if serving else (ITEMS_HEALTH_SERVICE,))):
             await self.health.set(name, status)
+
+    async def set_items_serving(self, serving: bool) -> None:
+        """Health of the item store (service ITEMS_HEALTH_SERVICE) SERVING or NOT_SERVING."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(ITEMS_HEALTH_SERVICE, status)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls; cancel what is still running after `grace` seconds."""

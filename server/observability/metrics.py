@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from embedrec.server.catalog.scan import SCANS, ScanStats
+from embedrec.server.catalog.store_health import StoreHealth
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -50,6 +51,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "int8 passes that switched to float32 for their remaining rows (too many rows to rescore: a flat score "
         "distribution)",
     ),
+    "embedrec_items_store_up": (
+        "gauge",
+        "1 while the item store answers (the Milvus store: its last call or background probe succeeded), else 0",
+    ),
+    "embedrec_items_store_failures_total": ("counter", "item store calls that failed (Milvus unreachable or refusing)"),
     "embedrec_http_connections_refused_total": (
         "counter",
         "HTTP connections answered and closed before their request reached the API, by reason (connections, "
@@ -97,6 +103,8 @@ class ServerMetrics:
             self.texts_dropped.labels(reason=reason)
         self.scan_stats = ScanStats()
         self.registry.register(_ScanCollector(self.scan_stats))
+        self.store_health = StoreHealth()
+        self.registry.register(_StoreHealthCollector(self.store_health))
 
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics on host:port (0: a free port) in a daemon thread; return the port."""
@@ -148,6 +156,26 @@ class SearchMetrics:
     def items_dropped(self, reason: str, count: int) -> None:
         """`count` queued searches were dropped before their pass (expired, cancelled, shutdown)."""
         self._dropped.labels(reason=reason).inc(count)
+
+
+class _StoreHealthCollector:
+    """The item store's state (kept by the store, read at each scrape)."""
+
+    def __init__(self, health: StoreHealth) -> None:
+        self._health = health
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        state = self._health.state()
+        up = GaugeMetricFamily("embedrec_items_store_up", METRICS["embedrec_items_store_up"][1])
+        up.add_metric((), 1.0 if state.up else 0.0)
+        failures = CounterMetricFamily(
+            "embedrec_items_store_failures", METRICS["embedrec_items_store_failures_total"][1]
+        )
+        failures.add_metric((), state.failures)
+        return [up, failures]
 
 
 class _ScanCollector:
