@@ -40,6 +40,8 @@ def export_model_main(argv: Sequence[str]) -> int:
         force=arguments.force,
         prompts=prompts,
         default_prompt_name=arguments.default_prompt_name,
+        task=arguments.task,
+        activation=arguments.activation,
     )
     summary = {
         "output": str(arguments.output),
@@ -51,6 +53,8 @@ def export_model_main(argv: Sequence[str]) -> int:
         "variant": manifest.variant,
         "prompts": manifest.prompts,
         "default_prompt_name": manifest.default_prompt_name,
+        "task": manifest.task,
+        **({"activation": manifest.activation} if manifest.task == "rerank" else {}),
         "validation": manifest.validation,
     }
     print(json.dumps(summary, indent=2))
@@ -90,6 +94,20 @@ def _model_parser() -> argparse.ArgumentParser:
         "--default-prompt-name",
         default=None,
         help="the prompt Embed uses when a request names none (default: the model's; '' for none)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("embed", "rerank"),
+        default="embed",
+        help="embed: a bi-encoder (Embed, Recommend); rerank: a cross-encoder (a sequence-classification "
+        "model with one label) scoring (query, document) pairs for Rerank, validated on pairs against PyTorch",
+    )
+    parser.add_argument(
+        "--activation",
+        choices=("sigmoid", "none"),
+        default=None,
+        help="--task rerank: the score is sigmoid(logit) or the raw logit (default: the model's "
+        "sentence-transformers CrossEncoder activation, sigmoid when it names none)",
     )
     return parser
 

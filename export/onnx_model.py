@@ -17,9 +17,10 @@ from typing import Any
 
 from embedrec.export.atomic import staged_directory
 from embedrec.export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
-from embedrec.export.validation import validate_against_pytorch
+from embedrec.export.validation import validate_against_pytorch, validate_reranker_against_pytorch
 from embedrec.export.variants import MIN_COSINE, apply_variant, variant_name
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.scoring import ACTIVATIONS
 from embedrec.server.manifest import (
     MODEL_FILE,
     MODEL_MANIFEST,
@@ -30,6 +31,7 @@ from embedrec.server.manifest import (
     write_manifest,
 )
 
+TASKS = ("embed", "rerank")
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ def export_model(
     force: bool = False,
     prompts: dict[str, str] | None = None,
     default_prompt_name: str | None = None,
+    task: str = "embed",
+    activation: str | None = None,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
 
@@ -59,8 +63,20 @@ def export_model(
     is unusable; ValueError on a bad variant. The manifest records the model's prompts
     (sentence-transformers `prompts`), updated with `prompts`, and its default prompt's name
     (`default_prompt_name` when given; "" for none).
+
+    `task="rerank"` exports a cross-encoder instead: a sequence-classification model with one
+    label, scoring (query, document) pairs; `activation` ("sigmoid" or "none") turns its logit
+    into the score (default: the model's sentence-transformers CrossEncoder activation, sigmoid
+    when it names none). Validated on pairs: ExportValidationError when its logits differ from
+    PyTorch's by more than export.validation.RERANK_TOLERANCE (relative); fp32 only.
     """
     variant = variant_name(optimize, quantize, fp16)
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    if task == "rerank" and variant != "fp32":
+        raise ValueError(f"a rerank export is fp32 only (got the {variant} variant)")
+    if activation is not None and (task != "rerank" or activation not in ACTIVATIONS):
+        raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}, for --task rerank only")
     model = resolve_model_source(source)
     floor = MIN_COSINE[variant] if min_cosine is None else min_cosine
     all_prompts = {**model.prompts, **(prompts or {})}
@@ -77,6 +93,8 @@ def export_model(
     }
     if all_prompts or default_prompt:  # absent otherwise, so exports made before prompts stay up to date
         options.update(prompts=all_prompts, default_prompt_name=default_prompt)
+    if task == "rerank":  # likewise absent for embedding models
+        options.update(task=task, activation=activation)
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
         return read_model_manifest(output_dir)
@@ -91,6 +109,12 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
     config = AutoConfig.from_pretrained(model.directory)
     tokenizer = AutoTokenizer.from_pretrained(model.directory, use_fast=True)
     max_length = options["max_length"] or _default_max_length(model, config, tokenizer)
+    reranker = options.get("task") == "rerank"
+    if reranker and int(getattr(config, "num_labels", 0)) != 1:
+        raise ConfigurationError(
+            f"{model.name}: a reranker scores a pair with one logit (num_labels 1); this model has "
+            f"{getattr(config, 'num_labels', None)} labels"
+        )
     with warnings.catch_warnings():
         # Tracing the model makes torch and transformers warn about their own internals
         # (legacy exporter, traced constants); nothing a user of the export can act on.
@@ -101,7 +125,7 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
         main_export(
             str(model.directory),
             output=staging,
-            task="feature-extraction",
+            task="text-classification" if reranker else "feature-extraction",
             library_name="transformers",
             opset=options["opset"],
             do_validation=False,
@@ -115,6 +139,12 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
 
     partial = _manifest(model, config, tokenizer, staging, max_length, options, validation={})
     write_manifest(partial, staging / MODEL_MANIFEST)
+    if reranker:
+        validation = validate_reranker_against_pytorch(model.directory, staging, max_length=max_length)
+        manifest = _manifest(model, config, tokenizer, staging, max_length, options, validation)
+        write_manifest(manifest, staging / MODEL_MANIFEST)
+        logger.info("exported reranker %s: max length %d, validation %s", model.name, max_length, validation)
+        return manifest
     validation = validate_against_pytorch(
         model.directory, staging, max_length=max_length, pooling=model.pooling, min_cosine=options["min_cosine"]
     )
@@ -139,13 +169,14 @@ def _manifest(
     opset = next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
     if tokenizer.pad_token_id is None:
         raise ConfigurationError(f"{model.name}: the tokenizer has no pad token")
+    reranker = options.get("task") == "rerank"
     return ModelManifest(
         model_name=model.name,
         source_sha256=model.sha256,
-        dim=int(config.hidden_size),
+        dim=1 if reranker else int(config.hidden_size),
         max_length=int(max_length),
         pooling=model.pooling,
-        normalize=model.normalize,
+        normalize=False if reranker else model.normalize,
         onnx_sha256=sha256_file(staging / MODEL_FILE),
         opset=int(opset),
         input_names=tuple(graph_input.name for graph_input in graph.graph.input),
@@ -156,7 +187,18 @@ def _manifest(
         variant=variant_name(options["optimize"], options["quantize"], options["fp16"]),
         prompts=dict(options.get("prompts", {})),
         default_prompt_name=options.get("default_prompt_name", ""),
+        task="rerank" if reranker else "embed",
+        activation=(options.get("activation") or _cross_encoder_activation(config)) if reranker else "",
     )
+
+
+def _cross_encoder_activation(config: Any) -> str:
+    """The activation sentence-transformers' CrossEncoder applies to this model's logit: the one
+    its config names (Identity: "none"), else sigmoid (CrossEncoder's default for one label)."""
+    named = (getattr(config, "sentence_transformers", None) or {}).get("activation_fn") or getattr(
+        config, "sbert_ce_default_activation_function", None
+    )
+    return "none" if named and str(named).endswith("Identity") else "sigmoid"
 
 
 def _default_max_length(model: ModelSource, config: Any, tokenizer: Any) -> int:

@@ -82,3 +82,59 @@ def _pytorch_embeddings(source_dir: Path, texts: Sequence[str], *, max_length: i
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
     return pooled.numpy().astype(np.float32)
+
+
+# (query, document) pairs for a reranker: related and unrelated, several scripts, one pair longer
+# than any max length (truncated longest-first on both sides).
+VALIDATION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("quiet air conditioner", "Energy-saving air conditioner for a small apartment, quiet at night."),
+    ("quiet air conditioner", "Running shoes 🏃‍♀️ with extra cushioning ✨"),
+    ("空调", "这是一款高效节能的空调，适合家庭使用。"),
+    ("hello", "A"),
+    ("Wo ist der Bahnhof?", "¿Dónde está la estación de tren más cercana?"),
+    ("numbers", "numbers 12345 and symbols #@$%^&*()"),
+    (" ".join(["a long query about coffee"] * 40), " ".join(["A very long product description."] * 80)),
+)
+# Largest |ONNX logit - PyTorch logit| accepted, relative to the larger of 1 and the largest
+# |logit|: fp32 exports agree to ~1e-6 of that.
+RERANK_TOLERANCE = 1e-4
+
+
+def validate_reranker_against_pytorch(
+    source_dir: Path,
+    export_dir: Path,
+    *,
+    max_length: int,
+    tolerance: float = RERANK_TOLERANCE,
+    pairs: Sequence[tuple[str, str]] = VALIDATION_PAIRS,
+) -> dict[str, Any]:
+    """Compare the server's reranker on `export_dir` with PyTorch's sequence classifier on
+    `source_dir`: the raw logits of `pairs`.
+
+    Returns {"pairs", "max_abs_diff", "max_abs_logit", "tolerance"}; raises ExportValidationError
+    when max |difference| > `tolerance` x max(1, max |logit|).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(source_dir).eval()
+    queries, documents = [query for query, _ in pairs], [document for _, document in pairs]
+    batch = tokenizer(queries, documents, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**batch).logits[:, 0].numpy().astype(np.float64)
+    exported = OnnxEncoder(export_dir, provider="cpu").score(pairs, activation="none").astype(np.float64)
+    scale = max(1.0, float(np.abs(reference).max()))
+    report = {
+        "pairs": len(pairs),
+        "max_abs_diff": float(np.abs(reference - exported).max()),
+        "max_abs_logit": float(np.abs(reference).max()),
+        "tolerance": tolerance,
+    }
+    if report["max_abs_diff"] > tolerance * scale:
+        worst = int(np.abs(reference - exported).argmax())
+        raise ExportValidationError(
+            f"ONNX reranker disagrees with PyTorch: max |logit difference| {report['max_abs_diff']:.3g} > "
+            f"{tolerance} x {scale:.3g} (validation pair #{worst}); report: {report}"
+        )
+    return report

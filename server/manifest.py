@@ -52,6 +52,11 @@ class ModelManifest:
     # a request names none ("" for none).
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
     default_prompt_name: str = ""
+    # "embed": a bi-encoder (token vectors, pooled to `dim`); "rerank": a cross-encoder scoring
+    # (query, document) pairs with one logit (`dim` 1), turned into the score by `activation`
+    # ("sigmoid", or "none" for the raw logit).
+    task: str = "embed"
+    activation: str = ""
     format_version: int = FORMAT_VERSION
 
 

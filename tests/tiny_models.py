@@ -143,6 +143,28 @@ def build_tiny_roberta(directory: Path, *, max_length: int = 40, seed: int = 0) 
     return directory
 
 
+def build_tiny_cross_encoder(directory: Path, *, max_length: int = 48, seed: int = 0, labels: int = 1) -> Path:
+    """Save a 2-layer random BertForSequenceClassification with `labels` outputs (a reranker has
+    one) and its fast tokenizer in `directory`: what a MiniLM cross-encoder looks like."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = save_tokenizer(directory, max_length=max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.5,  # spread scores, as build_tiny_bert does
+        num_labels=labels,
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(directory)
+    return directory
+
+
 class CountingEncoder(OnnxEncoder):
     """The real ONNX encoder, counting the texts it embeds (to see what a build re-embeds)."""
 

@@ -15,6 +15,7 @@ import onnxruntime
 
 from embedrec.server.inference.pooling import FloatArray, l2_normalize, pool
 from embedrec.server.inference.providers import ProviderChoice, create_session
+from embedrec.server.inference.scoring import relevance_scores
 from embedrec.server.inference.tokenization import IntArray, TextTokenizer, TokenizedText
 from embedrec.server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
 
@@ -133,6 +134,18 @@ class OnnxEncoder:
             rows = np.flatnonzero(np.asarray(poolings) == kind)
             pooled[rows] = pool(hidden[rows], mask[rows], kind)
         return pooled
+
+    def score_batch(self, output: InferenceOutput, activation: str | None = None) -> FloatArray:
+        """A reranker's `infer` output as relevance scores: float32 (rows,), through
+        `activation` (default: the manifest's)."""
+        _, logits = output
+        return relevance_scores(logits, activation or self.manifest.activation or "none")
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, activation: str | None = None) -> FloatArray:
+        """A reranker's scores of (query, document) `pairs` in one batch: float32 (len(pairs),)."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        return self.score_batch(self.infer(self.tokenizer.tokenize_pairs(pairs)), activation)
 
     def encode(
         self,

@@ -65,6 +65,19 @@ class TextTokenizer:
             )
         return tokenized
 
+    def tokenize_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedText]:
+        """Tokenise (query, document) pairs for a cross-encoder, in order: one sequence each with
+        the model's separators and type ids, truncated longest-first to `max_length` (as
+        transformers' tokenizer(queries, documents, truncation=True) does)."""
+        encodings = self._tokenizer.encode_batch([(query, document) for query, document in pairs])
+        return [
+            TokenizedText(
+                input_ids=np.asarray(encoding.ids, dtype=np.int64),
+                type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
+            )
+            for encoding in encodings
+        ]
+
     def pad_batch(self, batch: Sequence[TokenizedText]) -> dict[str, IntArray]:
         """Pad `batch` to its longest text: input_ids, attention_mask, token_type_ids (int64)."""
         longest = max(item.length for item in batch)
