@@ -70,27 +70,44 @@ class AsyncEmbedrecClient:
         pooling: str | None = None,
         prompt_name: str | None = None,
         dimensions: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """Embed `texts`: float32 (len(texts), dim), in order. Options default to the model's:
         `prompt_name` picks one of its prompts (ServerInfo.prompts; "" for none), `dimensions`
-        shortens the vectors (Matryoshka models only)."""
-        request = models.embed_request(texts, normalize, truncate, pooling, prompt_name, dimensions)
+        shortens the vectors (Matryoshka models only); `model` one of the embedding models served
+        (ServerInfo.models; "": the first)."""
+        request = models.embed_request(texts, normalize, truncate, pooling, prompt_name, dimensions, model)
         return models.embeddings_of(await self._call(self._stub.Embed, request, timeout))
 
     async def similarity(
-        self, query: str, candidates: Sequence[str], *, timeout: float | None = None
+        self, query: str, candidates: Sequence[str], *, model: str = "", timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of `query` with each candidate: float32 (len(candidates),)."""
-        request = models.similarity_request(query, candidates, None)
+        request = models.similarity_request(query, candidates, None, model)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
 
     async def similarity_pairs(
-        self, pairs: Sequence[tuple[str, str]], *, timeout: float | None = None
+        self, pairs: Sequence[tuple[str, str]], *, model: str = "", timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """Cosine similarity of each (a, b) pair: float32 (len(pairs),)."""
-        request = models.similarity_request(None, None, pairs)
+        request = models.similarity_request(None, None, pairs, model)
         return np.asarray((await self._call(self._stub.Similarity, request, timeout)).scores, dtype=np.float32)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = False,
+        model: str = "",
+        timeout: float | None = None,
+    ) -> list[models.RerankHit]:
+        """Score `documents` against `query` with a served reranker (`model`; "": the first):
+        the `top_n` best (None: all), best first, equal scores in document order."""
+        request = models.rerank_request(query, documents, top_n, return_documents, model)
+        return models.rerank_hits_of(await self._call(self._stub.Rerank, request, timeout), return_documents)
 
     async def recommend(
         self,

@@ -140,6 +140,27 @@ def similarity_main(argv: Sequence[str]) -> int:
     return _run(arguments, lambda client: client.similarity(arguments.query, candidates), show)
 
 
+def rerank_main(argv: Sequence[str]) -> int:
+    """`embedrec rerank QUERY DOCUMENT…`: the documents by a served reranker's score, best first."""
+    parser = _parser("rerank", "Rank documents against a query with a served cross-encoder.")
+    parser.add_argument("query", help="the query text")
+    parser.add_argument("documents", nargs="*", help="texts to rank")
+    parser.add_argument("--file", help="read documents from a file, one per line ('-': stdin)")
+    parser.add_argument("--top-n", type=int, default=None, help="keep the N best (default: all)")
+    parser.add_argument("--model", default="", help="the reranker (Info's models; default: the first)")
+    arguments = parser.parse_args(argv)
+    documents = _texts(arguments, "documents")
+
+    def show(hits: Any) -> str:
+        return "\n".join(f"{hit.score:+.4f}  #{hit.index}  {documents[hit.index][:70]}" for hit in hits)
+
+    return _run(
+        arguments,
+        lambda client: client.rerank(arguments.query, documents, top_n=arguments.top_n, model=arguments.model),
+        show,
+    )
+
+
 def recommend_main(argv: Sequence[str]) -> int:
     """`embedrec recommend --text T… --item ID… [-k N]`: top-k items for that profile."""
     parser = _recommend_parser()

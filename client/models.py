@@ -131,6 +131,31 @@ class ServerInfo:
     items_index: str = ""
     items_approximate: bool = False
     items_store_error: str = ""
+    models: list[ModelInfo] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the server serves (ServerInfo.models): what calls name it by, its task ("embed"
+    or "rerank"), source model, dim, max length, ONNX checksum and a reranker's activation."""
+
+    name: str
+    task: str
+    model_name: str
+    dim: int
+    max_length: int
+    onnx_sha256: str
+    activation: str = ""
+
+
+@dataclass(frozen=True)
+class RerankHit:
+    """One reranked document: its position in the request, its relevance score, and its text
+    when asked for."""
+
+    index: int
+    score: float
+    document: str | None = None
 
 
 def embed_request(
@@ -140,11 +165,13 @@ def embed_request(
     pooling: str | None,
     prompt_name: str | None = None,
     dimensions: int | None = None,
+    model: str = "",
 ) -> pb.EmbedRequest:
-    """EmbedRequest for `texts`; None leaves an option to the server's default."""
+    """EmbedRequest for `texts`; None leaves an option to the server's default ("" model: the
+    server's first)."""
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
-    request = pb.EmbedRequest(texts=list(texts), pooling=POOLING_VALUES[pooling])
+    request = pb.EmbedRequest(texts=list(texts), pooling=POOLING_VALUES[pooling], model=model)
     if normalize is not None:
         request.normalize = normalize
     if truncate is not None:
@@ -163,12 +190,31 @@ def embeddings_of(response: pb.EmbedResponse) -> npt.NDArray[np.float32]:
 
 
 def similarity_request(
-    query: str | None, candidates: Sequence[str] | None, pairs: Sequence[tuple[str, str]] | None
+    query: str | None, candidates: Sequence[str] | None, pairs: Sequence[tuple[str, str]] | None, model: str = ""
 ) -> pb.SimilarityRequest:
     """SimilarityRequest in the query form or the pairs form."""
     if pairs is not None:
-        return pb.SimilarityRequest(pairs=[pb.TextPair(a=a, b=b) for a, b in pairs])
-    return pb.SimilarityRequest(query=query or "", candidates=list(candidates or ()))
+        return pb.SimilarityRequest(pairs=[pb.TextPair(a=a, b=b) for a, b in pairs], model=model)
+    return pb.SimilarityRequest(query=query or "", candidates=list(candidates or ()), model=model)
+
+
+def rerank_request(
+    query: str, documents: Sequence[str], top_n: int | None, return_documents: bool, model: str
+) -> pb.RerankRequest:
+    """RerankRequest; None top_n: every document."""
+    if isinstance(documents, str):
+        raise TypeError("documents must be a sequence of strings, not one string")
+    return pb.RerankRequest(
+        query=query, documents=list(documents), top_n=top_n or 0, return_documents=return_documents, model=model
+    )
+
+
+def rerank_hits_of(response: pb.RerankResponse, with_documents: bool) -> list[RerankHit]:
+    """RerankHits from a RerankResponse, best first."""
+    return [
+        RerankHit(result.index, float(result.relevance_score), result.document if with_documents else None)
+        for result in response.results
+    ]
 
 
 @dataclass(frozen=True)
@@ -347,6 +393,10 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
     values["pooling"] = POOLING_NAMES.get(response.pooling, str(response.pooling))
     values["prompts"] = dict(response.prompts)
     values["items_fields"] = dict(response.items_fields)
+    values["models"] = [
+        ModelInfo(m.name, m.task, m.model_name, m.dim, m.max_length, m.onnx_sha256, m.activation)
+        for m in response.models
+    ]
     limits = {name: getattr(response, name) for name in names if name.startswith("max_")}
     return ServerInfo(**values, limits=limits)
 

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export-items": ("embedrec.export.cli:export_items_main", "embed a catalog into an item matrix"),
     "embed": ("embedrec.client.cli:embed_main", "embed texts"),
     "similarity": ("embedrec.client.cli:similarity_main", "cosine similarity of a query and candidates, or of pairs"),
+    "rerank": ("embedrec.client.cli:rerank_main", "rank documents against a query with a served reranker"),
     "recommend": ("embedrec.client.cli:recommend_main", "recommend items for a user profile"),
     "info": ("embedrec.client.cli:info_main", "show the server's model, items and limits"),
     "health": ("embedrec.client.cli:health_main", "show the server's health status"),

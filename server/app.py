@@ -23,10 +23,11 @@ from embedrec.server.edge.calls import ServingState
 from embedrec.server.edge.grpc_server import GrpcEdge
 from embedrec.server.edge.http_server import HttpServer, start_http_edge
 from embedrec.server.errors import ConfigurationError
-from embedrec.server.inference.embedding import create_batcher
+from embedrec.server.inference.embedding import Embedder, create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
-from embedrec.server.loading import load_encoder, open_items, resolve_tuning
-from embedrec.server.observability.metrics import ServerMetrics
+from embedrec.server.inference.reranking import Reranker, create_rerank_batcher
+from embedrec.server.loading import load_encoder, load_extra_encoders, open_items, resolve_tuning
+from embedrec.server.observability.metrics import ModelMetrics, ServerMetrics
 from embedrec.server.operations import Operations
 from embedrec.server.service import EmbeddingService
 from embedrec.server.settings import Settings
@@ -90,8 +91,10 @@ class EmbedrecApp:
         settings, tuning = await asyncio.to_thread(resolve_tuning, self.settings)
         self.settings = settings
         encoder = await asyncio.to_thread(load_encoder, settings)
+        extra = await asyncio.to_thread(load_extra_encoders, settings, encoder)
         items = await self._open_items_waiting(encoder)
-        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=self.metrics)
+        observer = ModelMetrics(self.metrics, encoder.manifest.model_name, "embed", also=self.metrics)
+        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
         await batcher.start()
         search_batcher = create_search_batcher(
             settings.search_policy,
@@ -101,8 +104,23 @@ class EmbedrecApp:
         )
         await search_batcher.start()
         cpu = CpuPool(settings.cpu_threads)
-        service = EmbeddingService(encoder, batcher, items, settings.limits, search_batcher, cpu, tuning=tuning)
+        embedders, rerankers = await self._serve_extra_models(extra, cpu)
+        service = EmbeddingService(
+            encoder,
+            batcher,
+            items,
+            settings.limits,
+            search_batcher,
+            cpu,
+            tuning=tuning,
+            embedders=embedders,
+            rerankers=rerankers,
+        )
         await service.embedder.embed(list(WARMUP_TEXTS))
+        for embedder in embedders.values():
+            await embedder.embed(list(WARMUP_TEXTS))
+        for reranker in rerankers.values():
+            await reranker.rerank(WARMUP_TEXTS[0], list(WARMUP_TEXTS))
         self.state.service = service
         described = items.describe() if items is not None else None
         self.metrics.items.set(described.item_count if described else 0)
@@ -123,6 +141,29 @@ class EmbedrecApp:
             described.item_count if described else 0,
             tuning,
         )
+
+    async def _serve_extra_models(
+        self, encoders: dict[str, OnnxEncoder], cpu: CpuPool
+    ) -> tuple[dict[str, Embedder], dict[str, Reranker]]:
+        """Each --model with a batcher of its own (started), by task."""
+        settings = self.settings
+        embedders: dict[str, Embedder] = {}
+        rerankers: dict[str, Reranker] = {}
+        for name, encoder in encoders.items():
+            task = encoder.manifest.task
+            observer = ModelMetrics(self.metrics, name, task)
+            if task == "rerank":
+                pairs = create_rerank_batcher(
+                    encoder, settings.batch_policy, instances=settings.instances, observer=observer
+                )
+                await pairs.start()
+                rerankers[name] = Reranker(name, encoder, pairs, settings.limits, cpu)
+            else:
+                texts = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
+                await texts.start()
+                embedders[name] = Embedder(encoder, texts, settings.limits, cpu)
+            logger.info("serving model %s (%s, %s) from its own batcher", name, task, encoder.manifest.model_name)
+        return embedders, rerankers
 
     async def _open_items_waiting(self, encoder: OnnxEncoder) -> ItemStore | None:
         """The configured items; while Milvus is unreachable, retry with backoff (health stays
@@ -185,7 +226,8 @@ class EmbedrecApp:
             self._grpc = None
         service = self.state.service
         if service is not None:
-            await service.batcher.stop()
+            for batcher in service.batchers():
+                await batcher.stop()
             await service.search_batcher.stop()
             await asyncio.to_thread(service.cpu.close)
 

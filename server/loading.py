@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import cast
 
 from embedrec.server.catalog.mmap_store import ItemIndex
@@ -23,9 +24,32 @@ logger = logging.getLogger(__name__)
 
 
 def load_encoder(settings: Settings) -> OnnxEncoder:
-    """The encoder of --model-dir with the settings' provider, threads and sessions."""
+    """The encoder of --model-dir with the settings' provider, threads and sessions;
+    ConfigurationError when it is a reranker (the first model embeds: Recommend's)."""
+    encoder = _encoder_of(settings, settings.model_dir)
+    if encoder.manifest.task != "embed":
+        raise ConfigurationError(
+            f"--model-dir {settings.model_dir} is a {encoder.manifest.task} model; the first model embeds "
+            "(Embed, Recommend): give an embedding model there and this one as --model NAME=DIR"
+        )
+    return encoder
+
+
+def load_extra_encoders(settings: Settings, first: OnnxEncoder) -> dict[str, OnnxEncoder]:
+    """The --model encoders by name (embedding models and rerankers), loaded like the first;
+    ConfigurationError when a name is the first model's or a directory is unusable."""
+    taken = {first.manifest.model_name, first.manifest.model_name.rsplit("/", 1)[-1]}
+    encoders = {}
+    for name, directory in settings.extra_models.items():
+        if name in taken:
+            raise ConfigurationError(f"--model {name}: the --model-dir model is already called {name!r}")
+        encoders[name] = _encoder_of(settings, directory)
+    return encoders
+
+
+def _encoder_of(settings: Settings, model_dir: Path) -> OnnxEncoder:
     return OnnxEncoder(
-        settings.model_dir,
+        model_dir,
         provider=settings.provider,  # type: ignore[arg-type]
         intra_op_threads=settings.threads_per_session,
         sessions=settings.session_count,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +23,32 @@ from embedrec.server.catalog.live import ItemUpsert, LiveItemStore
 from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, RecommendResult
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
-from embedrec.server.errors import FailedPrecondition
+from embedrec.server.errors import FailedPrecondition, NotFound, quoted
 from embedrec.server.inference.embedding import BatchItem, Embedder, ServedModel
 from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.prompts import query_prompt_name
+from embedrec.server.inference.reranking import Reranker
 from embedrec.server.limits import Limits
 from embedrec.server.manifest import PoolingName
 
 NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"
+NO_RERANKER = (
+    "this server serves no reranker (start it with --model NAME=DIR, a model exported with "
+    "embedrec export-model --task rerank)"
+)
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """One served model as Info lists it (InfoResponse.models)."""
+
+    name: str
+    task: str
+    model_name: str
+    dim: int
+    max_length: int
+    onnx_sha256: str
+    activation: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,10 +88,12 @@ class ServiceInfo:
     items_index: str = ""
     items_approximate: bool = False
     items_store_error: str = ""
+    models: list[ModelDescription] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
         values = {one.name: getattr(self, one.name) for one in dataclasses.fields(self) if one.name != "limits"}
+        values["models"] = [dataclasses.asdict(model) for model in self.models]
         values.update(dataclasses.asdict(self.limits))
         return values
 
@@ -92,8 +112,12 @@ class EmbeddingService:
         cpu: CpuPool,
         *,
         tuning: str = "none",
+        embedders: Mapping[str, Embedder] | None = None,
+        rerankers: Mapping[str, Reranker] | None = None,
     ) -> None:
-        """`cpu` runs the request-sized CPU work (tokenising, catalog id look-ups) off the loop."""
+        """`cpu` runs the request-sized CPU work (tokenising, catalog id look-ups) off the loop.
+        `embedders` and `rerankers`: the other models served (--model), by name; `encoder` is the
+        first model, Recommend's."""
         self.encoder = encoder
         self.batcher = batcher
         self.items = items
@@ -102,6 +126,8 @@ class EmbeddingService:
         self.cpu = cpu
         self.tuning = tuning
         self.embedder = Embedder(encoder, batcher, limits, cpu)
+        self.embedders = {encoder.manifest.model_name: self.embedder, **(embedders or {})}
+        self.rerankers = dict(rerankers or {})
         self.recommender = Recommender(self.embedder, search_batcher, limits, cpu, encoder.dim)
 
     async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
@@ -140,6 +166,66 @@ class EmbeddingService:
                 "--items-store milvus)"
             )
         return store
+
+    def embedder_for(self, model: str, *, field: str = "model") -> Embedder:
+        """The embedding model named `model` ("": the first; the first's name may also be given
+        by its last path segment); NotFound naming `field` and the served models otherwise."""
+        if not model:
+            return self.embedder
+        found = self.embedders.get(model)
+        if found is None and model == self.encoder.manifest.model_name.rsplit("/", 1)[-1]:
+            found = self.embedder
+        if found is None:
+            raise NotFound(
+                f"{field} {quoted(model)} is not served here as an embedding model "
+                f"(embedding models: {', '.join(self.embedders)}; rerankers: {', '.join(self.rerankers) or 'none'})"
+            )
+        return found
+
+    def reranker_for(self, model: str, *, field: str = "model") -> Reranker:
+        """The reranker named `model` ("": the first served); FailedPrecondition when none is
+        served, NotFound naming `field` and the served rerankers for another name."""
+        if not self.rerankers:
+            raise FailedPrecondition(NO_RERANKER)
+        if not model:
+            return next(iter(self.rerankers.values()))
+        found = self.rerankers.get(model)
+        if found is None:
+            raise NotFound(
+                f"{field} {quoted(model)} is not served here as a reranker (rerankers: {', '.join(self.rerankers)})"
+            )
+        return found
+
+    def batchers(self) -> list[MicroBatcher[Any, Any]]:
+        """Every model's inference batcher, the first model's first (to start and stop them)."""
+        others: list[MicroBatcher[Any, Any]] = [one.batcher for one in self.embedders.values()]
+        others += [one.batcher for one in self.rerankers.values()]
+        return [self.batcher] + [batcher for batcher in others if batcher is not self.batcher]
+
+    def models(self) -> list[ModelDescription]:
+        """Every model served, the first first."""
+        described = []
+        for name, embedder in self.embedders.items():
+            manifest = embedder.encoder.manifest
+            described.append(
+                ModelDescription(
+                    name, "embed", manifest.model_name, manifest.dim, manifest.max_length, manifest.onnx_sha256
+                )
+            )
+        for name, reranker in self.rerankers.items():
+            manifest = reranker.encoder.manifest
+            described.append(
+                ModelDescription(
+                    name,
+                    "rerank",
+                    manifest.model_name,
+                    1,
+                    manifest.max_length,
+                    manifest.onnx_sha256,
+                    manifest.activation,
+                )
+            )
+        return described
 
     def replace_items(self, items: ItemStore) -> None:
         """Serve `items` from now on (calls already running finish on the old store). The caller
@@ -183,4 +269,5 @@ class EmbeddingService:
             items_index=items.index if items is not None else "",
             items_approximate=items.approximate if items is not None else False,
             items_store_error=items.store_error if items is not None else "",
+            models=self.models(),
         )

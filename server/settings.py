@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,17 @@ def _setting(default: Any, help_text: str, **extra: Any) -> Any:
 class Settings:
     """Everything `embedrec serve` can be told."""
 
-    model_dir: Path = _setting(Path("models/all-MiniLM-L6-v2"), "exported model directory (embedrec export-model)")
+    model_dir: Path = _setting(
+        Path("models/all-MiniLM-L6-v2"),
+        "exported embedding model directory (embedrec export-model): the first model, Recommend's and the "
+        "default of Embed and Similarity",
+    )
+    model: tuple[str, ...] = _setting(
+        (),
+        "another model to serve, NAME=DIR (repeatable; the environment variable takes NAME=DIR,NAME=DIR): an "
+        "embedding model (calls name it in `model`) or a reranker exported with --task rerank (Rerank); each "
+        "has its own queue, batcher and instances",
+    )
     items_dir: Path | None = _setting(None, "item matrix directory (embedrec export-items); none: no Recommend")
     items_store: str = _setting(
         "mmap",
@@ -325,6 +336,7 @@ class Settings:
             if minimum is not None and value < minimum:
                 flag = "--" + setting.name.replace("_", "-")
                 raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+        self.extra_models  # noqa: B018 (raises ValueError naming --model on a malformed entry)
         if self.items_store == "milvus":
             if not self.milvus_uri:
                 raise ValueError("--items-store milvus needs --milvus-uri (a Milvus Lite file or http(s)://host:port)")
@@ -334,6 +346,22 @@ class Settings:
                 raise ValueError(
                     "Milvus Lite is a file one process opens: --workers > 1 needs a Milvus server (http(s)://host:port)"
                 )
+
+    @property
+    def extra_models(self) -> dict[str, Path]:
+        """The --model entries by name, in order; ValueError for one that is not NAME=DIR, a name
+        given twice, or a name with characters other than letters, digits, '.', '_', '-', '/'."""
+        models: dict[str, Path] = {}
+        for entry in self.model:
+            name, separator, directory = entry.partition("=")
+            if not separator or not name or not directory:
+                raise ValueError(f"--model takes NAME=DIR, got {entry!r}")
+            if not _MODEL_NAME.match(name):
+                raise ValueError(f"--model {name!r}: a name of letters, digits, '.', '_', '-' and '/'")
+            if name in models:
+                raise ValueError(f"--model {name!r} is given twice")
+            models[name] = Path(directory)
+        return models
 
     @property
     def token_sources(self) -> TokenSources:
@@ -393,6 +421,9 @@ class Settings:
         return cls(**{f.name: getattr(namespace, f.name) for f in _flag_fields()})
 
 
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
+
+
 def _flag_fields() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
 
@@ -404,6 +435,15 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
         convert = _converter(field.type)
         default = convert(environ[env_name]) if env_name in environ else field.default
         shown_default = "" if field.metadata.get("secret") else field.default
+        if "tuple[str" in str(field.type):  # repeatable: every flag given, else the environment's list
+            parser.add_argument(
+                "--" + field.name.replace("_", "-"),
+                dest=field.name,
+                action=_AppendOver,
+                default=tuple(item for item in environ.get(env_name, "").split(",") if item),
+                help=f"{field.metadata['help']} (env {env_name}; default: none)",
+            )
+            continue
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
@@ -414,13 +454,23 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
         )
 
 
+class _AppendOver(argparse.Action):
+    """Append to a tuple, the first flag replacing the default (the environment's list)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        given = getattr(namespace, self.dest)
+        previous = given if getattr(namespace, f"_{self.dest}_given", False) else ()
+        setattr(namespace, self.dest, (*previous, values))
+        setattr(namespace, f"_{self.dest}_given", True)
+
+
 def settings_table() -> list[tuple[str, str, str, str]]:
     """(flag, environment variable, default, help) for every setting, for the README."""
     return [
         (
             "--" + f.name.replace("_", "-"),
             ENV_PREFIX + f.name.upper(),
-            "(empty)" if f.default == "" else str(f.default),
+            "(empty)" if f.default in ("", ()) else str(f.default),
             f.metadata["help"],
         )
         for f in _flag_fields()

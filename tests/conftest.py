@@ -14,7 +14,7 @@ from embedrec.client import EmbedrecClient
 from embedrec.server.settings import Settings
 from tests.milvus_process import MilvusServerProcess, milvus_server_executable
 from tests.server_thread import ServerThread, start_server
-from tests.tiny_models import build_tiny_bert
+from tests.tiny_models import build_tiny_bert, build_tiny_cross_encoder
 
 CATALOG_ROWS = [
     {"id": "ac-1", "text": "energy saving air conditioner for the home", "category": "appliances"},
@@ -45,6 +45,22 @@ def tiny_model_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
     output = tmp_path_factory.mktemp("exports") / "tiny"
     export_model(str(tiny_bert_dir), output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random cross-encoder (BertForSequenceClassification, one label) in transformers' format."""
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_dir(tiny_cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny cross-encoder exported by export/ with --task rerank (validated against PyTorch)."""
+    from embedrec.export.onnx_model import export_model
+
+    output = tmp_path_factory.mktemp("exports") / "reranker"
+    export_model(str(tiny_cross_encoder), output, task="rerank")
     return output
 
 

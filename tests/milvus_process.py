@@ -68,7 +68,7 @@ class MilvusServerProcess:
 
     def start(self, timeout_s: float = 90.0) -> None:
         """Start Milvus (the launcher the first time, the binary on its data afterwards) and
-        wait until it answers."""
+        wait until it answers; RuntimeError (Milvus killed) when it does not within `timeout_s`."""
         with self.log_path.open("ab") as log:
             if (self.data / "configs" / "milvus.yaml").exists():
                 environment = dict(
@@ -88,7 +88,11 @@ class MilvusServerProcess:
                 for flag, port in self.ports.items():
                     command += [flag, str(port)]
                 self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        self.wait_listening(timeout_s)
+        try:
+            self.wait_listening(timeout_s)
+        except BaseException:
+            self.kill()  # never leave a half-started Milvus behind (it would hold port 2379)
+            raise
 
     def stop(self) -> None:
         """Stop Milvus (Ctrl+C to the launcher, or to the binary) and wait for every process of it."""

@@ -25,18 +25,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
-
-
-@pytest.fixture(scope="module")
-def tiny_reranker_dir(tiny_cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("exports") / "reranker"
-    export_model(str(tiny_cross_encoder), output, task="rerank")
-    return output
-
-
 def test_the_manifest_says_it_is_a_reranker_and_how_it_was_validated(tiny_reranker_dir: Path) -> None:
     manifest = read_model_manifest(tiny_reranker_dir)
     assert (manifest.task, manifest.activation, manifest.dim, manifest.variant) == ("rerank", "sigmoid", 1, "fp32")

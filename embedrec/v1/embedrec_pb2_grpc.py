@@ -61,6 +61,11 @@ class EmbedRecStub:
                 request_serializer=embedrec_dot_v1_dot_embedrec__pb2.InfoRequest.SerializeToString,
                 response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/embedrec.v1.EmbedRec/Rerank',
+                request_serializer=embedrec_dot_v1_dot_embedrec__pb2.RerankRequest.SerializeToString,
+                response_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedRecServicer:
@@ -105,6 +110,14 @@ class EmbedRecServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Scores each document against the query with a cross-encoder (a model served with
+        --model NAME=DIR, exported with `embedrec export-model --task rerank`); the top_n best.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedRecServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_EmbedRecServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.InfoRequest.FromString,
                     response_serializer=embedrec_dot_v1_dot_embedrec__pb2.InfoResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=embedrec_dot_v1_dot_embedrec__pb2.RerankRequest.FromString,
+                    response_serializer=embedrec_dot_v1_dot_embedrec__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +289,33 @@ class EmbedRec:
             '/embedrec.v1.EmbedRec/Info',
             embedrec_dot_v1_dot_embedrec__pb2.InfoRequest.SerializeToString,
             embedrec_dot_v1_dot_embedrec__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedrec.v1.EmbedRec/Rerank',
+            embedrec_dot_v1_dot_embedrec__pb2.RerankRequest.SerializeToString,
+            embedrec_dot_v1_dot_embedrec__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -166,6 +166,8 @@ def request_size(request: object) -> tuple[int, int]:
     elif isinstance(request, pb.SimilarityRequest):
         texts = [request.query, *request.candidates, *(t for pair in request.pairs for t in (pair.a, pair.b))]
         texts = [text for text in texts if text]
+    elif isinstance(request, pb.RerankRequest):
+        texts = [request.query, *request.documents]
     elif isinstance(request, pb.RecommendRequest):
         texts = [entry.text for entry in request.texts]
     elif isinstance(request, pb.RecommendBatchRequest):

@@ -125,6 +125,10 @@ class EmbedRecServicer(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
         return await messages.info(self.service, request, _deadline(context))
 
+    @_guarded
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        return await messages.rerank(self.service, request, _deadline(context))
+
 
 class AdminOperations(Protocol):
     """What the admin service does (implemented by the server app)."""

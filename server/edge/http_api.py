@@ -6,7 +6,10 @@ batcher, the item index, the limits, the bearer tokens, TLS and the metrics with
 
 - `POST /v1/embeddings`: the OpenAI embeddings API (`input` a string or a list of strings,
   `model`, `encoding_format` float|base64, `dimensions`; `user` is ignored; `prompt_name`, an
-  embedrec extension, picks one of the model's prompts). `GET /v1/models` lists the served model.
+  embedrec extension, picks one of the model's prompts; `model` picks among the served embedding
+  models). `GET /v1/models` lists every served model.
+- `POST /v1/rerank`: the Cohere/Jina rerank API (vLLM's, LangChain's and LlamaIndex's clients);
+  `POST /rerank`: text-embeddings-inference's. Both score with a served reranker.
 - `POST /v1/embed`, `/v1/similarity`, `/v1/recommend`, `/v1/recommend-batch` and `GET /v1/info`:
   the RPCs of embedrec.v1 with bodies in the proto's JSON mapping (lowerCamelCase or the proto
   field names accepted; lowerCamelCase written, 64-bit integers as strings).
@@ -52,7 +55,8 @@ from embedrec.server.edge.calls import (
 )
 from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
 from embedrec.server.edge.request_limits import LimitTable, limits_of
-from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, NotFound, bounded, quoted
+from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, bounded, quoted
+from embedrec.server.inference.embedding import Embedder
 from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -203,7 +207,7 @@ class HttpApi:
             len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
         )
         texts = _openai_input(request.get("input"), limit)
-        _check_model(request.get("model"), service)
+        embedder = _openai_model(request.get("model"), service)
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}")
@@ -213,22 +217,70 @@ class HttpApi:
         prompt_name = request.get("prompt_name")
         if prompt_name is not None and not isinstance(prompt_name, str):
             raise InvalidArgument("prompt_name must be a string")
-        result = await service.embedder.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
+        result = await embedder.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
         tokens = sum(result.token_counts)
         reply = await service.cpu.run_unless_small(
             result.vectors.size <= INLINE_JSON_MAX_FLOATS,
             _openai_embeddings_body,
             result.vectors,
             encoding == "base64",
-            service.encoder.manifest.model_name,
+            request["model"],
             tokens,
         )
         return _Reply(reply), texts
 
     async def models(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """GET /v1/models (OpenAI): the one served model."""
-        model = {"id": service.encoder.manifest.model_name, "object": "model", "created": 0, "owned_by": "embedrec"}
-        return _Reply(orjson.dumps({"object": "list", "data": [model]})), None
+        """GET /v1/models (OpenAI): every served model, the first first (`task`: embed or rerank,
+        an embedrec extension)."""
+        models = [
+            {"id": model.name, "object": "model", "created": 0, "owned_by": "embedrec", "task": model.task}
+            for model in service.models()
+        ]
+        return _Reply(orjson.dumps({"object": "list", "data": models})), None
+
+    async def rerank(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
+        """POST /v1/rerank (the Cohere/Jina shape vLLM and the LangChain/LlamaIndex clients
+        speak): {model?, query, documents: [str | {text}], top_n?, return_documents?} ->
+        {model, usage: {total_tokens}, results: [{index, relevance_score, document?: {text}}]}."""
+        limit = service.limits.max_texts_per_request
+        request = await service.cpu.run_unless_small(
+            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, 2 * limit + 16
+        )
+        query = _string(request, "query")
+        documents = _rerank_documents(request.get("documents"), "documents", limit - 1, text_key="text")
+        top_n = _optional_count(request, "top_n")
+        return_documents = _optional_flag(request, "return_documents")
+        model = request.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidArgument("model must be a string")
+        reranker = service.reranker_for(model or "")
+        result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout)
+        results = [
+            {"index": hit.index, "relevance_score": hit.score}
+            | ({"document": {"text": documents[hit.index]}} if return_documents else {})
+            for hit in result.hits
+        ]
+        reply = {"model": reranker.name, "usage": {"total_tokens": result.tokens}, "results": results}
+        return _Reply(orjson.dumps(reply)), [query, *documents]
+
+    async def tei_rerank(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
+        """POST /rerank (text-embeddings-inference's shape): {query, texts, raw_scores?,
+        return_text?} -> [{index, score, text?}], best first; the first reranker served."""
+        limit = service.limits.max_texts_per_request
+        request = await service.cpu.run_unless_small(
+            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
+        )
+        query = _string(request, "query")
+        texts = _rerank_documents(request.get("texts"), "texts", limit - 1, text_key=None)
+        raw_scores = _optional_flag(request, "raw_scores")
+        return_text = _optional_flag(request, "return_text")
+        reranker = service.reranker_for("")
+        result = await reranker.rerank(query, texts, raw_scores=raw_scores, timeout=timeout)
+        reply = [
+            {"index": hit.index, "score": hit.score} | ({"text": texts[hit.index]} if return_text else {})
+            for hit in result.hits
+        ]
+        return _Reply(orjson.dumps(reply)), [query, *texts]
 
     async def embed(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/embed: EmbedRequest -> EmbedResponse in the proto's JSON mapping."""
@@ -275,6 +327,8 @@ ROUTES: dict[str, _Route] = {
     "/v1/recommend": _Route("POST", "recommend", HttpApi.recommend),
     "/v1/recommend-batch": _Route("POST", "recommend_batch", HttpApi.recommend_batch),
     "/v1/info": _Route("GET", "info", HttpApi.info),
+    "/v1/rerank": _Route("POST", "rerank", HttpApi.rerank),
+    "/rerank": _Route("POST", "rerank", HttpApi.tei_rerank),
     "/health": _Route("GET", "health", HttpApi.health, probe=True),
 }
 
@@ -295,13 +349,55 @@ def _openai_input(value: object, limit: int) -> list[str]:
     raise InvalidArgument("input must be a non-empty string or a non-empty list of strings")
 
 
-def _check_model(model: object, service: EmbeddingService) -> None:
-    """`model` must name the served model (its full name or its last path segment)."""
-    served = service.encoder.manifest.model_name
+def _openai_model(model: object, service: EmbeddingService) -> Embedder:
+    """The embedding model OpenAI's required `model` names (the first model also by the last path
+    segment of its name); NotFound naming the served models otherwise."""
     if model is None:
-        raise InvalidArgument(f"model is required; this server serves {served!r}")
-    if model not in (served, served.rsplit("/", 1)[-1]):
-        raise NotFound(f"model {quoted(model)} is not served here; this server serves {served!r} (GET /v1/models)")
+        raise InvalidArgument(f"model is required; this server serves {', '.join(service.embedders)!r}")
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument("model must be a non-empty string (GET /v1/models lists them)")
+    return service.embedder_for(model)
+
+
+def _string(request: dict[str, Any], name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} is required: a string")
+    return value
+
+
+def _optional_flag(request: dict[str, Any], name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false")
+    return value
+
+
+def _optional_count(request: dict[str, Any], name: str) -> int:
+    value = request.get(name)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}")
+    return value
+
+
+def _rerank_documents(value: object, field: str, limit: int, *, text_key: str | None) -> list[str]:
+    """The documents to rerank: a list of at most `limit` strings (or {text_key: string}
+    objects), the count checked before any entry is looked at."""
+    if not isinstance(value, list) or not value:
+        raise InvalidArgument(f"{field} is required: a list of 1 to {limit} strings")
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)")
+    documents = []
+    for index, entry in enumerate(value):
+        if text_key is not None and isinstance(entry, dict):
+            entry = entry.get(text_key)
+        if not isinstance(entry, str):
+            shape = f"a string or {{{text_key!r}: string}}" if text_key else "a string"
+            raise InvalidArgument(f"{field}[{index}] must be {shape}")
+        documents.append(entry)
+    return documents
 
 
 def _openai_embeddings_body(vectors: np.ndarray, as_base64: bool, model: str, tokens: int) -> bytes:

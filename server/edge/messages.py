@@ -25,6 +25,7 @@ from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.embedding import EmbedResult
 from embedrec.server.inference.pooling import FloatArray
+from embedrec.server.inference.reranking import Reranker, RerankResult
 from embedrec.server.manifest import PoolingName
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -73,7 +74,7 @@ async def embed(service: EmbeddingService, request: pb.EmbedRequest, timeout: fl
 
 async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
     """Embed's result in core terms (vectors as numpy), for edges that write their own format."""
-    return await service.embedder.embed(
+    return await service.embedder_for(request.model).embed(
         list(request.texts),
         normalize=_optional_bool(request, "normalize"),
         truncate=_optional_bool(request, "truncate"),
@@ -102,12 +103,40 @@ async def similarity_scores(
     has_query_form = bool(request.query or request.candidates)
     if has_query_form and request.pairs:
         raise InvalidArgument("give either query with candidates, or pairs, not both")
+    embedder = service.embedder_for(request.model)
     if has_query_form:
-        scores = await service.embedder.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
+        scores = await embedder.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
     else:
         pairs = [(pair.a, pair.b) for pair in request.pairs]
-        scores = await service.embedder.similarity_of_pairs(pairs, timeout=timeout)
+        scores = await embedder.similarity_of_pairs(pairs, timeout=timeout)
     return scores
+
+
+async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: float | None) -> pb.RerankResponse:
+    """Rerank: the top_n documents by the reranker's score, best first."""
+    reranker, result = await rerank_result(service, request, timeout)
+    documents = request.documents
+    return pb.RerankResponse(
+        results=[
+            pb.RerankResult(
+                index=hit.index,
+                relevance_score=hit.score,
+                document=documents[hit.index] if request.return_documents else "",
+            )
+            for hit in result.hits
+        ],
+        model=reranker.name,
+        tokens=result.tokens,
+    )
+
+
+async def rerank_result(
+    service: EmbeddingService, request: pb.RerankRequest, timeout: float | None
+) -> tuple[Reranker, RerankResult]:
+    """Rerank's result in core terms, and the reranker that scored it."""
+    reranker = service.reranker_for(request.model)
+    result = await reranker.rerank(request.query, list(request.documents), top_n=request.top_n, timeout=timeout)
+    return reranker, result
 
 
 async def recommend(

@@ -51,6 +51,12 @@ METRICS: dict[str, tuple[str, str]] = {
         "int8 passes that switched to float32 for their remaining rows (too many rows to rescore: a flat score "
         "distribution)",
     ),
+    "embedrec_model_info": ("gauge", "1 for every model served, by model (its name) and task (embed, rerank)"),
+    "embedrec_model_batches_total": ("counter", "inference batches run, by model"),
+    "embedrec_model_inputs_total": ("counter", "texts (embed) or (query, document) pairs (rerank) run, by model"),
+    "embedrec_model_inference_seconds": ("histogram", "time of one batch's padding and session.run, by model"),
+    "embedrec_model_queue_depth": ("gauge", "texts or pairs waiting for inference, by model"),
+    "embedrec_model_dropped_total": ("counter", "queued texts or pairs dropped before inference, by model and reason"),
     "embedrec_items_store_up": (
         "gauge",
         "1 while the item store answers (the Milvus store: its last call or background probe succeeded), else 0",
@@ -103,6 +109,14 @@ class ServerMetrics:
             self.texts_dropped.labels(reason=reason)
         self.scan_stats = ScanStats()
         self.registry.register(_ScanCollector(self.scan_stats))
+        self.model_info = metric(Gauge, "embedrec_model_info", labelnames=("model", "task"))
+        self.model_batches = metric(Counter, "embedrec_model_batches_total", labelnames=("model",))
+        self.model_inputs = metric(Counter, "embedrec_model_inputs_total", labelnames=("model",))
+        self.model_inference_seconds = metric(
+            Histogram, "embedrec_model_inference_seconds", labelnames=("model",), buckets=LATENCY_BUCKETS
+        )
+        self.model_queue_depth = metric(Gauge, "embedrec_model_queue_depth", labelnames=("model",))
+        self.model_dropped = metric(Counter, "embedrec_model_dropped_total", labelnames=("model", "reason"))
         self.store_health = StoreHealth()
         self.registry.register(_StoreHealthCollector(self.store_health))
 
@@ -134,6 +148,42 @@ class ServerMetrics:
     def items_dropped(self, reason: str, count: int) -> None:
         """`count` queued texts were dropped before inference (expired, cancelled, shutdown)."""
         self.texts_dropped.labels(reason=reason).inc(count)
+
+
+class ModelMetrics:
+    """One model's batcher observer: the model-labelled series, and the unlabelled inference
+    series too for the first model (`also`: the server's metrics, whose unlabelled series predate
+    several models and keep meaning the --model-dir model)."""
+
+    def __init__(self, metrics: ServerMetrics, name: str, task: str, *, also: ServerMetrics | None = None) -> None:
+        metrics.model_info.labels(model=name, task=task).set(1)
+        self._batches = metrics.model_batches.labels(model=name)
+        self._inputs = metrics.model_inputs.labels(model=name)
+        self._seconds = metrics.model_inference_seconds.labels(model=name)
+        self._depth = metrics.model_queue_depth.labels(model=name)
+        self._dropped = metrics.model_dropped
+        self._name = name
+        self._also = also
+
+    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
+        """A batch of `size` inputs ran in `run_s` seconds."""
+        self._batches.inc()
+        self._inputs.inc(size)
+        self._seconds.observe(run_s)
+        if self._also is not None:
+            self._also.batch_ran(size, cost, padded_cost, run_s, queue_seconds)
+
+    def queue_changed(self, depth: int) -> None:
+        """Inputs waiting now."""
+        self._depth.set(depth)
+        if self._also is not None:
+            self._also.queue_changed(depth)
+
+    def items_dropped(self, reason: str, count: int) -> None:
+        """`count` queued inputs were dropped before inference (`reason`)."""
+        self._dropped.labels(model=self._name, reason=reason).inc(count)
+        if self._also is not None:
+            self._also.items_dropped(reason, count)
 
 
 class SearchMetrics:
