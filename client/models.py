@@ -38,11 +38,13 @@ PART_NAMES: dict[int, str] = {
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item: its id, cosine score and, with explain=True, its top contribution."""
+    """One recommended item: its id, cosine score and, with explain=True, its top contribution;
+    with a rerank stage, the cross-encoder's score (None for an item without a text)."""
 
     id: str
     score: float
     contribution: Contribution | None = None
+    rerank_score: float | None = None
 
 
 def visibility_of(response: pb.ItemVisibilityResponse) -> VisibilityResult:
@@ -228,7 +230,10 @@ class UserProfile:
     `min_score` keeps only items scoring at least that; `offset` skips that many results (pages);
     `ignore_unknown_items` skips unknown history ids (listed in the result's `unknown_item_ids`)
     instead of failing. `ef` (HNSW) or `nprobe` (IVF_FLAT) sets how far an approximate Milvus
-    index searches (0: the server's setting). None leaves a field to the server's default (see
+    index searches (0: the server's setting). `rerank` (or any rerank_ option) adds a
+    cross-encoder stage over the best `rerank_candidates` (0: max(50, offset + k)) scored against
+    `rerank_query` ("": the positive texts) by `rerank_model` ("": the first reranker); each
+    result then has `rerank_score`. None leaves a field to the server's default (see
     RecommendRequest in the proto).
     """
 
@@ -249,6 +254,10 @@ class UserProfile:
     strategy: str = "average_vector"
     ef: int = 0
     nprobe: int = 0
+    rerank: bool = False
+    rerank_candidates: int = 0
+    rerank_model: str = ""
+    rerank_query: str = ""
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
@@ -288,6 +297,10 @@ class UserProfile:
             request.exclude_history = self.exclude_history
         if self.ef or self.nprobe:
             request.approximate.ef, request.approximate.nprobe = self.ef, self.nprobe
+        if self.rerank or self.rerank_candidates or self.rerank_model or self.rerank_query:
+            request.rerank.candidates = self.rerank_candidates
+            request.rerank.model = self.rerank_model
+            request.rerank.query = self.rerank_query
         return request
 
 
@@ -311,6 +324,10 @@ class ProfileOptions(TypedDict, total=False):
     strategy: str
     ef: int
     nprobe: int
+    rerank: bool
+    rerank_candidates: int
+    rerank_model: str
+    rerank_query: str
 
 
 def profile_of(k: int, profile: UserProfile | None, options: ProfileOptions) -> UserProfile:
@@ -362,7 +379,12 @@ class Recommendations(list[Recommendation]):
 def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
     """The items of a RecommendResponse, best first."""
     found = Recommendations(
-        Recommendation(item.id, float(item.score), _contribution(item) if item.HasField("top_contribution") else None)
+        Recommendation(
+            item.id,
+            float(item.score),
+            _contribution(item) if item.HasField("top_contribution") else None,
+            float(item.rerank_score) if item.HasField("rerank_score") else None,
+        )
         for item in response.items
     )
     found.unknown_item_ids = list(response.unknown_item_ids)

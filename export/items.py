@@ -29,6 +29,7 @@ from embedrec.export.fields import write_columns
 from embedrec.server.catalog.codes import write_codes
 from embedrec.server.catalog.hidden import HIDDEN_FILE, read_hidden_ids
 from embedrec.server.catalog.item_ids import ItemIds, write_id_index
+from embedrec.server.catalog.item_texts import write_item_texts
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.prompts import document_prompt_name, prompt_text
@@ -242,13 +243,15 @@ def _finish_build(
     numeric_fields: Sequence[str],
     prompt_name: str,
 ) -> ItemsManifest:
-    """Complete the embedded build in `partial` (int8 codes, id index, carried-over hidden ids,
-    field columns, manifest) and swap it in for `output_dir`; its manifest. Run again after an
+    """Complete the embedded build in `partial` (int8 codes, id index, item texts, carried-over
+    hidden ids, field columns, manifest) and swap it in for `output_dir`; its manifest. Run again after an
     interruption, it redoes these steps (each rewrites its files whole)."""
     count = plan.item_count
     items_sha256 = sha256_file(partial / ITEMS_MATRIX)
     write_codes(partial, np.load(partial / ITEMS_MATRIX, mmap_mode="r"), items_sha256)
     write_id_index(partial, count)
+    rows = iter_catalog(catalog, id_field=plan.id_field, text_field=plan.text_field)
+    write_item_texts(partial, (row.text or "" for row in rows), count)
     _keep_hidden(output_dir, partial, count)
     stored = write_columns(
         catalog,

@@ -47,7 +47,9 @@ from embedrec.server.catalog.milvus_schema import (
     MAX_FIELD_VALUE_LENGTH,
     MAX_FIELD_VALUES,
     MAX_ID_LENGTH,
+    MAX_TEXT_BYTES,
     POSITION,
+    TEXT,
     VECTOR,
     CollectionInfo,
     ItemRow,
@@ -104,13 +106,15 @@ def sync_to_milvus(
             client, collection, items, kinds, vector_index, timeout, where
         )
         hidden = set(items.hidden.snapshot.ids) if recreated else set()
+        texts = items.texts
         unchanged = upserted = 0
         batch: list[dict[str, Any]] = []
         bar = _progress_bar(len(items), progress)
         for row, item_id in enumerate(_ids(items)):
             fields = _field_values(items, row)
             vector = np.asarray(items.matrix[row], dtype=np.float32)
-            sync_hash = _sync_hash(vector, fields)
+            text = texts.texts_at([row])[0] if texts is not None else ""
+            sync_hash = _sync_hash(vector, fields, text)
             previous = existing.pop(item_id, None)
             if previous is not None and previous[0] == sync_hash:
                 unchanged += 1
@@ -121,7 +125,7 @@ def sync_to_milvus(
                     position, is_hidden = next_position, item_id in hidden
                     next_position += 1
                 _check_id(item_id)
-                batch.append(entity(ItemRow(item_id, vector, fields, sync_hash), position, is_hidden, kinds))
+                batch.append(entity(ItemRow(item_id, vector, fields, sync_hash, text), position, is_hidden, kinds))
                 if len(batch) == UPSERT_ROWS:
                     client.upsert(collection, batch, timeout=timeout)
                     upserted += len(batch)
@@ -187,8 +191,10 @@ def _prepare(
             info = CollectionInfo.from_properties(dict(described.get("properties") or {}), where)
         except ConfigurationError:
             info = None
+        has_texts = any(field.get("name") == TEXT for field in described.get("fields", []))
         compatible = info is not None and (
-            info.layout == LAYOUT
+            has_texts  # collections built before texts were stored cannot gain the field: rebuilt
+            and info.layout == LAYOUT
             and info.model_onnx_sha256 == manifest.model_onnx_sha256
             and info.prompt == manifest.prompt
             and info.dim == manifest.dim
@@ -198,7 +204,10 @@ def _prepare(
         if compatible and info is not None:
             index_changes = VectorIndex.from_properties(dict(described.get("properties") or {}), where) != vector_index
             return _existing_rows(client, collection, timeout), False, info.next_position, index_changes
-        logger.warning("%s was built with another model, prompt or fields: dropping and rebuilding it", where)
+        logger.warning(
+            "%s was built with another model, prompt or fields, or without item texts: dropping and rebuilding it",
+            where,
+        )
         client.drop_collection(collection, timeout=timeout)
     _create(client, collection, manifest.dim, kinds, vector_index, timeout)
     return {}, True, 0, False
@@ -241,6 +250,7 @@ def _create(
     schema.add_field(HIDDEN, DataType.BOOL)
     schema.add_field(CONTENT_HASH, DataType.INT64)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
     for name, kind in kinds.items():
         if kind == "numeric":
             schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
@@ -293,10 +303,11 @@ def _field_values(index: ItemIndex, row: int) -> dict[str, Any]:
     return values
 
 
-def _sync_hash(vector: np.ndarray, fields: dict[str, Any]) -> int:
-    """64 bits (signed, as Milvus's INT64) over the row's vector bytes and field values."""
+def _sync_hash(vector: np.ndarray, fields: dict[str, Any], text: str) -> int:
+    """64 bits (signed, as Milvus's INT64) over the row's vector bytes, field values and text."""
     digest = hashlib.blake2b(vector.tobytes(), digest_size=8)
     digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    digest.update(b"\0" + text.encode("utf-8"))
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 

@@ -128,7 +128,9 @@ class EmbeddingService:
         self.embedder = Embedder(encoder, batcher, limits, cpu)
         self.embedders = {encoder.manifest.model_name: self.embedder, **(embedders or {})}
         self.rerankers = dict(rerankers or {})
-        self.recommender = Recommender(self.embedder, search_batcher, limits, cpu, encoder.dim)
+        self.recommender = Recommender(
+            self.embedder, search_batcher, limits, cpu, encoder.dim, reranker_for=self.reranker_for
+        )
 
     async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
         """`Recommender.recommend` on the items served now; FailedPrecondition without items."""

@@ -257,3 +257,114 @@ def test_the_first_model_must_embed(tiny_reranker_dir: Path, tiny_model_dir: Pat
     clash = server_settings(tiny_model_dir, None, model=(f"{first.manifest.model_name}={tiny_reranker_dir}",))
     with pytest.raises(ConfigurationError, match="already called"):
         load_extra_encoders(clash, first)
+
+
+# -- Recommend with a rerank stage ----------------------------------------------------------------
+
+
+def expected_rerank(
+    client: EmbedrecClient, reranker_dir: Path, query: str, candidates: int, **profile: Any
+) -> list[tuple[str, float, float]]:
+    """(id, embedding score, cross-encoder score) of the best `candidates` by embedding, ordered
+    by the exported cross-encoder in process (ties: embedding order)."""
+    from tests.conftest import CATALOG_ROWS
+
+    text_of = {row["id"]: row["text"] for row in CATALOG_ROWS}
+    first = client.recommend(candidates, **profile)
+    scores = OnnxEncoder(reranker_dir, provider="cpu").score([(query, text_of[one.id]) for one in first])
+    order = sorted(range(len(first)), key=lambda i: (-scores[i], i))
+    return [(first[i].id, first[i].score, float(scores[i])) for i in order]
+
+
+def test_recommend_reranks_the_best_candidates_and_keeps_both_scores(
+    multi_server: ServerThread, tiny_reranker_dir: Path
+) -> None:
+    profile = {"texts": ["quiet air conditioner", "coffee"]}
+    with EmbedrecClient(multi_server.target, timeout=30) as client:
+        expected = expected_rerank(client, tiny_reranker_dir, "quiet air conditioner\ncoffee", 8, **profile)
+        found = client.recommend(3, rerank=True, rerank_candidates=8, explain=True, **profile)
+        page = client.recommend(2, offset=2, rerank_candidates=8, **profile)
+        other_query = client.recommend(3, rerank_candidates=8, rerank_query="running shoes", **profile)
+        shoes = expected_rerank(client, tiny_reranker_dir, "running shoes", 8, **profile)
+    assert [(one.id, round(one.score, 5)) for one in found] == [(i, round(s, 5)) for i, s, _ in expected[:3]]
+    np.testing.assert_allclose([one.rerank_score for one in found], [r for _, _, r in expected[:3]], atol=1e-5)
+    assert all(one.contribution is not None for one in found)  # explain still names the embedding part
+    assert [one.id for one in page] == [i for i, _, _ in expected[2:4]]
+    assert [(one.id, round(float(one.rerank_score or 0), 5)) for one in other_query] == [
+        (i, round(r, 5)) for i, _, r in shoes[:3]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"texts": ["tea"], "rerank_candidates": 2}, InvalidArgument, r"rerank\.candidates must be offset \+ k \(3\)"),
+        ({"texts": ["tea"], "rerank_candidates": 5000}, InvalidArgument, r"to 1000, got 5000"),
+        ({"item_ids": ["ac-1"], "rerank": True}, InvalidArgument, r"rerank\.query is empty and the profile"),
+        ({"texts": ["tea"], "rerank_model": "other"}, NotFound, r"'other' is not served here as a reranker"),
+    ],
+)
+def test_a_rerank_stage_refuses_bad_options_naming_the_field(
+    multi_server: ServerThread, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with EmbedrecClient(multi_server.target, timeout=30) as client, pytest.raises(error, match=message):
+        client.recommend(3, **options)
+
+
+def test_recommend_batch_names_the_user_of_a_bad_rerank_stage(multi_server: ServerThread) -> None:
+    with EmbedrecClient(multi_server.target, timeout=30) as client:
+        with pytest.raises(InvalidArgument, match=r"users\[1\]\.rerank\.candidates"):
+            client.recommend_batch([{"k": 2, "texts": ["tea"]}, {"k": 3, "texts": ["tea"], "rerank_candidates": 1}])
+        batch = client.recommend_batch([{"k": 2, "texts": ["tea"], "rerank": True}, {"k": 2, "texts": ["tea"]}])
+    assert all(one.rerank_score is not None for one in batch[0])
+    assert all(one.rerank_score is None for one in batch[1])
+
+
+def test_a_rerank_stage_needs_a_reranker_and_the_items_texts(
+    tiny_server: ServerThread,
+    tiny_model_dir: Path,
+    tiny_items_dir: Path,
+    tiny_reranker_dir: Path,
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from embedrec.server.catalog.item_texts import ITEM_TEXT_OFFSETS, ITEM_TEXTS
+
+    with EmbedrecClient(tiny_server.target, timeout=30) as client:
+        with pytest.raises(FailedPrecondition, match="serves no reranker"):
+            client.recommend(2, texts=["tea"], rerank=True)
+    older = tmp_path / "items-without-texts"
+    shutil.copytree(tiny_items_dir, older)
+    (older / ITEM_TEXTS).unlink()
+    (older / ITEM_TEXT_OFFSETS).unlink()
+    server = start_server(server_settings(tiny_model_dir, older, model=(f"ranker={tiny_reranker_dir}",)))
+    try:
+        with EmbedrecClient(server.target, timeout=30) as client:
+            assert client.recommend(2, texts=["tea"])  # without the stage it serves as before
+            with pytest.raises(FailedPrecondition, match="needs the items' texts: these items were built without"):
+                client.recommend(2, texts=["tea"], rerank=True)
+    finally:
+        server.close()
+
+
+def test_the_milvus_store_reranks_like_the_matrix(
+    multi_server: ServerThread, tiny_model_dir: Path, tiny_items_dir: Path, tiny_reranker_dir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import milvus_settings
+
+    settings = milvus_settings(
+        tiny_model_dir, tiny_items_dir, tmp_path, "reranked", model=(f"ranker={tiny_reranker_dir}",)
+    )
+    server = start_server(settings)
+    profile: dict[str, Any] = {"texts": ["red shoes", "novel"], "rerank_candidates": 10}
+    try:
+        with EmbedrecClient(server.target, timeout=30) as milvus, EmbedrecClient(multi_server.target) as matrix:
+            on_milvus = milvus.recommend(4, **profile)
+            on_matrix = matrix.recommend(4, **profile)
+    finally:
+        server.close()
+    assert [one.id for one in on_milvus] == [one.id for one in on_matrix]
+    np.testing.assert_allclose(
+        [one.rerank_score for one in on_milvus], [one.rerank_score for one in on_matrix], atol=1e-6
+    )

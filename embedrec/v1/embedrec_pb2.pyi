@@ -141,7 +141,7 @@ class WeightedItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy", "approximate")
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy", "approximate", "rerank")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class RecommendRequest(_message.Message):
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     user_vector_weight: float
     texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
@@ -174,7 +175,18 @@ class RecommendRequest(_message.Message):
     diversity: Diversity
     strategy: Strategy
     approximate: ApproximateSearch
-    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., approximate: _Optional[_Union[ApproximateSearch, _Mapping]] = ...) -> None: ...
+    rerank: RecommendRerank
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., approximate: _Optional[_Union[ApproximateSearch, _Mapping]] = ..., rerank: _Optional[_Union[RecommendRerank, _Mapping]] = ...) -> None: ...
+
+class RecommendRerank(_message.Message):
+    __slots__ = ("candidates", "model", "query")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    candidates: int
+    model: str
+    query: str
+    def __init__(self, candidates: _Optional[int] = ..., model: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...
 
 class ApproximateSearch(_message.Message):
     __slots__ = ("ef", "nprobe")
@@ -223,14 +235,16 @@ class Contribution(_message.Message):
     def __init__(self, part: _Optional[_Union[ProfilePart, str]] = ..., index: _Optional[int] = ..., item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("id", "score", "top_contribution")
+    __slots__ = ("id", "score", "top_contribution", "rerank_score")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TOP_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     top_contribution: Contribution
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ...) -> None: ...
+    rerank_score: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "unknown_item_ids")

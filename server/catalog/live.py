@@ -84,7 +84,12 @@ async def upsert_items(
         )
         vectors.update({index: vector for (index, _), vector in zip(texts, embedded.vectors, strict=True)})
     rows = [
-        ItemRow(one.item_id, vectors[index], {**{k: list(v) for k, v in one.categorical.items()}, **one.numeric})
+        ItemRow(
+            one.item_id,
+            vectors[index],
+            {**{k: list(v) for k, v in one.categorical.items()}, **one.numeric},
+            text=one.text or "",
+        )
         for index, one in enumerate(upserts)
     ]
     deadline = None if timeout is None else time.monotonic() + timeout

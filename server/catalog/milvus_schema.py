@@ -27,6 +27,10 @@ VECTOR = "vector"
 POSITION = "position"
 HIDDEN = "hidden"
 CONTENT_HASH = "content_hash"
+# The item's text, for a rerank stage: its first MAX_TEXT_BYTES bytes (a cross-encoder reads far
+# fewer tokens). Collections built before it was stored lack the field: a sync rebuilds them.
+TEXT = "text"
+MAX_TEXT_BYTES = 65_535
 FIELD_PREFIX = "f_"
 MAX_ID_LENGTH = MAX_ID_BYTES
 MAX_FIELD_VALUES = 256  # values per item of a categorical field
@@ -140,6 +144,12 @@ class CollectionInfo:
             ) from None
 
 
+def clipped_text(text: str) -> str:
+    """`text` cut to at most MAX_TEXT_BYTES UTF-8 bytes, on a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= MAX_TEXT_BYTES else data[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
+
+
 def alter_properties(client: Any, collection: str, properties: dict[str, str], timeout: float | None) -> None:
     """Set `properties` on `collection`, durably. Sent twice: Milvus 2.3.5 persists an alter's
     previous properties, so after a restart the last alter was lost (milvus-io/milvus#30144,
@@ -158,6 +168,7 @@ class ItemRow:
     vector: FloatArray
     fields: dict[str, Any]
     content_hash: int = 0
+    text: str = ""
 
 
 def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
@@ -169,6 +180,7 @@ def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldK
         POSITION: position,
         HIDDEN: hidden,
         CONTENT_HASH: row.content_hash,
+        TEXT: clipped_text(row.text),
     }
     for name, kind in kinds.items():
         value = row.fields.get(name)

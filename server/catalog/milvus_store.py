@@ -56,6 +56,7 @@ from embedrec.server.catalog.milvus_schema import (
     LAYOUT,
     POSITION,
     PROPERTY_PREFIX,
+    TEXT,
     VECTOR,
     CollectionInfo,
     ItemRow,
@@ -150,6 +151,7 @@ class MilvusItems:
                 )
             described = self.client.describe_collection(collection, timeout=timeout)
             properties = dict(described.get("properties") or {})
+            self.has_texts = any(field.get("name") == TEXT for field in described.get("fields", []))
             self.info = CollectionInfo.from_properties(properties, self.location)
             self.index = VectorIndex.from_properties(properties, self.location)
             if self.info.layout != LAYOUT:
@@ -297,6 +299,13 @@ class MilvusItems:
         """The vectors the search returned with `chosen`."""
         return stored_vectors(chosen, self.info.dim)
 
+    def texts_of(self, chosen: Sequence[Recommendation], deadline: float | None = None) -> list[str] | None:
+        """The stored texts of `chosen` (None for a collection built before texts were stored)."""
+        if not self.has_texts:
+            return None
+        found = self._rows([one.item_id for one in chosen], [TEXT], deadline)
+        return [str(found.get(one.item_id, {}).get(TEXT) or "") for one in chosen]
+
     def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Set the hidden flag of the known `item_ids` (upserting their rows)."""
         return self._set_hidden(item_ids, True)
@@ -349,7 +358,10 @@ class MilvusItems:
                     next_position += 1
                 else:
                     position, hidden = int(previous[POSITION]), bool(previous[HIDDEN])
-                records.append(entity(row, position, hidden, self.info.fields))
+                record = entity(row, position, hidden, self.info.fields)
+                if not self.has_texts:  # a collection built before texts were stored
+                    del record[TEXT]
+                records.append(record)
             if next_position != self.info.next_position:
                 self._set_next_position(next_position, deadline)
             for start in range(0, len(records), ID_BATCH):
@@ -518,6 +530,7 @@ class MilvusItems:
     def _set_hidden(self, item_ids: Sequence[str], hidden: bool) -> VisibilityResult:
         with self._changes:
             fields = [POSITION, HIDDEN, VECTOR, CONTENT_HASH, *(milvus_field(name) for name in self.info.fields)]
+            fields += [TEXT] if self.has_texts else []
             existing = self._rows(item_ids, fields, None)
             changing = [row for item_id, row in existing.items() if bool(row[HIDDEN]) != hidden]
             for row in changing:

@@ -21,6 +21,7 @@ from embedrec.server.catalog.codes import codes_for
 from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
 from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.item_texts import ItemTexts
 from embedrec.server.catalog.milvus_index import FLAT, NO_EFFORT, SearchEffort, check_effort
 from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores_of, exact_top_k
 from embedrec.server.catalog.store import (
@@ -90,6 +91,7 @@ class ItemIndex:
             )
         self.ids = ItemIds(items_dir, self.manifest.item_count)
         self.hidden = HiddenItems(items_dir, self.ids, self.manifest.item_count)
+        self.texts = ItemTexts.open(items_dir, self.manifest.item_count)
         self.filter_field = self.manifest.filter_field
         self._filter_codes: CodeArray | None = None
         self._code_of: dict[str, int] = {}
@@ -193,6 +195,10 @@ class ItemIndex:
     def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
         """The matrix rows of `chosen`."""
         return self.vectors(np.asarray([one.row for one in chosen], dtype=np.int64))
+
+    def texts_of(self, chosen: Sequence[Recommendation], deadline: float | None = None) -> list[str] | None:
+        """The catalog texts of `chosen` (None for a directory built without texts)."""
+        return self.texts.texts_at([one.row for one in chosen]) if self.texts is not None else None
 
     def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Hide `item_ids` (see HiddenItems.hide)."""

@@ -4,8 +4,9 @@ the search batcher; exact top-k, best first."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from embedrec.server.batching.batcher import MicroBatcher
@@ -13,11 +14,13 @@ from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
+from embedrec.server.catalog.rerank_stage import RerankSpec, RerankStage, checked_stage, reranked
 from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
 from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
 from embedrec.server.errors import EmbedrecError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder
 from embedrec.server.inference.pooling import FloatArray
+from embedrec.server.inference.reranking import Reranker
 from embedrec.server.limits import Limits, check_count, check_k, check_score_floor, check_vector, check_weight
 from embedrec.server.observability.tracing import span
 
@@ -42,6 +45,7 @@ class ProfileRequest:
     diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
     strategy: Strategy = "average_vector"
     approximate: SearchEffort = NO_EFFORT  # an approximate index's search effort (0: the server's)
+    rerank: RerankSpec | None = None  # a cross-encoder stage over the best candidates
 
 
 @dataclass(frozen=True)
@@ -173,13 +177,16 @@ class Recommender:
         limits: Limits,
         cpu: CpuPool,
         dim: int,
+        reranker_for: Callable[[str], Reranker] | None = None,
     ) -> None:
-        """`cpu` runs the catalog id look-ups off the loop; `dim` is the model's."""
+        """`cpu` runs the catalog id look-ups off the loop; `dim` is the model's;
+        `reranker_for(model)` resolves a rerank stage's reranker (None: none served)."""
         self.embedder = embedder
         self.search_batcher = search_batcher
         self.limits = limits
         self.cpu = cpu
         self.dim = dim
+        self.reranker_for = reranker_for
 
     async def recommend(self, items: ItemStore, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
         """Top-k items for the profile of `request`, best first (exact, ties by catalog order),
@@ -205,6 +212,20 @@ class Recommender:
     ) -> list[RecommendResult]:
         self.search_batcher.check_admission(len(requests))
         deadline = None if timeout is None else time.monotonic() + timeout
+        stages = [
+            checked_stage(
+                request.rerank,
+                k=request.k,
+                offset=request.offset,
+                texts=request.texts,
+                limits=self.limits,
+                reranker_for=self.reranker_for,
+                prefix=prefix.format(index),
+            )
+            if request.rerank is not None
+            else None
+            for index, request in enumerate(requests)
+        ]
         # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
         with span("embedrec.prepare", users=len(requests)):
             prepared = await self.cpu.run_unless_small(
@@ -230,23 +251,51 @@ class Recommender:
                 items,
                 one.parts,
                 one.row_filter,
-                one.k,
+                one.k if stage is None else stage.candidates,
                 request.explain,
                 request.min_score,
-                request.offset,
+                request.offset if stage is None else 0,
                 one.diversity,
                 request.strategy,
                 deadline,
             )
-            for one, request in zip(prepared, requests, strict=True)
+            for one, request, stage in zip(prepared, requests, stages, strict=True)
         ]
-        results = await self.search_batcher.submit(searches, timeout=timeout)
-        answers = []
-        for result, one in zip(results, prepared, strict=True):
+        results: list[list[Recommendation]] = []
+        for result in await self.search_batcher.submit(searches, timeout=timeout):
             if isinstance(result, EmbedrecError):
                 raise result
-            answers.append(RecommendResult(result, one.unknown_item_ids))
-        return answers
+            results.append(result)
+        ordered = await asyncio.gather(
+            *(
+                self._second_stage(items, stage, request, result, deadline, prefix.format(index))
+                for index, (stage, request, result) in enumerate(zip(stages, requests, results, strict=True))
+            )
+        )
+        return [RecommendResult(found, one.unknown_item_ids) for found, one in zip(ordered, prepared, strict=True)]
+
+    async def _second_stage(
+        self,
+        items: ItemStore,
+        stage: RerankStage | None,
+        request: ProfileRequest,
+        found: list[Recommendation],
+        deadline: float | None,
+        prefix: str,
+    ) -> list[Recommendation]:
+        if stage is None:
+            return found
+        with span("embedrec.rerank_stage", candidates=len(found)):
+            return await reranked(
+                stage,
+                items,
+                found,
+                k=request.k,
+                offset=request.offset,
+                deadline=deadline,
+                read_texts=self.cpu.run,
+                field=f"{prefix}rerank",
+            )
 
     def _prepare_all(
         self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str, deadline: float | None

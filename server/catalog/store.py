@@ -43,6 +43,9 @@ class Recommendation:
     score: float
     row: int
     contribution: Contribution | None = None
+    # The cross-encoder's score when a rerank stage ordered the results (None otherwise, or for
+    # an item without a text).
+    rerank_score: float | None = None
     # The item's vector when the store returned it with the result (Milvus), for explanations.
     vector: FloatArray | None = field(default=None, compare=False, repr=False)
 
@@ -158,6 +161,11 @@ class ItemStore(Protocol):
 
     def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
         """The vectors of `chosen` (len, dim) float32."""
+        ...
+
+    def texts_of(self, chosen: Sequence[Recommendation], deadline: float | None = None) -> list[str] | None:
+        """The texts of `chosen` ("" for an item stored without one), for a rerank stage; None
+        when the store holds no texts (built before they were stored)."""
         ...
 
     def hide(self, item_ids: Sequence[str]) -> VisibilityResult:

@@ -19,6 +19,7 @@ from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.live import ItemUpsert
 from embedrec.server.catalog.milvus_index import SearchEffort
 from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
+from embedrec.server.catalog.rerank_stage import RerankSpec
 from embedrec.server.catalog.search import Strategy
 from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
 from embedrec.server.edge.wire_limits import check_wire
@@ -187,6 +188,11 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
         diversity=(request.diversity.field, request.diversity.max_per_value) if request.HasField("diversity") else None,
         strategy=_strategy(request.strategy),
         approximate=SearchEffort(request.approximate.ef, request.approximate.nprobe),
+        rerank=(
+            RerankSpec(request.rerank.candidates, request.rerank.model, request.rerank.query)
+            if request.HasField("rerank")
+            else None
+        ),
     )
 
 
@@ -250,6 +256,8 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
     items = []
     for recommendation in found.items:
         item = pb.ScoredItem(id=recommendation.item_id, score=recommendation.score)
+        if recommendation.rerank_score is not None:
+            item.rerank_score = recommendation.rerank_score
         contribution = recommendation.contribution
         if contribution is not None:
             item.top_contribution.CopyFrom(

@@ -88,14 +88,18 @@ class Reranker:
         top_n: int = 0,
         raw_scores: bool = False,
         timeout: float | None = None,
+        from_catalog: bool = False,
     ) -> RerankResult:
         """Score every document against `query` (the model's logit through its activation; the
         logit itself with `raw_scores`); the `top_n` best (0: all), best first, equal scores in
         document order. Raises InvalidArgument naming `query` or `documents[i]` and the limit,
-        Overloaded, DeadlineExpired or Unavailable."""
+        Overloaded, DeadlineExpired or Unavailable. `from_catalog`: the documents are the
+        catalog's texts (Recommend's rerank stage), bounded by the store, not a request's limits."""
         with span("embedrec.admission", texts=len(documents) + 1):
             check_texts([query], self.limits, field="query")
-            check_texts(documents, self.limits, field="documents", max_count=self.limits.max_texts_per_request - 1)
+            if not from_catalog:
+                limit = self.limits.max_texts_per_request - 1
+                check_texts(documents, self.limits, field="documents", max_count=limit)
             self.batcher.check_admission(len(documents))  # refuse before tokenising under overload
         pairs = [(query, document) for document in documents]
         characters = len(query) * len(documents) + sum(len(document) for document in documents)
