@@ -198,6 +198,10 @@ def recommend_main(argv: Sequence[str]) -> int:
             strategy=arguments.strategy,
             ef=arguments.ef,
             nprobe=arguments.nprobe,
+            rerank=arguments.rerank,
+            rerank_candidates=arguments.rerank_candidates,
+            rerank_model=arguments.rerank_model,
+            rerank_query=arguments.rerank_query,
         ),
         lambda found: _recommendations_text(found, first_rank=1 + arguments.offset),
     )
@@ -261,6 +265,14 @@ def _recommend_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--nprobe", type=int, default=0, help="an IVF_FLAT Milvus index's clusters searched (0: the server's)"
     )
+    parser.add_argument(
+        "--rerank", action="store_true", help="order the best candidates by a served cross-encoder (a second stage)"
+    )
+    parser.add_argument(
+        "--rerank-candidates", type=int, default=0, help="candidates the cross-encoder scores (0: max(50, offset + k))"
+    )
+    parser.add_argument("--rerank-model", default="", help="the reranker (default: the first served)")
+    parser.add_argument("--rerank-query", default="", help="the text items are scored against (default: the --text's)")
     return parser
 
 
