@@ -35,7 +35,7 @@ from bench.exact_scan import real_texts
 from embedrec.server.manifest import MODEL_FILE
 
 DOCS = 16
-SERVER_BATCH = 64  # pairs per batch in the floor: the server's default max batch size
+SERVER_BATCH = 32  # pairs per batch in the floor: the server's default max batch size
 
 
 def build_reranker(directory: Path) -> Path:

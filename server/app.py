@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
+from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
 from embedrec.server.catalog.search import create_search_batcher
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.edge.auth import TokenGuard
@@ -153,9 +155,12 @@ class EmbedrecApp:
             task = encoder.manifest.task
             observer = ModelMetrics(self.metrics, name, task)
             if task == "rerank":
-                pairs = create_rerank_batcher(
-                    encoder, settings.batch_policy, instances=settings.instances, observer=observer
+                # Its queue holds at least two of Recommend's largest rerank stages.
+                policy = dataclasses.replace(
+                    settings.batch_policy,
+                    max_queued_items=max(settings.batch_policy.max_queued_items, 2 * MAX_CANDIDATES),
                 )
+                pairs = create_rerank_batcher(encoder, policy, instances=settings.instances, observer=observer)
                 await pairs.start()
                 rerankers[name] = Reranker(name, encoder, pairs, settings.limits, cpu)
             else:

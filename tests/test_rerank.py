@@ -368,3 +368,30 @@ def test_the_milvus_store_reranks_like_the_matrix(
     np.testing.assert_allclose(
         [one.rerank_score for one in on_milvus], [one.rerank_score for one in on_matrix], atol=1e-6
     )
+
+
+def test_a_rerank_stage_over_a_thousand_candidates_fits_the_rerankers_queue(
+    tiny_model_dir: Path, tiny_reranker_dir: Path, tmp_path: Path
+) -> None:
+    from embedrec.export.items import build_items
+
+    words = ["air", "conditioner", "quiet", "coffee", "tea", "novel", "running", "shoes", "red", "home"]
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(
+        "".join(
+            json.dumps({"id": f"i{n}", "text": f"{words[n % 10]} {words[n // 10 % 10]} {n}"}) + "\n"
+            for n in range(1200)
+        )
+    )
+    build_items(catalog, tiny_model_dir, tmp_path / "items", progress=False)
+    # The embedding queue holds 8 texts here; the reranker's holds two of the largest stages.
+    settings = server_settings(
+        tiny_model_dir, tmp_path / "items", model=(f"ranker={tiny_reranker_dir}",), max_queued_texts=8
+    )
+    server = start_server(settings)
+    try:
+        with EmbedrecClient(server.target, timeout=60) as client:
+            found = client.recommend(3, texts=["quiet tea"], rerank_candidates=1000)
+        assert len(found) == 3 and all(one.rerank_score is not None for one in found)
+    finally:
+        server.close()
