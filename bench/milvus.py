@@ -35,7 +35,7 @@ from tests.milvus_process import MilvusServerProcess
 
 K = 10
 QUERIES = 100
-EF_SWEEP = (32, 64, DEFAULT_EF, 256, 512)
+EF_SWEEP = tuple(sorted({64, 128, 256, DEFAULT_EF, 1024}))
 COLLECTION = "bench"
 
 

@@ -33,7 +33,9 @@ DEFAULT_BUILD_PARAMS: dict[IndexKind, dict[str, int]] = {
     "HNSW": {"M": 16, "efConstruction": 200},
     "IVF_FLAT": {"nlist": 1024},
 }
-DEFAULT_EF = 128
+# 1M real-like rows x 384, M=16, efConstruction=200 (make bench-milvus, 2026-11-30): recall@10
+# 0.95 at ef 128, 0.988 at 256, 0.997 at 512 (8 ms a query against FLAT's 129 ms).
+DEFAULT_EF = 512
 DEFAULT_NPROBE = 32
 INDEX_PROPERTY = "embedrec.index"
 

@@ -103,7 +103,7 @@ class StoreDescription:
     # What serves the items when it is not embedrec itself: "milvus v2.3.5-lite", "milvus
     # milvus_lite-3.2.2" (the version Milvus reports); empty for the memory-mapped store.
     engine_version: str = ""
-    # The Milvus store's vector index ("FLAT (exact)", "HNSW M=16 efConstruction=200, ef 128
+    # The Milvus store's vector index ("FLAT (exact)", "HNSW M=16 efConstruction=200, ef 512
     # (approximate)"); empty for the matrix, always exact.
     index: str = ""
     approximate: bool = False
