@@ -129,9 +129,11 @@ def test_open_loop_shows_a_server_stall_in_the_tail(stalling_server: tuple[str, 
     open_loop = asyncio.run(run_step(target, INFO, StepPlan("open", 100, duration_s=2.5, warmup_s=0.0), dim=8))
     latencies = np.asarray(open_loop.latencies["OK"])
     assert open_loop.sent == len(latencies)
-    # About 100 calls were scheduled during the 1 s stall and each waited up to its end.
+    # About 100 calls were scheduled during the 1 s stall and each waited up to its end: the tail
+    # holds the stall, the median does not. (Relative, not an absolute median: on a machine busy
+    # with other work every call is slower, the stall still stands out.)
     assert np.percentile(latencies, 99) > 0.7
-    assert np.percentile(latencies, 50) < 0.1
+    assert np.percentile(latencies, 50) < np.percentile(latencies, 99) / 2.5
     assert (latencies > 0.3).sum() >= 40
 
 
