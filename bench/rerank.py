@@ -6,10 +6,11 @@ the bundled MiniLM's tokenizer) with random weights: the hub is unreachable here
 of a forward pass does not depend on the weights' values. It is exported with
 `export-model --task rerank` (validated against PyTorch like any export).
 
-- Rerank pairs/s: requests of one query and DOCS documents (real texts: standard-library
-  docstrings) from c concurrent callers (c = 1, 8, 32) through `embedrec serve`, against the
-  floor: the same pairs scored in process by the same ONNX model in batches of the server's
-  size, no server. Ratio = server / floor (target: >= 0.9 at c >= 8).
+- Rerank pairs/s: 32 requests of one query and DOCS documents each (real texts: standard-library
+  docstrings), sent in a loop by c concurrent callers (c = 1, 8, 32) through `embedrec serve`,
+  against the floor: the same pairs scored in process by the same ONNX model, sorted by length
+  and batched under the server's rules (pairs and padded-token budget), no server, no client.
+  Ratio = server / floor (target: >= 0.9 at c >= 8).
 - Recommend by text on the demo catalog (built with its texts), c=1: p50 without a rerank stage,
   with rerank over N=50 and N=200 candidates.
 - Resident memory of the server with one model and with the reranker added, against the
@@ -35,7 +36,8 @@ from bench.exact_scan import real_texts
 from embedrec.server.manifest import MODEL_FILE
 
 DOCS = 16
-SERVER_BATCH = 32  # pairs per batch in the floor: the server's default max batch size
+SERVER_BATCH = 32  # the server's default --max-batch-size
+TOKEN_BUDGET = 1024  # the server's default --max-batch-tokens
 
 
 def build_reranker(directory: Path) -> Path:
@@ -58,17 +60,35 @@ def build_reranker(directory: Path) -> Path:
     return output
 
 
+def request_pairs(turn: int, queries: list[str], documents: list[str]) -> list[tuple[str, str]]:
+    """The (query, document) pairs of the load's request number `turn` (cycling after 32, so the
+    floor scores the very pairs the server does)."""
+    turn %= 32
+    start = (turn * DOCS) % (len(documents) - DOCS)
+    return [(queries[turn % len(queries)], document) for document in documents[start : start + DOCS]]
+
+
 def floor_pairs_per_s(reranker: Path, pairs: list[tuple[str, str]], seconds: float) -> float:
-    """Pairs/s of the ONNX reranker in process, batches of SERVER_BATCH pairs, no server."""
+    """Pairs/s of the ONNX reranker in process on the same pairs, no server: sorted by length and
+    cut into batches under the server's rules (at most SERVER_BATCH pairs and TOKEN_BUDGET padded
+    tokens), the best schedule the server's batcher can reach; each pass tokenises and scores,
+    as the server does."""
     from embedrec.server.inference.encoder import OnnxEncoder
 
     encoder = OnnxEncoder(reranker, provider="cpu")
-    encoder.score(pairs[:SERVER_BATCH])  # warm-up
+    lengths = [item.length for item in encoder.tokenizer.tokenize_pairs(pairs)]
+    batches: list[list[tuple[str, str]]] = [[]]
+    for position in sorted(range(len(pairs)), key=lambda p: lengths[p]):
+        batch = batches[-1]
+        if batch and (len(batch) == SERVER_BATCH or (len(batch) + 1) * lengths[position] > TOKEN_BUDGET):
+            batches.append(batch := [])
+        batch.append(pairs[position])
+    encoder.score(batches[0])  # warm-up
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        for start in range(0, len(pairs), SERVER_BATCH):
-            encoder.score(pairs[start : start + SERVER_BATCH])
-            done += len(pairs[start : start + SERVER_BATCH])
+        for batch in batches:
+            encoder.score(batch)
+            done += len(batch)
     return done / (time.perf_counter() - started)
 
 
@@ -84,8 +104,8 @@ async def rerank_load(target: str, queries: list[str], documents: list[str], con
         async with AsyncEmbedrecClient(target, timeout=60) as client:
             turn = offset
             while time.perf_counter() < stop:
-                start = (turn * DOCS) % (len(documents) - DOCS)
-                await client.rerank(queries[turn % len(queries)], documents[start : start + DOCS])
+                pairs = request_pairs(turn, queries, documents)
+                await client.rerank(pairs[0][0], [document for _, document in pairs])
                 done += DOCS
                 turn += concurrency
 
@@ -120,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per throughput step")
     parser.add_argument("--rounds", type=int, default=40, help="calls per latency median")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 s steps, 8 rounds")
+    parser.add_argument(
+        "--server-flags", default="", help="more `embedrec serve` flags for both servers, e.g. '--instances 2'"
+    )
     arguments = parser.parse_args(argv)
     seconds = 2.0 if arguments.quick else arguments.seconds
     rounds = 8 if arguments.quick else arguments.rounds
@@ -132,17 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         reranker = build_reranker(scratch)
         items = scratch / "demo-items"
         build_items(CATALOG, MODEL_DIR, items, progress=False)
-        pairs = [(queries[i % len(queries)], documents[i % len(documents)]) for i in range(4 * SERVER_BATCH)]
+        pairs = [pair for turn in range(32) for pair in request_pairs(turn, queries, documents)]
         floor = floor_pairs_per_s(reranker, pairs, seconds)
         print(f"floor: {floor:.1f} pairs/s", flush=True)
 
         one_model: dict[str, float] = {}
-        with server_process(["--metrics-port", "-1", "--http-port", "-1"], items_dir=items) as (target, process):
+        extra = arguments.server_flags.split()
+        with server_process([*extra, "--metrics-port", "-1", "--http-port", "-1"], items_dir=items) as (
+            target,
+            process,
+        ):
             with EmbedrecClient(target, timeout=60) as client:
                 one_model["embed_p50"] = p50_ms(lambda: client.embed(["a short query about coffee"]), rounds)
             one_model["rss"] = rss_mib(process.pid)
 
-        flags = ["--model", f"ranker={reranker}", "--metrics-port", "-1", "--http-port", "-1"]
+        flags = [*extra, "--model", f"ranker={reranker}", "--metrics-port", "-1", "--http-port", "-1"]
         with server_process(flags, items_dir=items) as (target, process):
             with EmbedrecClient(target, timeout=60) as client:
                 embed_p50 = p50_ms(lambda: client.embed(["a short query about coffee"]), rounds)
@@ -183,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             run_header("make bench-rerank  (python -m bench.rerank)"),
             f"- reranker: ms-marco-MiniLM-L-6-v2's architecture (BERT, 6 layers, hidden 384) with random weights, "
             f"exported with --task rerank, max length 256; requests of 1 query x {DOCS} documents (standard-library "
-            f"docstrings); floor: the same ONNX model in process, batches of {SERVER_BATCH} pairs; {seconds:.0f} s "
+            f"docstrings); floor: the same ONNX model in process on such pairs sorted by length, batches of at most "
+            f"{SERVER_BATCH} pairs and {TOKEN_BUDGET} padded tokens (the server's defaults); {seconds:.0f} s "
             f"per step, medians of {rounds} calls",
             "",
             *lines,
