@@ -536,6 +536,20 @@ class TestFailures:
             finally:
                 back.close()
 
+    def test_a_milvus_that_stops_answering_is_reported_down_by_the_probe(
+        self, proxied: tuple[ServerThread, TcpProxy]
+    ) -> None:
+        server, proxy = proxied
+        items = server.app.state.service.items  # type: ignore[union-attr]
+        assert isinstance(items, MilvusItems)
+        proxy.paused.set()
+        assert not items.probe(0.5)
+        state = items.health.state()
+        assert not state.up and "no answer within 0.5 s" in state.error
+        proxy.paused.clear()
+        assert items.probe(10.0)
+        assert items.health.state().up
+
     def test_a_milvus_that_stops_answering_is_bounded_by_the_call_deadline(
         self, proxied: tuple[ServerThread, TcpProxy]
     ) -> None:

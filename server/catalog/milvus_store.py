@@ -325,12 +325,15 @@ class MilvusItems:
     # -- availability ---------------------------------------------------------------------------
 
     def probe(self, timeout: float) -> bool:
-        """Whether Milvus answers a count of the collection within `timeout` (recorded in
-        `health`, as every call is)."""
+        """Whether Milvus answers a count of the collection within `timeout`, recorded in
+        `health` (a call's own deadline passing is not the store's failure; the probe's is)."""
         try:
             self._count("", time.monotonic() + timeout)
             return True
-        except (Unavailable, DeadlineExpired):
+        except Unavailable:
+            return False
+        except DeadlineExpired:
+            self.health.failed(f"no answer within {timeout:g} s")
             return False
 
     def close_when_idle(self, timeout: float) -> None:
