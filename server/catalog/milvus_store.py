@@ -163,7 +163,7 @@ class MilvusItems:
         except milvus_errors() as error:
             raise MilvusUnreachableError(f"{self.location} unreachable: {_message(error)}") from None
         self.filter_field = self.info.filter_field
-        self.effort = _server_effort(effort, self.index)
+        self.effort = _server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
         self._item_count = 0
         self._hidden_count = 0
@@ -198,9 +198,9 @@ class MilvusItems:
 
     def _index_description(self) -> str:
         if self.index.kind == "HNSW":
-            return f"{self.index.describe()}, ef {self.effort.ef or DEFAULT_EF} (approximate)"
+            return f"{self.index.describe()}, ef {self.effort.ef} (approximate)"
         if self.index.kind == "IVF_FLAT":
-            return f"{self.index.describe()}, nprobe {self.effort.nprobe or DEFAULT_NPROBE} (approximate)"
+            return f"{self.index.describe()}, nprobe {self.effort.nprobe} (approximate)"
         return f"{self.index.describe()} (exact)"
 
     def refresh_counts(self, deadline: float | None = None) -> None:
@@ -424,13 +424,13 @@ class MilvusItems:
             limit = min(4 * limit, MAX_TOPK)
 
     def _harder(self, effort: SearchEffort) -> SearchEffort | None:
-        """4x `effort` on the served approximate index, None when it is exact or at its maximum."""
+        """4x `effort` (a selection's: the server's defaults filled) on the served approximate
+        index, None when it is exact or at its maximum."""
         if self.index.kind == "HNSW":
-            ef = effort.ef or DEFAULT_EF
-            return SearchEffort(ef=min(4 * ef, MAX_EF)) if ef < MAX_EF else None
+            return SearchEffort(ef=min(4 * effort.ef, MAX_EF)) if effort.ef < MAX_EF else None
         if self.index.kind == "IVF_FLAT":
-            nlist, nprobe = self.index.params["nlist"], effort.nprobe or DEFAULT_NPROBE
-            return SearchEffort(nprobe=min(4 * nprobe, nlist)) if nprobe < nlist else None
+            nlist = self.index.params["nlist"]
+            return SearchEffort(nprobe=min(4 * effort.nprobe, nlist)) if effort.nprobe < nlist else None
         return None
 
     def _best_score(self, query: Query, k: int) -> list[Recommendation]:
@@ -586,12 +586,15 @@ class MilvusItems:
 
 
 def _server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:
-    """The server's effort for `index`: only the parameter the index takes (the other setting is
-    ignored, so one configuration serves collections with either index); ConfigurationError when
-    out of range."""
-    kept = SearchEffort(
-        ef=effort.ef if index.kind == "HNSW" else 0, nprobe=effort.nprobe if index.kind == "IVF_FLAT" else 0
-    )
+    """The server's effort for `index`, the one place its defaults are filled: HNSW's ef (unset:
+    DEFAULT_EF), IVF_FLAT's nprobe (unset: DEFAULT_NPROBE, at most the index's nlist), the other
+    setting ignored (one configuration serves collections with either index); ConfigurationError
+    when out of range."""
+    kept = NO_EFFORT
+    if index.kind == "HNSW":
+        kept = SearchEffort(ef=effort.ef or DEFAULT_EF)
+    elif index.kind == "IVF_FLAT":
+        kept = SearchEffort(nprobe=effort.nprobe or min(DEFAULT_NPROBE, index.params["nlist"]))
     try:
         return check_effort(kept, index, field="--milvus-ef/--milvus-nprobe")
     except InvalidArgument as error:
