@@ -26,7 +26,6 @@ from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.embedding import EmbedResult
 from embedrec.server.inference.pooling import FloatArray
-from embedrec.server.inference.reranking import Reranker, RerankResult
 from embedrec.server.manifest import PoolingName
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -115,7 +114,8 @@ async def similarity_scores(
 
 async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: float | None) -> pb.RerankResponse:
     """Rerank: the top_n documents by the reranker's score, best first."""
-    reranker, result = await rerank_result(service, request, timeout)
+    reranker = service.reranker_for(request.model)
+    result = await reranker.rerank(request.query, list(request.documents), top_n=request.top_n, timeout=timeout)
     documents = request.documents
     return pb.RerankResponse(
         results=[
@@ -129,15 +129,6 @@ async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: 
         model=reranker.name,
         tokens=result.tokens,
     )
-
-
-async def rerank_result(
-    service: EmbeddingService, request: pb.RerankRequest, timeout: float | None
-) -> tuple[Reranker, RerankResult]:
-    """Rerank's result in core terms, and the reranker that scored it."""
-    reranker = service.reranker_for(request.model)
-    result = await reranker.rerank(request.query, list(request.documents), top_n=request.top_n, timeout=timeout)
-    return reranker, result
 
 
 async def recommend(

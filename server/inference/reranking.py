@@ -1,9 +1,9 @@
 """Reranking: a cross-encoder scoring (query, document) pairs, batched like Embed.
 
 Each pair is one item of the reranker's own micro-batcher, costed by its tokens: the same token
-budget, length grouping, fairness between calls, queue limit and deadlines as Embed's texts.
-Tokenising runs off the event loop when the request is not small; scoring (logit, activation)
-runs in the batcher's finishing thread.
+budget, length grouping, fairness between calls and deadlines as Embed's texts. Tokenising runs
+off the event loop when the request is not small; the batcher answers raw logits, and the
+request's activation (the model's, or none for raw scores) turns them into its scores.
 """
 
 from __future__ import annotations
