@@ -77,8 +77,15 @@ clients: $(VENV)/.installed-dev
 docs: $(VENV)/.installed-dev
 	$(PY) scripts/update_readme_settings.py
 
-bench-embed: $(VENV)/.installed-dev
+bench-embed: $(VENV)/.installed-dev bench/grpc_load/node_modules
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.embed
+
+# The grpc-js load client of bench-embed (node and npm come with the machine or from apt).
+bench/grpc_load/node_modules: bench/grpc_load/package.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	cd bench/grpc_load && npm install --no-audit --no-fund --silent
+	touch $@
 
 bench-export: $(VENV)/.installed-dev
 	$(PY) -m bench.export_variants

@@ -156,3 +156,25 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text, encoding="utf-8")
+
+
+def wait_for_embed(target: str, timeout_s: float = 120.0) -> None:
+    """Block until `target` answers an Embed call (for servers without a health service)."""
+    import time
+
+    import grpc
+
+    from embedrec.v1 import embedrec_pb2 as pb
+    from embedrec.v1 import embedrec_pb2_grpc as pb_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.EmbedRecStub(channel)
+        while True:
+            try:
+                stub.Embed(pb.EmbedRequest(texts=["ready?"]), timeout=5)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)

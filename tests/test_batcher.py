@@ -161,6 +161,42 @@ async def test_with_max_wait_a_partial_batch_waits_for_company() -> None:
     await batcher.stop()
 
 
+async def test_with_max_wait_a_lone_partial_batch_leaves_once_its_wait_is_over() -> None:
+    runtime = GatedRuntime()
+    runtime.gate.set()
+    batcher = make(runtime, max_batch_size=4, max_wait_ms=50)
+    await batcher.start()
+    assert await asyncio.wait_for(batcher.submit([1]), 5) == [2]
+    assert runtime.batches == [[1]]
+    await batcher.stop()
+
+
+async def test_requests_arriving_together_while_busy_leave_together_when_the_runtime_frees() -> None:
+    runtime = GatedRuntime()
+    batcher = make(runtime, max_batch_size=8)
+    await batcher.start()
+    futures = await queue_behind_a_running_batch(batcher, runtime, [[1], [2], [3]])
+    runtime.gate.set()
+    assert [await future for future in futures] == [[2000], [2], [4], [6]]
+    assert runtime.batches == [[1000], [1, 2, 3]]
+    await batcher.stop()
+
+
+async def test_a_bug_in_batch_formation_fails_the_queued_requests_and_the_next_one_is_served() -> None:
+    runtime = GatedRuntime()
+    runtime.gate.set()
+    batcher = make(runtime)
+    await batcher.start()
+    original = batcher._form_batch
+    batcher._form_batch = lambda: (_ for _ in ()).throw(RuntimeError("injected bug"))  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match="worker restarted"):
+        await batcher.submit([1])
+    batcher._form_batch = original  # type: ignore[method-assign]
+    assert await asyncio.wait_for(batcher.submit([2]), 5) == [4]
+    assert batcher.stats.worker_restarts == 1
+    await batcher.stop()
+
+
 async def test_stop_fails_queued_requests_and_finishes_the_running_batch() -> None:
     runtime = GatedRuntime()
     batcher = make(runtime)

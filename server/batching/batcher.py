@@ -2,7 +2,7 @@
 
 One asyncio class, a future per request. A request's items wait in a bounded queue. Whenever the
 runtime is free (no added latency when idle) — or, with `max_wait_ms` > 0, once a batch is full
-or its oldest item has waited that long — the worker forms a batch:
+or its oldest item has waited that long — a batch is formed:
 
 - bounded by `max_batch_size` items and by a padded-cost budget (items x costliest <=
   `max_batch_cost`; for texts the cost is the token count, so this is a padded-token budget);
@@ -13,13 +13,17 @@ or its oldest item has waited that long — the worker forms a batch:
   padding waste stays low; an item joins only while real cost / padded cost stays at or above
   `min_efficiency` (on a CPU, padding costs as much as real work).
 
-A batch runs in the worker's dedicated thread, off the event loop; each batch's `finish` step
-(pooling, for texts) runs in a second thread, so it overlaps the next batch's run. Items of cancelled or
-expired requests are dropped before a batch is formed and never computed. A failing batch fails
-exactly its requests; the worker keeps serving. The module knows nothing of gRPC, nor of what
-its items are: the inference batcher runs token sequences, the search batcher top-k searches.
-Nothing here runs on the event loop but queue bookkeeping: every batch, however small, runs in
-the worker's thread.
+There is no worker task: batches are formed by events. A request arriving at an idle runtime
+is formed into a batch inside `submit` and handed to an instance's lane (`lanes.Lane`, a
+dedicated thread) at once; requests arriving in the same loop iteration as others leave together
+at its end; a lane that finishes hands back with one `call_soon_threadsafe`, which frees its
+instance, forms the next batch first, then completes the futures of the batch it ran. So an
+idle call costs one thread hop each way and no queue wake-ups. `finish` (pooling, for texts) runs
+in the lane itself when nothing else waits, else in a finishing lane so it overlaps the next
+batch's run. Items of cancelled or expired requests are dropped before a batch is formed and
+never computed. A failing batch fails exactly its requests. The module knows nothing of gRPC,
+nor of what its items are: the inference batcher runs token sequences, the search batcher top-k
+searches. Nothing here runs on the event loop but queue bookkeeping.
 """
 
 from __future__ import annotations
@@ -29,14 +33,12 @@ import collections
 import contextlib
 import functools
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from embedrec.server.batching.lanes import Lane
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 from embedrec.server.observability.tracing import BatchTracer
 
@@ -123,6 +125,19 @@ class _Request(Generic[Item, Result]):
     trace: Any = None  # with a tracer: (the caller's span context, wall-clock ns at submit)
 
 
+@dataclass
+class _Launch:
+    """A batch on its way through a lane: what ran where, and when (for metrics and traces)."""
+
+    instance: int
+    batch: list[_Slot]
+    items: list[Any]
+    started: float  # loop time
+    started_ns: int  # wall clock
+    queue_seconds: list[float]
+    inferred_ns: int = 0
+
+
 @dataclass(frozen=True)
 class _Slot:
     request: _Request[Any, Any]
@@ -148,18 +163,18 @@ class MicroBatcher(Generic[Item, Result]):
         niceness: int = 0,
         tracer: BatchTracer | None = None,
     ) -> None:
-        """`infer(items)` does the work of a batch (worker thread); `finish(items, raw)` turns its
+        """`infer(items)` does the work of a batch (an instance's lane); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). A sequence of `infer`
         callables is one per instance (e.g. one ONNX Runtime session each): each has its own
         thread, and the next batch is formed as soon as any instance is free, for that instance;
         queue, fairness, length grouping, deadlines and the cost budget are the same for all. Without `finish`, `infer`
         must return the results itself. `cost(item)` is what an item costs (a text's token count;
         1 per search). `unit` and `queue_limit_name` name the items and the queue bound in
-        Overloaded messages. `observer` hears about batches, queue depth and dropped items. If the
-        worker itself dies (a bug, not a failed batch), every waiting request fails with
-        Unavailable and the worker is restarted at once: health does not flip, because the
-        restarted worker serves the next batch (a probe could act on nothing in between).
-        `niceness` > 0 lowers the OS priority of the worker's threads (and of the threads a
+        Overloaded messages. `observer` hears about batches, queue depth and dropped items. If batch
+        formation itself fails (a bug, not a failed batch), every waiting request fails with
+        Unavailable ("worker restarted") and the next request is served as usual: health does
+        not flip (a probe could act on nothing in between).
+        `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a
         runtime creates from them), so that under contention they yield the cores to the rest.
         `tracer`, when given, captures each caller's trace context at submit and hears about every
         batch with wall-clock times (None, the default, costs nothing).
@@ -176,13 +191,16 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue_limit_name = queue_limit_name
         self._queue: collections.deque[_Request[Item, Result]] = collections.deque()
         self._queued_items = 0
-        self._arrived = asyncio.Event()
-        self._infer_executors: list[ThreadPoolExecutor] = []
-        self._idle_instances: asyncio.Queue[int] = asyncio.Queue()
-        self._running: dict[asyncio.Task[None], list[_Slot]] = {}
-        self._finish_executor: ThreadPoolExecutor | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._finishing: set[asyncio.Future[Any]] = set()
+        self._lanes: list[Lane] = []
+        self._finisher: Lane | None = None
+        self._idle: collections.deque[int] = collections.deque()  # instances free to run a batch
+        self._running: dict[int, list[_Slot]] = {}  # by instance
+        self._in_progress = 0  # batches running or finishing
+        self._settled = asyncio.Event()  # set while nothing is in progress
+        self._settled.set()
+        self._dispatch_scheduled = False
+        self._company_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop  # the running loop, from start()
         self._accepting = False
         self._observer: BatchObserver = observer or _NoObserver()
         self._niceness = niceness
@@ -199,40 +217,29 @@ class MicroBatcher(Generic[Item, Result]):
         return self._queued_items
 
     async def start(self) -> None:
-        """Start the worker; submits are accepted from now on."""
-        if self._worker is not None:
+        """Start the lanes (one thread per instance, one for finishing); submits are accepted
+        from now on."""
+        if self._lanes:
             return
-        *self._infer_executors, self._finish_executor = (
-            ThreadPoolExecutor(
-                max_workers=1,
-                thread_name_prefix=f"{self._name}-{role}",
-                initializer=lower_thread_priority,
-                initargs=(self._niceness,),
-            )
-            for role in [*(f"infer{index}" for index in range(len(self._infers))), "finish"]
-        )
-        self._idle_instances = asyncio.Queue()
-        for instance in range(len(self._infers)):
-            self._idle_instances.put_nowait(instance)
+        self._loop = asyncio.get_running_loop()
+        self._lanes = [
+            Lane(f"{self._name}-infer{index}", niceness=self._niceness) for index in range(len(self._infers))
+        ]
+        self._finisher = Lane(f"{self._name}-finish", niceness=self._niceness) if self._finish is not None else None
+        self._idle = collections.deque(range(len(self._infers)))
         self._accepting = True
-        self._worker = asyncio.get_running_loop().create_task(self._supervise(), name=self._name)
 
     async def stop(self) -> None:
         """Refuse new submits, fail queued items with Unavailable, let running batches finish."""
         self._accepting = False
         self._fail_queued(Unavailable("server is shutting down"), reason="shutdown")
-        if self._worker is not None:
-            self._arrived.set()
-            await self._worker
-            self._worker = None
-        if self._running:
-            await asyncio.wait(list(self._running))
-        if self._finishing:
-            await asyncio.wait(self._finishing)
-        for executor in (*self._infer_executors, self._finish_executor):
-            if executor is not None:
-                executor.shutdown(wait=True)
-        self._infer_executors, self._finish_executor = [], None
+        if self._company_timer is not None:
+            self._company_timer.cancel()
+            self._company_timer = None
+        await self._settled.wait()
+        for lane in (*self._lanes, *([self._finisher] if self._finisher is not None else [])):
+            lane.close()
+        self._lanes, self._finisher, self._idle = [], None, collections.deque()
 
     def check_admission(self, count: int) -> None:
         """Raise Overloaded when `count` more items would exceed the queue bound.
@@ -276,7 +283,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue.append(request)
         self._queued_items += len(items)
         self._observer.queue_changed(self._queued_items)
-        self._arrived.set()
+        if self._idle:
+            self._dispatch_now_or_soon()
         timer = None if timeout is None else loop.call_later(timeout, _expire, request)
         try:
             return await request.future
@@ -284,23 +292,51 @@ class MicroBatcher(Generic[Item, Result]):
             if timer is not None:
                 timer.cancel()
 
-    async def _supervise(self) -> None:
-        """Run the worker; if it dies of a bug, answer everyone waiting and start it again."""
-        while True:
-            try:
-                await self._work()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.stats.worker_restarts += 1
-                logger.critical("%s worker died; restarting it", self._name, exc_info=error)
-                crash = Unavailable(f"{self._name} worker restarted; retry")
-                for batch in self._running.values():
-                    for slot in batch:
-                        _fail(slot.request, crash)
-                self._fail_queued(crash, reason="worker_restart")
-                await asyncio.sleep(0)
+    def _dispatch_now_or_soon(self) -> None:
+        """A free instance and new items: a lone request at an idle runtime goes at once (the
+        idle fast path); otherwise batch formation waits for the end of this loop iteration, so
+        that requests arriving together leave together."""
+        if len(self._queue) == 1 and self.policy.max_wait_ms <= 0:
+            self._dispatch()
+        elif not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """While an instance is free and live items wait, form a batch and start it on that
+        instance's lane. Runs on the event loop (queue bookkeeping only). If it fails (a bug, not
+        a failed batch), everything queued fails with Unavailable and the next call starts
+        afresh: nobody waits forever, and running batches are unaffected."""
+        self._dispatch_scheduled = False
+        try:
+            now = self._loop.time()
+            self._drop_dead(now)
+            while self._idle and self._queue and not self._waiting_for_company(now):
+                batch = self._form_batch()
+                self._launch(self._idle.popleft(), batch, now)
+        except Exception as error:
+            self.stats.worker_restarts += 1
+            logger.critical("%s worker failed; restarting it", self._name, exc_info=error)
+            self._fail_queued(Unavailable(f"{self._name} worker restarted; retry"), reason="worker_restart")
+
+    def _waiting_for_company(self, now: float) -> bool:
+        """With max_wait_ms, hold a partial batch until it fills or its oldest item waited long
+        enough (a timer dispatches then); True while holding."""
+        wait_s = self.policy.max_wait_ms / 1000.0
+        if wait_s <= 0 or self._queued_items >= self.policy.max_batch_size or not self._accepting:
+            return False
+        due = self._queue[0].enqueued_at + wait_s
+        if now >= due:
+            return False
+        if self._company_timer is None or self._company_timer.when() > due:
+            if self._company_timer is not None:
+                self._company_timer.cancel()
+            self._company_timer = self._loop.call_at(due, self._company_waited)
+        return True
+
+    def _company_waited(self) -> None:
+        self._company_timer = None
+        self._dispatch()
 
     def _fail_queued(self, error: BaseException, *, reason: str) -> None:
         dropped = self._queued_items
@@ -311,78 +347,93 @@ class MicroBatcher(Generic[Item, Result]):
         if dropped:
             self._observer.items_dropped(reason, dropped)
 
-    async def _work(self) -> None:
-        """Whenever an instance is free, form a batch for it and start it; on stop, wait for the
-        running batches."""
-        loop = asyncio.get_running_loop()
-        while True:
-            instance = await self._idle_instances.get()
-            try:
-                batch = await self._next_batch(loop)
-            except BaseException:
-                self._idle_instances.put_nowait(instance)
-                raise
-            if batch is None:
-                self._idle_instances.put_nowait(instance)
-                if self._running:
-                    await asyncio.wait(list(self._running))
-                return
-            task = loop.create_task(self._run_batch(loop, instance, batch), name=f"{self._name}-batch")
-            self._running[task] = batch
+    def _launch(self, instance: int, batch: list[_Slot], now: float) -> None:
+        """Start `batch` on `instance`'s lane; it reports back through `_inferred`."""
+        self._running[instance] = batch
+        self._in_progress += 1
+        self._settled.clear()
+        launch = _Launch(
+            instance,
+            batch,
+            [slot.request.items[slot.index] for slot in batch],
+            now,
+            time.time_ns(),
+            [now - slot.request.enqueued_at for slot in batch],
+        )
+        self._lanes[instance].submit(functools.partial(self._infer_in_lane, launch))
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, instance: int, batch: list[_Slot]) -> None:
-        """Run `batch` on `instance` (its thread), deliver or hand it to the finishing thread; the
-        instance is free again afterwards, whatever happened."""
+    def _infer_in_lane(self, launch: _Launch) -> None:
+        """In the instance's lane: run `infer`, and `finish` too when no other batch is waiting
+        (saves the hand-off at low load; a stale read of the queue only costs the overlap); then
+        one hand-back to the loop."""
+        finished = self._finish is None
         try:
-            now = loop.time()
-            started_ns = time.time_ns()
-            queue_seconds = [now - slot.request.enqueued_at for slot in batch]
-            items = [slot.request.items[slot.index] for slot in batch]
-            executor = self._infer_executors[instance]
-            try:
-                raw, finished, inferred_ns = await loop.run_in_executor(
-                    executor, self._infer_and_maybe_finish, instance, items
-                )
-            except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
-                self._trace(batch, started_ns, time.time_ns(), error)
-                self._batch_failed(batch, error)
+            output = self._infers[launch.instance](launch.items)
+            launch.inferred_ns = time.time_ns()
+            if not finished and self._queued_items == 0:
+                assert self._finish is not None
+                output, finished = self._finish(launch.items, output), True
+        except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+            output, finished = error, True
+        self._to_loop(self._inferred, launch, output, finished)
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed without stop(): nobody to answer
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _inferred(self, launch: _Launch, output: Any, finished: bool) -> None:
+        """On the loop: the instance is free (the next batch starts first), then the batch is
+        delivered, failed, or handed to the finishing lane."""
+        batch = launch.batch
+        try:
+            del self._running[launch.instance]
+            self._idle.append(launch.instance)
+            if self._queue:
+                self._dispatch()
+            if isinstance(output, Exception):
+                self._trace(batch, launch.started_ns, time.time_ns(), output)
+                self._batch_failed(batch, output)
                 return
-            cost = sum(slot.cost for slot in batch)
             self._observer.batch_ran(
-                len(batch), cost, len(batch) * max(slot.cost for slot in batch), loop.time() - now, queue_seconds
+                len(batch),
+                sum(slot.cost for slot in batch),
+                len(batch) * max(slot.cost for slot in batch),
+                self._loop.time() - launch.started,
+                launch.queue_seconds,
             )
             if finished:
-                self._trace(batch, started_ns, inferred_ns)
-                self._deliver(batch, raw)
+                self._trace(batch, launch.started_ns, launch.inferred_ns)
+                self._deliver(batch, output)
                 return
-            assert self._finish is not None  # else _infer_and_maybe_finish finished it
-            finishing = loop.run_in_executor(self._finish_executor, self._finish, items, raw)
-            self._finishing.add(finishing)
-            finishing.add_done_callback(functools.partial(self._finished, batch, started_ns, inferred_ns))
+            assert self._finisher is not None
+            self._in_progress += 1  # released by _finished
+            self._finisher.submit(functools.partial(self._finish_in_lane, launch, output))
         finally:
-            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self._idle_instances.put_nowait(instance)
+            self._settle()
 
-    def _infer_and_maybe_finish(self, instance: int, items: list[Item]) -> tuple[Any, bool, int]:
-        """Run `instance`'s `infer`; also `finish` in this thread when no other batch is waiting
-        (saves a thread hop at low load). Returns (output, whether it is finished, wall-clock ns
-        when `infer` returned)."""
-        raw = self._infers[instance](items)
-        inferred_ns = time.time_ns()
-        if self._finish is None:
-            return raw, True, inferred_ns
-        if self._queued_items == 0:  # read across threads: a stale value only costs the overlap
-            return self._finish(items, raw), True, inferred_ns
-        return raw, False, inferred_ns
+    def _finish_in_lane(self, launch: _Launch, output: Any) -> None:
+        assert self._finish is not None
+        try:
+            results: Any = self._finish(launch.items, output)
+        except Exception as error:  # noqa: BLE001 (a failed batch fails its requests, never the worker)
+            results = error
+        self._to_loop(self._finished, launch, results)
 
-    def _finished(self, batch: list[_Slot], started_ns: int, inferred_ns: int, done: asyncio.Future[Any]) -> None:
-        self._finishing.discard(done)
-        error = done.exception()
-        self._trace(batch, started_ns, inferred_ns, error)
-        if error is not None:
-            self._batch_failed(batch, error)
-        else:
-            self._deliver(batch, done.result())
+    def _finished(self, launch: _Launch, results: Any) -> None:
+        try:
+            error = results if isinstance(results, Exception) else None
+            self._trace(launch.batch, launch.started_ns, launch.inferred_ns, error)
+            if error is not None:
+                self._batch_failed(launch.batch, error)
+            else:
+                self._deliver(launch.batch, results)
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        self._in_progress -= 1
+        if self._in_progress == 0:
+            self._settled.set()
 
     def _trace(self, batch: list[_Slot], started_ns: int, inferred_ns: int, error: BaseException | None = None) -> None:
         """Hand the batch to the tracer, if any: one entry per request, with its items here."""
@@ -424,36 +475,6 @@ class MicroBatcher(Generic[Item, Result]):
         logger.error("batch of %d items failed: %s", len(batch), error, exc_info=error)
         for slot in batch:
             _fail(slot.request, error)
-
-    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Slot] | None:
-        """Wait for live items, then form one batch; None once stopped and drained."""
-        while True:
-            self._drop_dead(loop.time())
-            if not self._queue:
-                if not self._accepting:
-                    return None
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            if await self._should_wait_for_company(loop):
-                continue
-            batch = self._form_batch()
-            if batch:
-                return batch
-
-    async def _should_wait_for_company(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """With max_wait_ms, hold a partial batch until it fills or its oldest item waited long
-        enough; True when the caller should re-check the queue."""
-        wait_s = self.policy.max_wait_ms / 1000.0
-        if wait_s <= 0 or self._queued_items >= self.policy.max_batch_size:
-            return False
-        waited = loop.time() - self._queue[0].enqueued_at
-        if waited >= wait_s or not self._accepting:
-            return False
-        self._arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), wait_s - waited)
-        return True
 
     def _candidates(self) -> list[_Slot]:
         """Up to `lookahead` pending items, round-robin over requests in arrival order."""
@@ -524,16 +545,6 @@ class MicroBatcher(Generic[Item, Result]):
             self._queued_items -= dropped
             self._observer.queue_changed(self._queued_items)
         self._queue = live
-
-
-def lower_thread_priority(niceness: int) -> None:
-    """Raise the calling thread's nice value by `niceness` (Linux: per thread; threads it starts
-    inherit it). Where the platform has no per-thread priority, nothing happens."""
-    if niceness <= 0 or not hasattr(os, "setpriority"):
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
 
 
 def _expire(request: _Request[Any, Any]) -> None:

@@ -22,7 +22,18 @@ from embedrec.server.manifest import ModelManifest, PoolingName
 from embedrec.server.observability.tracing import batch_tracer, span
 from embedrec.server.observability.tracing import enabled as tracing_enabled
 
-BatchItem = tuple[TokenizedText, PoolingName]
+
+@dataclass(frozen=True, slots=True)
+class VectorShape:
+    """How one text's vector leaves the model: its pooling, then Matryoshka truncation to
+    `dimensions` (None: all), then L2 normalisation when `normalize`."""
+
+    pooling: PoolingName
+    dimensions: int | None
+    normalize: bool
+
+
+BatchItem = tuple[TokenizedText, VectorShape]
 
 
 class Encoder(Protocol):
@@ -62,16 +73,17 @@ class EmbedResult:
 def create_batcher(
     encoder: OnnxEncoder, policy: BatchPolicy, *, instances: int = 1, **hooks: Any
 ) -> MicroBatcher[BatchItem, FloatArray]:
-    """A micro-batcher running `encoder` on (tokens, pooling) items: padding and inference in the
-    thread of whichever of the `instances` is free (instance i runs on session i modulo the
-    encoder's sessions), pooling in the finishing thread (overlapping the
-    next batch's inference)."""
+    """A micro-batcher running `encoder` on (tokens, shape) items: padding and inference in the
+    lane of whichever of the `instances` is free (instance i runs on session i modulo the
+    encoder's sessions); pooling, truncation and normalisation after it, in the same lane when
+    nothing else waits (else in the finishing lane, overlapping the next batch's inference), so
+    each item's result is its final vector and the event loop only stacks them."""
 
     def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
         return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count)
 
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
-        return list(encoder.pool_batch(output, [pooling for _, pooling in items]))
+        return shaped_vectors(encoder.pool_batch(output, [shape.pooling for _, shape in items]), items)
 
     return MicroBatcher(
         [functools.partial(infer_on, instance) for instance in range(instances)],
@@ -84,6 +96,26 @@ def create_batcher(
         queue_limit_name="max_queued_texts",
         **hooks,
     )
+
+
+def shaped_vectors(pooled: FloatArray, items: Sequence[BatchItem]) -> list[FloatArray]:
+    """Row i of `pooled` (rows, dim) truncated and normalised as `items[i]`'s shape says; rows
+    of one shape in one vectorised step (a batch almost always has a single shape)."""
+    shapes = [shape for _, shape in items]
+    if len(set(shapes)) == 1:
+        return list(_shaped(pooled, shapes[0]))
+    out: list[FloatArray] = [pooled[0]] * len(shapes)
+    for shape in set(shapes):
+        rows = [row for row, one in enumerate(shapes) if one == shape]
+        for row, vector in zip(rows, _shaped(pooled[rows], shape), strict=True):
+            out[row] = vector
+    return out
+
+
+def _shaped(vectors: FloatArray, shape: VectorShape) -> FloatArray:
+    if shape.dimensions is not None:
+        vectors = vectors[:, : shape.dimensions]
+    return l2_normalize(vectors) if shape.normalize else vectors
 
 
 class Embedder:
@@ -127,17 +159,16 @@ class Embedder:
         (tokenized,) = await self._tokenize(
             [(with_prompt(prompt, list(texts)), field_name)], truncate=True if truncate is None else truncate
         )
-        vectors = await self._run(tokenized, pooling or manifest.pooling, timeout)
-        if dimensions is not None:
-            vectors = vectors[:, :dimensions]
-        if manifest.normalize if normalize is None else normalize:
-            vectors = l2_normalize(vectors)
-        return EmbedResult(np.ascontiguousarray(vectors), [tokens.length for tokens in tokenized])
+        shape = VectorShape(
+            pooling or manifest.pooling, dimensions, manifest.normalize if normalize is None else normalize
+        )
+        vectors = await self._run(tokenized, shape, timeout)
+        return EmbedResult(vectors, [tokens.length for tokens in tokenized])
 
-    async def _run(self, tokenized: Sequence[TokenizedText], pooling: PoolingName, timeout: float | None) -> FloatArray:
-        """Tokenised texts through the batcher: float32 (n, dim), not normalised."""
-        pooled = await self.batcher.submit([(tokens, pooling) for tokens in tokenized], timeout=timeout)
-        return np.stack(pooled).astype(np.float32, copy=False)
+    async def _run(self, tokenized: Sequence[TokenizedText], shape: VectorShape, timeout: float | None) -> FloatArray:
+        """Tokenised texts through the batcher: float32 (n, dims), C-contiguous, shaped as `shape` says."""
+        vectors = await self.batcher.submit([(tokens, shape) for tokens in tokenized], timeout=timeout)
+        return np.stack(vectors).astype(np.float32, copy=False)
 
     async def embed_queries(
         self, groups: Sequence[tuple[Sequence[str], str]], *, timeout: float | None
@@ -156,7 +187,7 @@ class Embedder:
         flat = [tokens for group in tokenized for tokens in group]
         if not flat:
             return []
-        vectors = l2_normalize(await self._run(flat, self.encoder.manifest.pooling, timeout))
+        vectors = await self._run(flat, VectorShape(self.encoder.manifest.pooling, None, True), timeout)
         bounds = np.cumsum([len(group) for group in tokenized])[:-1]
         return list(np.split(vectors, bounds))
 
