@@ -17,7 +17,7 @@ SOAK_ATTACK_SECONDS ?= 30
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
+.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
@@ -25,7 +25,7 @@ help:
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
 	@echo "make clients regenerate the sync client (client/sync.py) from the async one (client/aio.py)"
-	@echo "make bench-embed | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | bench-exact-scan | bench-rerank | soak | soak-attack"
+	@echo "make bench-embed | bench-embed-stages | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | bench-exact-scan | bench-rerank | soak | soak-attack"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -78,8 +78,12 @@ docs: $(VENV)/.installed-dev
 	$(PY) scripts/update_readme_settings.py
 
 bench-embed: $(VENV)/.installed-dev bench/grpc_load/node_modules
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v wrk >/dev/null && command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)
 	$(PY) -m bench.embed
+
+bench-embed-stages: $(VENV)/.installed-dev bench/grpc_load/node_modules
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
+	$(PY) -m bench.embed_stages
 
 # The grpc-js load client of bench-embed (node and npm come with the machine or from apt).
 bench/grpc_load/node_modules: bench/grpc_load/package.json
