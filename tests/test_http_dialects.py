@@ -296,3 +296,97 @@ class TestOpenAIDialectClients:
         assert_same_vectors([row["embedding"] for row in answer["data"]], grpc_client.embed(TEXTS))
         status, answer = post(server, "/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "top_n": None})
         assert status == 200 and all("document" not in hit for hit in answer["results"])  # omitted, not null
+
+
+class TestOpenApi:
+    def document(self, server: ServerThread) -> dict[str, Any]:
+        with urllib.request.urlopen(base(server) + "/openapi.json", timeout=30) as response:
+            document: dict[str, Any] = json.loads(response.read())
+        return document
+
+    def test_the_document_is_valid_openapi_3_1_and_covers_the_route_table(self, server: ServerThread) -> None:
+        from openapi_spec_validator import validate
+
+        from embedrec.server.edge.http_routes import ROUTES
+
+        document = self.document(server)
+        validate(document)
+        assert document["openapi"].startswith("3.1")
+        described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+        served = {(path, method) for path, methods in ROUTES.items() for method in methods}
+        assert described == served
+        assert ("/v2/embed", "POST") in served and ("/embed", "POST") in served and ("/", "GET") in served
+
+    def test_every_route_in_it_is_answered_and_every_example_as_described(self, server: ServerThread) -> None:
+        import jsonschema
+
+        document = self.document(server)
+        components = document["components"]
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+                if method == "post" and "example" not in content:
+                    pytest.fail(f"POST {path} has no example")
+                if method == "post":
+                    jsonschema.validate({**content["schema"], "components": components}, content["example"])  # type: ignore[no-untyped-call]
+                    status, answer = post(server, path, content["example"])
+                else:
+                    with urllib.request.urlopen(base(server) + path, timeout=30) as response:
+                        status, answer = response.status, json.loads(response.read())
+                assert status == 200, (method, path, answer)
+                schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+                jsonschema.validate(answer, {**schema, "components": components})  # type: ignore[no-untyped-call]
+
+    def test_an_error_is_described_in_its_routes_dialect(self, server: ServerThread) -> None:
+        import jsonschema
+
+        document = self.document(server)
+        components = document["components"]
+        for path, body in (("/embed", {"inputs": []}), ("/v2/embed", {}), ("/v1/embeddings", {})):
+            status, answer = post(server, path, body)
+            schema = document["paths"][path]["post"]["responses"][str(status)]["content"]["application/json"]["schema"]
+            jsonschema.validate(answer, {**schema, "components": components})  # type: ignore[no-untyped-call]
+
+
+class TestEchoAndCodes:
+    def test_recommend_echoes_at_most_32_unknown_ids_on_both_edges(
+        self, server: ServerThread, grpc_client: EmbedrecClient
+    ) -> None:
+        unknown = [f"gone-{index}-" + "x" * 1000 for index in range(200)]
+        history = [{"id": item_id} for item_id in ["ac-1", *unknown]]
+        body = {"k": 2, "items": history, "ignoreUnknownItems": True}
+        status, answer = post(server, "/v1/recommend", body)
+        assert status == 200 and answer["unknownItemCount"] == 200
+        assert answer["unknownItemIds"] == unknown[:16]  # the 16 KiB budget ends the list first
+        found = grpc_client.recommend(2, item_ids=["ac-1", *unknown], ignore_unknown_items=True)
+        assert found.unknown_item_ids == unknown[:16] and found.unknown_item_count == 200
+        short = [f"gone-{index}" for index in range(100)]
+        found = grpc_client.recommend(2, item_ids=["ac-1", *short], ignore_unknown_items=True)
+        assert found.unknown_item_ids == short[:32] and found.unknown_item_count == 100
+
+    def test_grpc_embed_answers_codes_by_the_stated_rules(self, server: ServerThread) -> None:
+        import grpc
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        from embedrec.v1 import embedrec_pb2 as pb
+        from embedrec.v1 import embedrec_pb2_grpc
+
+        with grpc.insecure_channel(server.target) as channel:
+            stub = embedrec_pb2_grpc.EmbedRecStub(channel)
+            floats = stub.Embed(pb.EmbedRequest(texts=TEXTS), timeout=30)
+            expected = np.asarray(floats.values, dtype=np.float32).reshape(len(TEXTS), floats.dim)
+            for kind, dtype in (("INT8", np.int8), ("UINT8", np.uint8), ("BINARY", np.int8), ("UBINARY", np.uint8)):
+                response = stub.Embed(
+                    pb.EmbedRequest(texts=TEXTS, embedding_type=getattr(pb, f"EMBEDDING_TYPE_{kind}")), timeout=30
+                )
+                assert not response.values and response.dim == floats.dim
+                codes = np.frombuffer(response.codes, dtype=dtype).reshape(len(TEXTS), response.code_bytes)
+                if kind in ("BINARY", "UBINARY"):
+                    np.testing.assert_array_equal(codes, quantize_embeddings(expected, kind.lower()))
+                else:
+                    int8 = np.rint(127 * expected / np.abs(expected).max(axis=1, keepdims=True))
+                    np.testing.assert_array_equal(codes, int8 + (128 if kind == "UINT8" else 0))
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Embed(pb.EmbedRequest(texts=TEXTS, embedding_type=42), timeout=30)  # type: ignore[arg-type]
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "embedding_type" in (raised.value.details() or "")
