@@ -14,6 +14,10 @@ batcher, the item index, the limits, the bearer tokens, TLS and the metrics with
   the RPCs of embedrec.v1 with bodies in the proto's JSON mapping (lowerCamelCase or the proto
   field names accepted; lowerCamelCase written, 64-bit integers as strings).
 - `GET /health`: 200 while SERVING, 503 while starting or draining.
+- TEI's /embed, /, /tokenize and /info (`tei_routes`), Cohere's /v2/embed and /v2/rerank
+  (`cohere_routes`) and GET /openapi.json (`openapi`), each refusing in its dialect's error shape
+  (`http_errors`). The route table of them all: `http_routes.ROUTES`. On every JSON route an
+  explicit null in a field means unset.
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with `code` the
 gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Every
