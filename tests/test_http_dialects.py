@@ -19,8 +19,10 @@ import openai
 import pytest
 
 from embedrec.client import EmbedrecClient
+from embedrec.server.errors import MAX_MESSAGE_CHARS
 from tests.conftest import server_settings
 from tests.server_thread import ServerThread, start_server
+from tests.test_hostile_input import json_string_variants
 
 TEXTS = ["energy saving air conditioner", "我喜欢喝咖啡", "running shoes, light and fast"]
 QUERY = "shoes for running"
@@ -51,7 +53,9 @@ def model_of(server: ServerThread) -> str:
 
 def post(server: ServerThread, path: str, body: object) -> tuple[int, Any]:
     request = urllib.request.Request(
-        base(server) + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        base(server) + path,
+        data=json.dumps(body, ensure_ascii=False).encode(),
+        headers={"content-type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -390,3 +394,59 @@ class TestEchoAndCodes:
                 stub.Embed(pb.EmbedRequest(texts=TEXTS, embedding_type=42), timeout=30)  # type: ignore[arg-type]
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "embedding_type" in (raised.value.details() or "")
+
+
+DIALECT_DOCUMENTS: list[tuple[str, dict[str, Any]]] = [
+    ("/embed", {"inputs": ["hello"], "truncation_direction": "Left", "prompt_name": ""}),
+    ("/", {"inputs": "hello"}),
+    ("/tokenize", {"inputs": ["hello"], "prompt_name": ""}),
+    ("/v2/embed", {"texts": ["hello"], "input_type": "search_query", "embedding_types": ["int8"], "truncate": "END"}),
+    ("/v2/rerank", {"query": "q", "documents": ["a", {"text": "b"}], "model": "ranker"}),
+]
+DIALECT_CASES = [
+    (route, f"{route} {path}", variant)
+    for route, document in DIALECT_DOCUMENTS
+    for path, variant in json_string_variants(document)
+]
+
+
+@pytest.mark.parametrize(("route", "case_id", "document"), DIALECT_CASES, ids=[case[1] for case in DIALECT_CASES])
+def test_a_megabyte_in_any_string_or_key_of_a_dialect_route_is_a_short_4xx(
+    server: ServerThread, route: str, case_id: str, document: Any
+) -> None:
+    status, answer = post(server, route, document)
+    if "key:" in case_id and not any(f"key:{name}" in case_id for name in ("inputs", "texts", "query", "documents")):
+        assert status == 200  # an unknown field is ignored, as TEI and Cohere do: nothing echoed
+    else:
+        assert 400 <= status < 500, (case_id, status)
+    assert len(json.dumps(answer, ensure_ascii=False)) < MAX_MESSAGE_CHARS + 200
+
+
+def test_tokens_overload_and_metrics_apply_to_the_dialect_routes(
+    tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "clients").write_text("client-token\n")
+    settings = server_settings(
+        tiny_model_dir, tiny_items_dir, auth_tokens_file=tmp_path / "clients", max_queued_texts=2
+    )
+    guarded = start_server(settings)
+    try:
+        denied = [
+            post(guarded, path, body) for path, body in (("/embed", {"inputs": "x"}), ("/v2/embed", {"texts": ["x"]}))
+        ]
+        assert denied[0][0] == 401 and denied[0][1]["error_type"] == "Validation"
+        assert denied[1][0] == 401 and "bearer token" in denied[1][1]["message"]
+        request = urllib.request.Request(
+            base(guarded) + "/embed",
+            data=json.dumps({"inputs": ["a", "b", "c"]}).encode(),
+            headers={"content-type": "application/json", "authorization": "Bearer client-token"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=30)
+        with raised.value as error:
+            assert error.code == 429 and error.headers["retry-after"] == "1"
+            assert json.loads(error.read())["error_type"] == "Overloaded"
+        assert guarded.app.state.calls[("POST /embed", "RESOURCE_EXHAUSTED")] == 1
+        assert guarded.app.state.calls[("POST /v2/embed", "UNAUTHENTICATED")] == 1
+    finally:
+        guarded.close()
