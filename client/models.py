@@ -371,9 +371,11 @@ def condition_of(condition: str | Mapping[str, Any]) -> pb.Condition:
 
 class Recommendations(list[Recommendation]):
     """Recommended items, best first (a list), and the history ids the server skipped as unknown
-    (`unknown_item_ids`, with ignore_unknown_items)."""
+    (`unknown_item_ids`, with ignore_unknown_items: the first ones; `unknown_item_count` of them
+    in all)."""
 
     unknown_item_ids: list[str]
+    unknown_item_count: int
 
 
 def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
@@ -388,6 +390,7 @@ def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
         for item in response.items
     )
     found.unknown_item_ids = list(response.unknown_item_ids)
+    found.unknown_item_count = response.unknown_item_count
     return found
 
 

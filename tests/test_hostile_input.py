@@ -479,9 +479,27 @@ def test_a_body_stalled_midway_gets_408(strict_server: ServerThread) -> None:
     assert b"stalled" in reply
 
 
-def test_connections_past_the_cap_get_503_and_the_server_recovers(strict_server: ServerThread) -> None:
+def test_at_the_cap_the_longest_waiting_connection_makes_room_for_a_new_one(strict_server: ServerThread) -> None:
+    before = refused_count(strict_server, "evicted")
+    held = [connect(strict_server) for _ in range(8)]  # silent: all waiting for a head
+    try:
+        time.sleep(0.1)
+        held[1].sendall(b"GET /health HT")  # a head begun, not finished: still waiting
+        status, _, _ = call(http_base(strict_server), "/health")  # one past the cap: served
+        assert status == 200
+        assert read_all(held[0]) == b""  # the longest waiting was closed to make room
+        assert refused_count(strict_server, "evicted") >= before + 1
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_past_the_cap_with_every_connection_past_its_head_the_new_one_gets_503(strict_server: ServerThread) -> None:
+    head = b"POST /v1/embed HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"
     held = [connect(strict_server) for _ in range(8)]
     try:
+        for connection in held:
+            connection.sendall(head)  # heads complete, bodies stalled: nobody to evict
         time.sleep(0.1)
         with connect(strict_server) as extra:
             reply = read_all(extra)

@@ -126,7 +126,7 @@ class TestOpenAIEmbeddings:
             ({"input": []}, "input"),
             ({"input": [[1, 2, 3]]}, "token ids"),
             ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
-            ({"input": "x", "dimensions": 0}, "dimensions"),
+            ({"input": "x", "dimensions": -1}, "dimensions"),
             ({"input": "x", "dimensions": 10_000}, "dimensions"),
             ({"input": "x", "dimensions": "8"}, "dimensions"),
             ({"input": "x", "prompt_name": "query"}, "prompt_name"),

@@ -25,6 +25,15 @@ class ProfilePart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_PART_USER_VECTOR: _ClassVar[ProfilePart]
     PROFILE_PART_TEXT: _ClassVar[ProfilePart]
     PROFILE_PART_ITEM: _ClassVar[ProfilePart]
+
+class EmbeddingType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBEDDING_TYPE_UNSPECIFIED: _ClassVar[EmbeddingType]
+    EMBEDDING_TYPE_FLOAT: _ClassVar[EmbeddingType]
+    EMBEDDING_TYPE_INT8: _ClassVar[EmbeddingType]
+    EMBEDDING_TYPE_UINT8: _ClassVar[EmbeddingType]
+    EMBEDDING_TYPE_BINARY: _ClassVar[EmbeddingType]
+    EMBEDDING_TYPE_UBINARY: _ClassVar[EmbeddingType]
 POOLING_UNSPECIFIED: Pooling
 POOLING_MEAN: Pooling
 POOLING_CLS: Pooling
@@ -35,9 +44,15 @@ PROFILE_PART_UNSPECIFIED: ProfilePart
 PROFILE_PART_USER_VECTOR: ProfilePart
 PROFILE_PART_TEXT: ProfilePart
 PROFILE_PART_ITEM: ProfilePart
+EMBEDDING_TYPE_UNSPECIFIED: EmbeddingType
+EMBEDDING_TYPE_FLOAT: EmbeddingType
+EMBEDDING_TYPE_INT8: EmbeddingType
+EMBEDDING_TYPE_UINT8: EmbeddingType
+EMBEDDING_TYPE_BINARY: EmbeddingType
+EMBEDDING_TYPE_UBINARY: EmbeddingType
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "normalize", "truncate", "pooling", "prompt_name", "dimensions", "model")
+    __slots__ = ("texts", "normalize", "truncate", "pooling", "prompt_name", "dimensions", "model", "embedding_type")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +60,7 @@ class EmbedRequest(_message.Message):
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_TYPE_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     truncate: bool
@@ -52,17 +68,22 @@ class EmbedRequest(_message.Message):
     prompt_name: str
     dimensions: int
     model: str
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    embedding_type: EmbeddingType
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., model: _Optional[str] = ..., embedding_type: _Optional[_Union[EmbeddingType, str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("values", "dim", "token_counts")
+    __slots__ = ("values", "dim", "token_counts", "codes", "code_bytes")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    CODE_BYTES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     dim: int
     token_counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, values: _Optional[_Iterable[float]] = ..., dim: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    codes: bytes
+    code_bytes: int
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., dim: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., codes: _Optional[bytes] = ..., code_bytes: _Optional[int] = ...) -> None: ...
 
 class TextPair(_message.Message):
     __slots__ = ("a", "b")
@@ -247,12 +268,14 @@ class ScoredItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "unknown_item_ids")
+    __slots__ = ("items", "unknown_item_ids", "unknown_item_count")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    unknown_item_count: int
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., unknown_item_count: _Optional[int] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("users",)

@@ -14,6 +14,10 @@ batcher, the item index, the limits, the bearer tokens, TLS and the metrics with
   the RPCs of embedrec.v1 with bodies in the proto's JSON mapping (lowerCamelCase or the proto
   field names accepted; lowerCamelCase written, 64-bit integers as strings).
 - `GET /health`: 200 while SERVING, 503 while starting or draining.
+- TEI's /embed, /, /tokenize and /info (`tei_routes`), Cohere's /v2/embed and /v2/rerank
+  (`cohere_routes`) and GET /openapi.json (`openapi`), each refusing in its dialect's error shape
+  (`http_errors`). The route table of them all: `http_routes.ROUTES`. On every JSON route an
+  explicit null in a field means unset.
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with `code` the
 gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Every
@@ -31,7 +35,7 @@ import asyncio
 import base64
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +57,12 @@ from embedrec.server.edge.calls import (
     answer,
     clean_request_id,
 )
+from embedrec.server.edge.http_errors import ERROR_DIALECTS
 from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
 from embedrec.server.edge.request_limits import LimitTable, limits_of
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, bounded, quoted
 from embedrec.server.inference.embedding import Embedder
+from embedrec.server.inference.quantization import quantized
 from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -114,12 +120,28 @@ class _Reply:
     http_status: int = 200
 
 
+# A route's handler: (api, body, service, timeout) -> (reply, the request, for the access log's sizes).
+Handler = Callable[["HttpApi", bytes, EmbeddingService, float], Awaitable[tuple[_Reply, object]]]
+
+
 @dataclass(frozen=True)
-class _Route:
+class Route:
+    """One route of the table the server dispatches on (`http_routes.ROUTES`) and /openapi.json
+    describes: `request` and `response` are JSON Schemas (dicts) or proto message descriptors
+    (their JSON mapping), `example` a request body it answers 200."""
+
     method: str
     name: str  # the "rpc" label in metrics and traces
-    handle: Callable[[HttpApi, bytes, EmbeddingService, float], Awaitable[tuple[_Reply, object]]]
+    handle: Handler
     probe: bool = False  # a health check: no token needed when the server exempts health
+    dialect: str = "openai"  # the error shape of its refusals: a key of ERROR_DIALECTS
+    summary: str = ""
+    request: Any = None
+    response: Any = None
+    example: Any = None
+
+
+RouteTable = Mapping[str, Mapping[str, Route]]  # path -> method -> route
 
 
 class HttpApi:
@@ -130,13 +152,17 @@ class HttpApi:
         state: ServingState,
         tokens: TokenGuard,
         *,
+        routes: RouteTable,
         max_body_bytes: int,
         exempt_health: bool = True,
         body_timeout_s: float = 10.0,
         request_timeout_s: float = 60.0,
     ) -> None:
-        """`body_timeout_s`: the longest wait for the next piece of a request body (408 after);
-        `request_timeout_s`: the deadline of a call whose client gives none (504 after)."""
+        """`routes`: the route table (`http_routes.ROUTES`); `body_timeout_s`: the longest wait for
+        the next piece of a request body (408 after); `request_timeout_s`: the deadline of a call
+        whose client gives none (504 after)."""
+        self.routes = routes
+        self.openapi: bytes | None = None  # /openapi.json, written once
         self.state = state
         self.tokens = tokens
         self.max_body_bytes = max_body_bytes
@@ -149,15 +175,16 @@ class HttpApi:
             return
         headers = scope["headers"]
         request_id = clean_request_id(_header(headers, REQUEST_ID_HEADER))
-        route = ROUTES.get(scope["path"])
+        methods = self.routes.get(scope["path"])
         method = scope["method"]
-        if route is None:
+        if methods is None:
             message = f"no route {quoted(method)} {quoted(scope['path'])}"
             await _send(send, error_body("NOT_FOUND", message), 404, request_id)
             return
-        if route.method != method:
-            message = f"{scope['path']} takes {route.method}, not {quoted(method)}"
-            allow = [(b"allow", route.method.encode())]
+        route = methods.get(method)
+        if route is None:
+            message = f"{scope['path']} takes {' or '.join(methods)}, not {quoted(method)}"
+            allow = [(b"allow", ", ".join(methods).encode())]
             await _send(send, error_body("INVALID_ARGUMENT", message), 405, request_id, extra=allow)
             return
         call = Call(f"{route.method} {scope['path']}", request_id)
@@ -167,26 +194,27 @@ class HttpApi:
             account(self.state, call, status)
             await _send(send, reply.body, reply.http_status, request_id, extra=_reply_headers(status))
 
-    async def _handle(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> tuple[_Reply, str]:
+    async def _handle(self, route: Route, scope: dict[str, Any], receive: Receive, call: Call) -> tuple[_Reply, str]:
         """The reply and its status name; never raises."""
         if not (route.probe and self.exempt_health):
             access = self.tokens.policy.check(_header(scope["headers"], b"authorization") or None, admin=False)
             if access is not Access.ALLOWED:
-                return _refused(Refusal("UNAUTHENTICATED", "missing or unknown bearer token")), "UNAUTHENTICATED"
+                denied = Refusal("UNAUTHENTICATED", "missing or unknown bearer token")
+                return _refused(route.dialect, denied), denied.status
         refusal = admission(self.state)
         if refusal is not None:
-            return _refused(refusal), refusal.status
+            return _refused(route.dialect, refusal), refusal.status
         if route.method == "POST" and not _is_json(_header(scope["headers"], b"content-type")):
             refusal = Refusal(
                 "UNSUPPORTED_MEDIA_TYPE", "the request body must be JSON (content-type: application/json)"
             )
-            return _refused(refusal), refusal.status
+            return _refused(route.dialect, refusal), refusal.status
         outcome = await answer(self._run(route, scope, receive, call), call)
         if isinstance(outcome, Refusal):
-            return _refused(outcome), outcome.status
+            return _refused(route.dialect, outcome), outcome.status
         return outcome, "OK"
 
-    async def _run(self, route: _Route, scope: dict[str, Any], receive: Receive, call: Call) -> _Reply:
+    async def _run(self, route: Route, scope: dict[str, Any], receive: Receive, call: Call) -> _Reply:
         """The route's reply within the call's deadline (DEADLINE_EXCEEDED past it: the work
         still queued is dropped by the batchers)."""
         timeout = _deadline(_header(scope["headers"], TIMEOUT_HEADER), self.request_timeout_s)
@@ -214,6 +242,8 @@ class HttpApi:
         dimensions = request.get("dimensions")
         if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
             raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}")
+        if dimensions == 0:  # Infinity's (and infinity-client's default) "the full dimension"
+            dimensions = None
         prompt_name = request.get("prompt_name")
         if prompt_name is not None and not isinstance(prompt_name, str):
             raise InvalidArgument("prompt_name must be a string")
@@ -285,9 +315,17 @@ class HttpApi:
     async def embed(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/embed: EmbedRequest -> EmbedResponse in the proto's JSON mapping."""
         request = await _parsed(service, body, pb.EmbedRequest())
+        code_type = messages.embedding_code_type(request.embedding_type)
         result = await messages.embed_result(service, request, timeout)
         vectors = result.vectors
-        document = {"values": vectors.ravel(), "dim": vectors.shape[1], "tokenCounts": result.token_counts}
+        document: dict[str, Any] = {
+            "values": vectors.ravel(),
+            "dim": vectors.shape[1],
+            "tokenCounts": result.token_counts,
+        }
+        if code_type is not None:
+            codes = quantized(vectors, code_type)
+            document |= {"values": [], "codes": base64.b64encode(codes.tobytes()).decode(), "codeBytes": codes.shape[1]}
         return _Reply(await _dumps(service, document, vectors.size)), request
 
     async def similarity(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
@@ -319,20 +357,6 @@ class HttpApi:
         return _Reply(orjson.dumps({"status": "SERVING"})), None
 
 
-ROUTES: dict[str, _Route] = {
-    "/v1/embeddings": _Route("POST", "embeddings", HttpApi.embeddings),
-    "/v1/models": _Route("GET", "models", HttpApi.models),
-    "/v1/embed": _Route("POST", "embed", HttpApi.embed),
-    "/v1/similarity": _Route("POST", "similarity", HttpApi.similarity),
-    "/v1/recommend": _Route("POST", "recommend", HttpApi.recommend),
-    "/v1/recommend-batch": _Route("POST", "recommend_batch", HttpApi.recommend_batch),
-    "/v1/info": _Route("GET", "info", HttpApi.info),
-    "/v1/rerank": _Route("POST", "rerank", HttpApi.rerank),
-    "/rerank": _Route("POST", "rerank", HttpApi.tei_rerank),
-    "/health": _Route("GET", "health", HttpApi.health, probe=True),
-}
-
-
 def _openai_input(value: object, limit: int) -> list[str]:
     """OpenAI's `input`: a string or a list of at most `limit` strings (token arrays are not
     served); the count is checked before any entry is looked at."""
@@ -343,7 +367,10 @@ def _openai_input(value: object, limit: int) -> list[str]:
     if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
         return value
     if isinstance(value, list) and value and all(isinstance(token, int | list) for token in value):
-        raise InvalidArgument("input as token ids is not supported; send text (a string or a list of strings)")
+        raise InvalidArgument(
+            "input as token ids is not supported; send text (a string or a list of strings): with langchain-openai, "
+            "OpenAIEmbeddings(check_embedding_ctx_length=False)"
+        )
     if value is None:
         raise InvalidArgument("input is required: a string or a list of strings")
     raise InvalidArgument("input must be a non-empty string or a non-empty list of strings")
@@ -429,7 +456,7 @@ def _json_object(body: bytes, max_entries: int, max_values: int) -> dict[str, An
         raise InvalidArgument(f"request body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise InvalidArgument("request body must be a JSON object")
-    return value
+    return {key: entry for key, entry in value.items() if entry is not None}  # an explicit null means unset
 
 
 async def _parsed(service: EmbeddingService, body: bytes, message: Message) -> Any:
@@ -454,7 +481,7 @@ def _parse(body: bytes, message: Message, table: LimitTable) -> Any:
     return message
 
 
-async def _dumps(service: EmbeddingService, document: dict[str, Any], floats: int) -> bytes:
+async def _dumps(service: EmbeddingService, document: object, floats: int) -> bytes:
     return await service.cpu.run_unless_small(floats <= INLINE_JSON_MAX_FLOATS, orjson.dumps, document, option=JSON)
 
 
@@ -468,8 +495,13 @@ def _message_dumps(message: Message) -> bytes:
     return orjson.dumps(json_format.MessageToDict(message, always_print_fields_with_no_presence=True))
 
 
-def _refused(refusal: Refusal) -> _Reply:
-    return _Reply(error_body(refusal.status, refusal.message), HTTP_STATUS.get(refusal.status, (500, ""))[0])
+def _refused(dialect: str, refusal: Refusal) -> _Reply:
+    """The reply of `refusal` in the error shape of `dialect` (OpenAI's, or one of ERROR_DIALECTS)."""
+    http_status = HTTP_STATUS.get(refusal.status, (500, ""))[0]
+    if dialect in ERROR_DIALECTS:
+        code, body = ERROR_DIALECTS[dialect](refusal.status, refusal.message, http_status)
+        return _Reply(body, code)
+    return _Reply(error_body(refusal.status, refusal.message), http_status)
 
 
 def error_body(status: str, message: str) -> bytes:

@@ -8,7 +8,10 @@ descriptors run out. `GuardedHttpProtocol` adds, per connection:
 - a head size limit (431, connection closed) checked as bytes arrive, not after parsing;
 - a head timeout from the connection's start (or the end of the previous response's keep-alive
   wait) until the head is complete (408; a connection that sent nothing is just closed);
-- a cap on open connections: the one past it gets 503 with Retry-After and is closed at once;
+- a cap on open connections: past it, the connection that has waited longest for a request head
+  (a new connection saying nothing, a slow head, an idle keep-alive) is closed to make room, so
+  slow clients cannot lock good ones out; only when every connection is past its head (requests
+  being read or answered) does the new one get 503 with Retry-After, closed at once;
 - malformed requests answered 400 without a log line each (a flood of them must not flood logs).
 
 The body's read timeout and the request deadline live in the ASGI app (`embedrec.server.edge.http_api`),
@@ -21,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -49,7 +53,8 @@ class ConnectionLimits:
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 10.0
     max_connections: int = 1000
-    # Called with a reason ("connections", "header_size", "header_timeout", "malformed") per refusal.
+    # Called with a reason ("connections", "header_size", "header_timeout", "malformed", "evicted":
+    # closed at the cap to make room) per refusal.
     refused: Callable[[str], None] = lambda reason: None
 
 
@@ -65,6 +70,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of `limits` (set by `guarded_protocol`)."""
 
     limits = ConnectionLimits()
+    # The connections waiting for a request head, longest-waiting first (one per bound class, so
+    # per server: see `guarded_protocol`).
+    waiting: ClassVar[OrderedDict[GuardedHttpProtocol, None]] = OrderedDict()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._in_head = True
@@ -75,14 +83,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._answered = False
         self._head_timer: asyncio.TimerHandle | None = None
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._evict_longest_waiting():
             self._refuse(503, count=self.limits.max_connections)
             return
+        self._wait_for_head()
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self.waiting.pop(self, None)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self._wait_for_head()  # kept alive: waiting for the next request's head from now
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -113,6 +128,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self.waiting.pop(self, None)
         self._cancel_head_timer()
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.limits.max_header_bytes:
@@ -150,6 +166,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._lingering = False
         self.transport.wrapped.close()  # type: ignore[attr-defined]
 
+    def _wait_for_head(self) -> None:
+        self.waiting[self] = None
+        self.waiting.move_to_end(self)
+
+    def _evict_longest_waiting(self) -> bool:
+        """Close the connection that has waited longest for a request head (counted "evicted");
+        False when no connection is waiting for one."""
+        while self.waiting:
+            oldest, _ = self.waiting.popitem(last=False)
+            if oldest is self or oldest.transport.is_closing():
+                continue
+            oldest._answered = True
+            oldest._cancel_head_timer()
+            oldest.limits.refused("evicted")
+            oldest.transport.close()
+            return True
+        return False
+
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
@@ -174,6 +208,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Answer `status` with a JSON error, close the connection, count the refusal."""
         reason, code, template = REASONS[status]
         self._answered = True
+        self.waiting.pop(self, None)
         self._cancel_head_timer()
         self.limits.refused(reason)
         body = error_body(code, template.format(**details))
@@ -217,8 +252,9 @@ class _Answered(Exception):
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
-    """A GuardedHttpProtocol class bound to `limits`, for uvicorn's `http=` setting."""
-    return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits})
+    """A GuardedHttpProtocol class bound to `limits`, for uvicorn's `http=` setting (with its
+    own table of connections waiting for a head)."""
+    return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits, "waiting": OrderedDict()})
 
 
 def rate_limited_accept_errors(loop: asyncio.AbstractEventLoop, interval_s: float = 10.0) -> None:

@@ -16,6 +16,7 @@ from embedrec.server.edge.calls import ServingState
 from embedrec.server.edge.grpc_server import server_credentials
 from embedrec.server.edge.http_api import HttpApi
 from embedrec.server.edge.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
+from embedrec.server.edge.http_routes import ROUTES
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.settings import Settings
@@ -38,6 +39,7 @@ async def start_http_edge(
     api = HttpApi(
         state,
         tokens,
+        routes=ROUTES,
         max_body_bytes=settings.max_message_bytes,
         exempt_health=settings.auth_exempt_health,
         body_timeout_s=settings.http_body_timeout_s,

@@ -26,6 +26,7 @@ from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.embedding import EmbedResult
 from embedrec.server.inference.pooling import FloatArray
+from embedrec.server.inference.quantization import CodeType, quantized
 from embedrec.server.manifest import PoolingName
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -42,6 +43,16 @@ STRATEGY_FROM_PROTO: dict[int, Strategy] = {
     pb.STRATEGY_BEST_SCORE: "best_score",
 }
 PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
+CODE_TYPE_FROM_PROTO: dict[int, CodeType] = {
+    pb.EMBEDDING_TYPE_INT8: "int8",
+    pb.EMBEDDING_TYPE_UINT8: "uint8",
+    pb.EMBEDDING_TYPE_BINARY: "binary",
+    pb.EMBEDDING_TYPE_UBINARY: "ubinary",
+}
+FLOAT_TYPES = (pb.EMBEDDING_TYPE_UNSPECIFIED, pb.EMBEDDING_TYPE_FLOAT)
+# Echo little: the unknown history ids a Recommend response lists (the count says how many in all).
+MAX_ECHOED_IDS = 32
+MAX_ECHOED_ID_BYTES = 16 * 1024
 EMBED_VALUES_FIELD = pb.EmbedResponse.DESCRIPTOR.fields_by_name["values"].number
 SIMILARITY_SCORES_FIELD = pb.SimilarityResponse.DESCRIPTOR.fields_by_name["scores"].number
 
@@ -65,11 +76,27 @@ def _decode(data: bytes, message_class: type[Message], table: LimitTable) -> Mes
 
 
 async def embed(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> pb.EmbedResponse:
-    """Embed: one vector per text, in request order."""
+    """Embed: one vector per text, in request order (float32 values, or codes)."""
+    code_type = embedding_code_type(request.embedding_type)
     result = await embed_result(service, request, timeout)
     response = pb.EmbedResponse(dim=result.vectors.shape[1], token_counts=result.token_counts)
-    response.MergeFromString(_packed_floats(EMBED_VALUES_FIELD, result.vectors))
+    if code_type is None:
+        response.MergeFromString(_packed_floats(EMBED_VALUES_FIELD, result.vectors))
+    else:
+        codes = quantized(result.vectors, code_type)
+        response.codes, response.code_bytes = codes.tobytes(), codes.shape[1]
     return response
+
+
+def embedding_code_type(value: int) -> CodeType | None:
+    """The code type EmbedRequest.embedding_type asks for (None: float32); InvalidArgument for
+    an unknown value."""
+    if value in FLOAT_TYPES:
+        return None
+    if value not in CODE_TYPE_FROM_PROTO:
+        known = ", ".join(pb.EmbeddingType.keys())
+        raise InvalidArgument(f"embedding_type has unknown value {value}; use one of {known}")
+    return CODE_TYPE_FROM_PROTO[value]
 
 
 async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
@@ -260,7 +287,20 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
                 )
             )
         items.append(item)
-    return pb.RecommendResponse(items=items, unknown_item_ids=found.unknown_item_ids)
+    unknown = found.unknown_item_ids
+    return pb.RecommendResponse(items=items, unknown_item_ids=echoed_ids(unknown), unknown_item_count=len(unknown))
+
+
+def echoed_ids(ids: list[str]) -> list[str]:
+    """The first of `ids` a response may echo: at most MAX_ECHOED_IDS of them, together at most
+    MAX_ECHOED_ID_BYTES characters (a long id past the budget ends the list)."""
+    echoed, size = [], 0
+    for item_id in ids[:MAX_ECHOED_IDS]:
+        size += len(item_id)
+        if size > MAX_ECHOED_ID_BYTES:
+            break
+        echoed.append(item_id)
+    return echoed
 
 
 def _packed_floats(field_number: int, values: FloatArray) -> bytes:

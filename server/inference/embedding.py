@@ -16,7 +16,7 @@ from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.inference.pooling import FloatArray, l2_normalize
 from embedrec.server.inference.prompts import prompt_text, query_prompt_name, with_prompt
-from embedrec.server.inference.tokenization import TokenizedText
+from embedrec.server.inference.tokenization import TokenizedText, TokenSpan, TruncationSide
 from embedrec.server.limits import Limits, check_count, check_texts
 from embedrec.server.manifest import ModelManifest, PoolingName
 from embedrec.server.observability.tracing import batch_tracer, span
@@ -42,15 +42,28 @@ class Encoder(Protocol):
     @property
     def manifest(self) -> ModelManifest: ...
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True, field: str = "texts") -> list[TokenizedText]:
-        """Token sequences of `texts`; InvalidArgument naming `field`[i] for a text too long
-        when `truncate` is false."""
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        field: str = "texts",
+        side: TruncationSide = "right",
+        max_tokens: int | None = None,
+    ) -> list[TokenizedText]:
+        """Token sequences of `texts`, each cut on `side` to the model's max length (or
+        `max_tokens` when smaller); InvalidArgument naming `field`[i] for a text too long when
+        `truncate` is false."""
         ...
 
 
 class ServedModel(Encoder, Protocol):
     """What the service reports of the model it serves, beyond embedding: its dimension, the
     execution provider in use, and how many runtime sessions it has."""
+
+    def token_spans(self, text: str, *, add_special_tokens: bool = True) -> list[TokenSpan]:
+        """The tokens of `text` with the UTF-8 byte span of each (see TextTokenizer.token_spans)."""
+        ...
 
     @property
     def dim(self) -> int: ...
@@ -141,13 +154,16 @@ class Embedder:
         dimensions: int | None = None,
         timeout: float | None = None,
         field_name: str = "texts",
+        side: TruncationSide = "right",
+        max_tokens: int | None = None,
     ) -> EmbedResult:
         """Embed `texts` (validated against the limits); vectors in request order.
 
         `prompt_name`: one of the model's prompts, prepended to each text (None: the model's
         default, "": none). `dimensions`: keep the first `dimensions` values of each vector
-        (Matryoshka truncation), normalised after truncating. Raises InvalidArgument,
-        Overloaded, DeadlineExpired or Unavailable.
+        (Matryoshka truncation), normalised after truncating. `side`: the end a text too long is
+        cut at; `max_tokens`: a shorter cut than the model's max length (>= 1). Raises
+        InvalidArgument, Overloaded, DeadlineExpired or Unavailable.
         """
         manifest = self.encoder.manifest
         with span("embedrec.admission", texts=len(texts)):
@@ -155,9 +171,14 @@ class Embedder:
             prompt = prompt_text(manifest, prompt_name)
             if dimensions is not None and not 1 <= dimensions <= manifest.dim:
                 raise InvalidArgument(f"dimensions must be 1 to the model's dimension {manifest.dim}, got {dimensions}")
+            if max_tokens is not None and max_tokens < 1:
+                raise InvalidArgument(f"max_tokens must be a positive integer, got {max_tokens}")
             self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
         (tokenized,) = await self._tokenize(
-            [(with_prompt(prompt, list(texts)), field_name)], truncate=True if truncate is None else truncate
+            [(with_prompt(prompt, list(texts)), field_name)],
+            truncate=True if truncate is None else truncate,
+            side=side,
+            max_tokens=max_tokens,
         )
         shape = VectorShape(
             pooling or manifest.pooling, dimensions, manifest.normalize if normalize is None else normalize
@@ -192,14 +213,22 @@ class Embedder:
         return list(np.split(vectors, bounds))
 
     async def _tokenize(
-        self, groups: Sequence[tuple[Sequence[str], str]], *, truncate: bool
+        self,
+        groups: Sequence[tuple[Sequence[str], str]],
+        *,
+        truncate: bool,
+        side: TruncationSide = "right",
+        max_tokens: int | None = None,
     ) -> list[list[TokenizedText]]:
         """Each group of (texts, field name) tokenised: inline when all of them hold at most
         INLINE_TOKENIZE_MAX_CHARS characters (cheaper than the hop), else in the CPU pool."""
         characters = sum(len(text) for texts, _ in groups for text in texts)
 
         def tokenize_all() -> list[list[TokenizedText]]:
-            return [self.encoder.tokenize(texts, truncate=truncate, field=field) for texts, field in groups]
+            return [
+                self.encoder.tokenize(texts, truncate=truncate, field=field, side=side, max_tokens=max_tokens)
+                for texts, field in groups
+            ]
 
         with span("embedrec.tokenize", characters=characters) as traced:
             tokenized = await self.cpu.run_unless_small(characters <= INLINE_TOKENIZE_MAX_CHARS, tokenize_all)

@@ -16,7 +16,13 @@ import onnxruntime
 from embedrec.server.inference.pooling import FloatArray, l2_normalize, pool
 from embedrec.server.inference.providers import ProviderChoice, create_session
 from embedrec.server.inference.scoring import relevance_scores
-from embedrec.server.inference.tokenization import IntArray, TextTokenizer, TokenizedText
+from embedrec.server.inference.tokenization import (
+    IntArray,
+    TextTokenizer,
+    TokenizedText,
+    TokenSpan,
+    TruncationSide,
+)
 from embedrec.server.manifest import MODEL_FILE, TOKENIZER_FILE, ModelManifest, PoolingName, read_model_manifest
 
 InferenceOutput = tuple[IntArray, FloatArray]
@@ -84,9 +90,21 @@ class OnnxEncoder:
         """The execution provider that really runs the model, e.g. CPUExecutionProvider."""
         return str(self.session.get_providers()[0])
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True, field: str = "texts") -> list[TokenizedText]:
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        field: str = "texts",
+        side: TruncationSide = "right",
+        max_tokens: int | None = None,
+    ) -> list[TokenizedText]:
         """Tokenise texts (see TextTokenizer.tokenize; raises InvalidArgument when too long)."""
-        return self.tokenizer.tokenize(texts, truncate=truncate, field=field)
+        return self.tokenizer.tokenize(texts, truncate=truncate, field=field, side=side, max_tokens=max_tokens)
+
+    def token_spans(self, text: str, *, add_special_tokens: bool = True) -> list[TokenSpan]:
+        """The tokens of `text` with the UTF-8 byte span of each (see TextTokenizer.token_spans)."""
+        return self.tokenizer.token_spans(text, add_special_tokens=add_special_tokens)
 
     def run(self, batch: Sequence[TokenizedText], poolings: Sequence[PoolingName]) -> FloatArray:
         """Run the model on `batch` and pool row i with `poolings[i]`.

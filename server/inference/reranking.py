@@ -89,12 +89,14 @@ class Reranker:
         raw_scores: bool = False,
         timeout: float | None = None,
         from_catalog: bool = False,
+        max_document_tokens: int = 0,
     ) -> RerankResult:
         """Score every document against `query` (the model's logit through its activation; the
         logit itself with `raw_scores`); the `top_n` best (0: all), best first, equal scores in
         document order. Raises InvalidArgument naming `query` or `documents[i]` and the limit,
         Overloaded, DeadlineExpired or Unavailable. `from_catalog`: the documents are the
-        catalog's texts (Recommend's rerank stage), bounded by the store, not a request's limits."""
+        catalog's texts (Recommend's rerank stage), bounded by the store, not a request's limits.
+        `max_document_tokens` (> 0): each document cut to that many tokens before pairing."""
         with span("embedrec.admission", texts=len(documents) + 1):
             check_texts([query], self.limits, field="query")
             if not from_catalog:
@@ -105,7 +107,10 @@ class Reranker:
         characters = len(query) * len(documents) + sum(len(document) for document in documents)
         with span("embedrec.tokenize", characters=characters):
             tokenized = await self.cpu.run_unless_small(
-                characters <= INLINE_TOKENIZE_MAX_CHARS, self.encoder.tokenizer.tokenize_pairs, pairs
+                characters <= INLINE_TOKENIZE_MAX_CHARS,
+                self.encoder.tokenizer.tokenize_pairs,
+                pairs,
+                max_document_tokens=max_document_tokens,
             )
         logits = np.asarray(await self.batcher.submit(tokenized, timeout=timeout), dtype=np.float32)
         scores = relevance_scores(logits, "none" if raw_scores else self.encoder.manifest.activation or "none")

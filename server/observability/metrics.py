@@ -65,7 +65,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_http_connections_refused_total": (
         "counter",
         "HTTP connections answered and closed before their request reached the API, by reason (connections, "
-        "header_size, header_timeout, malformed)",
+        "header_size, header_timeout, malformed, evicted: waiting longest for a head at the connection cap)",
     ),
 }
 
