@@ -80,7 +80,7 @@ def test_recommend_batch_names_the_user_and_field_of_a_bad_request(store_client:
     with pytest.raises(EmbedrecClientError) as error:
         store_client.recommend_batch([{"k": 3, "vector": unit(1, dim)}, {"k": 0, "vector": unit(2, dim)}])
     assert error.value.code.name == "INVALID_ARGUMENT"
-    assert "users[1].k must be between 1 and max_k" in error.value.message
+    assert "users[1].k must be an integer from 1 to 1000 (max_k), got 0 (an unset k reads as 0" in error.value.message
     with pytest.raises(EmbedrecClientError, match="users is empty"):
         store_client.recommend_batch([])
     with pytest.raises(EmbedrecClientError, match="users has more than 64 entries; the limit is max_batch_users=64"):
@@ -111,7 +111,7 @@ def test_explain_names_the_part_that_contributed_most_and_shares_sum_to_the_scor
     history = {"ac-1": (1.0, matrix[IDS.index("ac-1")]), "shoes-1": (3.0, matrix[IDS.index("shoes-1")])}
     text_vector = store_client.embed(["coffee"], normalize=True)[0]
     parts = [("item", 0, "ac-1", *history["ac-1"]), ("item", 1, "shoes-1", *history["shoes-1"])]
-    parts.append(("text", 0, "", 1.0, text_vector))
+    parts.append(("text", 0, None, 1.0, text_vector))
     combined = sum(weight * vector for *_, weight, vector in parts)
     norm = float(np.linalg.norm(combined))
     for item in found:

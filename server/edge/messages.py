@@ -255,12 +255,13 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
                 pb.Contribution(
                     part=PART_TO_PROTO[contribution.part],
                     index=contribution.index,
-                    item_id=contribution.item_id,
                     score=contribution.score,
                 )
             )
+            if contribution.item_id is not None:
+                item.top_contribution.item_id = contribution.item_id
         items.append(item)
-    return pb.RecommendResponse(items=items, unknown_item_ids=found.unknown_item_ids)
+    return pb.RecommendResponse(items=items, unknown_item_ids=found.unknown_item_ids, warnings=found.warnings)
 
 
 def _packed_floats(field_number: int, values: FloatArray) -> bytes:
