@@ -171,6 +171,10 @@ class TestJsonRoutes:
         assert [item["id"] for item in answer["items"]] == [r.id for r in expected]
         np.testing.assert_allclose([item["score"] for item in answer["items"]], [r.score for r in expected], rtol=1e-6)
         assert answer["items"][0]["topContribution"]["part"] in ("PROFILE_PART_TEXT", "PROFILE_PART_ITEM")
+        for item, mirrored in zip(answer["items"], expected, strict=True):  # an id only for an item part
+            top, contribution = item["topContribution"], mirrored.contribution
+            assert contribution is not None and top["index"] == contribution.index
+            assert top.get("itemId") == contribution.item_id == ("ac-1" if contribution.part == "item" else None)
         # The proto field names are accepted too.
         status, same, _ = call(http_base(tiny_server), "/v1/recommend", {**body, "exclude_ids": ["coffee-1"]})
         assert status == 200 and "coffee-1" not in [item["id"] for item in same["items"]]
@@ -216,7 +220,10 @@ class TestJsonRoutes:
     def test_unknown_routes_are_404_and_wrong_methods_405(self, tiny_server: ServerThread) -> None:
         assert call(http_base(tiny_server), "/v2/nothing")[0] == 404
         assert call(http_base(tiny_server), "/v1/recommend")[0] == 405  # GET of a POST route
-        assert call(http_base(tiny_server), "/v1/info", {})[0] == 405
+        status, answer, headers = call(http_base(tiny_server), "/v1/info", {})
+        assert (status, answer["error"]["code"], headers["allow"]) == (405, "UNIMPLEMENTED", "GET")  # gRPC names only
+        plain = call(http_base(tiny_server), "/v1/embed", {"texts": ["x"]}, headers={"content-type": "text/plain"})
+        assert (plain[0], plain[1]["error"]["code"]) == (415, "INVALID_ARGUMENT")
 
     def test_calls_are_counted_with_the_grpc_ones(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
         before = tiny_server.app.state.calls[("POST /v1/embed", "OK")]

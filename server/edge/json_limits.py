@@ -159,7 +159,9 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
             continue
         is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
         if not isinstance(value, dict if is_map else list):
-            raise InvalidArgument(f"{name} must be a JSON {'object' if is_map else 'array'}, got {quoted(value)}")
+            kind = "object" if is_map else "array"
+            example = "" if is_map else _array_example(value, field)
+            raise InvalidArgument(f"{name} must be a JSON {kind}{example}, got {quoted(value)}")
         limit = table.count(descriptor.name, field.name)
         if limit is not None and len(value) > limit.limit:
             raise too_many(name, limit, len(value))
@@ -242,6 +244,18 @@ def quoted_number_hint(value: Any) -> str:
     except ValueError:
         return ""
     return " (a string: send the number without quotes)"
+
+
+def _array_example(value: Any, field: FieldDescriptor) -> str:
+    """ " such as [...]": the array a lone `value` of the repeated `field` belongs in, if clear."""
+    if isinstance(value, str):
+        value = value[:MAX_QUOTED_CHARS]
+        key = _OBJECT_OF_STRING.get(field.message_type.name) if field.message_type is not None else None
+        entry: Any = {key: value} if key is not None else (value if field.message_type is None else None)
+    else:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool) and field.message_type is None
+        entry = value if numeric else None
+    return "" if entry is None else f" such as [{json.dumps(entry, ensure_ascii=False)}]"
 
 
 def _not_an_object(value: Any, descriptor: Descriptor, path: str) -> str:
