@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import openai
 import pytest
@@ -229,6 +230,51 @@ class TestJsonRoutes:
         before = tiny_server.app.state.calls[("POST /v1/embed", "OK")]
         call(http_base(tiny_server), "/v1/embed", {"texts": ["x"]})
         assert tiny_server.app.state.calls[("POST /v1/embed", "OK")] == before + 1
+
+
+def test_every_error_code_is_a_grpc_status_name() -> None:
+    """`code` is a gRPC status name for every refusal, the ones only HTTP has included (415, 405,
+    408, 413, 431: their HTTP status says the rest)."""
+    from embedrec.server.edge.http_api import HTTP_STATUS, error_body
+    from embedrec.server.edge.http_protocol import REASONS
+
+    statuses = [*HTTP_STATUS, *(code for _, code, _ in REASONS.values())]
+    codes = {status: json.loads(error_body(status, "x"))["error"]["code"] for status in statuses}
+    assert all(code in grpc.StatusCode.__members__ for code in codes.values()), codes
+
+
+# Values of the wrong JSON type for any field; none may reach the caller as a parser's internals.
+WRONG_VALUES: list[object] = ["three", "3", "NaN", 2.5, 1e30, -1, True, [], {}, [1], {"a": 1}]
+INTERNALS = ("int()", "float()", "invalid literal", "Failed to parse", "Couldn't parse", "ParseError", "NoneType")
+
+
+def wrong_documents(route: str, valid: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`valid` with each field of the route's message, and of its first list entries, set to
+    each of WRONG_VALUES in turn."""
+    from embedrec.v1 import embedrec_pb2 as pb
+
+    descriptor = {"/v1/recommend": pb.RecommendRequest, "/v1/embed": pb.EmbedRequest}[route].DESCRIPTOR
+    for field in descriptor.fields:
+        for value in WRONG_VALUES:
+            yield f"{field.name}={value!r}", {**valid, field.json_name: value}
+        if field.message_type is not None and field.is_repeated and not field.message_type.GetOptions().map_entry:
+            for inner in field.message_type.fields:
+                for value in WRONG_VALUES:
+                    entry = [{inner.json_name: value}]
+                    yield f"{field.name}[0].{inner.name}={value!r}", {**valid, field.json_name: entry}
+
+
+@pytest.mark.parametrize(
+    ("route", "valid"),
+    [("/v1/recommend", {"texts": [{"text": "coffee"}], "k": 3}), ("/v1/embed", {"texts": ["coffee"]})],
+)
+def test_no_wrong_value_gets_a_parsers_internals(tiny_server: ServerThread, route: str, valid: dict[str, Any]) -> None:
+    for case, document in wrong_documents(route, valid):
+        status, answer, _ = call(http_base(tiny_server), route, document)
+        if status == 200:
+            continue  # e.g. an empty list, or -1 where any integer will do
+        message = answer["error"]["message"]
+        assert status in (400, 404) and not any(word in message for word in INTERNALS), (case, status, message)
 
 
 def test_a_body_over_the_message_limit_is_413(tiny_model_dir: Path, tiny_items_dir: Path) -> None:
