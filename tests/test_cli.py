@@ -29,6 +29,7 @@ def test_help_lists_every_subcommand() -> None:
     names = ("serve", "export-model", "export-items", "embed", "similarity", "recommend", "info", "health")
     for name in (*names, "reload-items"):
         assert name in completed.stdout
+    assert "EMBEDREC_TARGET" in completed.stdout and "--metrics-port" in completed.stdout  # where things are
 
 
 def test_recommend_prints_a_ranked_list_and_json(tiny_server: ServerThread) -> None:
