@@ -10,6 +10,7 @@ CATALOG ?= data/demo_catalog.jsonl
 HOST ?= 127.0.0.1
 PORT ?= 50051
 HTTP_PORT ?= 8080
+METRICS_PORT ?= 9464
 SOAK_SECONDS ?= 150
 SOAK_ATTACK_SECONDS ?= 30
 # torch is pinned in the same pip command as every package that depends on it, or pip would
@@ -20,7 +21,7 @@ DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 .PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
 
 help:
-	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog)"
+	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog; PORT= HTTP_PORT= METRICS_PORT=)"
 	@echo "make test    run the test suite"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
@@ -44,13 +45,13 @@ serve: $(VENV)/.installed-serve
 	$(PY) -m embedrec.cli export-model --output $(MODEL_DIR)
 	$(PY) -m embedrec.cli export-items --catalog $(CATALOG) --model-dir $(MODEL_DIR) --output $(ITEMS_DIR) --filter-field category
 	@echo ""
-	@echo "Starting embedrec: gRPC on $(HOST):$(PORT), HTTP on $(HOST):$(HTTP_PORT). From another terminal:"
+	@echo "Starting embedrec: gRPC on $(HOST):$(PORT), HTTP on $(HOST):$(HTTP_PORT), metrics on $(HOST):$(METRICS_PORT) (make serve PORT= HTTP_PORT= METRICS_PORT= to move them). From another terminal:"
 	@echo "  $(VENV)/bin/embedrec recommend --target $(HOST):$(PORT) --text 'energy-saving air conditioner for home'"
 	@echo "  $(VENV)/bin/embedrec embed --target $(HOST):$(PORT) 'hello world' '这是一款高效节能的空调'"
 	@echo "  $(VENV)/bin/embedrec info --target $(HOST):$(PORT)"
 	@echo "  curl -s $(HOST):$(HTTP_PORT)/v1/embeddings -H 'content-type: application/json' -d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"hello\"}'"
 	@echo ""
-	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
+	$(PY) -m embedrec.cli serve --model-dir $(MODEL_DIR) --items-dir $(ITEMS_DIR) --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

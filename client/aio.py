@@ -188,4 +188,4 @@ class AsyncEmbedrecClient:
                 wait_for_ready=self.config.wait_for_ready,
             )
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise from_rpc_error(error, uses_tls=self.config.uses_tls) from None

@@ -21,6 +21,7 @@ from embedrec.client.models import NewItem, condition_of
 from embedrec.client.sync import EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
+NONE = "(none)"  # what an empty answer prints: never a blank line
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -81,13 +82,23 @@ def _lines(file: str) -> list[str]:
     return Path(file).read_text(encoding="utf-8").splitlines()
 
 
-def _run(arguments: argparse.Namespace, action: Callable[[EmbedrecClient], Any], show: Callable[[Any], str]) -> int:
+def _run(
+    arguments: argparse.Namespace,
+    action: Callable[[EmbedrecClient], Any],
+    show: Callable[[Any], str],
+    *,
+    warnings: Callable[[Any], Sequence[str]] = lambda result: (),
+) -> int:
+    """Call `action`, print its result (`show`, or JSON) and its `warnings` (on stderr); exit
+    status 1 with the error on stderr when the call fails."""
     try:
         with connect(arguments) as client:
             result = action(client)
     except EmbedrecClientError as error:
         print(f"embedrec: {error}", file=sys.stderr)
         return 1
+    for warning in warnings(result):
+        print(f"embedrec: warning: {warning}", file=sys.stderr)
     print(json.dumps(_jsonable(result), ensure_ascii=False, indent=2) if arguments.json else show(result))
     return 0
 
@@ -203,18 +214,25 @@ def recommend_main(argv: Sequence[str]) -> int:
             rerank_model=arguments.rerank_model,
             rerank_query=arguments.rerank_query,
         ),
-        lambda found: _recommendations_text(found, first_rank=1 + arguments.offset),
+        lambda found: _recommendations_text(found, first_rank=1 + arguments.offset, texts=list(texts)),
+        warnings=lambda found: found.warnings,
     )
 
 
-def _recommendations_text(found: Any, *, first_rank: int) -> str:
-    """One line per recommended item (rank, score, id, and what drove it when explained)."""
+def _recommendations_text(found: Any, *, first_rank: int, texts: Sequence[str]) -> str:
+    """One line per recommended item (rank, score, id, and what drove it when explained: the
+    part's index counts from 0, as the reply's `index` does), or "(none)"."""
 
     def because(item: Any) -> str:
         top = item.contribution
         if top is None:
             return ""
-        source = f"item {top.item_id}" if top.part == "item" else f"{top.part} #{top.index + 1}"
+        if top.part == "item":
+            source = f"item #{top.index} {top.item_id}"
+        elif top.part == "text":
+            source = f"text #{top.index} {texts[top.index][:40]!r}" if top.index < len(texts) else f"text #{top.index}"
+        else:
+            source = top.part
         return f"  (mostly {source}: {top.score:+.4f})"
 
     lines = [
@@ -222,7 +240,7 @@ def _recommendations_text(found: Any, *, first_rank: int) -> str:
     ]
     if found.unknown_item_ids:
         lines.append(f"skipped unknown history ids: {', '.join(found.unknown_item_ids)}")
-    return "\n".join(lines)
+    return "\n".join(lines) or NONE
 
 
 def _recommend_parser() -> argparse.ArgumentParser:
@@ -235,7 +253,11 @@ def _recommend_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
     )
-    parser.add_argument("--explain", action="store_true", help="show which --text or --item drove each result")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="show which --text or --item drove each result (#0 is the first, as the reply's index counts)",
+    )
     parser.add_argument("--dislike", action="append", default=[], help="a text the user dislikes (repeatable)")
     parser.add_argument("--dislike-item", action="append", default=[], help="id of an item the user disliked")
     parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
@@ -278,19 +300,38 @@ def _recommend_parser() -> argparse.ArgumentParser:
 
 def _visibility_main(argv: Sequence[str], *, hide: bool) -> int:
     name = "hide" if hide else "restore"
-    parser = _parser(name, "Hide items from Recommend until restored." if hide else "Show hidden items again.")
+    verb = "hidden" if hide else "restored"
+    description = "Hide items from Recommend until restored." if hide else "Show hidden items again."
+    parser = _parser(name, f"{description} Exits 1 when an id is not in the catalog (the others are {verb}).")
     parser.add_argument("ids", nargs="*", help="item ids")
     parser.add_argument("--file", help="read ids from a file, one per line ('-': stdin)")
+    parser.add_argument(
+        "--ignore-unknown", action="store_true", help="exit 0 even when some ids are not in the catalog"
+    )
     arguments = parser.parse_args(argv)
     item_ids = _texts(arguments, "ids")
+    if not item_ids:
+        parser.error("give at least one item id (or --file)")
 
     def show(result: Any) -> str:
-        verb = "hidden" if hide else "restored"
         unknown = f"; unknown ids: {', '.join(result.unknown_ids)}" if result.unknown_ids else ""
         return f"{result.changed} {verb}; {result.hidden_count} hidden now{unknown}"
 
-    change = "hide_items" if hide else "restore_items"
-    return _run(arguments, lambda client: getattr(client, change)(item_ids), show)
+    results: list[Any] = []
+
+    def change(client: EmbedrecClient) -> Any:
+        results.append((client.hide_items if hide else client.restore_items)(item_ids))
+        return results[0]
+
+    code = _run(arguments, change, show)
+    if code == 0 and results[0].unknown_ids and not arguments.ignore_unknown:
+        print(
+            f"embedrec: {len(results[0].unknown_ids)} id(s) not in the catalog (check the spelling; "
+            "--ignore-unknown to exit 0)",
+            file=sys.stderr,
+        )
+        return 1
+    return code
 
 
 def hide_main(argv: Sequence[str]) -> int:
@@ -351,7 +392,7 @@ def delete_main(argv: Sequence[str]) -> int:
 def hidden_main(argv: Sequence[str]) -> int:
     """`embedrec hidden`: the ids hidden now, one per line."""
     arguments = _parser("hidden", "List the hidden item ids.").parse_args(argv)
-    return _run(arguments, lambda client: client.hidden_items(), lambda ids: "\n".join(ids))
+    return _run(arguments, lambda client: client.hidden_items(), lambda ids: "\n".join(ids) or NONE)
 
 
 def reload_items_main(argv: Sequence[str]) -> int:

@@ -76,8 +76,36 @@ _BY_CODE: dict[grpc.StatusCode, type[EmbedrecClientError]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> EmbedrecClientError:
-    """The client exception for a failed call (`error` is a grpc.Call as well as an RpcError)."""
+# gRPC's words for a connection that TLS on one side only breaks, and what to change. A
+# plaintext client's handshake with a TLS port ends in "Socket closed"; a TLS client's with a
+# plaintext port in WRONG_VERSION_NUMBER (None: with TLS or without).
+_CONNECTION_HINTS: tuple[tuple[bool | None, str, str], ...] = (
+    (None, "Connection refused", "nothing listens there: check the target (the CLI's --target or EMBEDREC_TARGET)"),
+    (
+        False,
+        "Socket closed",
+        "if the server uses TLS, connect with TLS: the CLI's --tls (--ca CA.pem for a private CA), "
+        "ChannelConfig(tls=True, root_certificates=Path('ca.pem'))",
+    ),
+    (True, "WRONG_VERSION_NUMBER", "the server speaks plaintext on this port: drop --tls/--ca (tls=False)"),
+    (
+        True,
+        "CERTIFICATE_VERIFY_FAILED",
+        "the server's certificate is not signed by a CA this client trusts: pass that CA with --ca CA.pem "
+        "(ChannelConfig(root_certificates=Path('ca.pem')))",
+    ),
+)
+
+
+def from_rpc_error(error: grpc.RpcError, *, uses_tls: bool | None = None) -> EmbedrecClientError:
+    """The client exception for a failed call (`error` is a grpc.Call as well as an RpcError);
+    with `uses_tls` (the channel's), an UNAVAILABLE that looks like TLS on one side only says
+    what to change."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
-    return _BY_CODE.get(code, ServerError)(details or code.name, code)
+    message = details or code.name
+    if code == grpc.StatusCode.UNAVAILABLE and uses_tls is not None:
+        hints = (text for tls, words, text in _CONNECTION_HINTS if tls in (None, uses_tls) and words in message)
+        hint = next(hints, None)
+        message = f"{message} ({hint})" if hint else message
+    return _BY_CODE.get(code, ServerError)(message, code)

@@ -101,8 +101,8 @@ def delete_result_of(response: pb.DeleteItemsResponse) -> DeleteResult:
 @dataclass(frozen=True)
 class ServerInfo:
     """What the server runs: model, provider, items and limits (see InfoResponse). Every
-    InfoResponse field is here: each `max_*` field in `limits` by its name, the others as
-    attributes of the same name (a test checks this against the proto)."""
+    InfoResponse field is here once: each `max_*` field but max_length in `limits` by its name,
+    the others as attributes of the same name (a test checks this against the proto)."""
 
     model_name: str
     dim: int
@@ -370,12 +370,14 @@ def condition_of(condition: str | Mapping[str, Any]) -> pb.Condition:
 
 
 class Recommendations(list[Recommendation]):
-    """Recommended items, best first (a list), and the history ids the server skipped as unknown
+    """Recommended items, best first (a list), the history ids the server skipped as unknown
     (`unknown_item_ids`, with ignore_unknown_items: the first ones; `unknown_item_count` of them
-    in all)."""
+    in all), and the server's `warnings` (e.g. a filter value no item has: the answer is exact,
+    perhaps not what was meant)."""
 
     unknown_item_ids: list[str]
     unknown_item_count: int
+    warnings: list[str]
 
 
 def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
@@ -391,6 +393,7 @@ def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
     )
     found.unknown_item_ids = list(response.unknown_item_ids)
     found.unknown_item_count = response.unknown_item_count
+    found.warnings = list(response.warnings)
     return found
 
 
@@ -407,7 +410,8 @@ def reload_result_of(response: pb.ReloadItemsResponse) -> ReloadResult:
 
 def _contribution(item: pb.ScoredItem) -> Contribution:
     top = item.top_contribution
-    return Contribution(PART_NAMES.get(top.part, str(top.part)), top.index, top.item_id, float(top.score))
+    item_id = top.item_id if top.HasField("item_id") else None
+    return Contribution(PART_NAMES.get(top.part, str(top.part)), top.index, item_id, float(top.score))
 
 
 def info_of(response: pb.InfoResponse) -> ServerInfo:
@@ -422,7 +426,8 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
         ModelInfo(m.name, m.task, m.model_name, m.dim, m.max_length, m.onnx_sha256, m.activation)
         for m in response.models
     ]
-    limits = {name: getattr(response, name) for name in names if name.startswith("max_")}
+    # max_length is the model's, an attribute: each field has one place (and `info` prints it once)
+    limits = {name: getattr(response, name) for name in names if name.startswith("max_") and name not in attributes}
     return ServerInfo(**values, limits=limits)
 
 

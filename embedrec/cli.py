@@ -30,11 +30,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
 }
 
+# What a newcomer needs before any subcommand's --help: where things listen and how to reach them.
+GETTING_AROUND = (
+    "ports: embedrec serve listens on 127.0.0.1:50051 (gRPC, --port), :8080 (HTTP, --http-port) and :9464",
+    "       (metrics, --metrics-port); each flag has an EMBEDREC_* variable (EMBEDREC_PORT, ...)",
+    "target: client commands call --target HOST:PORT, else EMBEDREC_TARGET, else 127.0.0.1:50051;",
+    "       TLS with --tls (--ca CA.pem for a private CA), a bearer token with --token or EMBEDREC_TOKEN",
+    "docs: docs/quickstart.md (the first hour), docs/errors.md (what each refusal says)",
+)
+
 
 def usage() -> str:
     """The top-level help text."""
     lines = ["usage: embedrec <command> [options]   (embedrec <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<14}{help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += ["", *GETTING_AROUND]
     return "\n".join(lines)
 
 

@@ -14,13 +14,13 @@ PartKind = Literal["user_vector", "text", "item"]
 @dataclass(frozen=True)
 class Contribution:
     """The profile part with the largest share of an item's score: `part` is "user_vector",
-    "text" or "item", `index` its position in the request's texts or item_ids, `item_id` the
-    history item's id (items only), `score` its share (all parts' shares sum to the score; with
+    "text" or "item", `index` its position (from 0) in the request's texts or item_ids, `item_id`
+    the history item's id (None for other parts), `score` its share (all parts' shares sum to the score; with
     best_score, the cosine to the liked part)."""
 
     part: str  # a PartKind; a str so a client keeps working when a newer server adds a kind
     index: int
-    item_id: str
+    item_id: str | None
     score: float
 
 

@@ -22,7 +22,7 @@ from embedrec.server.catalog.search import create_search_batcher
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
-from embedrec.server.edge.grpc_server import GrpcEdge
+from embedrec.server.edge.grpc_server import GrpcEdge, security_summary
 from embedrec.server.edge.http_server import HttpServer, start_http_edge
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.inference.embedding import Embedder, create_batcher
@@ -70,7 +70,12 @@ class EmbedrecApp:
         except BaseException:
             await self.stop(grace=0)
             raise
-        logger.info("listening on %s:%d (NOT_SERVING until the model is loaded)", self.settings.host, self.port)
+        logger.info(
+            "listening on %s:%d (gRPC; %s; NOT_SERVING until the model is loaded)",
+            self.settings.host,
+            self.port,
+            security_summary(self.settings, self.tokens),
+        )
         return self.port
 
     def _serve_metrics(self) -> None:

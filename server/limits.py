@@ -91,9 +91,15 @@ def check_score_floor(value: float | None, *, field: str) -> float | None:
 
 
 def check_k(k: int, limits: Limits, *, field: str = "k") -> None:
-    """Raise InvalidArgument unless 1 <= k <= max_k."""
+    """Raise InvalidArgument unless 1 <= k <= max_k (an unset k reads as 0: the message says so)."""
     if k < 1 or k > limits.max_k:
-        raise InvalidArgument(f"{field} must be between 1 and max_k={limits.max_k}, got {k}")
+        unset = " (an unset k reads as 0: set it)" if k == 0 else ""
+        raise InvalidArgument(f"{field} must be {integer_range(1, limits.max_k, 'max_k')}, got {k}{unset}")
+
+
+def integer_range(low: int, high: int, limit_name: str = "") -> str:
+    """How every message words an integer's range: "an integer from 1 to 1000 (max_k)"."""
+    return f"an integer from {low} to {high}" + (f" ({limit_name})" if limit_name else "")
 
 
 def check_count(count: int, limit: int, *, field: str, limit_name: str) -> None:

@@ -188,6 +188,28 @@ def milvus_tiny_server(
 
 
 @pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled all-MiniLM-L6-v2 exported once per session (~10-20 s), as `make serve` does."""
+    from embedrec.export.onnx_model import export_model
+
+    output = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
+    export_model(output_dir=output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def demo_items_dir(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/demo_catalog.jsonl embedded by the bundled MiniLM, its category the filter field (as
+    `make serve` builds it)."""
+    from embedrec.export.items import build_items
+
+    output = tmp_path_factory.mktemp("demo-items") / "demo"
+    catalog = Path(__file__).resolve().parent.parent / "data/demo_catalog.jsonl"
+    build_items(catalog, minilm_dir, output, filter_field="category", progress=False)
+    return output
+
+
+@pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path, tiny_items_dir: Path) -> Iterator[ServerThread]:
     """A real server (SERVING) on the tiny export and its items."""
     server = start_server(server_settings(tiny_model_dir, tiny_items_dir))

@@ -43,8 +43,9 @@ def guarded_server(tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path) -
 def test_a_client_token_may_not_call_admin_rpcs(guarded_server: ServerThread) -> None:
     with as_caller(guarded_server, "client-token") as client:
         assert client.info().item_count == 12
-        with pytest.raises(PermissionDenied, match="needs an admin token"):
+        with pytest.raises(PermissionDenied, match="needs an admin token") as error:
             client.reload_items()
+    assert "--admin-tokens-file or EMBEDREC_ADMIN_TOKENS" in error.value.message  # both ways to set one
 
 
 def test_an_admin_token_calls_admin_rpcs_and_everything_else(guarded_server: ServerThread) -> None:

@@ -29,6 +29,7 @@ def test_help_lists_every_subcommand() -> None:
     names = ("serve", "export-model", "export-items", "embed", "similarity", "recommend", "info", "health")
     for name in (*names, "reload-items"):
         assert name in completed.stdout
+    assert "EMBEDREC_TARGET" in completed.stdout and "--metrics-port" in completed.stdout  # where things are
 
 
 def test_recommend_prints_a_ranked_list_and_json(tiny_server: ServerThread) -> None:
@@ -47,7 +48,46 @@ def test_recommend_filters_by_category_and_explains_each_result(tiny_server: Ser
     assert readable.returncode == 0, readable.stderr
     lines = readable.stdout.splitlines()
     assert {line.split()[2] for line in lines} == {"coffee-1", "coffee-zh", "shoes-1", "shoes-2"}
-    assert all("(mostly item ac-1:" in line or "(mostly text #1:" in line for line in lines)
+    assert all("(mostly item #0 ac-1:" in line or "(mostly text #0 'coffee':" in line for line in lines)
+
+
+def test_explanations_count_parts_from_0_as_the_reply_does(tiny_server: ServerThread) -> None:
+    arguments = ["--target", tiny_server.target, "--text", "coffee", "--text", "running shoes", "--explain", "-k", "6"]
+    readable = embedrec("recommend", *arguments).stdout.splitlines()
+    replied = json.loads(embedrec("recommend", *arguments, "--json").stdout)
+    texts = ["coffee", "running shoes"]
+    for line, item in zip(readable, replied, strict=True):
+        index = item["contribution"]["index"]
+        assert item["contribution"]["item_id"] is None  # only a history item's part has an id
+        assert f"(mostly text #{index} {texts[index]!r}:" in line, line
+
+
+def test_a_filter_value_no_item_has_is_warned_and_the_empty_answer_says_none(tiny_server: ServerThread) -> None:
+    completed = embedrec("recommend", "--target", tiny_server.target, "--text", "coffee", "--filter", "Food")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "(none)\n"
+    assert "warning: filter_values: no item has 'Food' in 'category'" in completed.stderr
+    assert "did you mean 'food'?" in completed.stderr
+    where = embedrec("recommend", "--target", tiny_server.target, "--text", "x", "--where", "category=toys|food")
+    assert "warning: where[0].any_of: no item has 'toys'" in where.stderr and "(none)" not in where.stdout
+
+
+def test_hidden_prints_none_when_empty_and_hide_of_an_unknown_id_fails(tiny_server: ServerThread) -> None:
+    target = ["--target", tiny_server.target]
+    assert embedrec("hidden", *target).stdout == "(none)\n"
+    unknown = embedrec("hide", *target, "ac-2", "no-such-id")
+    assert unknown.returncode == 1
+    assert "1 hidden; 1 hidden now; unknown ids: no-such-id" in unknown.stdout
+    assert "--ignore-unknown" in unknown.stderr
+    assert embedrec("hidden", *target).stdout == "ac-2\n"
+    assert embedrec("restore", *target, "ac-2", "no-such-id", "--ignore-unknown").returncode == 0
+    assert embedrec("hidden", *target).stdout == "(none)\n"
+    assert "--ignore-unknown" in embedrec("hide", "--help").stdout
+
+
+def test_info_prints_each_field_once(tiny_server: ServerThread) -> None:
+    names = [line.split()[0] for line in embedrec("info", "--target", tiny_server.target).stdout.splitlines()]
+    assert len(names) == len(set(names)) and "max_length" in names and "max_k" in names
 
 
 def test_reload_items_reports_an_unchanged_matrix(tiny_server: ServerThread) -> None:

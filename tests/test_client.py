@@ -267,6 +267,33 @@ class TestSecurity:
             server.close()
 
 
+def test_tls_on_one_side_only_says_what_to_change(
+    tiny_model_dir: Path, certificates: dict[str, Path], tiny_server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plaintext to a TLS port names --tls and --ca, TLS to a plaintext port says to drop it, an
+    unknown CA names --ca, nothing listening names the target; both start-up lines say TLS and
+    tokens are on."""
+    caplog.set_level("INFO")
+    tls = {"tls_cert": certificates["server.crt"], "tls_key": certificates["server.key"]}
+    server = start_server(server_settings(tiny_model_dir, None, auth_tokens="secret", **tls))
+    try:
+        lines = [record.getMessage() for record in caplog.records]
+        assert any(line.startswith("listening on") and "TLS, bearer tokens required" in line for line in lines)
+        assert any(line.startswith("HTTP on https") and "TLS, bearer tokens required" in line for line in lines)
+        cases = [
+            (server.target, ChannelConfig(retry=None), "connect with TLS: the CLI's --tls (--ca CA.pem"),
+            (server.target, ChannelConfig(tls=True, retry=None), "pass that CA with --ca CA.pem"),
+            (tiny_server.target, ChannelConfig(tls=True, retry=None), "speaks plaintext on this port: drop --tls"),
+            (f"127.0.0.1:{free_port()}", ChannelConfig(retry=None), "check the target (the CLI's --target"),
+        ]
+        for target, config, hint in cases:
+            with EmbedrecClient(target, channel=config) as client, pytest.raises(Unavailable) as error:
+                client.info(timeout=5)
+            assert hint in error.value.message, error.value.message
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""

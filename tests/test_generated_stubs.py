@@ -41,6 +41,7 @@ def test_info_has_one_field_list_the_proto_and_both_sides_follow_it(client: Embe
     client_side = {field.name for field in dataclasses.fields(ServerInfo)} - {"limits"} | set(info.limits)
     assert client_side == proto_fields
     assert all(name.startswith("max_") for name in info.limits)
+    assert not set(info.limits) & {field.name for field in dataclasses.fields(ServerInfo)}  # each field once
     assert info.limits["max_batch_tokens"] > 0 and info.limits["max_queued_texts"] > 0
 
 

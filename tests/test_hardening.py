@@ -126,9 +126,21 @@ BAD_INPUTS: list[tuple[str, str, Any, str, str]] = [
         "INVALID_ARGUMENT",
         "all zeros",
     ),
-    ("k = 0", "Recommend", pb.RecommendRequest(k=0, user_vector=V), "INVALID_ARGUMENT", "k must be between 1 and"),
+    (
+        "k = 0",
+        "Recommend",
+        pb.RecommendRequest(k=0, user_vector=V),
+        "INVALID_ARGUMENT",
+        "k must be an integer from 1 to 1000 .* unset k reads as 0",
+    ),
     ("negative k", "Recommend", pb.RecommendRequest(k=-5, user_vector=V), "INVALID_ARGUMENT", "got -5"),
-    ("k over the limit", "Recommend", pb.RecommendRequest(k=1001, user_vector=V), "INVALID_ARGUMENT", "max_k=1000"),
+    (
+        "k over the limit",
+        "Recommend",
+        pb.RecommendRequest(k=1001, user_vector=V),
+        "INVALID_ARGUMENT",
+        r"1000 \(max_k\), got 1001",
+    ),
     (
         "unknown item ids",
         "Recommend",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import openai
 import pytest
@@ -50,8 +51,22 @@ def call(
             return error.code, json.loads(error.read()), dict(error.headers)
 
 
+_OPENAI_CLIENTS: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_openai_clients() -> Iterator[None]:
+    """Close the OpenAI clients a test made (their pooled sockets would otherwise be collected
+    open: a ResourceWarning, an error here)."""
+    yield
+    while _OPENAI_CLIENTS:
+        _OPENAI_CLIENTS.pop().close()
+
+
 def openai_client(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=http_base(server) + "/v1", api_key=api_key, max_retries=0, timeout=30)
+    client = openai.OpenAI(base_url=http_base(server) + "/v1", api_key=api_key, max_retries=0, timeout=30)
+    _OPENAI_CLIENTS.append(client)
+    return client
 
 
 def model_name(client: EmbedrecClient) -> str:
@@ -171,6 +186,10 @@ class TestJsonRoutes:
         assert [item["id"] for item in answer["items"]] == [r.id for r in expected]
         np.testing.assert_allclose([item["score"] for item in answer["items"]], [r.score for r in expected], rtol=1e-6)
         assert answer["items"][0]["topContribution"]["part"] in ("PROFILE_PART_TEXT", "PROFILE_PART_ITEM")
+        for item, mirrored in zip(answer["items"], expected, strict=True):  # an id only for an item part
+            top, contribution = item["topContribution"], mirrored.contribution
+            assert contribution is not None and top["index"] == contribution.index
+            assert top.get("itemId") == contribution.item_id == ("ac-1" if contribution.part == "item" else None)
         # The proto field names are accepted too.
         status, same, _ = call(http_base(tiny_server), "/v1/recommend", {**body, "exclude_ids": ["coffee-1"]})
         assert status == 200 and "coffee-1" not in [item["id"] for item in same["items"]]
@@ -216,12 +235,60 @@ class TestJsonRoutes:
     def test_unknown_routes_are_404_and_wrong_methods_405(self, tiny_server: ServerThread) -> None:
         assert call(http_base(tiny_server), "/v2/nothing")[0] == 404
         assert call(http_base(tiny_server), "/v1/recommend")[0] == 405  # GET of a POST route
-        assert call(http_base(tiny_server), "/v1/info", {})[0] == 405
+        status, answer, headers = call(http_base(tiny_server), "/v1/info", {})
+        assert (status, answer["error"]["code"], headers["allow"]) == (405, "UNIMPLEMENTED", "GET")  # gRPC names only
+        plain = call(http_base(tiny_server), "/v1/embed", {"texts": ["x"]}, headers={"content-type": "text/plain"})
+        assert (plain[0], plain[1]["error"]["code"]) == (415, "INVALID_ARGUMENT")
 
     def test_calls_are_counted_with_the_grpc_ones(self, tiny_server: ServerThread, client: EmbedrecClient) -> None:
         before = tiny_server.app.state.calls[("POST /v1/embed", "OK")]
         call(http_base(tiny_server), "/v1/embed", {"texts": ["x"]})
         assert tiny_server.app.state.calls[("POST /v1/embed", "OK")] == before + 1
+
+
+def test_every_error_code_is_a_grpc_status_name() -> None:
+    """`code` is a gRPC status name for every refusal, the ones only HTTP has included (415, 405,
+    408, 413, 431: their HTTP status says the rest)."""
+    from embedrec.server.edge.http_api import HTTP_STATUS, error_body
+    from embedrec.server.edge.http_protocol import REASONS
+
+    statuses = [*HTTP_STATUS, *(code for _, code, _ in REASONS.values())]
+    codes = {status: json.loads(error_body(status, "x"))["error"]["code"] for status in statuses}
+    assert all(code in grpc.StatusCode.__members__ for code in codes.values()), codes
+
+
+# Values of the wrong JSON type for any field; none may reach the caller as a parser's internals.
+WRONG_VALUES: list[object] = ["three", "3", "NaN", 2.5, 1e30, -1, True, [], {}, [1], {"a": 1}]
+INTERNALS = ("int()", "float()", "invalid literal", "Failed to parse", "Couldn't parse", "ParseError", "NoneType")
+
+
+def wrong_documents(route: str, valid: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`valid` with each field of the route's message, and of its first list entries, set to
+    each of WRONG_VALUES in turn."""
+    from embedrec.v1 import embedrec_pb2 as pb
+
+    descriptor = {"/v1/recommend": pb.RecommendRequest, "/v1/embed": pb.EmbedRequest}[route].DESCRIPTOR
+    for field in descriptor.fields:
+        for value in WRONG_VALUES:
+            yield f"{field.name}={value!r}", {**valid, field.json_name: value}
+        if field.message_type is not None and field.is_repeated and not field.message_type.GetOptions().map_entry:
+            for inner in field.message_type.fields:
+                for value in WRONG_VALUES:
+                    entry = [{inner.json_name: value}]
+                    yield f"{field.name}[0].{inner.name}={value!r}", {**valid, field.json_name: entry}
+
+
+@pytest.mark.parametrize(
+    ("route", "valid"),
+    [("/v1/recommend", {"texts": [{"text": "coffee"}], "k": 3}), ("/v1/embed", {"texts": ["coffee"]})],
+)
+def test_no_wrong_value_gets_a_parsers_internals(tiny_server: ServerThread, route: str, valid: dict[str, Any]) -> None:
+    for case, document in wrong_documents(route, valid):
+        status, answer, _ = call(http_base(tiny_server), route, document)
+        if status == 200:
+            continue  # e.g. an empty list, or -1 where any integer will do
+        message = answer["error"]["message"]
+        assert status in (400, 404) and not any(word in message for word in INTERNALS), (case, status, message)
 
 
 def test_a_body_over_the_message_limit_is_413(tiny_model_dir: Path, tiny_items_dir: Path) -> None:
@@ -279,9 +346,10 @@ def guarded_server(tiny_model_dir: Path, tiny_items_dir: Path, tmp_path: Path) -
 
 def test_bearer_tokens_guard_http_like_grpc(guarded_server: ServerThread) -> None:
     model = served_model(guarded_server)
-    with pytest.raises(openai.AuthenticationError):
-        openai_client(guarded_server, api_key="wrong").embeddings.create(model=model, input="x")
-    result = openai_client(guarded_server, api_key="client-token").embeddings.create(model=model, input="x")
+    with openai_client(guarded_server, api_key="wrong") as refused, pytest.raises(openai.AuthenticationError):
+        refused.embeddings.create(model=model, input="x")
+    with openai_client(guarded_server, api_key="client-token") as accepted:
+        result = accepted.embeddings.create(model=model, input="x")
     assert len(result.data) == 1
     status, answer, _ = call(http_base(guarded_server), "/v1/info")
     assert status == 401 and answer["error"]["code"] == "UNAUTHENTICATED"

@@ -155,7 +155,7 @@ class TestScoreFloorAndPages:
     @pytest.mark.parametrize(
         ("options", "named"),
         [
-            ({"offset": 10_001}, "offset must be between 0 and max_offset=10000"),
+            ({"offset": 10_001}, r"offset must be an integer from 0 to 10000 \(max_offset\)"),
             ({"min_score": 1.5}, r"min_score must be a cosine in \[-1, 1\]"),
             ({"min_score": float("nan")}, "min_score must be a cosine"),
         ],

@@ -77,24 +77,6 @@ TEXTS = ENGLISH + CHINESE + OTHER + LONG
 
 
 @pytest.fixture(scope="module")
-def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from embedrec.export.onnx_model import export_model
-
-    output = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
-    export_model(output_dir=output)
-    return output
-
-
-@pytest.fixture(scope="module")
-def demo_items_dir(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from embedrec.export.items import build_items
-
-    output = tmp_path_factory.mktemp("demo-items") / "demo"
-    build_items(REPO_ROOT / "data/demo_catalog.jsonl", minilm_dir, output, progress=False)
-    return output
-
-
-@pytest.fixture(scope="module")
 def minilm_server(minilm_dir: Path, demo_items_dir: Path) -> Iterator[ServerThread]:
     server = start_server(server_settings(minilm_dir, demo_items_dir, intra_op_threads=0))
     yield server

@@ -80,7 +80,7 @@ def test_recommend_batch_names_the_user_and_field_of_a_bad_request(store_client:
     with pytest.raises(EmbedrecClientError) as error:
         store_client.recommend_batch([{"k": 3, "vector": unit(1, dim)}, {"k": 0, "vector": unit(2, dim)}])
     assert error.value.code.name == "INVALID_ARGUMENT"
-    assert "users[1].k must be between 1 and max_k" in error.value.message
+    assert "users[1].k must be an integer from 1 to 1000 (max_k), got 0 (an unset k reads as 0" in error.value.message
     with pytest.raises(EmbedrecClientError, match="users is empty"):
         store_client.recommend_batch([])
     with pytest.raises(EmbedrecClientError, match="users has more than 64 entries; the limit is max_batch_users=64"):
@@ -111,7 +111,7 @@ def test_explain_names_the_part_that_contributed_most_and_shares_sum_to_the_scor
     history = {"ac-1": (1.0, matrix[IDS.index("ac-1")]), "shoes-1": (3.0, matrix[IDS.index("shoes-1")])}
     text_vector = store_client.embed(["coffee"], normalize=True)[0]
     parts = [("item", 0, "ac-1", *history["ac-1"]), ("item", 1, "shoes-1", *history["shoes-1"])]
-    parts.append(("text", 0, "", 1.0, text_vector))
+    parts.append(("text", 0, None, 1.0, text_vector))
     combined = sum(weight * vector for *_, weight, vector in parts)
     norm = float(np.linalg.norm(combined))
     for item in found:
@@ -309,3 +309,28 @@ def test_searches_over_the_queue_bound_are_refused_at_once_naming_the_limit(
         assert "limit max_queued_searches=2" in error.value.message
     finally:
         server.close()
+
+
+def test_a_filter_value_no_item_has_is_warned_and_the_answer_stays_exact(store_client: EmbedrecClient) -> None:
+    """`filter_values` and `where` values no item has: the same exact answer as without them (empty
+    when they were all there was), and on the memory-mapped store a warning naming the field, the
+    value and a near spelling; Milvus sends none (a query per value would cost too much)."""
+    on_mmap = store_client.info().items_engine == ""
+    found = store_client.recommend(3, texts=["coffee"], filter_values=["Food", "food"])
+    assert [item.id for item in found] == [
+        item.id for item in store_client.recommend(3, texts=["coffee"], filter_values=["food"])
+    ]
+    expected = (
+        "filter_values: no item has 'Food' in 'category' (values match exactly, case included); did you mean 'food'?"
+    )
+    assert found.warnings == ([expected] if on_mmap else [])
+    empty = store_client.recommend(3, texts=["coffee"], where=["category=toys"])
+    assert list(empty) == [] and len(empty.warnings) == on_mmap
+    assert all(warning.startswith("where[0].any_of: no item has 'toys'") for warning in empty.warnings)
+    users = [{"k": 2, "texts": ["x"]}, {"k": 2, "texts": ["x"], "filter_values": [f"v{i}" for i in range(30)]}]
+    first, second = store_client.recommend_batch(users)
+    assert first.warnings == [] and list(second) == []
+    if on_mmap:  # at most 10 warnings, the last one counting the rest
+        assert len(second.warnings) == 10 and second.warnings[0].startswith("users[1].filter_values: no item has 'v0'")
+        assert second.warnings[-1] == "and 21 more values no item has"
+    assert store_client.recommend(3, texts=["coffee"], filter_values=["food"]).warnings == []

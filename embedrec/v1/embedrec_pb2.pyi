@@ -268,14 +268,16 @@ class ScoredItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "unknown_item_ids", "unknown_item_count")
+    __slots__ = ("items", "unknown_item_ids", "unknown_item_count", "warnings")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     unknown_item_count: int
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., unknown_item_count: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., unknown_item_count: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("users",)

@@ -180,6 +180,27 @@ def check_conditions(
     return checked
 
 
+def unmatched_warnings(path: str, field_name: str, values: Sequence[str], code_of: Mapping[str, int]) -> list[str]:
+    """A warning for each of `values` (requested at `path`) that the categorical field
+    `field_name` (its values' codes: `code_of`) does not have, suggesting a value that differs
+    only in case or spaces: values are matched exactly."""
+    warnings = []
+    for value in values:
+        if value in code_of:
+            continue
+        close = next((other for other in _spellings(value) if other in code_of), None)
+        hint = f"; did you mean {quoted(close)}?" if close is not None else ""
+        warnings.append(
+            f"{path}: no item has {quoted(value)} in {quoted(field_name)} (values match exactly, case included){hint}"
+        )
+    return warnings
+
+
+def _spellings(value: str) -> tuple[str, ...]:
+    stripped = value.strip()
+    return (value.lower(), value.upper(), value.title(), value.capitalize(), stripped, stripped.lower())
+
+
 def compile_conditions(
     specs: Sequence[ConditionSpec], columns: dict[str, Column], *, field: str
 ) -> list[CompiledCondition]:

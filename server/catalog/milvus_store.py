@@ -264,6 +264,12 @@ class MilvusItems:
                 f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
             )
 
+    def unmatched_values(
+        self, filter_values: Sequence[str], conditions: Sequence[ConditionSpec], *, field: str, conditions_field: str
+    ) -> list[str]:
+        """None: telling would cost Milvus a query per value (ItemStore.unmatched_values)."""
+        return []
+
     def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
         """The values of the categorical field `name` of each of `chosen` (one query)."""
         column = milvus_field(name)

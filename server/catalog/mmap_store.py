@@ -18,7 +18,14 @@ import numpy.typing as npt
 
 from embedrec.results import VisibilityResult
 from embedrec.server.catalog.codes import codes_for
-from embedrec.server.catalog.fields import CategoricalColumn, Column, ConditionSpec, compile_conditions, load_columns
+from embedrec.server.catalog.fields import (
+    CategoricalColumn,
+    Column,
+    ConditionSpec,
+    compile_conditions,
+    load_columns,
+    unmatched_warnings,
+)
 from embedrec.server.catalog.hidden import HiddenItems
 from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.catalog.item_texts import ItemTexts
@@ -186,6 +193,19 @@ class ItemIndex:
     def check_categorical(self, name: str, *, field: str) -> None:
         """InvalidArgument naming `field` unless `name` is a categorical field."""
         self.categorical(name, field=field)
+
+    def unmatched_values(
+        self, filter_values: Sequence[str], conditions: Sequence[ConditionSpec], *, field: str, conditions_field: str
+    ) -> list[str]:
+        """Warnings for values no item has (see ItemStore.unmatched_values): dictionary look-ups only."""
+        warnings = unmatched_warnings(field, self.filter_field or "", filter_values, self._code_of)
+        for index, condition in enumerate(conditions):
+            column = self.columns.get(condition.field)
+            if isinstance(column, CategoricalColumn):
+                for name in ("any_of", "none_of"):
+                    path = f"{conditions_field}[{index}].{name}"
+                    warnings += unmatched_warnings(path, condition.field, getattr(condition, name), column.code_of)
+        return warnings
 
     def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
         """The value codes of the categorical field `name` of each of `chosen`."""

@@ -22,7 +22,7 @@ class ProfilePart:
     weight: float
     kind: PartKind
     index: int = 0
-    item_id: str = ""
+    item_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ from embedrec.server.errors import EmbedrecError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder
 from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.reranking import Reranker
-from embedrec.server.limits import Limits, check_count, check_k, check_score_floor, check_vector, check_weight
+from embedrec.server.limits import (
+    Limits,
+    check_count,
+    check_k,
+    check_score_floor,
+    check_vector,
+    check_weight,
+    integer_range,
+)
 from embedrec.server.observability.tracing import span
 
 
@@ -48,13 +56,19 @@ class ProfileRequest:
     rerank: RerankSpec | None = None  # a cross-encoder stage over the best candidates
 
 
+# Warnings past this many are summed up in one more: a request may hold 1,000 filter values.
+MAX_WARNINGS = 10
+
+
 @dataclass(frozen=True)
 class RecommendResult:
-    """One user's answer: the items, best first, and the history ids skipped as unknown (with
-    ignore_unknown_items)."""
+    """One user's answer: the items, best first, the history ids skipped as unknown (with
+    ignore_unknown_items), and warnings that may explain a surprising answer (a filter value
+    no item has) without changing it."""
 
     items: list[Recommendation]
     unknown_item_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +83,7 @@ class PreparedProfile:
     row_filter: Selection
     unknown_item_ids: list[str]
     diversity: tuple[str, int] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,7 @@ def check_profile_request(request: ProfileRequest, limits: Limits, prefix: str =
     check_k(request.k, limits, field=f"{prefix}k")
     if not 0 <= request.offset <= limits.max_offset:
         raise InvalidArgument(
-            f"{prefix}offset must be between 0 and max_offset={limits.max_offset}, got {request.offset}"
+            f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}"
         )
     check_score_floor(request.min_score, field=f"{prefix}min_score")
     check_count(len(request.where), limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
@@ -154,6 +169,11 @@ def gather_profile(
         effort=request.approximate,
         effort_field=f"{prefix}approximate",
     )
+    warnings = items.unmatched_values(
+        request.filter_values, request.where, field=f"{prefix}filter_values", conditions_field=f"{prefix}where"
+    )
+    if len(warnings) > MAX_WARNINGS:
+        warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more values no item has"]
     diversity = None
     if request.diversity is not None:
         name, limit = request.diversity
@@ -163,7 +183,9 @@ def gather_profile(
         diversity = (name, limit)
     texts = [text for text, _ in request.texts]
     unknown_ids = [item_ids[index] for index in history.unknown_positions]
-    return PreparedProfile(request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity)
+    return PreparedProfile(
+        request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity, warnings
+    )
 
 
 class Recommender:
@@ -272,7 +294,10 @@ class Recommender:
                 for index, (stage, request, result) in enumerate(zip(stages, requests, results, strict=True))
             )
         )
-        return [RecommendResult(found, one.unknown_item_ids) for found, one in zip(ordered, prepared, strict=True)]
+        return [
+            RecommendResult(found, one.unknown_item_ids, one.warnings)
+            for found, one in zip(ordered, prepared, strict=True)
+        ]
 
     async def _second_stage(
         self,

@@ -150,6 +150,14 @@ class ItemStore(Protocol):
         """InvalidArgument naming `field` unless `name` is a categorical field of the items."""
         ...
 
+    def unmatched_values(
+        self, filter_values: Sequence[str], conditions: Sequence[ConditionSpec], *, field: str, conditions_field: str
+    ) -> list[str]:
+        """Warnings for the `filter_values` and the conditions' any_of/none_of values that no item
+        has (after `selection` accepted them), naming `field` or `conditions_field`[i]; a store
+        that cannot tell cheaply returns none."""
+        ...
+
     def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
         """The values of the categorical field `name` of each of `chosen`."""
         ...
@@ -208,4 +216,7 @@ def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
     """The NotFound naming `field` and (the first few of) the `unknown` ids."""
     shown = ", ".join(quoted(item_id) for item_id in unknown[:5])
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return NotFound(f"{field}: unknown item id(s) {shown}{more}")
+    skip = ""
+    if field.endswith("items"):  # history: skipping them is an option of the request
+        skip = " (set ignore_unknown_items, the CLI's --ignore-unknown-items, to skip them)"
+    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}")

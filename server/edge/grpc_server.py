@@ -92,6 +92,18 @@ class GrpcEdge:
         await self.server.stop(grace)
 
 
+def security_summary(settings: Settings, tokens: TokenGuard) -> str:
+    """How both edges' start-up lines say what a client needs: "TLS, bearer tokens required"."""
+    if settings.tls_client_ca is not None:
+        transport = "mTLS (client certificates required)"
+    else:
+        transport = "TLS" if settings.tls_cert is not None else "plaintext"
+    if not tokens.policy.enabled:
+        return f"{transport}, no tokens"
+    health = ", health exempt" if settings.auth_exempt_health else ""
+    return f"{transport}, bearer tokens required{health}"
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from the settings (mTLS when a client CA is set); None for plaintext."""
     if settings.tls_cert is None and settings.tls_key is None:

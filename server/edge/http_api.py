@@ -19,14 +19,14 @@ batcher, the item index, the limits, the bearer tokens, TLS and the metrics with
   (`http_errors`). The route table of them all: `http_routes.ROUTES`. On every JSON route an
   explicit null in a field means unset.
 
-Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with `code` the
-gRPC status name and the HTTP status from `HTTP_STATUS` (429 and 503 carry Retry-After). Every
-call has a deadline (the server's, or the client's shorter `x-request-timeout`); POST bodies must
-be JSON, and are checked against the request limits in bounded steps before they are parsed
-(`json_limits`). Like the gRPC edge, a handler only parses, admits, awaits the core and answers:
-JSON for more than a few vectors is written in the CPU pool (orjson: ~20 us per 384-d vector
-against ~440 us for the standard library's json, measured here), and request text is never
-logged.
+Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with `code` always a
+gRPC status name (`GRPC_CODE` for refusals only HTTP has) and the HTTP status from `HTTP_STATUS`
+(429 and 503 carry Retry-After). Every call has a deadline (the server's, or the client's shorter
+`x-request-timeout`); POST bodies must be JSON, and are checked against the request limits in
+bounded steps before they are parsed (`json_limits`). Like the gRPC edge, a handler only parses,
+admits, awaits the core and answers: JSON for more than a few vectors is written in the CPU pool
+(orjson: ~20 us per 384-d vector against ~440 us for the standard library's json, measured here),
+and request text is never logged.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from embedrec.server.edge.calls import (
     clean_request_id,
 )
 from embedrec.server.edge.http_errors import ERROR_DIALECTS
-from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
+from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values, quoted_number_hint
 from embedrec.server.edge.request_limits import LimitTable, limits_of
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, bounded, quoted
 from embedrec.server.inference.embedding import Embedder
@@ -81,12 +81,24 @@ HTTP_STATUS: dict[str, tuple[int, str]] = {
     "PAYLOAD_TOO_LARGE": (413, "invalid_request_error"),
     "REQUEST_HEADER_FIELDS_TOO_LARGE": (431, "invalid_request_error"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "invalid_request_error"),
+    "METHOD_NOT_ALLOWED": (405, "invalid_request_error"),
     "CANCELLED": (499, "client_closed_request"),
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
     "INTERNAL": (500, "server_error"),
     "UNAVAILABLE": (503, "service_unavailable"),
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
+# The gRPC status name each refusal only HTTP has writes as `code` (the HTTP status says more);
+# the metrics keep the HTTP name. As grpc-gateway maps them (405: UNIMPLEMENTED).
+GRPC_CODE = {
+    "REQUEST_TIMEOUT": "DEADLINE_EXCEEDED",
+    "PAYLOAD_TOO_LARGE": "RESOURCE_EXHAUSTED",
+    "REQUEST_HEADER_FIELDS_TOO_LARGE": "RESOURCE_EXHAUSTED",
+    "UNSUPPORTED_MEDIA_TYPE": "INVALID_ARGUMENT",
+    "METHOD_NOT_ALLOWED": "UNIMPLEMENTED",
+}
+UNAUTHENTICATED_HTTP = "missing or unknown bearer token (send the header 'authorization: Bearer <token>')"
+NOT_JSON = "the request body must be JSON: send the header content-type: application/json"
 RETRY_AFTER_SECONDS = "1"
 REQUEST_ID_HEADER = REQUEST_ID_KEY.encode()
 # A client's deadline for the whole call, in seconds (like gRPC's deadline); the server's
@@ -185,7 +197,7 @@ class HttpApi:
         if route is None:
             message = f"{scope['path']} takes {' or '.join(methods)}, not {quoted(method)}"
             allow = [(b"allow", ", ".join(methods).encode())]
-            await _send(send, error_body("INVALID_ARGUMENT", message), 405, request_id, extra=allow)
+            await _send(send, error_body("METHOD_NOT_ALLOWED", message), 405, request_id, extra=allow)
             return
         call = Call(f"{route.method} {scope['path']}", request_id)
         with self.state.in_flight_call(), server_span(call.rpc, headers, request_id=request_id, system="http") as span:
@@ -199,15 +211,13 @@ class HttpApi:
         if not (route.probe and self.exempt_health):
             access = self.tokens.policy.check(_header(scope["headers"], b"authorization") or None, admin=False)
             if access is not Access.ALLOWED:
-                denied = Refusal("UNAUTHENTICATED", "missing or unknown bearer token")
+                denied = Refusal("UNAUTHENTICATED", UNAUTHENTICATED_HTTP)
                 return _refused(route.dialect, denied), denied.status
         refusal = admission(self.state)
         if refusal is not None:
             return _refused(route.dialect, refusal), refusal.status
         if route.method == "POST" and not _is_json(_header(scope["headers"], b"content-type")):
-            refusal = Refusal(
-                "UNSUPPORTED_MEDIA_TYPE", "the request body must be JSON (content-type: application/json)"
-            )
+            refusal = Refusal("UNSUPPORTED_MEDIA_TYPE", NOT_JSON)
             return _refused(route.dialect, refusal), refusal.status
         outcome = await answer(self._run(route, scope, receive, call), call)
         if isinstance(outcome, Refusal):
@@ -241,7 +251,8 @@ class HttpApi:
             raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}")
         dimensions = request.get("dimensions")
         if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-            raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}")
+            hint = quoted_number_hint(dimensions)
+            raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}{hint}")
         if dimensions == 0:  # Infinity's (and infinity-client's default) "the full dimension"
             dimensions = None
         prompt_name = request.get("prompt_name")
@@ -405,7 +416,7 @@ def _optional_count(request: dict[str, Any], name: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}")
     return value
 
 
@@ -507,7 +518,8 @@ def _refused(dialect: str, refusal: Refusal) -> _Reply:
 def error_body(status: str, message: str) -> bytes:
     """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS."""
     error_type = HTTP_STATUS.get(status, (500, "server_error"))[1]
-    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": status}})
+    code = GRPC_CODE.get(status, status)
+    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": code}})
 
 
 def _reply_headers(status: str) -> list[tuple[bytes, bytes]]:

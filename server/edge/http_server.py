@@ -13,7 +13,7 @@ from typing import Any
 
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
-from embedrec.server.edge.grpc_server import server_credentials
+from embedrec.server.edge.grpc_server import security_summary, server_credentials
 from embedrec.server.edge.http_api import HttpApi
 from embedrec.server.edge.http_protocol import ConnectionLimits, guarded_protocol, rate_limited_accept_errors
 from embedrec.server.edge.http_routes import ROUTES
@@ -60,7 +60,13 @@ async def start_http_edge(
             f"cannot listen for HTTP on {settings.host}:{settings.http_port} (--http-port): {error.strerror or error}"
         ) from None
     scheme = "https" if tls else "http"
-    logger.info("HTTP on %s://%s:%d (/v1/embeddings, /v1/recommend, ...)", scheme, settings.host, port)
+    logger.info(
+        "HTTP on %s://%s:%d (%s; /v1/embeddings, /v1/recommend, ...)",
+        scheme,
+        settings.host,
+        port,
+        security_summary(settings, tokens),
+    )
     return http
 
 

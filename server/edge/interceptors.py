@@ -14,8 +14,13 @@ from embedrec.v1 import embedrec_pb2 as pb
 
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
 ADMIN_SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["EmbedRecAdmin"].full_name + "/"
-UNAUTHENTICATED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
-PERMISSION_DENIED = "this RPC needs an admin token (--admin-tokens-file); a client token may not call it"
+UNAUTHENTICATED = (
+    "missing or invalid bearer token (metadata 'authorization: Bearer <token>'; the CLI's --token or EMBEDREC_TOKEN)"
+)
+PERMISSION_DENIED = (
+    "this RPC needs an admin token (the server's --admin-tokens-file or EMBEDREC_ADMIN_TOKENS); "
+    "a client token may not call it"
+)
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -3,13 +3,15 @@ parsed document before json_format walks it (the limits: `request_limits`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from embedrec.server.edge.request_limits import LimitTable, too_long, too_many
-from embedrec.server.errors import InvalidArgument, quoted
+from embedrec.server.edge.request_limits import IntegerRange, LimitTable, too_long, too_many
+from embedrec.server.errors import MAX_QUOTED_CHARS, InvalidArgument, quoted
+from embedrec.server.limits import integer_range
 
 # Deeper than any request of the proto needs (RecommendBatchRequest.users[].where[].any_of[] is 5).
 MAX_JSON_DEPTH = 32
@@ -109,17 +111,28 @@ def _max_json_values(descriptor: Descriptor, table: LimitTable) -> tuple[int, in
     return widest, total
 
 
+# Numbers must be JSON numbers on every route: the proto's JSON mapping would also take "3",
+# "NaN" or "Infinity" in quotes, but no request field has a use for them (no 64-bit integers, no
+# non-finite weights), and one rule for every route is easier to get right than two.
 _JSON_SCALARS: dict[int, tuple[type, ...]] = {
     FieldDescriptor.CPPTYPE_STRING: (str,),
     FieldDescriptor.CPPTYPE_BOOL: (bool,),
-    FieldDescriptor.CPPTYPE_FLOAT: (int, float, str),  # "NaN", "Infinity" are the proto's JSON
-    FieldDescriptor.CPPTYPE_DOUBLE: (int, float, str),
-    FieldDescriptor.CPPTYPE_INT32: (int, str),  # 64-bit integers travel as strings
-    FieldDescriptor.CPPTYPE_INT64: (int, str),
-    FieldDescriptor.CPPTYPE_UINT32: (int, str),
-    FieldDescriptor.CPPTYPE_UINT64: (int, str),
+    FieldDescriptor.CPPTYPE_FLOAT: (int, float),
+    FieldDescriptor.CPPTYPE_DOUBLE: (int, float),
+    FieldDescriptor.CPPTYPE_INT32: (int, float),  # a float only when integral (2.0), as json_format
+    FieldDescriptor.CPPTYPE_INT64: (int, float),
+    FieldDescriptor.CPPTYPE_UINT32: (int, float),
+    FieldDescriptor.CPPTYPE_UINT64: (int, float),
     FieldDescriptor.CPPTYPE_ENUM: (str, int),
 }
+_INTEGER_TYPES = {
+    FieldDescriptor.CPPTYPE_INT32: IntegerRange(-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: IntegerRange(-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: IntegerRange(0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: IntegerRange(0, 2**64 - 1),
+}
+# A message field given a bare string: the object it takes, for the message to show.
+_OBJECT_OF_STRING = {"WeightedText": "text", "WeightedItem": "id"}
 
 
 def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: str = "") -> None:
@@ -128,8 +141,12 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
     entries than `table` allows. Counts are checked before any entry is looked at; the walk goes
     no deeper than the message's own fields."""
     if not isinstance(document, dict):
-        raise InvalidArgument(f"{path.rstrip('.') or 'request body'} must be a JSON object, got {quoted(document)}")
+        raise InvalidArgument(_not_an_object(document, descriptor, path))
     by_name = _fields_by_json_name(descriptor, table)
+    for owner, name in table.required:
+        field = descriptor.fields_by_name[name] if owner == descriptor.name else None
+        if field is not None and document.get(name, document.get(field.json_name)) is None:
+            raise InvalidArgument(f"{path}{name} is missing: {_json_kind(field, table.ranges.get((owner, name)))}")
     for key, value in document.items():
         field = by_name.get(key)
         if field is None:
@@ -142,7 +159,9 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
             continue
         is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
         if not isinstance(value, dict if is_map else list):
-            raise InvalidArgument(f"{name} must be a JSON {'object' if is_map else 'array'}, got {quoted(value)}")
+            kind = "object" if is_map else "array"
+            example = "" if is_map else _array_example(value, field)
+            raise InvalidArgument(f"{name} must be a JSON {kind}{example}, got {quoted(value)}")
         limit = table.count(descriptor.name, field.name)
         if limit is not None and len(value) > limit.limit:
             raise too_many(name, limit, len(value))
@@ -172,8 +191,15 @@ def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, nam
         check_json(value, field.message_type, table, f"{name}.")
         return
     allowed = _JSON_SCALARS.get(field.cpp_type, ())
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        raise InvalidArgument(f"{name} must be a {_json_kind(field)}, got {quoted(value)}")
+    integers = _INTEGER_TYPES.get(field.cpp_type)
+    wrong_type = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
+    if integers is not None and not wrong_type:
+        wrong_type = isinstance(value, float) and not value.is_integer()
+        if not wrong_type and not integers.low <= value <= integers.high:
+            wrong_type = True  # json_format would refuse it past the type's range
+    if wrong_type:
+        kind = _json_kind(field, table.ranges.get((owner.name, field.name)))
+        raise InvalidArgument(f"{name} must be {kind}, got {quoted(value)}{quoted_number_hint(value)}")
     if isinstance(value, str) and field.enum_type is not None and value not in field.enum_type.values_by_name:
         known = ", ".join(field.enum_type.values_by_name)
         raise InvalidArgument(f"{name} has unknown value {quoted(value)}; use one of {known}")
@@ -193,11 +219,51 @@ def _utf8_longer(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-def _json_kind(field: FieldDescriptor) -> str:
+def _json_kind(field: FieldDescriptor, valid: IntegerRange | None = None) -> str:
+    """What `field` takes, as a message says it ("an integer from 1 to 1000 (max_k)")."""
+    if field.message_type is not None:
+        return f"a JSON object ({field.message_type.name})"
     if field.cpp_type == FieldDescriptor.CPPTYPE_STRING:
-        return "string"
+        return "a string"
     if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
-        return "boolean"
+        return "true or false"
     if field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
-        return "enum name or number"
-    return "number"
+        return f"one of {', '.join(field.enum_type.values_by_name)}"
+    integers = valid or _INTEGER_TYPES.get(field.cpp_type)
+    if integers is not None:
+        return integer_range(integers.low, integers.high, integers.name)
+    return "a number"
+
+
+def quoted_number_hint(value: Any) -> str:
+    """What to change when `value` is a number in quotes (which no route accepts)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (a string: send the number without quotes)"
+
+
+def _array_example(value: Any, field: FieldDescriptor) -> str:
+    """ " such as [...]": the array a lone `value` of the repeated `field` belongs in, if clear."""
+    if isinstance(value, str):
+        value = value[:MAX_QUOTED_CHARS]
+        key = _OBJECT_OF_STRING.get(field.message_type.name) if field.message_type is not None else None
+        entry: Any = {key: value} if key is not None else (value if field.message_type is None else None)
+    else:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool) and field.message_type is None
+        entry = value if numeric else None
+    return "" if entry is None else f" such as [{json.dumps(entry, ensure_ascii=False)}]"
+
+
+def _not_an_object(value: Any, descriptor: Descriptor, path: str) -> str:
+    """The message for `value` where a JSON object of `descriptor` belongs, with the object a
+    bare string should have been (texts: [{"text": "mouse"}], not ["mouse"])."""
+    where = path.rstrip(".") or "request body"
+    key = _OBJECT_OF_STRING.get(descriptor.name)
+    if key is not None and isinstance(value, str):
+        example = json.dumps({key: value[:MAX_QUOTED_CHARS]}, ensure_ascii=False)
+        return f"{where} must be a JSON object such as {example}, got {quoted(value)}"
+    return f"{where} must be a JSON object ({descriptor.name}), got {quoted(value)}"

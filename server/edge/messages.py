@@ -282,13 +282,16 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
                 pb.Contribution(
                     part=PART_TO_PROTO[contribution.part],
                     index=contribution.index,
-                    item_id=contribution.item_id,
                     score=contribution.score,
                 )
             )
+            if contribution.item_id is not None:
+                item.top_contribution.item_id = contribution.item_id
         items.append(item)
     unknown = found.unknown_item_ids
-    return pb.RecommendResponse(items=items, unknown_item_ids=echoed_ids(unknown), unknown_item_count=len(unknown))
+    return pb.RecommendResponse(
+        items=items, unknown_item_ids=echoed_ids(unknown), unknown_item_count=len(unknown), warnings=found.warnings
+    )
 
 
 def echoed_ids(ids: list[str]) -> list[str]:

@@ -45,6 +45,28 @@ DEFAULT_STRING_BYTES = CountLimit(1024, "names and values")
 
 
 @dataclass(frozen=True)
+class IntegerRange:
+    """An integer field's valid values, low to high, named `name` in messages (a setting)."""
+
+    low: int
+    high: int
+    name: str = ""
+
+
+# What an unset field would mean is never what was wanted: JSON says "missing" before parsing.
+REQUIRED_FIELDS = frozenset(
+    {
+        ("RecommendRequest", "k"),
+        ("WeightedText", "text"),
+        ("WeightedItem", "id"),
+        ("Condition", "field"),
+        ("TextPair", "a"),
+        ("TextPair", "b"),
+    }
+)
+
+
+@dataclass(frozen=True)
 class LimitTable:
     """The limits of the request messages, keyed by (message name, field name): `counts` for
     repeated fields, `string_bytes` for string fields (UTF-8 bytes; None: texts, whose limit in
@@ -53,6 +75,10 @@ class LimitTable:
 
     counts: Mapping[tuple[str, str], CountLimit]
     string_bytes: Mapping[tuple[str, str], CountLimit | None]
+    # Integer fields with a range of their own (the core checks it; JSON's type errors quote it)
+    # and the fields a request must set: both as (message name, field name).
+    ranges: Mapping[tuple[str, str], IntegerRange] = field(default_factory=dict)
+    required: frozenset[tuple[str, str]] = frozenset()
     # What a checker derives from the table per message type, by full name (e.g. the wire walk's
     # plans): built once, since a table lives as long as its limits (`request_limits` is cached).
     derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -70,7 +96,11 @@ class LimitTable:
 def request_limits(limits: Limits, dim: int) -> LimitTable:
     """The limits of every request message under `limits`; `dim` bounds the vectors (built once
     per pair)."""
-    return LimitTable(_count_limits(limits, dim), _string_limits())
+    ranges = {
+        ("RecommendRequest", "k"): IntegerRange(1, limits.max_k, "max_k"),
+        ("RecommendRequest", "offset"): IntegerRange(0, limits.max_offset, "max_offset"),
+    }
+    return LimitTable(_count_limits(limits, dim), _string_limits(), ranges, REQUIRED_FIELDS)
 
 
 class _HasDim(Protocol):
