@@ -265,8 +265,9 @@ class Settings:
     )
     http_max_connections: int = _setting(
         4096,
-        "open HTTP connections at most (lowered to the open-file limit less 256 when that is smaller); the next one "
-        "is answered 503 with Retry-After and closed, so a flood of idle connections cannot exhaust descriptors",
+        "open HTTP connections at most (lowered to the open-file limit less 256 when that is smaller); past it the "
+        "connection waiting longest for a request head is closed to make room (503 with Retry-After for the new one "
+        "only when none waits), so a flood of slow connections can neither exhaust descriptors nor lock clients out",
         minimum=1,
     )
     http_max_header_bytes: int = _setting(
