@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from embedrec.client.evaluate.compare import Difference
 from embedrec.client.evaluate.metrics import MEASURES
 from embedrec.client.evaluate.results import EvaluationResult
 
@@ -18,8 +19,8 @@ BAR_WIDTH = 30
 class ProgressBar:
     """A one-line progress bar per stage on `stream` (a terminal's stderr), redrawn in place."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
         self.stage = ""
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -119,23 +120,26 @@ def _catalog_table(result: EvaluationResult) -> str:
 
 def _differences_table(result: EvaluationResult) -> str:
     first = result.differences[0]
-    header = ["metric", "target", f"- {first.reference}", f"{first.confidence:.0%} interval", "p", ""]
-    rows = [
-        [
-            difference.metric,
-            difference.target,
-            f"{difference.mean:+.4f}",
-            f"[{difference.low:+.4f}, {difference.high:+.4f}]",
-            f"{difference.p_value:.3f}",
-            "significant" if difference.significant else "",
-        ]
-        for difference in result.differences
-    ]
+    found = {(d.target, d.metric): d for d in result.differences}
+    targets = list(dict.fromkeys(d.target for d in result.differences))
+    header = ["target", "metric", *(f"@{k}" for k in result.ks)]
+    rows = []
+    for target in targets:
+        for name in MEASURES:
+            cells = [found.get((target, f"{name}@{k}")) for k in result.ks]
+            rows.append([target, name, *(_difference_cell(cell) for cell in cells)])
     title = (
-        f"paired bootstrap over {first.users} users: each target minus {first.reference} "
-        "(significant: the interval excludes 0)"
+        f"paired bootstrap over {first.users} users, each target minus {first.reference}: mean "
+        f"[{first.confidence:.0%} interval], * significant (the interval excludes 0)"
     )
     return title + "\n" + _table(header, rows)
+
+
+def _difference_cell(difference: Difference | None) -> str:
+    if difference is None:
+        return ""
+    star = "*" if difference.significant else " "
+    return f"{difference.mean:+.4f} [{difference.low:+.3f}, {difference.high:+.3f}]{star}"
 
 
 def plot(result: EvaluationResult, path: Path) -> None:

@@ -185,12 +185,11 @@ async def _universe(
                     f"the catalog has {len(catalog)} items but {target.label} serves {info.item_count}: "
                     "the catalog and the server's items do not match"
                 )
-        asked = [item for item in log_items if item in catalog]
         for target, info in zip(targets, infos, strict=True):
-            missing = await unknown_items(target, asked, info)
+            missing = await unknown_items(target, list(catalog_ids), info)
             if missing:
                 raise EvaluationError(
-                    f"{target.label} does not know {len(missing)} of the catalog's items named in the log "
+                    f"{target.label} does not know {len(missing)} of the catalog's {len(catalog)} items "
                     f"(e.g. {sorted(missing)[:3]}): the catalog and the server's items do not match"
                 )
         return list(dict.fromkeys(catalog_ids))
