@@ -271,3 +271,10 @@ def test_the_cli_reports_an_unreachable_server(tmp_path: Path, capsys: pytest.Ca
     log = write_jsonl(tmp_path / "log.jsonl", [{"user": "u", "item": "a"}, {"user": "u", "item": "b"}])
     assert evaluate_main([str(log), "--target", f"127.0.0.1:{free_port()}", "--timeout", "2", "--no-progress"]) == 1
     assert "embedrec evaluate:" in capsys.readouterr().err
+
+
+def test_a_target_every_call_of_which_fails_is_an_error_naming_the_first(served: Served, tmp_path: Path) -> None:
+    rows, _ = nearest_neighbour_log(served)
+    log = write_jsonl(tmp_path / "log.jsonl", rows)
+    with pytest.raises(EvaluationError, match="every RecommendBatch call failed; the first: InvalidArgument"):
+        evaluate(log, [served.target("bad", where=["no_such_field<3"])], EvaluationConfig(baselines=()))

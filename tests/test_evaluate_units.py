@@ -13,7 +13,7 @@ from embedrec.client.evaluate.baselines import TrainingData, als, popularity, ra
 from embedrec.client.evaluate.compare import compare_targets, paired_difference
 from embedrec.client.evaluate.interactions import Interaction, read_interactions
 from embedrec.client.evaluate.metrics import coverage, novelty, popularity_ranks, ranking_metrics
-from embedrec.client.evaluate.profiles import Feedback, ProfileLimits, build_profile
+from embedrec.client.evaluate.profiles import Feedback, ProfileLimits, build_profile, user_profile
 from embedrec.client.evaluate.split import SplitSpec, split_log
 from embedrec.client.evaluate.targets import parse_target
 from embedrec.client.models import UserProfile
@@ -133,13 +133,17 @@ def test_dislikes_are_never_held_out_and_weigh_against() -> None:
         Interaction("u", "c", 3.0, event="skip"),
         Interaction("u", "d", 4.0, weight=1.0),
         Interaction("u", None, 2.5, text="quiet fridge"),
+        Interaction("u", "e", 0.5, event="seen"),
     ]
     cases, _ = split_log(rows, SplitSpec(), feedback)
     (case,) = cases
-    assert case.held_out == ["b"] and [row.item for row in case.history] == ["a"]
+    assert case.held_out == ["b"] and [row.item for row in case.history] == ["e", "a"]
     built = build_profile(rows, feedback, ProfileLimits())
     assert built.item_weights == {"a": 5.0, "b": 4.0, "c": -1.0, "d": -1.0} and built.texts == ["quiet fridge"]
-    assert built.positives == ["a", "b"]
+    assert built.positives == ["a", "b"] and built.excluded == ["e"]
+    request = user_profile(built, 10, UserProfile(exclude_ids=["x"], rerank=True)).to_request()
+    assert list(request.exclude_ids) == ["x", "e"] and request.exclude_history and request.ignore_unknown_items
+    assert request.HasField("rerank") and [(item.id, item.weight) for item in request.items][2] == ("c", -1.0)
 
 
 def test_profiles_keep_the_most_recent_rows_within_the_limits() -> None:

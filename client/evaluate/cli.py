@@ -18,13 +18,15 @@ from embedrec.client.cli import (
 )
 from embedrec.client.evaluate.baselines import BASELINES
 from embedrec.client.evaluate.interactions import Columns, read_catalog_ids
-from embedrec.client.evaluate.profiles import DEFAULT_NEGATIVE_EVENTS, Feedback
+from embedrec.client.evaluate.profiles import DEFAULT_NEGATIVE_EVENTS, DEFAULT_SEEN_EVENTS, Feedback
 from embedrec.client.evaluate.report import ProgressBar, format_report, plot
 from embedrec.client.evaluate.run import EvaluationConfig, evaluate
 from embedrec.client.evaluate.served import EvaluationError, ServerTarget
 from embedrec.client.evaluate.split import SplitSpec
 from embedrec.client.evaluate.targets import parse_target
 from embedrec.client.models import UserProfile
+
+EVALUATE_TIMEOUT_S = 60.0
 
 
 def _list(text: str) -> list[str]:
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--negative-events", default=",".join(sorted(DEFAULT_NEGATIVE_EVENTS)), help="event types that are dislikes"
     )
+    parser.add_argument(
+        "--seen-events", default=",".join(sorted(DEFAULT_SEEN_EVENTS)), help="event types only to exclude (seen)"
+    )
     parser.add_argument("--dislike-below", type=float, default=None, help="ratings below this are dislikes")
     parser.add_argument("--no-weights", action="store_true", help="weigh every liked item 1, not by its rating")
     for name, default in Columns().__dict__.items():
@@ -82,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="write the full result, per-user metrics included, as JSON")
     parser.add_argument("--plot", type=Path, help="draw metric@k curves per target to this PNG (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    # Batches of users take longer than one call: a longer default deadline than other commands'.
+    parser.set_defaults(timeout=EVALUATE_TIMEOUT_S)
     return parser
 
 
@@ -99,7 +106,12 @@ def _config(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> E
             catalog_ids = read_catalog_ids(arguments.catalog, arguments.catalog_id_field)
         except OSError as error:
             parser.error(f"--catalog: {error}")
-    feedback = Feedback(frozenset(_list(arguments.negative_events)), arguments.dislike_below, not arguments.no_weights)
+    feedback = Feedback(
+        frozenset(_list(arguments.negative_events)),
+        frozenset(_list(arguments.seen_events)),
+        arguments.dislike_below,
+        not arguments.no_weights,
+    )
     columns = Columns(**{name: tuple(_list(getattr(arguments, f"{name}_column"))) for name in Columns().__dict__})
     return EvaluationConfig(
         ks=arguments.k,

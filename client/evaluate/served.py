@@ -1,8 +1,9 @@
 """Asking a running server, through the real asyncio client: the items it knows, and each
 user's recommendations by RecommendBatch, with bounded concurrency and a deadline per call.
 
-A failed call fails only its users (counted by error, the first message kept); the run raises
-only when every call failed, since then there is nothing to evaluate.
+A call that misses its deadline or is shed (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE)
+is retried twice, in halves; a call that still fails fails only its users (they score 0, counted
+by error, the first message kept); the run raises only when every call failed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from embedrec.client.aio import AsyncEmbedrecClient
 from embedrec.client.channel import ChannelConfig
-from embedrec.client.errors import EmbedrecClientError
+from embedrec.client.errors import DeadlineExceeded, EmbedrecClientError, Overloaded, Unavailable
 from embedrec.client.models import ServerInfo, UserProfile
 
 
@@ -69,6 +70,9 @@ class ServedRun:
 
 
 Progress = Callable[[int], None]
+TRANSIENT = (DeadlineExceeded, Overloaded, Unavailable)
+RETRIES = 2
+RETRY_PAUSE_S = 0.5
 
 
 async def server_info(target: ServerTarget) -> ServerInfo:
@@ -126,20 +130,41 @@ async def recommend_all(
 
 
 async def _one_call(
-    client: AsyncEmbedrecClient, target: ServerTarget, users: list[UserProfile], positions: list[int], run: ServedRun
+    client: AsyncEmbedrecClient,
+    target: ServerTarget,
+    users: list[UserProfile],
+    positions: list[int],
+    run: ServedRun,
+    retries: int = RETRIES,
 ) -> None:
     started = time.perf_counter()
     try:
         answers = await client.recommend_batch(users, timeout=target.timeout_s)
+    except TRANSIENT as error:
+        if retries > 0:
+            # A loaded server missed the deadline or shed load: try again in halves (less work
+            # per call) after a pause, so a busy moment does not count as misses.
+            await asyncio.sleep(RETRY_PAUSE_S)
+            half = max(1, len(users) // 2)
+            for start in range(0, len(users), half):
+                chunk = slice(start, start + half)
+                await _one_call(client, target, users[chunk], positions[chunk], run, retries - 1)
+            return
+        _failed(run, error, len(users))
+        return
     except EmbedrecClientError as error:
-        run.failed_users += len(users)
-        run.errors[type(error).__name__] += 1
-        run.first_error = run.first_error or f"{type(error).__name__}: {str(error)[:200]}"
+        _failed(run, error, len(users))
         return
     run.latencies_s.append(time.perf_counter() - started)
     for position, found in zip(positions, answers, strict=True):
         run.recommended[position] = [item.id for item in found]
         run.unknown_ids.update(found.unknown_item_ids)
+
+
+def _failed(run: ServedRun, error: EmbedrecClientError, users: int) -> None:
+    run.failed_users += users
+    run.errors[type(error).__name__] += 1
+    run.first_error = run.first_error or f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def _client(target: ServerTarget) -> AsyncEmbedrecClient:
