@@ -163,6 +163,9 @@ def main(argv: Sequence[str]) -> int:
     except (EvaluationError, ValueError, OSError) as error:
         print(f"embedrec evaluate: {error}", file=sys.stderr)
         return 1
+    except ImportError as error:
+        print(f"embedrec evaluate: {error.name or error} is missing: pip install 'embedrec[evaluate]'", file=sys.stderr)
+        return 1
     finally:
         if progress is not None:
             progress.close()
