@@ -129,6 +129,10 @@ bench-rerank: $(VENV)/.installed-dev
 bench-instances: $(VENV)/.installed-dev
 	$(PY) -m bench.instances
 
+.PHONY: bench-evaluate
+bench-evaluate: $(VENV)/.installed-dev  # recommendation quality on Debian's Python packages (docs/evaluate.md)
+	$(PY) -m bench.evaluate
+
 soak: $(VENV)/.installed-dev
 	$(PY) -m bench.soak $(SOAK_SECONDS)
 

@@ -88,13 +88,14 @@ def server_process(
     cwd: Path = REPO_ROOT,
     module: str = "embedrec.cli",
     log_path: Path | None = None,
+    model_dir: Path = MODEL_DIR,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`embedrec serve` on the real model and `items_dir` in a subprocess, SERVING; yields
     (target, process) and drains it with SIGTERM on exit. `cwd` is the source tree whose code
     runs (another checkout, for before/after comparisons); `module` the one run with `serve`
     and the flags (a wrapper of embedrec.cli's main); `items_dir` None: none given (the flags name the
     items, e.g. a Milvus collection); `log_path`, when given, receives its
-    stdout and stderr."""
+    stdout and stderr; `model_dir` the exported model it serves."""
     port = free_port()
     command = [
         sys.executable,
@@ -102,7 +103,7 @@ def server_process(
         module,
         "serve",
         "--model-dir",
-        str(MODEL_DIR),
+        str(model_dir),
         "--port",
         str(port),
         "--log-level",

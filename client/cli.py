@@ -17,7 +17,7 @@ from typing import Any
 
 from embedrec.client.channel import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ChannelConfig
 from embedrec.client.errors import EmbedrecClientError
-from embedrec.client.models import NewItem, condition_of
+from embedrec.client.models import NewItem, ProfileOptions, condition_of
 from embedrec.client.sync import EmbedrecClient
 
 GRPC_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
@@ -54,10 +54,19 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def connect(arguments: argparse.Namespace) -> EmbedrecClient:
     """A client for the connection flags of `arguments`."""
-    target: str | list[str] = arguments.target
-    if "," in arguments.target and not arguments.target.startswith(GRPC_SCHEMES):
-        target = [part.strip() for part in arguments.target.split(",") if part.strip()]
-    config = ChannelConfig(
+    return EmbedrecClient(target_of(arguments.target), timeout=arguments.timeout, channel=channel_config(arguments))
+
+
+def target_of(text: str) -> str | list[str]:
+    """A --target value as the client takes it: comma-separated host:port replicas become a list."""
+    if "," in text and not text.startswith(GRPC_SCHEMES):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def channel_config(arguments: argparse.Namespace) -> ChannelConfig:
+    """The channel settings (TLS, token, wait-for-ready) of the connection flags of `arguments`."""
+    return ChannelConfig(
         wait_for_ready=arguments.wait_for_ready,
         tls=arguments.tls,
         root_certificates=arguments.ca,
@@ -65,7 +74,6 @@ def connect(arguments: argparse.Namespace) -> EmbedrecClient:
         client_key=arguments.key,
         bearer_token=arguments.token,
     )
-    return EmbedrecClient(target, timeout=arguments.timeout, channel=config)
 
 
 def _texts(arguments: argparse.Namespace, name: str = "texts") -> list[str]:
@@ -178,6 +186,31 @@ def recommend_main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     if not arguments.text and not arguments.item:
         parser.error("give at least one --text or --item")
+    options = request_options(arguments, parser)
+    texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
+    item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
+    options.update(
+        {
+            "texts": texts or None,
+            "item_ids": item_ids or None,
+            "exclude_history": not arguments.include_history,
+            "explain": arguments.explain,
+            "offset": arguments.offset,
+            "ignore_unknown_items": arguments.ignore_unknown_items,
+        }
+    )
+    return _run(
+        arguments,
+        lambda client: client.recommend(arguments.k, **options),
+        lambda found: _recommendations_text(found, first_rank=1 + arguments.offset, texts=list(texts)),
+        warnings=lambda found: found.warnings,
+    )
+
+
+def request_options(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> ProfileOptions:
+    """The Recommend options of `add_request_options`' flags, checked (parser.error on a bad
+    --where or --max-per): exclude_ids, filter_values, min_score, where, diversity, strategy,
+    ef, nprobe and the rerank stage's."""
     for condition in arguments.where:
         try:
             condition_of(condition)
@@ -189,33 +222,19 @@ def recommend_main(argv: Sequence[str]) -> int:
         if not name or not limit.isdigit():
             parser.error("--max-per takes FIELD=N, e.g. brand=2")
         diversity = (name, int(limit))
-    texts = {text: 1.0 for text in arguments.text} | {text: -1.0 for text in arguments.dislike}
-    item_ids = {item: 1.0 for item in arguments.item} | {item: -1.0 for item in arguments.dislike_item}
-    return _run(
-        arguments,
-        lambda client: client.recommend(
-            arguments.k,
-            texts=texts or None,
-            item_ids=item_ids or None,
-            exclude_ids=arguments.exclude,
-            exclude_history=not arguments.include_history,
-            filter_values=arguments.filter,
-            explain=arguments.explain,
-            min_score=arguments.min_score,
-            offset=arguments.offset,
-            ignore_unknown_items=arguments.ignore_unknown_items,
-            where=arguments.where,
-            diversity=diversity,
-            strategy=arguments.strategy,
-            ef=arguments.ef,
-            nprobe=arguments.nprobe,
-            rerank=arguments.rerank,
-            rerank_candidates=arguments.rerank_candidates,
-            rerank_model=arguments.rerank_model,
-            rerank_query=arguments.rerank_query,
-        ),
-        lambda found: _recommendations_text(found, first_rank=1 + arguments.offset, texts=list(texts)),
-        warnings=lambda found: found.warnings,
+    return ProfileOptions(
+        exclude_ids=arguments.exclude,
+        filter_values=arguments.filter,
+        min_score=arguments.min_score,
+        where=arguments.where,
+        diversity=diversity,
+        strategy=arguments.strategy,
+        ef=arguments.ef,
+        nprobe=arguments.nprobe,
+        rerank=arguments.rerank,
+        rerank_candidates=arguments.rerank_candidates,
+        rerank_model=arguments.rerank_model,
+        rerank_query=arguments.rerank_query,
     )
 
 
@@ -248,11 +267,7 @@ def _recommend_parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     parser.add_argument("--text", action="append", default=[], help="interest, history or query text (repeatable)")
     parser.add_argument("--item", action="append", default=[], help="id of an item the user liked (repeatable)")
-    parser.add_argument("--exclude", action="append", default=[], help="item id never to recommend (repeatable)")
     parser.add_argument("--include-history", action="store_true", help="allow --item ids in the results")
-    parser.add_argument(
-        "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
-    )
     parser.add_argument(
         "--explain",
         action="store_true",
@@ -260,11 +275,22 @@ def _recommend_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dislike", action="append", default=[], help="a text the user dislikes (repeatable)")
     parser.add_argument("--dislike-item", action="append", default=[], help="id of an item the user disliked")
-    parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
     parser.add_argument("--offset", type=int, default=0, help="skip this many results (the next page: offset=k)")
     parser.add_argument(
         "--ignore-unknown-items", action="store_true", help="skip --item ids the catalog lacks instead of failing"
     )
+    add_request_options(parser)
+    return parser
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """The Recommend options that do not describe the user (exclusions, filters, conditions,
+    diversity, strategy, approximate effort, rerank stage): `recommend`'s and `evaluate`'s."""
+    parser.add_argument("--exclude", action="append", default=[], help="item id never to recommend (repeatable)")
+    parser.add_argument(
+        "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
+    )
+    parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
     parser.add_argument(
         "--where",
         action="append",
@@ -295,7 +321,6 @@ def _recommend_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rerank-model", default="", help="the reranker (default: the first served)")
     parser.add_argument("--rerank-query", default="", help="the text items are scored against (default: the --text's)")
-    return parser
 
 
 def _visibility_main(argv: Sequence[str], *, hide: bool) -> int:

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("embedrec.client.cli:delete_main", "remove items from the served Milvus collection (admin)"),
     "tune": ("embedrec.tune:main", "measure the best instances/threads/batch for this machine; save it"),
     "loadtest": ("embedrec.client.loadtest.cli:main", "load-test a server: concurrency sweep or fixed rate"),
+    "evaluate": ("embedrec.client.evaluate.cli:main", "measure recommendation quality on an interaction log"),
 }
 
 # What a newcomer needs before any subcommand's --help: where things listen and how to reach them.
