@@ -202,6 +202,7 @@ def recommend_main(argv: Sequence[str]) -> int:
             rerank_candidates=arguments.rerank_candidates,
             rerank_model=arguments.rerank_model,
             rerank_query=arguments.rerank_query,
+            score_formula=arguments.score_formula,
         ),
         lambda found: _recommendations_text(found, first_rank=1 + arguments.offset),
     )
@@ -212,10 +213,14 @@ def _recommendations_text(found: Any, *, first_rank: int) -> str:
 
     def because(item: Any) -> str:
         top = item.contribution
+        formula = ""
+        if item.similarity is not None:
+            terms = "".join(f" {part:+.4f}" for part in item.score_terms)
+            formula = f"  (similarity {item.similarity:+.4f}{' terms' + terms if terms else ''})"
         if top is None:
-            return ""
+            return formula
         source = f"item {top.item_id}" if top.part == "item" else f"{top.part} #{top.index + 1}"
-        return f"  (mostly {source}: {top.score:+.4f})"
+        return f"{formula}  (mostly {source}: {top.score:+.4f})"
 
     lines = [
         f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}" for rank, item in enumerate(found, start=first_rank)
@@ -238,7 +243,16 @@ def _recommend_parser() -> argparse.ArgumentParser:
     parser.add_argument("--explain", action="store_true", help="show which --text or --item drove each result")
     parser.add_argument("--dislike", action="append", default=[], help="a text the user dislikes (repeatable)")
     parser.add_argument("--dislike-item", action="append", default=[], help="id of an item the user disliked")
-    parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
+    parser.add_argument(
+        "--min-score", type=float, default=None, help="only items scoring at least this (the cosine, or the formula's)"
+    )
+    parser.add_argument(
+        "--score-formula",
+        default=None,
+        metavar="FORMULA",
+        help="rank by similarity + weighted terms of numeric fields, e.g. '0.08*log1p(popularity) + "
+        "0.2*gauss(published, origin=now, scale=604800)'; 'none': similarity alone (default: the server's)",
+    )
     parser.add_argument("--offset", type=int, default=0, help="skip this many results (the next page: offset=k)")
     parser.add_argument(
         "--ignore-unknown-items", action="store_true", help="skip --item ids the catalog lacks instead of failing"
