@@ -111,14 +111,16 @@ class ScoreFormula:
 
     def parts(self, values_of: Callable[[str], Float64Array]) -> Float64Array:
         """Each term's weighted part (rows, terms) for the rows `values_of(field)` returns."""
-        return np.stack([term.weight * term.values(values_of(term.field)) for term in self.terms], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.stack([term.weight * term.values(values_of(term.field)) for term in self.terms], axis=1)
 
     def prior(self, values_of: Callable[[str], Float64Array]) -> Float64Array:
         """P = Σ wᵢ·termᵢ for the rows `values_of(field)` returns, summed in term order."""
         total: Float64Array | None = None
         for term in self.terms:
-            part = term.weight * term.values(np.asarray(values_of(term.field), dtype=np.float64))
-            total = part if total is None else total + part
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by check_prior
+                part = term.weight * term.values(np.asarray(values_of(term.field), dtype=np.float64))
+                total = part if total is None else total + part
         assert total is not None
         return total
 
@@ -271,6 +273,7 @@ def _tokens(text: str, field: str) -> list[tuple[str, str]]:
             break
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
+            position += len(text[position:]) - len(text[position:].lstrip())
             near = quoted(text[position : position + 20])
             raise InvalidArgument(f"{field}: unexpected {near} at character {position}")
         kind = match.lastgroup or ""
