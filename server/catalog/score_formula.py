@@ -111,15 +111,19 @@ class ScoreFormula:
 
     def parts(self, values_of: Callable[[str], Float64Array]) -> Float64Array:
         """Each term's weighted part (rows, terms) for the rows `values_of(field)` returns."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.stack([term.weight * term.values(values_of(term.field)) for term in self.terms], axis=1)
+        return np.stack([weighted_part(term, values_of(term.field)) for term in self.terms], axis=1)
 
-    def prior(self, values_of: Callable[[str], Float64Array]) -> Float64Array:
-        """P = Σ wᵢ·termᵢ for the rows `values_of(field)` returns, summed in term order."""
+    def prior(
+        self,
+        values_of: Callable[[str], Float64Array],
+        part_of: Callable[[ScoreTerm], Float64Array] | None = None,
+    ) -> Float64Array:
+        """P = Σ wᵢ·termᵢ for the rows `values_of(field)` returns, summed in term order;
+        `part_of(term)` may supply a term's weighted part (a cache) instead."""
         total: Float64Array | None = None
         for term in self.terms:
+            part = part_of(term) if part_of is not None else weighted_part(term, values_of(term.field))
             with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by check_prior
-                part = term.weight * term.values(np.asarray(values_of(term.field), dtype=np.float64))
                 total = part if total is None else total + part
         assert total is not None
         return total
@@ -131,6 +135,13 @@ class ScoreFormula:
             sign = "-" if math.copysign(1.0, term.weight) < 0 else "+"
             text += (("-" if sign == "-" else "") if position == 0 else f" {sign} ") + _term_text(term)
         return text
+
+
+def weighted_part(term: ScoreTerm, values: Float64Array) -> Float64Array:
+    """weight x term of each of `values` (float64, NaN: no value)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by check_prior
+        part: Float64Array = term.weight * term.values(np.asarray(values, dtype=np.float64))
+    return part
 
 
 def check_formula(
@@ -216,14 +227,18 @@ def check_prior(prior: Float64Array, formula: ScoreFormula, *, field: str) -> No
 
 
 class PriorCache:
-    """The prior part of every item under the last few formulas (float64 (n,) each: 8 MB per
-    million items): a server's default formula is computed once per catalog, not per search."""
+    """The prior part of every item under the last few formulas, and their terms' weighted
+    parts (float64 (n,) each: 8 MB per million items): a server's default formula is computed
+    once per catalog, not per search, and a formula with a decay around "now" (a new origin every
+    request) recomputes only that term."""
 
     def __init__(self, values_of: Callable[[str], Float64Array], size: int = 4) -> None:
-        """`values_of(field)` gives a numeric field's values of every item (NaN: none)."""
+        """`values_of(field)` gives a numeric field's values of every item (NaN: none); `size`
+        formulas and 2 x `size` terms are kept."""
         self._values_of = values_of
         self._size = size
         self._priors: OrderedDict[ScoreFormula, Float64Array] = OrderedDict()
+        self._parts: OrderedDict[ScoreTerm, Float64Array] = OrderedDict()
         self._lock = threading.Lock()
 
     def prior(self, formula: ScoreFormula, *, field: str = "score_formula") -> Float64Array:
@@ -233,7 +248,7 @@ class PriorCache:
             if found is not None:
                 self._priors.move_to_end(formula)
                 return found
-        prior = formula.prior(self._values_of)
+        prior = formula.prior(self._values_of, self._part)
         check_prior(prior, formula, field=field)
         prior.setflags(write=False)
         with self._lock:
@@ -241,6 +256,20 @@ class PriorCache:
             while len(self._priors) > self._size:
                 self._priors.popitem(last=False)
         return prior
+
+    def _part(self, term: ScoreTerm) -> Float64Array:
+        with self._lock:
+            found = self._parts.get(term)
+            if found is not None:
+                self._parts.move_to_end(term)
+                return found
+        part = weighted_part(term, self._values_of(term.field))
+        part.setflags(write=False)
+        with self._lock:
+            self._parts[term] = part
+            while len(self._parts) > 2 * self._size:
+                self._parts.popitem(last=False)
+        return part
 
 
 # The grammar: [+|-] term ((+|-) term)*, term = [number *] function(field[, name=value]*), or "none".
