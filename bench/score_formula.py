@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import tempfile
 import time
@@ -26,7 +27,7 @@ import numpy as np
 from bench.common import ensure_artifacts, run_header, synthetic_items, write_section
 from embedrec.server.catalog.fields import FIELDS_DIR
 from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.scan import exact_scores_of
+from embedrec.server.catalog.scan import SCANS, exact_scores_of
 from embedrec.server.catalog.score_formula import ScoreFormula, ScoreFormulaSpec, check_formula
 from embedrec.server.catalog.store import Query
 from embedrec.server.catalog.topk import RowFilter
@@ -73,10 +74,10 @@ def check(index: ItemIndex, profile: np.ndarray, formula: ScoreFormula) -> bool:
     (found,) = index.search([Query(profile, RowFilter(), formula=formula)], K)
     rows = np.arange(len(index), dtype=np.int64)
     totals = exact_scores_of(index.matrix, rows, profile).astype(np.float64) + formula.prior(
-        lambda name: np.asarray(index.columns[name].values)  # type: ignore[union-attr]
+        lambda name: np.asarray(index.columns[name].values)
     )
     expected = np.lexsort((rows, -totals))[:K]
-    return [one.row for one in found] == expected.tolist()
+    return bool([one.row for one in found] == expected.tolist())
 
 
 def one_pass(index: ItemIndex, profiles: np.ndarray, text: str) -> object:
@@ -102,7 +103,7 @@ def measure(indexes: dict[str, ItemIndex], rounds: int) -> list[str]:
                 for name, text in FORMULAS.items():
                     # "now" is resolved per request (a new prior each time): re-checked per pass.
                     time.sleep(0.1)
-                    took = timed(lambda text=text, index=index, profiles=profiles: one_pass(index, profiles, text))
+                    took = timed(functools.partial(one_pass, index, profiles, text))
                     if round_number:  # the first round warms caches and the prior cache
                         times[name].append(took)
                     if round_number == 1 and text:
@@ -127,7 +128,7 @@ def main() -> None:
     ensure_artifacts()
     with tempfile.TemporaryDirectory(prefix="bench-formula-") as temporary:
         directory = with_fields(synthetic_items(Path(temporary) / "items", arguments.count), arguments.count)
-        indexes = {scan: ItemIndex(directory, scan=scan) for scan in ("int8", "float32")}  # type: ignore[misc]
+        indexes: dict[str, ItemIndex] = {scan: ItemIndex(directory, scan=scan) for scan in SCANS}
         lines = measure(indexes, arguments.rounds)
     body = "\n".join(
         [

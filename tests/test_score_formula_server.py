@@ -68,9 +68,14 @@ def items_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module", params=["int8", "float32"])
-def server(request: pytest.FixtureRequest, tiny_model_dir: Path, items_dir: Path) -> Iterator[ServerThread]:
-    """A server with a default formula, on each scan."""
-    started = start_server(server_settings(tiny_model_dir, items_dir, scan=request.param, score_formula=DEFAULT))
+def server(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, items_dir: Path, tiny_reranker_dir: Path
+) -> Iterator[ServerThread]:
+    """A server with a default formula and a reranker, on each scan."""
+    settings = server_settings(
+        tiny_model_dir, items_dir, scan=request.param, score_formula=DEFAULT, model=(f"ranker={tiny_reranker_dir}",)
+    )
+    started = start_server(settings)
     yield started
     started.close()
 
@@ -268,6 +273,19 @@ class TestExactUnderTheFormula:
         totals = scores.astype(np.float64) + prior
         expected = index.ids.ids_at(candidates[np.lexsort((candidates, -totals))][:8])
         assert [one.id for one in best] == list(expected)
+
+    def test_the_rerank_stage_takes_the_best_candidates_by_the_formula(
+        self, server: ServerThread, index: ItemIndex
+    ) -> None:
+        text = FORMULAS[3]
+        vector = random_vectors(1, index.manifest.dim, seed=8)[0]
+        ids, _ = brute_force(index, vector, text, everything(index))
+        with EmbedrecClient(server.target, timeout=30) as client:
+            found = client.recommend(
+                6, vector=vector, score_formula=text, rerank_candidates=6, rerank_query="coffee tea", rerank=True
+            )
+        assert {one.id for one in found} == set(ids[:6])  # the formula chose them, the reranker ordered them
+        assert all(one.rerank_score is not None for one in found)
 
 
 def _prior(index: ItemIndex, text: str, rows: np.ndarray) -> np.ndarray:

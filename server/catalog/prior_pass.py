@@ -53,6 +53,10 @@ class BoundedPass(Protocol):
         """The float64 similarity estimate of each value, for its query."""
         ...
 
+    def affine(self) -> tuple[Float64Array, Float64Array]:
+        """Per query (offset, slope): estimate = offset + slope·value."""
+        ...
+
 
 class PriorPass:
     """A first pass in the units of the formula's score (see the module docstring): values
@@ -67,6 +71,13 @@ class PriorPass:
             inner.epsilon + PRIOR_SLACK * (magnitude + inner.epsilon + self.prior_abs + 1.0)
         ) * (1.0 + FLOAT64_SLACK)
         self._magnitude = magnitude
+        # The block filter in float32 (`block_filter`): the prior rounded once, and a margin above
+        # every float32 rounding of offset + slope·value + P (six roundings of 2^-24 each of
+        # magnitudes below |slope·value| + |offset| + |P| ≤ M + ε + 2|offset| + |offset| + max|P|).
+        self.prior32 = prior.astype(np.float32)
+        offset, slope = inner.affine()
+        self._offset32, self._slope32 = offset.astype(np.float32), slope.astype(np.float32)
+        self._margin = 1e-6 * (magnitude + inner.epsilon + 3.0 * np.abs(offset) + self.prior_abs + 1.0)
 
     def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
         """The inner pass's values of rows start..stop."""
@@ -78,6 +89,24 @@ class PriorPass:
         top = float(self.prior[start:stop].max(initial=-np.inf))
         slack = PRIOR_SLACK * (np.abs(floors) + self.prior_abs + self._magnitude + 1.0)
         return self.inner.thresholds(floors - top - slack)
+
+    def block_filter(
+        self, values: npt.NDArray[Any], floors: Float64Array, start: int, stop: int
+    ) -> npt.NDArray[np.bool_]:
+        """Which rows of a block (queries, rows) may score at least the floor, in float32 over
+        the whole block (cheaper than float64 on the rows when most pass the pre-filter): kept
+        when offset + slope·value + P, all in float32, reaches floor - ε' - margin, the margin
+        covering every float32 rounding (so no row scoring at least the floor is dropped)."""
+        approx = values.astype(np.float32)
+        approx *= self._slope32[:, None]
+        approx += self._offset32[:, None]
+        approx += self.prior32[None, start:stop]
+        wanted = self.thresholds(floors) - self._margin - PRIOR_SLACK * np.abs(floors)
+        needed = wanted.astype(np.float32)
+        above = needed.astype(np.float64) > wanted  # rounded up: step down once
+        needed[above] = np.nextafter(needed[above], np.float32(-np.inf))
+        kept: npt.NDArray[np.bool_] = approx >= needed[:, None]
+        return kept
 
     def totals(self, values: npt.NDArray[Any], query_of: IndexArray, rows: IndexArray) -> Float64Array:
         """E = estimate + P of each (value, query, row)."""

@@ -69,6 +69,10 @@ EXACT_BLOCK_PAIRS = 128
 # reads of float32 rows cost more than reading them all in order.
 FALLBACK_FRACTION = 0.03
 FALLBACK_MIN_ROWS = 1 << 16
+# Under a formula, when more than 1/BLOCK_FILTER_SHARE of a block passes the first pass's
+# threshold (the block's largest prior), the rest of the check runs in float32 over the whole
+# block before the float64 check of the survivors.
+BLOCK_FILTER_SHARE = 16
 
 
 def exact_scores(
@@ -176,6 +180,9 @@ class _Int8Pass:
         magnitudes = _magnitudes(queries, packed.book.row_norm)
         self.epsilon: Float64Array = codes.epsilon + FLOAT64_SLACK * (magnitudes + codes.epsilon)
 
+    def affine(self) -> tuple[Float64Array, Float64Array]:
+        return self.query_codes.base, self.query_codes.scale
+
     def estimates(self, values: npt.NDArray[Any], query_of: IndexArray) -> Float64Array:
         codes = self.query_codes
         estimates: Float64Array = codes.base[query_of] + codes.scale[query_of] * np.asarray(values, dtype=np.float64)
@@ -196,6 +203,10 @@ class _Float32Pass:
         self._matrix, self._queries, self._threads = matrix, queries, threads
         self.bound = float32_error_bound(queries, row_norm)
         self.epsilon: Float64Array = self.bound + 1e-12 * (_magnitudes(queries, row_norm) + self.bound + 1.0)
+
+    def affine(self) -> tuple[Float64Array, Float64Array]:
+        count = self._queries.shape[0]
+        return np.zeros(count), np.ones(count)
 
     def estimates(self, values: npt.NDArray[Any], query_of: IndexArray) -> Float64Array:
         estimates: Float64Array = np.asarray(values, dtype=np.float64)
@@ -376,6 +387,8 @@ class _Run:
             with self._bounds_lock:
                 self._bounds = np.maximum(self._bounds, floors)
             passing = values >= first.coarse_thresholds(floors, start, stop)[:, None]
+        if np.count_nonzero(passing) > passing.size // BLOCK_FILTER_SHARE:  # a prior that varies a lot
+            passing &= first.block_filter(values, floors, start, stop)
         flat = np.flatnonzero(passing)
         query_of, local = np.divmod(flat, stop - start)
         rows = (local + start).astype(np.int64)
