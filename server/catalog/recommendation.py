@@ -151,10 +151,12 @@ def gather_profile(
     dim: int,
     prefix: str = "",
     deadline: float | None = None,
+    now: float | None = None,
 ) -> PreparedProfile:
     """Every part of `request`'s profile but the texts (embedded for all users together), with
     the selection of items it may return: the user vector, the history items' vectors from
     `items`, exclusions, filter values, conditions and diversity checked against the catalog.
+    The score formula in force is checked against the catalog's fields, "now" resolved to `now`.
     Raises InvalidArgument or NotFound naming the field (prefixed with `prefix`)."""
     text_weights, item_weights = weights.texts, weights.items
     parts: list[ProfilePart] = []
@@ -196,6 +198,7 @@ def gather_profile(
         items.describe().fields,
         max_terms=len(weights.formula.terms),
         field=f"{prefix}score_formula",
+        now=now,
     )
     if formula is not None:
         items.prepare_formula(formula, field=f"{prefix}score_formula")
@@ -345,8 +348,9 @@ class Recommender:
         self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str, deadline: float | None
     ) -> list[PreparedProfile]:
         prepared = []
+        now = float(math.floor(time.time()))  # one "now" for every user of the call
         for index, request in enumerate(requests):
             field_prefix = prefix.format(index)
             weights = check_profile_request(request, self.limits, field_prefix, self.default_formula)
-            prepared.append(gather_profile(items, request, weights, self.dim, field_prefix, deadline))
+            prepared.append(gather_profile(items, request, weights, self.dim, field_prefix, deadline, now))
         return prepared

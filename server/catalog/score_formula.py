@@ -9,7 +9,7 @@ Each term is a function of one numeric field x of the item (docs/score-formula.m
 - gauss, exp, linear: decays around `origin` as Elasticsearch and Qdrant define them, with
   d = max(0, |x - origin| - offset): gauss decay^((d/scale)²), exp decay^(d/scale), linear
   max(0, 1 - (1 - decay)·d/scale); each is 1 within `offset` of the origin and `decay` at
-  offset + scale. The origin may be "now" (the request's time, Unix seconds).
+  offset + scale. The origin may be "now" (the request's time, whole Unix seconds).
 
 An item without a value in the field takes the term's `missing` value (0 unless stated).
 
@@ -153,7 +153,7 @@ def check_formula(
     now: float | None = None,
 ) -> ScoreFormula | None:
     """`spec` validated against the catalog's fields (name -> "numeric" | "categorical"), with
-    "now" resolved to `now` (Unix seconds; default: the clock); None when it has no term
+    "now" resolved to `now` (Unix seconds; default: the clock's whole second); None when it has no term
     (similarity alone). InvalidArgument naming `field` (and the term) for more than `max_terms`
     terms, an unknown or categorical field, a function it does not know, a non-finite number, a
     scale that is not > 0, an offset < 0, a decay outside (0, 1), a parameter the function does
@@ -166,7 +166,9 @@ def check_formula(
         raise InvalidArgument(f"{field}.terms has {len(spec.terms)} entries; the limit is max_score_terms={max_terms}")
     if not spec.terms:
         return None
-    moment = time.time() if now is None else now
+    # Whole seconds: concurrent requests share "now", so their searches share one pass (and the
+    # prior cache) instead of one each; a timestamp's scale is far above a second.
+    moment = float(math.floor(time.time())) if now is None else now
     return ScoreFormula(
         tuple(_checked_term(term, kinds, f"{field}.terms[{i}]", moment) for i, term in enumerate(spec.terms))
     )
