@@ -235,6 +235,7 @@ def request_options(arguments: argparse.Namespace, parser: argparse.ArgumentPars
         rerank_candidates=arguments.rerank_candidates,
         rerank_model=arguments.rerank_model,
         rerank_query=arguments.rerank_query,
+        score_formula=arguments.score_formula,
     )
 
 
@@ -244,15 +245,19 @@ def _recommendations_text(found: Any, *, first_rank: int, texts: Sequence[str]) 
 
     def because(item: Any) -> str:
         top = item.contribution
+        formula = ""
+        if item.similarity is not None:
+            terms = "".join(f" {part:+.4f}" for part in item.score_terms)
+            formula = f"  (similarity {item.similarity:+.4f}{' terms' + terms if terms else ''})"
         if top is None:
-            return ""
+            return formula
         if top.part == "item":
             source = f"item #{top.index} {top.item_id}"
         elif top.part == "text":
             source = f"text #{top.index} {texts[top.index][:40]!r}" if top.index < len(texts) else f"text #{top.index}"
         else:
             source = top.part
-        return f"  (mostly {source}: {top.score:+.4f})"
+        return f"{formula}  (mostly {source}: {top.score:+.4f})"
 
     lines = [
         f"{rank:>3}. {item.score:+.4f}  {item.id}{because(item)}" for rank, item in enumerate(found, start=first_rank)
@@ -290,7 +295,16 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--filter", action="append", default=[], help="only items with this filter-field value, e.g. a category"
     )
-    parser.add_argument("--min-score", type=float, default=None, help="only items scoring at least this cosine")
+    parser.add_argument(
+        "--min-score", type=float, default=None, help="only items scoring at least this (the cosine, or the formula's)"
+    )
+    parser.add_argument(
+        "--score-formula",
+        default=None,
+        metavar="FORMULA",
+        help="rank by similarity + weighted terms of numeric fields, e.g. '0.08*log1p(popularity) + "
+        "0.2*gauss(published, origin=now, scale=604800)'; 'none': similarity alone (default: the server's)",
+    )
     parser.add_argument(
         "--where",
         action="append",

@@ -39,12 +39,16 @@ PART_NAMES: dict[int, str] = {
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item: its id, cosine score and, with explain=True, its top contribution;
-    with a rerank stage, the cross-encoder's score (None for an item without a text)."""
+    with a rerank stage, the cross-encoder's score (None for an item without a text). Under a
+    score formula `score` is the formula's, `similarity` its cosine part and, with explain=True,
+    `score_terms` each term's part (in the formula's order)."""
 
     id: str
     score: float
     contribution: Contribution | None = None
     rerank_score: float | None = None
+    similarity: float | None = None
+    score_terms: tuple[float, ...] = ()
 
 
 def visibility_of(response: pb.ItemVisibilityResponse) -> VisibilityResult:
@@ -134,6 +138,7 @@ class ServerInfo:
     items_approximate: bool = False
     items_store_error: str = ""
     models: list[ModelInfo] = dataclasses.field(default_factory=list)
+    score_formula: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,10 @@ class UserProfile:
     index searches (0: the server's setting). `rerank` (or any rerank_ option) adds a
     cross-encoder stage over the best `rerank_candidates` (0: max(50, offset + k)) scored against
     `rerank_query` ("": the positive texts) by `rerank_model` ("": the first reranker); each
-    result then has `rerank_score`. None leaves a field to the server's default (see
+    result then has `rerank_score`. `score_formula` ranks by similarity plus weighted terms of
+    numeric fields: its text ("0.08*log1p(popularity) + 0.2*gauss(published, origin=now,
+    scale=604800)", "none": similarity alone; docs/score-formula.md) or a pb.ScoreFormula; None:
+    the server's default formula. None leaves a field to the server's default (see
     RecommendRequest in the proto).
     """
 
@@ -258,6 +266,7 @@ class UserProfile:
     rerank_candidates: int = 0
     rerank_model: str = ""
     rerank_query: str = ""
+    score_formula: str | pb.ScoreFormula | None = None
 
     def to_request(self) -> pb.RecommendRequest:
         """The RecommendRequest for this profile."""
@@ -301,6 +310,12 @@ class UserProfile:
             request.rerank.candidates = self.rerank_candidates
             request.rerank.model = self.rerank_model
             request.rerank.query = self.rerank_query
+        if isinstance(self.score_formula, str):
+            request.score_formula.SetInParent()  # set even when empty: similarity alone
+            request.score_formula.expression = self.score_formula
+        elif self.score_formula is not None:
+            request.score_formula.CopyFrom(self.score_formula)
+            request.score_formula.SetInParent()
         return request
 
 
@@ -328,6 +343,7 @@ class ProfileOptions(TypedDict, total=False):
     rerank_candidates: int
     rerank_model: str
     rerank_query: str
+    score_formula: str | pb.ScoreFormula | None
 
 
 def profile_of(k: int, profile: UserProfile | None, options: ProfileOptions) -> UserProfile:
@@ -388,6 +404,8 @@ def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
             float(item.score),
             _contribution(item) if item.HasField("top_contribution") else None,
             float(item.rerank_score) if item.HasField("rerank_score") else None,
+            float(item.similarity) if item.HasField("similarity") else None,
+            tuple(float(part) for part in item.score_terms),
         )
         for item in response.items
     )

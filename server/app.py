@@ -14,17 +14,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from pathlib import Path
 
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
 from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
+from embedrec.server.catalog.score_formula import check_formula
 from embedrec.server.catalog.search import create_search_batcher
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
 from embedrec.server.edge.grpc_server import GrpcEdge, security_summary
 from embedrec.server.edge.http_server import HttpServer, start_http_edge
-from embedrec.server.errors import ConfigurationError
+from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder, create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.reranking import Reranker, create_rerank_batcher
@@ -100,6 +102,8 @@ class EmbedrecApp:
         encoder = await asyncio.to_thread(load_encoder, settings)
         extra = await asyncio.to_thread(load_extra_encoders, settings, encoder)
         items = await self._open_items_waiting(encoder)
+        if items is not None:
+            _check_default_formula(settings, items)
         observer = ModelMetrics(self.metrics, encoder.manifest.model_name, "embed", also=self.metrics)
         batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
         await batcher.start()
@@ -122,6 +126,8 @@ class EmbedrecApp:
             tuning=tuning,
             embedders=embedders,
             rerankers=rerankers,
+            score_formula=settings.default_score_formula,
+            score_formula_text=settings.score_formula or _file_text(settings.score_formula_file),
         )
         await service.embedder.embed(list(WARMUP_TEXTS))
         for embedder in embedders.values():
@@ -260,3 +266,20 @@ async def create_server(settings: Settings) -> EmbedrecApp:
         await app.stop(grace=0)
         raise
     return app
+
+
+def _file_text(path: Path | None) -> str:
+    """The stripped text of `path` ("" for None)."""
+    return path.read_text(encoding="utf-8").strip() if path is not None else ""
+
+
+def _check_default_formula(settings: Settings, items: ItemStore) -> None:
+    """ConfigurationError naming the flag when the default score formula names a field the items
+    lack or a categorical one (every Recommend would fail on it)."""
+    spec = settings.default_score_formula
+    if spec is None:
+        return
+    try:
+        check_formula(spec, items.describe().fields, max_terms=settings.max_score_terms, field="--score-formula")
+    except InvalidArgument as error:
+        raise ConfigurationError(f"{error}; the served items do not fit the default formula") from None

@@ -30,6 +30,7 @@ class Limits:
     max_filter_values: int = 1_000
     max_offset: int = 10_000
     max_conditions: int = 32
+    max_score_terms: int = 8
 
 
 def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: int | None = None) -> None:

@@ -21,6 +21,7 @@ from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog import live
 from embedrec.server.catalog.live import ItemUpsert, LiveItemStore
 from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, RecommendResult
+from embedrec.server.catalog.score_formula import ScoreFormulaSpec
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.errors import FailedPrecondition, NotFound, quoted
@@ -89,6 +90,7 @@ class ServiceInfo:
     items_approximate: bool = False
     items_store_error: str = ""
     models: list[ModelDescription] = field(default_factory=list)
+    score_formula: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -114,10 +116,14 @@ class EmbeddingService:
         tuning: str = "none",
         embedders: Mapping[str, Embedder] | None = None,
         rerankers: Mapping[str, Reranker] | None = None,
+        score_formula: ScoreFormulaSpec | None = None,
+        score_formula_text: str = "",
     ) -> None:
         """`cpu` runs the request-sized CPU work (tokenising, catalog id look-ups) off the loop.
         `embedders` and `rerankers`: the other models served (--model), by name; `encoder` is the
-        first model, Recommend's."""
+        first model, Recommend's. `score_formula` ranks the Recommends that bring none
+        (`score_formula_text`: as configured, for Info)."""
+        self.score_formula_text = score_formula_text if score_formula is not None else ""
         self.encoder = encoder
         self.batcher = batcher
         self.items = items
@@ -129,7 +135,13 @@ class EmbeddingService:
         self.embedders = {encoder.manifest.model_name: self.embedder, **(embedders or {})}
         self.rerankers = dict(rerankers or {})
         self.recommender = Recommender(
-            self.embedder, search_batcher, limits, cpu, encoder.dim, reranker_for=self.reranker_for
+            self.embedder,
+            search_batcher,
+            limits,
+            cpu,
+            encoder.dim,
+            reranker_for=self.reranker_for,
+            default_formula=score_formula,
         )
 
     async def recommend(self, request: ProfileRequest, *, timeout: float | None) -> RecommendResult:
@@ -272,4 +284,5 @@ class EmbeddingService:
             items_approximate=items.approximate if items is not None else False,
             items_store_error=items.store_error if items is not None else "",
             models=self.models(),
+            score_formula=self.score_formula_text,
         )

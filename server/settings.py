@@ -18,7 +18,9 @@ from typing import Any
 
 from embedrec.server.batching.batcher import BatchPolicy
 from embedrec.server.catalog.milvus_index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
+from embedrec.server.catalog.score_formula import ScoreFormulaSpec, parse_formula
 from embedrec.server.edge.auth import TokenSources
+from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.providers import PROVIDER_CHOICES
 from embedrec.server.limits import Limits
 
@@ -180,6 +182,16 @@ class Settings:
     max_filter_values: int = _setting(Limits.max_filter_values, "filter_values per Recommend profile")
     max_offset: int = _setting(Limits.max_offset, "largest Recommend offset (results skipped for paging)")
     max_conditions: int = _setting(Limits.max_conditions, "field conditions (where) per Recommend profile")
+    max_score_terms: int = _setting(Limits.max_score_terms, "terms of a Recommend score formula")
+    score_formula: str = _setting(
+        "",
+        "the score formula ranking every Recommend that brings none: similarity plus weighted terms of numeric "
+        "fields, e.g. '0.08*log1p(popularity) + 0.2*gauss(published, origin=now, scale=604800)' "
+        "(docs/score-formula.md); a request's own formula replaces it, score_formula 'none' ranks by similarity",
+    )
+    score_formula_file: Path | None = _setting(
+        None, "a file holding the default score formula (the --score-formula grammar; instead of --score-formula)"
+    )
     max_search_batch: int = _setting(
         32,
         "Recommend searches answered by one pass over the item matrix: concurrent calls share it "
@@ -328,7 +340,32 @@ class Settings:
             max_filter_values=self.max_filter_values,
             max_offset=self.max_offset,
             max_conditions=self.max_conditions,
+            max_score_terms=self.max_score_terms,
         )
+
+    @property
+    def default_score_formula(self) -> ScoreFormulaSpec | None:
+        """The default score formula's terms (None: none); ValueError naming the flag when it
+        does not parse, has too many terms, or both flags are given."""
+        if self.score_formula and self.score_formula_file is not None:
+            raise ValueError("give --score-formula or --score-formula-file, not both")
+        flag, text = "--score-formula", self.score_formula
+        if self.score_formula_file is not None:
+            flag = "--score-formula-file"
+            try:
+                text = self.score_formula_file.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ValueError(f"{flag} {self.score_formula_file}: {error.strerror or error}") from None
+        if not text.strip():
+            return None
+        try:
+            spec = parse_formula(text, field=flag)
+        except InvalidArgument as error:
+            raise ValueError(str(error)) from None
+        if len(spec.terms) > self.max_score_terms:
+            limit = self.max_score_terms
+            raise ValueError(f"{flag} has {len(spec.terms)} terms; the limit is --max-score-terms={limit}")
+        return spec if spec.terms else None
 
     def __post_init__(self) -> None:
         for setting in _flag_fields():
@@ -338,6 +375,7 @@ class Settings:
                 flag = "--" + setting.name.replace("_", "-")
                 raise ValueError(f"{flag} must be at least {minimum}, got {value}")
         self.extra_models  # noqa: B018 (raises ValueError naming --model on a malformed entry)
+        self.default_score_formula  # noqa: B018 (raises ValueError naming the flag when it does not parse)
         if self.items_store == "milvus":
             if not self.milvus_uri:
                 raise ValueError("--items-store milvus needs --milvus-uri (a Milvus Lite file or http(s)://host:port)")

@@ -34,6 +34,15 @@ class EmbeddingType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EMBEDDING_TYPE_UINT8: _ClassVar[EmbeddingType]
     EMBEDDING_TYPE_BINARY: _ClassVar[EmbeddingType]
     EMBEDDING_TYPE_UBINARY: _ClassVar[EmbeddingType]
+
+class ScoreFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORE_FUNCTION_UNSPECIFIED: _ClassVar[ScoreFunction]
+    SCORE_FUNCTION_LOG1P: _ClassVar[ScoreFunction]
+    SCORE_FUNCTION_VALUE: _ClassVar[ScoreFunction]
+    SCORE_FUNCTION_GAUSS: _ClassVar[ScoreFunction]
+    SCORE_FUNCTION_EXP: _ClassVar[ScoreFunction]
+    SCORE_FUNCTION_LINEAR: _ClassVar[ScoreFunction]
 POOLING_UNSPECIFIED: Pooling
 POOLING_MEAN: Pooling
 POOLING_CLS: Pooling
@@ -50,6 +59,12 @@ EMBEDDING_TYPE_INT8: EmbeddingType
 EMBEDDING_TYPE_UINT8: EmbeddingType
 EMBEDDING_TYPE_BINARY: EmbeddingType
 EMBEDDING_TYPE_UBINARY: EmbeddingType
+SCORE_FUNCTION_UNSPECIFIED: ScoreFunction
+SCORE_FUNCTION_LOG1P: ScoreFunction
+SCORE_FUNCTION_VALUE: ScoreFunction
+SCORE_FUNCTION_GAUSS: ScoreFunction
+SCORE_FUNCTION_EXP: ScoreFunction
+SCORE_FUNCTION_LINEAR: ScoreFunction
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts", "normalize", "truncate", "pooling", "prompt_name", "dimensions", "model", "embedding_type")
@@ -162,7 +177,7 @@ class WeightedItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy", "approximate", "rerank")
+    __slots__ = ("user_vector", "user_vector_weight", "texts", "items", "exclude_ids", "exclude_history", "k", "filter_values", "explain", "min_score", "offset", "ignore_unknown_items", "where", "diversity", "strategy", "approximate", "rerank", "score_formula")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +195,7 @@ class RecommendRequest(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FORMULA_FIELD_NUMBER: _ClassVar[int]
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     user_vector_weight: float
     texts: _containers.RepeatedCompositeFieldContainer[WeightedText]
@@ -197,7 +213,8 @@ class RecommendRequest(_message.Message):
     strategy: Strategy
     approximate: ApproximateSearch
     rerank: RecommendRerank
-    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., approximate: _Optional[_Union[ApproximateSearch, _Mapping]] = ..., rerank: _Optional[_Union[RecommendRerank, _Mapping]] = ...) -> None: ...
+    score_formula: ScoreFormula
+    def __init__(self, user_vector: _Optional[_Iterable[float]] = ..., user_vector_weight: _Optional[float] = ..., texts: _Optional[_Iterable[_Union[WeightedText, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[WeightedItem, _Mapping]]] = ..., exclude_ids: _Optional[_Iterable[str]] = ..., exclude_history: _Optional[bool] = ..., k: _Optional[int] = ..., filter_values: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., min_score: _Optional[float] = ..., offset: _Optional[int] = ..., ignore_unknown_items: _Optional[bool] = ..., where: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., approximate: _Optional[_Union[ApproximateSearch, _Mapping]] = ..., rerank: _Optional[_Union[RecommendRerank, _Mapping]] = ..., score_formula: _Optional[_Union[ScoreFormula, _Mapping]] = ...) -> None: ...
 
 class RecommendRerank(_message.Message):
     __slots__ = ("candidates", "model", "query")
@@ -256,16 +273,20 @@ class Contribution(_message.Message):
     def __init__(self, part: _Optional[_Union[ProfilePart, str]] = ..., index: _Optional[int] = ..., item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("id", "score", "top_contribution", "rerank_score")
+    __slots__ = ("id", "score", "top_contribution", "rerank_score", "similarity", "score_terms")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TOP_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_TERMS_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     top_contribution: Contribution
     rerank_score: float
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
+    similarity: float
+    score_terms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ..., similarity: _Optional[float] = ..., score_terms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "unknown_item_ids", "unknown_item_count", "warnings")
@@ -296,7 +317,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models", "max_score_terms", "score_formula")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +374,8 @@ class InfoResponse(_message.Message):
     ITEMS_APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_STORE_ERROR_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCORE_TERMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FORMULA_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -395,7 +418,9 @@ class InfoResponse(_message.Message):
     items_approximate: bool
     items_store_error: str
     models: _containers.RepeatedCompositeFieldContainer[ServedModel]
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
+    max_score_terms: int
+    score_formula: str
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_score_terms: _Optional[int] = ..., score_formula: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("name", "task", "model_name", "dim", "max_length", "onnx_sha256", "activation")
@@ -533,3 +558,33 @@ class ReloadItemsResponse(_message.Message):
     previous_items_sha256: str
     changed: bool
     def __init__(self, items_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., previous_items_sha256: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ScoreFormula(_message.Message):
+    __slots__ = ("terms", "expression")
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[ScoreTerm]
+    expression: str
+    def __init__(self, terms: _Optional[_Iterable[_Union[ScoreTerm, _Mapping]]] = ..., expression: _Optional[str] = ...) -> None: ...
+
+class ScoreTerm(_message.Message):
+    __slots__ = ("field", "function", "weight", "origin", "origin_now", "scale", "offset", "decay", "missing")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_NOW_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DECAY_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    function: ScoreFunction
+    weight: float
+    origin: float
+    origin_now: bool
+    scale: float
+    offset: float
+    decay: float
+    missing: float
+    def __init__(self, field: _Optional[str] = ..., function: _Optional[_Union[ScoreFunction, str]] = ..., weight: _Optional[float] = ..., origin: _Optional[float] = ..., origin_now: _Optional[bool] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., decay: _Optional[float] = ..., missing: _Optional[float] = ...) -> None: ...

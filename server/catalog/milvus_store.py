@@ -39,6 +39,7 @@ from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.codes import float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
 from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
+from embedrec.server.catalog.milvus_formula import FieldRanges, formula_search, numeric_values
 from embedrec.server.catalog.milvus_index import (
     DEFAULT_EF,
     DEFAULT_NPROBE,
@@ -65,6 +66,7 @@ from embedrec.server.catalog.milvus_schema import (
     milvus_field,
 )
 from embedrec.server.catalog.scan import exact_scores_of
+from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -165,6 +167,7 @@ class MilvusItems:
         self.filter_field = self.info.filter_field
         self.effort = _server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
+        self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
         self._item_count = 0
         self._hidden_count = 0
         try:
@@ -282,7 +285,9 @@ class MilvusItems:
         found: list[list[Recommendation]] = [[] for _ in queries]
         groups: dict[MilvusSelection, list[int]] = {}
         for position, query in enumerate(queries):
-            if query.scorer is not None:
+            if query.formula is not None:
+                found[position] = formula_search(self, self._field_ranges, query, k, _exact_scores_of)
+            elif query.scorer is not None:
                 found[position] = self._best_score(query, k)
             else:
                 groups.setdefault(_selection_of(query), []).append(position)
@@ -304,6 +309,13 @@ class MilvusItems:
     def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
         """The vectors the search returned with `chosen`."""
         return stored_vectors(chosen, self.info.dim)
+
+    def prepare_formula(self, formula: ScoreFormula, *, field: str) -> None:
+        """Nothing ahead: the formula's bound is computed by its searches (milvus_formula)."""
+
+    def numeric_values(self, chosen: Sequence[Recommendation], name: str) -> Float64Array:
+        """The values of the numeric field `name` of `chosen` (NaN: none; one query)."""
+        return numeric_values(self, chosen, [name], None)[name]
 
     def texts_of(self, chosen: Sequence[Recommendation], deadline: float | None = None) -> list[str] | None:
         """The stored texts of `chosen` (None for a collection built before texts were stored)."""
@@ -377,6 +389,7 @@ class MilvusItems:
                 batch = records[start : start + ID_BATCH]
                 self._call(functools.partial(self.client.upsert, self.collection, batch), deadline)
             self._flush(deadline)
+            self._field_ranges.invalidate()  # new values may widen a field's range
             self.refresh_counts(deadline)
             return UpsertResult(len(rows) - len(existing), len(existing), self._item_count)
 

@@ -22,6 +22,7 @@ from embedrec.server.catalog.fields import (
     CategoricalColumn,
     Column,
     ConditionSpec,
+    NumericColumn,
     compile_conditions,
     load_columns,
     unmatched_warnings,
@@ -31,6 +32,7 @@ from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.catalog.item_texts import ItemTexts
 from embedrec.server.catalog.milvus_index import FLAT, NO_EFFORT, SearchEffort, check_effort
 from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores_of, exact_top_k
+from embedrec.server.catalog.score_formula import Float64Array, PriorCache, ScoreFormula
 from embedrec.server.catalog.store import (
     History,
     Query,
@@ -106,6 +108,7 @@ class ItemIndex:
         self.columns: dict[str, Column] = load_columns(items_dir, self.manifest.fields, self.manifest.item_count)
         if self.filter_field:
             self._load_filter(items_dir)
+        self.priors = PriorCache(self._numeric_column)
         self.scan: ScanKind = scan
         self.stats = stats if stats is not None else ScanStats()
         self.packed: PackedCodes | None = None
@@ -220,6 +223,22 @@ class ItemIndex:
         """The catalog texts of `chosen` (None for a directory built without texts)."""
         return self.texts.texts_at([one.row for one in chosen]) if self.texts is not None else None
 
+    def prepare_formula(self, formula: ScoreFormula, *, field: str) -> None:
+        """Compute (or find cached) the formula's prior part of every item; InvalidArgument
+        naming `field` when it is not finite for some item."""
+        self.priors.prior(formula, field=field)
+
+    def numeric_values(self, chosen: Sequence[Recommendation], name: str) -> Float64Array:
+        """The values of the numeric field `name` of `chosen` (NaN: none)."""
+        return np.asarray(self._numeric_column(name)[[one.row for one in chosen]], dtype=np.float64)
+
+    def _numeric_column(self, name: str) -> Float64Array:
+        column = self.columns.get(name)
+        if not isinstance(column, NumericColumn):
+            raise InvalidArgument(f"{quoted(name)} is not a numeric field of the items")
+        values: Float64Array = column.values
+        return values
+
     def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
         """Hide `item_ids` (see HiddenItems.hide)."""
         return self.hidden.hide(item_ids)
@@ -298,38 +317,19 @@ class ItemIndex:
         return column
 
     def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
-        """The k best items for each query in one pass over the matrix, best first (exact; equal
-        scores in catalog order); `threads` as in top_k."""
-        found: list[tuple[IndexArray, FloatArray]] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(queries)
+        """The k best items for each query in one pass over the matrix per score formula (normally
+        one: none, or the server's), best first (exact; equal scores in catalog order); `threads`
+        as in top_k."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        found: list[tuple[IndexArray, npt.NDArray[np.floating]]] = [empty] * len(queries)
         filters = [_row_filter_of(query) for query in queries]
-        selective = set()
+        priors = [None if query.formula is None else self.priors.prior(query.formula) for query in queries]
+        passes: dict[ScoreFormula | None, list[int]] = {}
         for position, query in enumerate(queries):
             eligible = self._selective_rows(filters[position])
             if eligible is not None:  # few eligible rows: score only those
-                found[position] = self._top_k_of_rows(query, eligible, k)
-                selective.add(position)
-        plain = [p for p, query in enumerate(queries) if query.scorer is None and p not in selective]
-        if plain:
-            profiles = np.stack([queries[p].profile for p in plain]).astype(np.float32, copy=False)
-            for position, result in zip(
-                plain,
-                exact_top_k(
-                    self.matrix,
-                    profiles,
-                    k,
-                    scan=self.scan,
-                    row_norm=self.row_norm,
-                    packed=self.packed,
-                    filters=[filters[p] for p in plain],
-                    min_scores=[queries[p].min_score for p in plain],
-                    threads=threads,
-                    stats=self.stats,
-                ),
-                strict=True,
-            ):
-                found[position] = result
-        for position, query in enumerate(queries):
-            if query.scorer is not None and position not in selective:  # its own pass: a scorer is one query's
+                found[position] = self._top_k_of_rows(query, eligible, k, priors[position])
+            elif query.scorer is not None:  # its own pass: a scorer is one query's
                 (found[position],) = top_k(
                     self.matrix,
                     query.profile[None, :],
@@ -338,14 +338,48 @@ class ItemIndex:
                     threads=threads,
                     min_scores=[query.min_score],
                     scorer=_as_column(query.scorer),
+                    prior=priors[position],
                 )
+            else:
+                passes.setdefault(query.formula, []).append(position)
+        for positions in passes.values():
+            profiles = np.stack([queries[p].profile for p in positions]).astype(np.float32, copy=False)
+            results = exact_top_k(
+                self.matrix,
+                profiles,
+                k,
+                scan=self.scan,
+                row_norm=self.row_norm,
+                packed=self.packed,
+                filters=[filters[p] for p in positions],
+                min_scores=[queries[p].min_score for p in positions],
+                threads=threads,
+                stats=self.stats,
+                prior=priors[positions[0]],
+            )
+            for position, result in zip(positions, results, strict=True):
+                found[position] = result
+        return [self._recommendations(query, *one) for query, one in zip(queries, found, strict=True)]
+
+    def _recommendations(
+        self, query: Query, rows: IndexArray, scores: npt.NDArray[np.floating]
+    ) -> list[Recommendation]:
+        """The found rows as Recommendations; under a formula with their similarity part (the
+        same exact score the ranking summed: it depends only on the row and the query)."""
+        ids = self.ids.ids_at(rows)
+        if query.formula is None:
+            return [Recommendation(i, float(score), int(row)) for i, row, score in zip(ids, rows, scores, strict=True)]
+        similarities = self._similarities(query, rows)
         return [
-            [
-                Recommendation(item_id, float(score), int(row))
-                for item_id, row, score in zip(self.ids.ids_at(rows), rows, scores, strict=True)
-            ]
-            for rows, scores in found
+            Recommendation(i, float(score), int(row), similarity=float(similarity))
+            for i, row, score, similarity in zip(ids, rows, scores, similarities, strict=True)
         ]
+
+    def _similarities(self, query: Query, rows: IndexArray) -> FloatArray:
+        """The exact similarity of `rows` for `query` (its scorer's, or the scans' exact score)."""
+        if query.scorer is not None:
+            return query.scorer(np.asarray(self.matrix[rows], dtype=np.float32)).astype(np.float32)
+        return exact_scores_of(self.matrix, rows, query.profile)
 
     def _selective_rows(self, row_filter: RowFilter) -> IndexArray | None:
         """Every row `row_filter` lets through, when its conditions or filter values let fewer
@@ -365,15 +399,18 @@ class ItemIndex:
             parts.append(rows[row_filter.keep(rows)])
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def _top_k_of_rows(self, query: Query, rows: IndexArray, k: int) -> tuple[IndexArray, FloatArray]:
-        """Exact top-k of `query` among `rows` (ascending): scores of those rows only, best first,
-        equal scores by row, at least its min_score."""
-        if query.scorer is not None:
-            scores: FloatArray = query.scorer(np.asarray(self.matrix[rows], dtype=np.float32)).astype(np.float32)
-        else:  # the scans' exact score, so the answer does not depend on the path
-            scores = exact_scores_of(self.matrix, rows, query.profile)
+    def _top_k_of_rows(
+        self, query: Query, rows: IndexArray, k: int, prior: Float64Array | None
+    ) -> tuple[IndexArray, npt.NDArray[np.floating]]:
+        """Exact top-k of `query` among `rows` (ascending): scores of those rows only (under a
+        formula, float64(similarity) + `prior`), best first, equal scores by row, at least its
+        min_score."""
+        # The scans' exact score, so the answer does not depend on the path.
+        scores: npt.NDArray[np.floating] = self._similarities(query, rows)
+        if prior is not None:
+            scores = scores.astype(np.float64) + prior[rows]
         if query.min_score is not None:
-            passing = scores >= np.float32(query.min_score)
+            passing = scores >= scores.dtype.type(query.min_score)
             rows, scores = rows[passing], scores[passing]
         order = np.lexsort((rows, -scores))[:k]
         return rows[order], scores[order]

@@ -5,6 +5,7 @@ the search batcher; exact top-k, best first."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
 from embedrec.server.catalog.rerank_stage import RerankSpec, RerankStage, checked_stage, reranked
+from embedrec.server.catalog.score_formula import ScoreFormula, ScoreFormulaSpec, check_formula, parse_formula
 from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
 from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
 from embedrec.server.errors import EmbedrecError, InvalidArgument
@@ -54,6 +56,9 @@ class ProfileRequest:
     strategy: Strategy = "average_vector"
     approximate: SearchEffort = NO_EFFORT  # an approximate index's search effort (0: the server's)
     rerank: RerankSpec | None = None  # a cross-encoder stage over the best candidates
+    # Rank by similarity + weighted terms of numeric fields; None: the server's default formula
+    # (if any), a formula without terms: by similarity alone.
+    score_formula: ScoreFormulaSpec | None = None
 
 
 # Warnings past this many are summed up in one more: a request may hold 1,000 filter values.
@@ -84,25 +89,36 @@ class PreparedProfile:
     unknown_item_ids: list[str]
     diversity: tuple[str, int] | None = None
     warnings: list[str] = field(default_factory=list)
+    formula: ScoreFormula | None = None
 
 
 @dataclass(frozen=True)
 class ProfileWeights:
-    """A request's validated weights: of its texts and of its history items, in request order."""
+    """A request's validated weights: of its texts and of its history items, in request order;
+    and the score formula in force (the request's or the server's, its text parsed)."""
 
     texts: list[float]
     items: list[float]
+    formula: ScoreFormulaSpec = field(default_factory=ScoreFormulaSpec)
 
 
-def check_profile_request(request: ProfileRequest, limits: Limits, prefix: str = "") -> ProfileWeights:
+def check_profile_request(
+    request: ProfileRequest, limits: Limits, prefix: str = "", default_formula: ScoreFormulaSpec | None = None
+) -> ProfileWeights:
     """Raise InvalidArgument (field names prefixed with `prefix`) unless `request`'s k, offset,
-    score floor, counts and weights are within `limits`; its weights. Pure: no catalog access."""
+    score floor, counts, weights and score formula's form (`default_formula` when it has none)
+    are within `limits`; its weights. Pure: no catalog access. The score floor is a cosine in
+    [-1, 1], or any finite number under a formula (its score's floor)."""
     check_k(request.k, limits, field=f"{prefix}k")
     if not 0 <= request.offset <= limits.max_offset:
         raise InvalidArgument(
             f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}"
         )
-    check_score_floor(request.min_score, field=f"{prefix}min_score")
+    formula = _formula_in_force(request.score_formula, default_formula, limits, field=f"{prefix}score_formula")
+    if not formula.terms:
+        check_score_floor(request.min_score, field=f"{prefix}min_score")
+    elif request.min_score is not None and not math.isfinite(request.min_score):
+        raise InvalidArgument(f"{prefix}min_score must be finite, got {request.min_score}")
     check_count(len(request.where), limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
     for index, condition in enumerate(request.where):
         for name in ("any_of", "none_of"):
@@ -126,7 +142,21 @@ def check_profile_request(request: ProfileRequest, limits: Limits, prefix: str =
         check_weight(weight, field=f"{prefix}items[{i}].weight", negative=True)
         for i, (_, weight) in enumerate(request.items)
     ]
-    return ProfileWeights(text_weights, item_weights)
+    return ProfileWeights(text_weights, item_weights, formula)
+
+
+def _formula_in_force(
+    requested: ScoreFormulaSpec | None, default: ScoreFormulaSpec | None, limits: Limits, *, field: str
+) -> ScoreFormulaSpec:
+    """The formula that ranks a request, its text parsed into terms; InvalidArgument naming
+    `field` for too many terms or both forms."""
+    spec = requested if requested is not None else (default or ScoreFormulaSpec())
+    if spec.expression and spec.terms:
+        raise InvalidArgument(f"{field}: give terms or expression, not both")
+    if spec.expression:
+        spec = parse_formula(spec.expression, field=f"{field}.expression")
+    check_count(len(spec.terms), limits.max_score_terms, field=f"{field}.terms", limit_name="max_score_terms")
+    return spec
 
 
 def gather_profile(
@@ -136,10 +166,12 @@ def gather_profile(
     dim: int,
     prefix: str = "",
     deadline: float | None = None,
+    now: float | None = None,
 ) -> PreparedProfile:
     """Every part of `request`'s profile but the texts (embedded for all users together), with
     the selection of items it may return: the user vector, the history items' vectors from
     `items`, exclusions, filter values, conditions and diversity checked against the catalog.
+    The score formula in force is checked against the catalog's fields, "now" resolved to `now`.
     Raises InvalidArgument or NotFound naming the field (prefixed with `prefix`)."""
     text_weights, item_weights = weights.texts, weights.items
     parts: list[ProfilePart] = []
@@ -181,10 +213,28 @@ def gather_profile(
         if limit < 1:
             raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
         diversity = (name, limit)
+    formula = check_formula(
+        weights.formula,
+        items.describe().fields,
+        max_terms=len(weights.formula.terms),
+        field=f"{prefix}score_formula",
+        now=now,
+    )
+    if formula is not None:
+        items.prepare_formula(formula, field=f"{prefix}score_formula")
     texts = [text for text, _ in request.texts]
     unknown_ids = [item_ids[index] for index in history.unknown_positions]
     return PreparedProfile(
-        request.k, parts, texts, f"{prefix}texts", text_weights, row_filter, unknown_ids, diversity, warnings
+        request.k,
+        parts,
+        texts,
+        f"{prefix}texts",
+        text_weights,
+        row_filter,
+        unknown_ids,
+        diversity,
+        warnings=warnings,
+        formula=formula,
     )
 
 
@@ -200,9 +250,12 @@ class Recommender:
         cpu: CpuPool,
         dim: int,
         reranker_for: Callable[[str], Reranker] | None = None,
+        default_formula: ScoreFormulaSpec | None = None,
     ) -> None:
         """`cpu` runs the catalog id look-ups off the loop; `dim` is the model's;
-        `reranker_for(model)` resolves a rerank stage's reranker (None: none served)."""
+        `reranker_for(model)` resolves a rerank stage's reranker (None: none served);
+        `default_formula` ranks the requests that bring none (None: similarity)."""
+        self.default_formula = default_formula
         self.embedder = embedder
         self.search_batcher = search_batcher
         self.limits = limits
@@ -280,6 +333,7 @@ class Recommender:
                 one.diversity,
                 request.strategy,
                 deadline,
+                one.formula,
             )
             for one, request, stage in zip(prepared, requests, stages, strict=True)
         ]
@@ -326,8 +380,9 @@ class Recommender:
         self, items: ItemStore, requests: Sequence[ProfileRequest], prefix: str, deadline: float | None
     ) -> list[PreparedProfile]:
         prepared = []
+        now = float(math.floor(time.time()))  # one "now" for every user of the call
         for index, request in enumerate(requests):
             field_prefix = prefix.format(index)
-            weights = check_profile_request(request, self.limits, field_prefix)
-            prepared.append(gather_profile(items, request, weights, self.dim, field_prefix, deadline))
+            weights = check_profile_request(request, self.limits, field_prefix, self.default_formula)
+            prepared.append(gather_profile(items, request, weights, self.dim, field_prefix, deadline, now))
         return prepared

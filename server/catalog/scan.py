@@ -32,7 +32,15 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.catalog.codes import CodeMatrix, Float64Array, ItemCodes, QueryCodes, float32_error_bound
+from embedrec.server.catalog.codes import (
+    FLOAT64_SLACK,
+    CodeMatrix,
+    Float64Array,
+    ItemCodes,
+    QueryCodes,
+    float32_error_bound,
+)
+from embedrec.server.catalog.prior_pass import PriorPass
 from embedrec.server.catalog.topk import (
     DEFAULT_CHUNK_ROWS,
     NO_FILTER,
@@ -61,6 +69,10 @@ EXACT_BLOCK_PAIRS = 128
 # reads of float32 rows cost more than reading them all in order.
 FALLBACK_FRACTION = 0.03
 FALLBACK_MIN_ROWS = 1 << 16
+# Under a formula, when more than 1/BLOCK_FILTER_SHARE of a block passes the first pass's
+# threshold (the block's largest prior), the rest of the check runs in float32 over the whole
+# block before the float64 check of the survivors.
+BLOCK_FILTER_SHARE = 16
 
 
 def exact_scores(
@@ -163,6 +175,18 @@ class _Int8Pass:
         self._dots = numkong.dots_packed
         self._packed = packed
         self.query_codes = QueryCodes.of(queries, packed.book)
+        codes = self.query_codes
+        # |exact - estimate| ≤ ε + SLACK·|estimate| and |estimate| ≤ M + ε (lower_bounds' slack).
+        magnitudes = _magnitudes(queries, packed.book.row_norm)
+        self.epsilon: Float64Array = codes.epsilon + FLOAT64_SLACK * (magnitudes + codes.epsilon)
+
+    def affine(self) -> tuple[Float64Array, Float64Array]:
+        return self.query_codes.base, self.query_codes.scale
+
+    def estimates(self, values: npt.NDArray[Any], query_of: IndexArray) -> Float64Array:
+        codes = self.query_codes
+        estimates: Float64Array = codes.base[query_of] + codes.scale[query_of] * np.asarray(values, dtype=np.float64)
+        return estimates
 
     def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
         return np.asarray(self._dots(self.query_codes.codes, self._packed.blocks[block][2]))
@@ -178,6 +202,15 @@ class _Float32Pass:
     def __init__(self, matrix: npt.NDArray[np.floating], queries: FloatArray, row_norm: float, threads: int) -> None:
         self._matrix, self._queries, self._threads = matrix, queries, threads
         self.bound = float32_error_bound(queries, row_norm)
+        self.epsilon: Float64Array = self.bound + 1e-12 * (_magnitudes(queries, row_norm) + self.bound + 1.0)
+
+    def affine(self) -> tuple[Float64Array, Float64Array]:
+        count = self._queries.shape[0]
+        return np.zeros(count), np.ones(count)
+
+    def estimates(self, values: npt.NDArray[Any], query_of: IndexArray) -> Float64Array:
+        estimates: Float64Array = np.asarray(values, dtype=np.float64)
+        return estimates
 
     def values(self, start: int, stop: int, block: int) -> npt.NDArray[Any]:
         scores = score_block(self._matrix[start:stop], self._queries, self._threads)
@@ -217,15 +250,19 @@ def exact_top_k(
     min_scores: Sequence[float | None] | None = None,
     threads: int = 0,
     stats: ScanStats = SCAN_STATS,
-) -> list[tuple[IndexArray, FloatArray]]:
+    prior: Float64Array | None = None,
+) -> list[tuple[IndexArray, npt.NDArray[np.floating]]]:
     """The k rows of `matrix` (n, dim) with the highest exact score (`exact_scores`) for each of
     `queries` (q, dim) float32, in one pass for all of them.
 
     `scan` picks the first pass: "int8" scores `packed` (the matrix's codes) on `threads` threads
     (0: one per core), "float32" the matrix itself; `row_norm` bounds every row's norm (the
     float32 pass's error bound). `filters` (one for all or one per query) and `min_scores` (None:
-    no floor) as in embedrec.server.catalog.topk.top_k. Returns, per query, (rows, scores): at
-    most k, best first, equal scores by ascending row; identical whichever `scan`.
+    no floor) as in embedrec.server.catalog.topk.top_k. With `prior` (n,) float64 (a score
+    formula's prior part of every row, finite) the score is the formula's, float64(exact score)
+    + prior (float64 scores come back), min_scores apply to it, and the first pass bounds it as
+    embedrec.server.catalog.prior_pass proves. Returns, per query, (rows, scores): at most k,
+    best first, equal scores by ascending row; identical whichever `scan`.
     """
     queries, floors = checked_queries(queries, k, min_scores)
     query_count, rows_total = queries.shape[0], matrix.shape[0]
@@ -233,12 +270,13 @@ def exact_top_k(
         return []
     if scan == "int8" and packed is None:
         raise ValueError("the int8 scan needs the packed codes")
-    run = _Run(matrix, queries, k, Eligibility(per_query_filters(filters, query_count), rows_total), floors)
-    float32_pass = _Float32Pass(matrix, queries, row_norm, threads)
+    run = _Run(matrix, queries, k, Eligibility(per_query_filters(filters, query_count), rows_total), floors, prior)
+    float32_pass: _Pass = _with_prior(_Float32Pass(matrix, queries, row_norm, threads), prior, queries, row_norm)
     fell_back = False
     if scan == "int8":
         assert packed is not None
-        scanned_to = run.scan_int8(_Int8Pass(packed, queries), packed, threads)
+        first = _with_prior(_Int8Pass(packed, queries), prior, queries, packed.book.row_norm)
+        scanned_to = run.scan_int8(first, packed, threads)
         fell_back = scanned_to < rows_total
     else:
         scanned_to = 0
@@ -261,11 +299,15 @@ class _Run:
         k: int,
         eligibility: Eligibility,
         floors: Sequence[float | None],
+        prior: Float64Array | None = None,
     ) -> None:
-        self.matrix, self.k, self.eligibility = matrix, k, eligibility
+        self.matrix, self.k, self.eligibility, self.prior = matrix, k, eligibility, prior
         self.queries64 = queries.astype(np.float64)
-        self.best = BestSoFar(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors)
-        self.score_floors = np.asarray([-np.inf if one is None else one for one in floors], dtype=np.float32)
+        dtype = np.float32 if prior is None else np.float64  # a formula's scores are float64
+        self.best = BestSoFar(queries.shape[0], k, sentinel_row=matrix.shape[0], floors=floors, dtype=dtype)
+        self.score_floors: npt.NDArray[np.floating] = np.asarray(
+            [-np.inf if one is None else one for one in floors], dtype=dtype
+        )
         self.rescored = 0
         # Lower bounds of each query's k-th best exact score found by the blocks (any thread).
         self._bounds = np.full(queries.shape[0], -np.inf)
@@ -277,7 +319,7 @@ class _Run:
         floors: Float64Array = self.best.kth_scores.astype(np.float64)
         return floors
 
-    def scan_int8(self, first: _Int8Pass, packed: PackedCodes, threads: int) -> int:
+    def scan_int8(self, first: _Pass, packed: PackedCodes, threads: int) -> int:
         """Phase 1: the kernel over every packed block, `threads` at a time, each keeping the rows
         that may beat the best lower bound known so far of their query's k-th best exact score
         (bounds are shared between blocks as they are found). Phase 2: each query's candidates
@@ -312,6 +354,8 @@ class _Run:
     def candidates(self, first: _Pass, start: int, stop: int, block: int) -> _Candidates:
         """The rows of start..stop that pass the filters and may beat the best known lower bound
         of their query's k-th best exact score (runs on any thread)."""
+        if isinstance(first, PriorPass):
+            return self._prior_candidates(first, start, stop, block)
         values = first.values(start, stop, block)
         bounds = self._bounds
         floors = np.maximum(self.floors(), bounds)
@@ -329,6 +373,29 @@ class _Run:
         if not kept.all():
             flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
         return _Candidates(query_of.astype(np.int64), rows.astype(np.int64), values.ravel()[flat])
+
+    def _prior_candidates(self, first: PriorPass, start: int, stop: int, block: int) -> _Candidates:
+        """`candidates` under a formula: the inner pass's thresholds for the block's largest prior
+        first (no float64 work on the rows they drop), then each remaining row's estimate of the
+        formula's score (the candidates' values) against the floor."""
+        values = first.values(start, stop, block)
+        floors = np.maximum(self.floors(), self._bounds)
+        passing = values >= first.coarse_thresholds(floors, start, stop)[:, None]
+        unbounded = np.isinf(self._bounds)
+        if unbounded.any() and np.count_nonzero(passing[unbounded]) > 8 * self.k * np.count_nonzero(unbounded):
+            floors = self._raised_floors(first, first.block_totals(values, start, stop), start, floors)
+            with self._bounds_lock:
+                self._bounds = np.maximum(self._bounds, floors)
+            passing = values >= first.coarse_thresholds(floors, start, stop)[:, None]
+        if np.count_nonzero(passing) > passing.size // BLOCK_FILTER_SHARE:  # a prior that varies a lot
+            passing &= first.block_filter(values, floors, start, stop)
+        flat = np.flatnonzero(passing)
+        query_of, local = np.divmod(flat, stop - start)
+        rows = (local + start).astype(np.int64)
+        totals = first.totals(values.ravel()[flat], query_of, rows)
+        kept = totals >= first.thresholds(floors)[query_of]
+        kept[kept] = self.eligibility.keep(query_of[kept], rows[kept])
+        return _Candidates(query_of[kept].astype(np.int64), rows[kept], totals[kept])
 
     def _tighten_bounds(self, first: _Pass, found: _Candidates) -> None:
         """Merge a block's candidates into each query's k best first-pass values so far and
@@ -380,7 +447,9 @@ class _Run:
         (every row merged before theirs: equal scores go by row)."""
         if not rows.size:
             return
-        scores = exact_scores(self.matrix, rows, self.queries64, query_of)
+        scores: npt.NDArray[np.floating] = exact_scores(self.matrix, rows, self.queries64, query_of)
+        if self.prior is not None:  # the formula's score: float64(similarity) + prior
+            scores = scores.astype(np.float64) + self.prior[rows]
         self.rescored += int(rows.size)
         kth, kth_rows = self.best.kth_scores[query_of], self.best.rows[query_of, -1]
         # An empty slot (sentinel row) holds a value just under the floor: the floor decides.
@@ -408,6 +477,18 @@ class _Run:
         raised = floors.copy()
         raised[enough] = np.maximum(floors[enough], first.lower_bounds(kth)[enough])
         return raised
+
+
+def _magnitudes(queries: FloatArray, row_norm: float) -> Float64Array:
+    """Per query, a bound of |q·x| over rows of norm at most `row_norm`: ‖q‖·row_norm."""
+    exact = np.asarray(queries, dtype=np.float64)
+    magnitudes: Float64Array = np.sqrt((exact * exact).sum(axis=1)) * row_norm * (1.0 + FLOAT64_SLACK)
+    return magnitudes
+
+
+def _with_prior(first: Any, prior: Float64Array | None, queries: FloatArray, row_norm: float) -> Any:
+    """`first`, or under a formula (a prior) the pass in the formula's units."""
+    return first if prior is None else PriorPass(first, prior, _magnitudes(queries, row_norm))
 
 
 def _thread_count(threads: int) -> int:

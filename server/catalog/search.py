@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
 from embedrec.server.catalog.profiles import BestScore, Profile, ProfilePart, combine_profile
+from embedrec.server.catalog.score_formula import ScoreFormula
 from embedrec.server.catalog.store import ItemStore, Query, Recommendation, Selection
 from embedrec.server.errors import EmbedrecError
 from embedrec.server.observability.tracing import batch_tracer
@@ -34,6 +35,7 @@ class SearchItem:
     diversity: tuple[str, int] | None = None  # (categorical field, max_per_value)
     strategy: Strategy = "average_vector"
     deadline: float | None = None  # time.monotonic() by which the answer is needed
+    formula: ScoreFormula | None = None  # rank by this score formula (None: by similarity)
 
 
 # A search's answer: its recommendations, or the error that refuses that one user (e.g. parts that
@@ -59,7 +61,7 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
         search = batch[position]
         if search.diversity is not None:  # its own, longer ranked list
             chosen = _diversified(search, _query(search, profiles[position]), threads)
-            results[position] = _explained(search.items, profiles[position], chosen) if search.explain else chosen
+            results[position] = _explained(search, profiles[position], chosen) if search.explain else chosen
             continue
         by_index.setdefault(id(search.items), []).append(position)
     for positions in by_index.values():
@@ -70,7 +72,7 @@ def run_searches(batch: list[SearchItem], *, threads: int = 0) -> list[SearchRes
             search = batch[position]
             chosen = recommendations[search.offset : search.offset + search.k]
             if batch[position].explain and chosen:
-                chosen = _explained(items, profiles[position], chosen)
+                chosen = _explained(search, profiles[position], chosen)
             results[position] = chosen
     return results
 
@@ -86,8 +88,9 @@ def _query(search: SearchItem, profile: Profile | BestScore) -> Query:
             search.deadline,
             liked=profile.liked,
             disliked=profile.disliked,
+            formula=search.formula,
         )
-    return Query(profile.vector, search.row_filter, search.min_score, None, search.deadline)
+    return Query(profile.vector, search.row_filter, search.min_score, None, search.deadline, formula=search.formula)
 
 
 def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recommendation]:
@@ -116,10 +119,17 @@ def _diversified(search: SearchItem, query: Query, threads: int) -> list[Recomme
         fetch *= 4
 
 
-def _explained(items: ItemStore, profile: Profile | BestScore, chosen: list[Recommendation]) -> list[Recommendation]:
-    """`chosen` with each item's top contribution filled in."""
-    contributions = profile.top_contributions(items.vectors_of(chosen))
-    return [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
+def _explained(search: SearchItem, profile: Profile | BestScore, chosen: list[Recommendation]) -> list[Recommendation]:
+    """`chosen` with each item's top contribution filled in and, under a formula, each term's
+    part of its score (the same float64 values the ranking summed)."""
+    if not chosen:
+        return chosen
+    contributions = profile.top_contributions(search.items.vectors_of(chosen))
+    explained = [replace(r, contribution=c) for r, c in zip(chosen, contributions, strict=True)]
+    if search.formula is None:
+        return explained
+    parts = search.formula.parts(lambda name: search.items.numeric_values(chosen, name))
+    return [replace(r, score_terms=tuple(row.tolist())) for r, row in zip(explained, parts, strict=True)]
 
 
 def create_search_batcher(

@@ -21,6 +21,7 @@ from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
 from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
+from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
 from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
 
@@ -35,9 +36,9 @@ Selection = RowFilter | MilvusSelection
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item: its id, its cosine score, its position in the catalog (the row of
-    the matrix; ties are broken by it) and, when asked for, the profile part that contributed
-    most to that score."""
+    """One recommended item: its id, its score (the cosine, or with a score formula the
+    formula's score), its position in the catalog (the row of the matrix; ties are broken by it)
+    and, when asked for, the profile part that contributed most to its similarity."""
 
     item_id: str
     score: float
@@ -48,6 +49,10 @@ class Recommendation:
     rerank_score: float | None = None
     # The item's vector when the store returned it with the result (Milvus), for explanations.
     vector: FloatArray | None = field(default=None, compare=False, repr=False)
+    # With a score formula: the similarity part of `score` and, explained, each term's part (in
+    # the formula's order): score = float64(similarity) + the sum of the parts.
+    similarity: float | None = None
+    score_terms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class Query:
     # a store that cannot run the scorer over every item (Milvus walks their neighbours).
     liked: FloatArray | None = None
     disliked: FloatArray | None = None
+    # Rank by this score formula (similarity + weighted terms of numeric fields); min_score then
+    # applies to the formula's score.
+    formula: ScoreFormula | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,15 @@ class ItemStore(Protocol):
 
     def vectors_of(self, chosen: Sequence[Recommendation]) -> FloatArray:
         """The vectors of `chosen` (len, dim) float32."""
+        ...
+
+    def prepare_formula(self, formula: ScoreFormula, *, field: str) -> None:
+        """Ready `formula` for searches (a store may compute its prior part of every item now);
+        InvalidArgument naming `field` when it is not finite for some item."""
+        ...
+
+    def numeric_values(self, chosen: Sequence[Recommendation], name: str) -> Float64Array:
+        """The values of the numeric field `name` of each of `chosen` (NaN: none)."""
         ...
 
     def texts_of(self, chosen: Sequence[Recommendation], deadline: float | None = None) -> list[str] | None:

@@ -79,7 +79,8 @@ def top_k(
     threads: int = 0,
     min_scores: Sequence[float | None] | None = None,
     scorer: Callable[[npt.NDArray[np.floating]], FloatArray] | None = None,
-) -> list[tuple[IndexArray, FloatArray]]:
+    prior: npt.NDArray[np.float64] | None = None,
+) -> list[tuple[IndexArray, npt.NDArray[np.floating]]]:
     """The k rows of `matrix` (n, dim) with the highest inner product with each query.
 
     `queries` is (q, dim) float32; all of them are answered in one pass over `matrix`. `filters`
@@ -89,7 +90,9 @@ def top_k(
     one per query (None: no floor), keeps only rows scoring at least that; the floor is the
     pruning threshold from the first chunk on, so a high floor scans fast. `scorer`, when given,
     replaces the inner product: it maps a block of rows to their (rows, q) scores (e.g. a
-    combination of several products); `queries` then only says how many there are. Returns, per
+    combination of several products); `queries` then only says how many there are. `prior`
+    (n,) float64, a score formula's prior part of every row: the score becomes float64(score) +
+    prior (float64 scores come back; min_scores apply to it). Returns, per
     query, (rows, scores): at most k entries (fewer only when fewer rows are eligible), best
     first, equal scores by ascending row.
     """
@@ -98,12 +101,18 @@ def top_k(
     if query_count == 0:
         return []
     eligibility = Eligibility(per_query_filters(filters, query_count), rows_total)
-    best = BestSoFar(query_count, k, sentinel_row=rows_total, floors=floors)
+    best = BestSoFar(
+        query_count, k, sentinel_row=rows_total, floors=floors, dtype=np.float32 if prior is None else np.float64
+    )
     if chunk_rows is None:
         chunk_rows = max(DEFAULT_CHUNK_ROWS, SCORE_BUFFER_VALUES // query_count)
     for start, stop in _chunks(rows_total, k, query_count, chunk_rows):
         block = matrix[start:stop]
-        scores = scorer(block) if scorer is not None else score_block(block, queries, threads)  # (rows, q)
+        scores: npt.NDArray[np.floating] = (
+            scorer(block) if scorer is not None else score_block(block, queries, threads)
+        )  # (rows, q)
+        if prior is not None:
+            scores = scores.astype(np.float64) + prior[start:stop, None]
         # A row that only ties a query's current k-th best has a higher row index: it loses.
         passing = scores > best.kth_scores[None, :]
         # flatnonzero on the block is several times faster than a 2-D nonzero.
@@ -197,17 +206,24 @@ class BestSoFar:
     -inf and a sentinel row, so merging is a handful of vectorised calls for all queries."""
 
     def __init__(
-        self, query_count: int, k: int, *, sentinel_row: int, floors: Sequence[float | None] | None = None
+        self,
+        query_count: int,
+        k: int,
+        *,
+        sentinel_row: int,
+        floors: Sequence[float | None] | None = None,
+        dtype: type[np.floating[Any]] = np.float32,
     ) -> None:
+        """`dtype` of the scores: float32 (similarities), float64 (a score formula's)."""
         self.k = k
         self.sentinel_row = sentinel_row
         # An empty slot scores just below the query's floor: a candidate passes when it scores
         # above the k-th slot, so at least the floor (-inf without one).
         thresholds = [
-            -np.inf if floor is None else np.nextafter(np.float32(floor), np.float32(-np.inf))
+            -np.inf if floor is None else np.nextafter(dtype(floor), dtype(-np.inf))
             for floor in floors or [None] * query_count
         ]
-        self.scores = np.repeat(np.asarray(thresholds, dtype=np.float32)[:, None], k, axis=1)
+        self.scores = np.repeat(np.asarray(thresholds, dtype=dtype)[:, None], k, axis=1)
         self.rows = np.full((query_count, k), sentinel_row, dtype=np.int64)
 
     @property
@@ -231,7 +247,7 @@ class BestSoFar:
         self.scores = np.take_along_axis(all_scores, order, axis=1)
         self.rows = np.take_along_axis(all_rows, order, axis=1)
 
-    def results(self) -> list[tuple[IndexArray, FloatArray]]:
+    def results(self) -> list[tuple[IndexArray, npt.NDArray[np.floating]]]:
         """Per query (rows, scores) best first, without the empty slots."""
         found = []
         for rows, scores in zip(self.rows, self.scores, strict=True):

@@ -20,6 +20,7 @@ from embedrec.server.catalog.live import ItemUpsert
 from embedrec.server.catalog.milvus_index import SearchEffort
 from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
 from embedrec.server.catalog.rerank_stage import RerankSpec
+from embedrec.server.catalog.score_formula import ScoreFormulaSpec, ScoreTermSpec
 from embedrec.server.catalog.search import Strategy
 from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
 from embedrec.server.edge.wire_limits import check_wire
@@ -41,6 +42,13 @@ STRATEGY_FROM_PROTO: dict[int, Strategy] = {
     pb.STRATEGY_UNSPECIFIED: "average_vector",
     pb.STRATEGY_AVERAGE_VECTOR: "average_vector",
     pb.STRATEGY_BEST_SCORE: "best_score",
+}
+SCORE_FUNCTION_FROM_PROTO = {
+    pb.SCORE_FUNCTION_LOG1P: "log1p",
+    pb.SCORE_FUNCTION_VALUE: "value",
+    pb.SCORE_FUNCTION_GAUSS: "gauss",
+    pb.SCORE_FUNCTION_EXP: "exp",
+    pb.SCORE_FUNCTION_LINEAR: "linear",
 }
 PART_TO_PROTO = {"user_vector": pb.PROFILE_PART_USER_VECTOR, "text": pb.PROFILE_PART_TEXT, "item": pb.PROFILE_PART_ITEM}
 CODE_TYPE_FROM_PROTO: dict[int, CodeType] = {
@@ -211,6 +219,29 @@ def profile_request(request: pb.RecommendRequest) -> ProfileRequest:
             if request.HasField("rerank")
             else None
         ),
+        score_formula=score_formula(request.score_formula) if request.HasField("score_formula") else None,
+    )
+
+
+def score_formula(formula: pb.ScoreFormula) -> ScoreFormulaSpec:
+    """A ScoreFormula in core terms (unset optional parameters stay None: their defaults)."""
+    return ScoreFormulaSpec(tuple(_score_term(term) for term in formula.terms), formula.expression)
+
+
+def _score_term(term: pb.ScoreTerm) -> ScoreTermSpec:
+    def number(name: str) -> float | None:
+        return float(getattr(term, name)) if term.HasField(name) else None
+
+    return ScoreTermSpec(
+        term.field,
+        SCORE_FUNCTION_FROM_PROTO.get(term.function, f"ScoreFunction {term.function}"),
+        weight=number("weight"),
+        origin=number("origin"),
+        origin_now=term.origin_now,
+        scale=number("scale"),
+        offset=number("offset"),
+        decay=number("decay"),
+        missing=number("missing"),
     )
 
 
@@ -276,6 +307,9 @@ def _recommend_response(found: RecommendResult) -> pb.RecommendResponse:
         item = pb.ScoredItem(id=recommendation.item_id, score=recommendation.score)
         if recommendation.rerank_score is not None:
             item.rerank_score = recommendation.rerank_score
+        if recommendation.similarity is not None:
+            item.similarity = recommendation.similarity
+            item.score_terms.extend(recommendation.score_terms)
         contribution = recommendation.contribution
         if contribution is not None:
             item.top_contribution.CopyFrom(

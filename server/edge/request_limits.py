@@ -161,6 +161,7 @@ def _count_limits(limits: Limits, dim: int) -> Mapping[tuple[str, str], CountLim
         ("RecommendRequest", "filter_values"): values,
         ("RecommendRequest", "where"): CountLimit(limits.max_conditions, "max_conditions"),
         ("Condition", "any_of"): values,
+        ("ScoreFormula", "terms"): CountLimit(limits.max_score_terms, "max_score_terms"),
         ("Condition", "none_of"): values,
         ("RecommendBatchRequest", "users"): CountLimit(limits.max_batch_users, "max_batch_users"),
         ("UpsertItemsRequest", "items"): texts,
