@@ -88,6 +88,12 @@ class ServiceInfo:
     items_index: str = ""
     items_approximate: bool = False
     items_store_error: str = ""
+    items_index_loading: bool = False
+    items_index_loading_detail: str = ""
+    items_live_recall: float = 0.0
+    items_live_recall_samples: int = 0
+    items_live_recall_k: int = 0
+    items_live_recall_error: float = 0.0
     models: list[ModelDescription] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
@@ -234,6 +240,12 @@ class EmbeddingService:
         checks that `items` belongs to this model."""
         self.items = items
 
+    def index_loading(self) -> bool:
+        """Whether the served items' approximate index is still loading (store_health; cheap, no
+        store call): Recommend flags its answers while it is."""
+        items = self.items
+        return items is not None and bool(items.describe().index_loading)
+
     def info(self) -> ServiceInfo:
         """The model, the provider in use, the item matrix identity and the limits."""
         manifest = self.encoder.manifest
@@ -271,5 +283,7 @@ class EmbeddingService:
             items_index=items.index if items is not None else "",
             items_approximate=items.approximate if items is not None else False,
             items_store_error=items.store_error if items is not None else "",
+            items_index_loading=bool(items.index_loading) if items is not None else False,
+            items_index_loading_detail=items.index_loading if items is not None else "",
             models=self.models(),
         )

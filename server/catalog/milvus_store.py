@@ -49,6 +49,7 @@ from embedrec.server.catalog.milvus_index import (
     check_effort,
     search_params,
 )
+from embedrec.server.catalog.milvus_readiness import index_readiness, is_milvus_server
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -167,8 +168,11 @@ class MilvusItems:
         self._changes = threading.Lock()
         self._item_count = 0
         self._hidden_count = 0
+        # Milvus Lite cannot tell whether its index serves (and needs not: it has no interim one).
+        self._tells_readiness = self.index.approximate and is_milvus_server(uri)
         try:
             self.refresh_counts()
+            self.check_index()
         except Unavailable as error:
             raise MilvusUnreachableError(str(error)) from None
 
@@ -192,6 +196,7 @@ class MilvusItems:
             fields=dict(info.fields),
             engine_version=f"milvus {self.server_version}",
             store_error=self.health.describe_error(),
+            index_loading=self.health.describe_index_loading(),
             index=self._index_description(),
             approximate=self.index.approximate,
         )
@@ -329,12 +334,24 @@ class MilvusItems:
         `health` (a call's own deadline passing is not the store's failure; the probe's is)."""
         try:
             self._count("", time.monotonic() + timeout)
+            self.check_index(time.monotonic() + timeout)
             return True
         except Unavailable:
             return False
         except DeadlineExpired:
             self.health.failed(f"no answer within {timeout:g} s")
             return False
+
+    def check_index(self, deadline: float | None = None) -> None:
+        """Record in `health` whether Milvus searches the built index for every row yet
+        (milvus_readiness; at open, and on every background probe). Raises Unavailable."""
+        if not self._tells_readiness:
+            self.health.index_loading("")
+            return
+        readiness = self._call(lambda timeout: index_readiness(self.client, self.collection, timeout), deadline)
+        if readiness is None:
+            self._tells_readiness = False
+        self.health.index_loading(readiness.describe() if readiness is not None else "")
 
     def close_when_idle(self, timeout: float) -> None:
         """Close the Milvus client once the calls running now are done (at most `timeout`

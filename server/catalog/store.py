@@ -109,6 +109,9 @@ class StoreDescription:
     approximate: bool = False
     # Empty while the store answers; else how long it has not and why (store_health).
     store_error: str = ""
+    # Empty while an approximate index searches every row through the index it built; else what
+    # still waits and for how long (milvus_readiness: Milvus answers from an interim index).
+    index_loading: str = ""
 
 
 class ItemStore(Protocol):

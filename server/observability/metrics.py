@@ -61,6 +61,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "1 while the item store answers (the Milvus store: its last call or background probe succeeded), else 0",
     ),
+    "embedrec_items_index_loading": (
+        "gauge",
+        "1 while an approximate Milvus index does not yet search every row through the index it built (Milvus "
+        "answers from an interim index of lower recall meanwhile; Recommend answers are flagged index_loading)",
+    ),
     "embedrec_items_store_failures_total": ("counter", "item store calls that failed (Milvus unreachable or refusing)"),
     "embedrec_http_connections_refused_total": (
         "counter",
@@ -225,7 +230,9 @@ class _StoreHealthCollector:
             "embedrec_items_store_failures", METRICS["embedrec_items_store_failures_total"][1]
         )
         failures.add_metric((), state.failures)
-        return [up, failures]
+        loading = GaugeMetricFamily("embedrec_items_index_loading", METRICS["embedrec_items_index_loading"][1])
+        loading.add_metric((), 1.0 if state.index_loading else 0.0)
+        return [up, failures, loading]
 
 
 class _ScanCollector:
