@@ -16,6 +16,7 @@ import dataclasses
 import logging
 
 from embedrec.server.batching.offload import CpuPool
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
 from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
 from embedrec.server.catalog.search import create_search_batcher
@@ -47,6 +48,7 @@ class EmbedrecApp:
         self.state = ServingState(access_log=settings.access_log)
         self.tokens = TokenGuard(settings.token_sources)
         self.metrics = ServerMetrics()
+        self.metrics.live_recall.source = self._live_recall
         self.state.metrics = self.metrics
         self.operations = Operations(settings, self.state, self.tokens, self.metrics)
         self.port = 0
@@ -183,6 +185,11 @@ class EmbedrecApp:
                 logger.warning("NOT_SERVING: %s; retrying in %.0f s", error, pause)
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 30.0)
+
+    def _live_recall(self) -> RecallEstimate | None:
+        """The served store's live recall estimate (None: not measured)."""
+        service = self.state.service
+        return service.items.describe().live_recall if service is not None and service.items is not None else None
 
     async def _watch_items(self) -> None:
         """Probe the Milvus store every --milvus-probe-s (every second while it is down or its

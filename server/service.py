@@ -20,6 +20,7 @@ from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog import live
 from embedrec.server.catalog.live import ItemUpsert, LiveItemStore
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, RecommendResult
 from embedrec.server.catalog.search import SearchItem, SearchResult
 from embedrec.server.catalog.store import ItemStore
@@ -285,5 +286,18 @@ class EmbeddingService:
             items_store_error=items.store_error if items is not None else "",
             items_index_loading=bool(items.index_loading) if items is not None else False,
             items_index_loading_detail=items.index_loading if items is not None else "",
+            **live_recall_fields(items.live_recall if items is not None else None),
             models=self.models(),
         )
+
+
+def live_recall_fields(estimate: RecallEstimate | None) -> dict[str, Any]:
+    """Info's items_live_recall* fields of `estimate` (zeros when none is measured)."""
+    if estimate is None:
+        return {}
+    return {
+        "items_live_recall": estimate.recall,
+        "items_live_recall_samples": estimate.samples,
+        "items_live_recall_k": estimate.k,
+        "items_live_recall_error": estimate.error,
+    }

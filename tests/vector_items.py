@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedrec.server.catalog.fields import FIELDS_DIR
 from embedrec.server.catalog.item_ids import write_id_index
 from embedrec.server.manifest import (
     ITEMS_IDS,
@@ -34,12 +35,20 @@ def clustered_rows(count: int, dim: int, *, clusters: int = 50, spread: float = 
 
 
 def vector_items(
-    directory: Path, vectors: np.ndarray, *, model_name: str = "vectors", model_onnx_sha256: str = "0" * 64
+    directory: Path,
+    vectors: np.ndarray,
+    *,
+    model_name: str = "vectors",
+    model_onnx_sha256: str = "0" * 64,
+    numeric: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """An item directory holding `vectors` (unit rows) as items item-0, item-1, ... in that
-    order, recorded as embedded by the model `model_name` / `model_onnx_sha256` (a served
-    model's, for a server to accept it)."""
+    order, with `numeric` fields (name -> one value per row), recorded as embedded by the model
+    `model_name` / `model_onnx_sha256` (a served model's, for a server to accept it)."""
     directory.mkdir(parents=True, exist_ok=True)
+    for name, values in (numeric or {}).items():
+        (directory / FIELDS_DIR).mkdir(exist_ok=True)
+        np.save(directory / FIELDS_DIR / f"{name}.npy", np.asarray(values, dtype=np.float64))
     np.save(directory / ITEMS_MATRIX, np.asarray(vectors, dtype=np.float32))
     count, dim = vectors.shape
     with (directory / ITEMS_IDS).open("w") as ids:
@@ -55,6 +64,7 @@ def vector_items(
         catalog="vectors",
         catalog_sha256="",
         layout=ITEMS_LAYOUT,
+        fields=dict.fromkeys(numeric or {}, "numeric"),
     )
     write_manifest(manifest, directory / ITEMS_MANIFEST)
     return directory

@@ -19,6 +19,7 @@ import numpy as np
 
 from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.topk import FloatArray, RowFilter
@@ -112,6 +113,8 @@ class StoreDescription:
     # Empty while an approximate index searches every row through the index it built; else what
     # still waits and for how long (milvus_readiness: Milvus answers from an interim index).
     index_loading: str = ""
+    # The live recall@k estimate of an approximate store's searches (live_recall); None: not measured.
+    live_recall: RecallEstimate | None = None
 
 
 class ItemStore(Protocol):
