@@ -23,9 +23,9 @@ K = 10
 def test_the_plan_follows_the_admitted_share() -> None:
     assert plan_for(300, 10_000) == FilterPlan()  # 3%: Milvus scans exactly by itself
     assert plan_for(1_000, 10_000) == FilterPlan(parts=2)
-    assert plan_for(3_000, 10_000) == FilterPlan(parts=6)
-    assert plan_for(3_999, 10_000).parts == MAX_PARTS
-    assert plan_for(5_000, 10_000) == FilterPlan(ef_scale=2.0)
+    assert plan_for(3_000, 10_000) == FilterPlan(parts=5)
+    assert plan_for(5_000, 10_000).parts == MAX_PARTS
+    assert plan_for(6_000, 10_000) == FilterPlan(ef_scale=1 / 0.6)
     assert plan_for(10_000, 10_000) == FilterPlan(ef_scale=1.0)
     assert plan_for(0, 10_000) == FilterPlan() and plan_for(5, 0) == FilterPlan()
 

@@ -7,13 +7,15 @@ or 5% of the rows: 1.000 at ef 512 (Milvus scans a segment exactly when a filter
 0.992 (0.998 at ef 4096); no filter: 1.000. Raising ef does not help the middle band: the
 filtered walk is cut off from part of the admitted rows. What does help is making Milvus scan
 exactly: the same search split into `parts` searches, each adding `position % parts == i`, each
-admitting under EXACT_SHARE of the rows: 1.000 at 10%, 20% and 30% (2-8 parts).
+admitting under SLICE_SHARE of the rows: 1.000 at 10%, 20%, 30% and 50% (2-8 parts).
 
 The rule (plan): the admitted share s is estimated by a count of the query's restriction (its
 filter values and `where` conditions; hidden items and exclusions barely move it), cached per
 restriction for COUNT_TTL_S. s <= EXACT_SHARE: one search (exact inside Milvus); s <
-SPLIT_BELOW: ceil(s / EXACT_SHARE) searches merged, at most MAX_PARTS (exact); else one search
-with ef scaled by 1/s (at most 2x). A search without a restriction is not planned.
+SPLIT_BELOW (52%): ceil(s / SLICE_SHARE) searches merged, at most MAX_PARTS (exact); else one
+search with ef scaled by 1/s (at most 2x). A search without a restriction is not planned. The
+slices cost about one exact scan of the admitted rows in all (50,000 rows, 50% admitted: 12.6 ms
+for 8 slices against 1.8 ms for one search).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from embedrec.server.catalog.milvus_filters import MilvusSelection
 if TYPE_CHECKING:  # store.py imports milvus_filters: only the type checker follows the loop
     from embedrec.server.catalog.store import Recommendation
 
-# Milvus 2.3 (knowhere) brute-forces a segment whose filter admits under ~7% of its rows; 5% keeps
-# a margin for segments whose share differs from the collection's.
+# Milvus 2.3 (knowhere) brute-forces a segment whose filter admits under ~7% of its rows: one
+# search admitting at most EXACT_SHARE is exact; slices admit at most SLICE_SHARE (measured: 8
+# slices of a 50% filter, 6.25% each, 1.000).
 EXACT_SHARE = 0.05
-SPLIT_BELOW = 0.4
+SLICE_SHARE = 0.065
 MAX_PARTS = 8
+SPLIT_BELOW = MAX_PARTS * SLICE_SHARE
 MAX_EF_SCALE = 2.0
 COUNT_TTL_S = 30.0
 COUNT_CACHE_SIZE = 1_024
@@ -62,7 +66,7 @@ def plan_for(admitted: int, total: int) -> FilterPlan:
     if share <= EXACT_SHARE:
         return UNPLANNED
     if share < SPLIT_BELOW:
-        return FilterPlan(parts=min(math.ceil(share / EXACT_SHARE), MAX_PARTS))
+        return FilterPlan(parts=min(math.ceil(share / SLICE_SHARE), MAX_PARTS))
     return FilterPlan(ef_scale=min(1.0 / share, MAX_EF_SCALE))
 
 
