@@ -137,6 +137,12 @@ class ServerInfo:
     items_index: str = ""
     items_approximate: bool = False
     items_store_error: str = ""
+    items_index_loading: bool = False
+    items_index_loading_detail: str = ""
+    items_live_recall: float = 0.0
+    items_live_recall_samples: int = 0
+    items_live_recall_k: int = 0
+    items_live_recall_error: float = 0.0
     models: list[ModelInfo] = dataclasses.field(default_factory=list)
     score_formula: str = ""
 
@@ -388,12 +394,14 @@ def condition_of(condition: str | Mapping[str, Any]) -> pb.Condition:
 class Recommendations(list[Recommendation]):
     """Recommended items, best first (a list), the history ids the server skipped as unknown
     (`unknown_item_ids`, with ignore_unknown_items: the first ones; `unknown_item_count` of them
-    in all), and the server's `warnings` (e.g. a filter value no item has: the answer is exact,
-    perhaps not what was meant)."""
+    in all), the server's `warnings` (e.g. a filter value no item has: the answer is exact,
+    perhaps not what was meant), and whether an approximate index was still loading
+    (`index_loading`: the list may miss more of the true top k than usual)."""
 
     unknown_item_ids: list[str]
     unknown_item_count: int
     warnings: list[str]
+    index_loading: bool = False
 
 
 def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
@@ -412,6 +420,7 @@ def recommendations_of(response: pb.RecommendResponse) -> Recommendations:
     found.unknown_item_ids = list(response.unknown_item_ids)
     found.unknown_item_count = response.unknown_item_count
     found.warnings = list(response.warnings)
+    found.index_loading = response.index_loading
     return found
 
 

@@ -20,7 +20,9 @@ existing collection with another index keeps its rows and gets the new index aft
 synced (Milvus drops an index only from a released collection: searches fail until it is loaded
 again). Then flush (sealed segments search ~30x faster than growing ones), wait for the index and
 load; the collection's properties record the model (the server refuses another model's
-collection), the index and the build.
+collection), the index and the build. With an approximate index the sync returns only once Milvus
+searches the index it built for every row (milvus_readiness: until then Milvus 2.3 answers from an
+interim index whose recall no effort setting raises), printing a progress line meanwhile.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
 from embedrec.server.catalog.milvus_index import FLAT, INDEX_PROPERTY, VectorIndex
+from embedrec.server.catalog.milvus_readiness import IndexReadiness, is_milvus_server, wait_until_serving
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -63,6 +66,7 @@ from embedrec.server.errors import ConfigurationError
 
 UPSERT_ROWS = 2_000
 SCAN_ROWS = 10_000
+PROGRESS_EVERY_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ class SyncResult:
     item_count: int
     recreated: bool
     index: str  # the collection's vector index now (VectorIndex.describe)
+    # Seconds the sync waited for Milvus to search the built index (0 for FLAT or Milvus Lite),
+    # and whether it does now (False: the wait ran out; the server reports the index loading).
+    index_wait_s: float = 0.0
+    index_serving: bool = True
 
 
 def sync_to_milvus(
@@ -88,10 +96,12 @@ def sync_to_milvus(
     timeout: float = 120.0,
     progress: bool = True,
     vector_index: VectorIndex = FLAT,
+    wait_serving: bool = True,
 ) -> SyncResult:
     """Make `collection` at `uri` hold exactly the items of the build in `items_dir`, its vectors
-    indexed by `vector_index` (see the module docstring). Raises ConfigurationError when Milvus is
-    unreachable or refuses."""
+    indexed by `vector_index` (see the module docstring); with an approximate index, return once
+    Milvus searches it for every row (at most `timeout` more seconds; `wait_serving` False: at
+    once, as syncs did before). Raises ConfigurationError when Milvus is unreachable or refuses."""
     # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
     # batch operation a named helper.
     items = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
@@ -157,6 +167,9 @@ def sync_to_milvus(
             _replace_index(client, collection, vector_index, timeout, where)
         _wait_for_index(client, collection, timeout)
         client.load_collection(collection, timeout=timeout)
+        waited, serving = 0.0, not vector_index.approximate
+        if wait_serving:
+            waited, serving = _wait_until_searched(client, uri, collection, vector_index, timeout, progress)
         count = int(client.query(collection, filter="", output_fields=["count(*)"], timeout=timeout)[0]["count(*)"])
     except milvus_errors() as error:
         raise ConfigurationError(f"{where}: {error}") from None
@@ -169,7 +182,9 @@ def sync_to_milvus(
         len(removed),
         ", collection created" if recreated else "",
     )
-    return SyncResult(unchanged, upserted, len(removed), count, recreated, vector_index.describe())
+    return SyncResult(
+        unchanged, upserted, len(removed), count, recreated, vector_index.describe(), round(waited, 1), serving
+    )
 
 
 def _prepare(
@@ -237,6 +252,33 @@ def _wait_for_index(client: Any, collection: str, timeout: float) -> None:
     logger.warning(
         "collection %s: its index was still building after %.0f s; searches use it once built", collection, timeout
     )
+
+
+def _wait_until_searched(
+    client: Any, uri: str, collection: str, vector_index: VectorIndex, timeout: float, progress: bool
+) -> tuple[float, bool]:
+    """Wait (up to `timeout`) until Milvus searches `vector_index` for every row; the seconds
+    waited and whether it does. An exact index (and Milvus Lite, which cannot tell) waits for
+    nothing: a growing segment's rows are scanned exactly under FLAT."""
+    if not vector_index.approximate or not is_milvus_server(uri):
+        return 0.0, True
+    started = time.monotonic()
+    last_line = [0.0]
+
+    def report(readiness: IndexReadiness, waited: float) -> None:
+        if progress and waited - last_line[0] >= PROGRESS_EVERY_S:
+            last_line[0] = waited
+            line = f"waiting for Milvus to search the built index: {readiness.describe()} ({waited:.0f} s)"
+            print(line, file=sys.stderr)
+
+    readiness = wait_until_serving(client, collection, timeout, on_progress=report)
+    waited = time.monotonic() - started
+    if readiness is not None and not readiness.serving:
+        logger.warning("%s: after %.0f s %s; searches are worse until then", collection, waited, readiness.describe())
+        return waited, False
+    if progress and waited >= 1.0:
+        print(f"Milvus searches the built index ({waited:.0f} s after loading)", file=sys.stderr)
+    return waited, True
 
 
 def _create(

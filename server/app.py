@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from embedrec.server.batching.offload import CpuPool
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
 from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
 from embedrec.server.catalog.score_formula import check_formula
@@ -49,6 +50,7 @@ class EmbedrecApp:
         self.state = ServingState(access_log=settings.access_log)
         self.tokens = TokenGuard(settings.token_sources)
         self.metrics = ServerMetrics()
+        self.metrics.live_recall.source = self._live_recall
         self.state.metrics = self.metrics
         self.operations = Operations(settings, self.state, self.tokens, self.metrics)
         self.port = 0
@@ -140,7 +142,7 @@ class EmbedrecApp:
         self.metrics.hidden_items.set(described.hidden_count if described else 0)
         await self._set_serving(True)
         if self._grpc is not None:
-            await self._grpc.set_items_serving(items is not None)
+            await self._grpc.set_items_serving(items is not None and self.metrics.store_health.state().serving)
         if isinstance(items, MilvusItems):
             self._items_watch = asyncio.create_task(self._watch_items())
         logger.info(
@@ -195,26 +197,36 @@ class EmbedrecApp:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 30.0)
 
+    def _live_recall(self) -> RecallEstimate | None:
+        """The served store's live recall estimate (None: not measured)."""
+        service = self.state.service
+        return service.items.describe().live_recall if service is not None and service.items is not None else None
+
     async def _watch_items(self) -> None:
-        """Probe the Milvus store every --milvus-probe-s (every second while it is down) and keep
-        the items' health in step with the store's state; log each change."""
-        was_up = True
+        """Probe the Milvus store every --milvus-probe-s (every second while it is down or its
+        index is loading) and keep the items' health in step with the store's state (NOT_SERVING
+        while down or not yet searching its built index); log each change."""
+        was = self.metrics.store_health.state()
         while True:
-            up = self.metrics.store_health.state().up
-            await asyncio.sleep(self.settings.milvus_probe_s if up else 1.0)
+            await asyncio.sleep(self.settings.milvus_probe_s if was.serving else 1.0)
             service = self.state.service
             items = service.items if service is not None else None
             if isinstance(items, MilvusItems):
                 await asyncio.to_thread(items.probe, min(self.settings.milvus_timeout_s, 5.0))
             state = self.metrics.store_health.state()
-            if state.up != was_up:
+            if state.up != was.up:
                 if state.up:
                     logger.info("item store available again")
                 else:
                     logger.warning("item store unavailable (Recommend answers UNAVAILABLE): %s", state.error)
-                if self._grpc is not None:
-                    await self._grpc.set_items_serving(state.up)
-                was_up = state.up
+            if bool(state.index_loading) != bool(was.index_loading):
+                if state.index_loading:
+                    logger.warning("item store index loading (answers flagged index_loading): %s", state.index_loading)
+                else:
+                    logger.info("item store searches its built index")
+            if state.serving != was.serving and self._grpc is not None:
+                await self._grpc.set_items_serving(state.serving)
+            was = state
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, answer new calls UNAVAILABLE, let in-flight ones finish, then close.

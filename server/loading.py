@@ -73,6 +73,7 @@ def open_items(
     records its calls' outcomes in `store_health`."""
     items: ItemStore
     if settings.items_store == "milvus":
+        from embedrec.server.catalog.live_recall import LiveRecall
         from embedrec.server.catalog.milvus_index import SearchEffort
         from embedrec.server.catalog.milvus_store import MilvusItems
 
@@ -83,6 +84,10 @@ def open_items(
             timeout=settings.milvus_timeout_s,
             effort=SearchEffort(settings.milvus_ef, settings.milvus_nprobe),
             health=store_health,
+            live_recall=LiveRecall(
+                settings.milvus_live_recall, settings.milvus_live_recall_window, settings.milvus_live_recall_cpu
+            ),
+            exact_check_rows=settings.milvus_live_recall_rows,
         )
     elif settings.items_dir is not None:
         directory = settings.items_dir.resolve()

@@ -20,6 +20,7 @@ from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog import live
 from embedrec.server.catalog.live import ItemUpsert, LiveItemStore
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.recommendation import ProfileRequest, Recommender, RecommendResult
 from embedrec.server.catalog.score_formula import ScoreFormulaSpec
 from embedrec.server.catalog.search import SearchItem, SearchResult
@@ -89,6 +90,12 @@ class ServiceInfo:
     items_index: str = ""
     items_approximate: bool = False
     items_store_error: str = ""
+    items_index_loading: bool = False
+    items_index_loading_detail: str = ""
+    items_live_recall: float = 0.0
+    items_live_recall_samples: int = 0
+    items_live_recall_k: int = 0
+    items_live_recall_error: float = 0.0
     models: list[ModelDescription] = field(default_factory=list)
     score_formula: str = ""
 
@@ -246,6 +253,12 @@ class EmbeddingService:
         checks that `items` belongs to this model."""
         self.items = items
 
+    def index_loading(self) -> bool:
+        """Whether the served items' approximate index is still loading (store_health; cheap, no
+        store call): Recommend flags its answers while it is."""
+        items = self.items
+        return items is not None and bool(items.describe().index_loading)
+
     def info(self) -> ServiceInfo:
         """The model, the provider in use, the item matrix identity and the limits."""
         manifest = self.encoder.manifest
@@ -283,6 +296,21 @@ class EmbeddingService:
             items_index=items.index if items is not None else "",
             items_approximate=items.approximate if items is not None else False,
             items_store_error=items.store_error if items is not None else "",
+            items_index_loading=bool(items.index_loading) if items is not None else False,
+            items_index_loading_detail=items.index_loading if items is not None else "",
+            **live_recall_fields(items.live_recall if items is not None else None),
             models=self.models(),
             score_formula=self.score_formula_text,
         )
+
+
+def live_recall_fields(estimate: RecallEstimate | None) -> dict[str, Any]:
+    """Info's items_live_recall* fields of `estimate` (zeros when none is measured)."""
+    if estimate is None:
+        return {}
+    return {
+        "items_live_recall": estimate.recall,
+        "items_live_recall_samples": estimate.samples,
+        "items_live_recall_k": estimate.k,
+        "items_live_recall_error": estimate.error,
+    }

@@ -92,6 +92,24 @@ class Settings:
         "bench-milvus. A request may set its own (RecommendRequest.approximate)",
         minimum=0,
     )
+    milvus_live_recall: float = _setting(
+        0.01,
+        "with an approximate Milvus index: the share of searches re-checked exactly in the background for the "
+        "live recall@k estimate (Info items_live_recall, metric embedrec_items_live_recall); 0: off",
+        minimum=0.0,
+    )
+    milvus_live_recall_window: int = _setting(
+        500, "searches the live recall estimate averages (the most recent checked ones)", minimum=1
+    )
+    milvus_live_recall_cpu: float = _setting(
+        0.05, "share of one core the live recall checks may use (they sleep to stay under it)", minimum=0.001
+    )
+    milvus_live_recall_rows: int = _setting(
+        100_000,
+        "a sampled search is checked by an exact scan of the rows its filters admit, at most this many "
+        "(more: skipped, counted in embedrec_items_live_recall_checks_total{result=skipped})",
+        minimum=1,
+    )
     host: str = _setting("127.0.0.1", "address to listen on ([::] or 0.0.0.0 for all interfaces)")
     port: int = _setting(50051, "port to listen on; 0 picks a free one")
     workers: int = _setting(

@@ -289,16 +289,18 @@ class ScoredItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., top_contribution: _Optional[_Union[Contribution, _Mapping]] = ..., rerank_score: _Optional[float] = ..., similarity: _Optional[float] = ..., score_terms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "unknown_item_ids", "unknown_item_count", "warnings")
+    __slots__ = ("items", "unknown_item_ids", "unknown_item_count", "warnings", "index_loading")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_LOADING_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     unknown_item_count: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., unknown_item_count: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    index_loading: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., unknown_item_count: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., index_loading: _Optional[bool] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("users",)
@@ -317,7 +319,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models", "max_score_terms", "score_formula")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models", "max_score_terms", "score_formula", "items_index_loading", "items_index_loading_detail", "items_live_recall", "items_live_recall_samples", "items_live_recall_k", "items_live_recall_error")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +378,12 @@ class InfoResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MAX_SCORE_TERMS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FORMULA_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_INDEX_LOADING_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_INDEX_LOADING_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_LIVE_RECALL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_LIVE_RECALL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_LIVE_RECALL_K_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_LIVE_RECALL_ERROR_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -420,7 +428,13 @@ class InfoResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ServedModel]
     max_score_terms: int
     score_formula: str
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_score_terms: _Optional[int] = ..., score_formula: _Optional[str] = ...) -> None: ...
+    items_index_loading: bool
+    items_index_loading_detail: str
+    items_live_recall: float
+    items_live_recall_samples: int
+    items_live_recall_k: int
+    items_live_recall_error: float
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_score_terms: _Optional[int] = ..., score_formula: _Optional[str] = ..., items_index_loading: _Optional[bool] = ..., items_index_loading_detail: _Optional[str] = ..., items_live_recall: _Optional[float] = ..., items_live_recall_samples: _Optional[int] = ..., items_live_recall_k: _Optional[int] = ..., items_live_recall_error: _Optional[float] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("name", "task", "model_name", "dim", "max_length", "onnx_sha256", "activation")

@@ -19,6 +19,9 @@ class MilvusSelection:
 
     expression: str
     effort: SearchEffort = NO_EFFORT
+    # The part of `expression` that filters by the catalog's fields (filter values, `where`), for
+    # estimating the share of rows it admits (milvus_filtered); empty: none.
+    restriction: str = ""
 
 
 def condition_expressions(condition: CheckedCondition) -> list[str]:

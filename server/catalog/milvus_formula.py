@@ -42,7 +42,7 @@ class RankedStore(Protocol):
     """What this module needs of the Milvus store."""
 
     def _ranked_raw(
-        self, profiles: FloatArray, selection: MilvusSelection, limit: int, deadline: float | None
+        self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
     ) -> list[list[Recommendation]]: ...
 
     def _rows(
@@ -122,7 +122,7 @@ def formula_search(
     bound = prior_bound(store, ranges, query.formula, query.deadline)
     depth = min(k + 16, MILVUS_MAX_TOPK)
     while True:
-        fetched = store._ranked_raw(profile, selection, depth, query.deadline)[0]
+        fetched = store._ranked_raw(profile, selection, limit=depth, deadline=query.deadline)[0]
         ranked, lowest = _ranked(store, query, fetched, scorer)
         if len(fetched) < depth or (len(ranked) >= k and ranked[k - 1].score > lowest + slack + bound):
             return _floored(ranked, query.min_score)[:k]

@@ -26,6 +26,7 @@ keeps working.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -38,6 +39,8 @@ import numpy as np
 from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.codes import float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
+from embedrec.server.catalog.live_recall import LiveRecall
+from embedrec.server.catalog.milvus_filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
 from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus_formula import FieldRanges, formula_search, numeric_values
 from embedrec.server.catalog.milvus_index import (
@@ -50,6 +53,7 @@ from embedrec.server.catalog.milvus_index import (
     check_effort,
     search_params,
 )
+from embedrec.server.catalog.milvus_readiness import index_readiness, is_milvus_server
 from embedrec.server.catalog.milvus_schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -132,10 +136,14 @@ class MilvusItems:
         timeout: float = 10.0,
         effort: SearchEffort = NO_EFFORT,
         health: StoreHealth | None = None,
+        live_recall: LiveRecall | None = None,
+        exact_check_rows: int = 100_000,
     ) -> None:
         """Connect, read the collection's properties and load it. `effort`: the search effort of
         an approximate index when a request sets none (unset: milvus_index's defaults); `health`
-        records every call's outcome (the server's, kept across reloads). Raises
+        records every call's outcome (the server's, kept across reloads); `live_recall` samples the
+        searches of an approximate index for an exact re-check by a scan of at most
+        `exact_check_rows` eligible rows (exact_ids). Raises
         MilvusUnreachableError when Milvus does not answer, ConfigurationError when the
         collection is missing or not embedrec's, or `effort` does not fit its index."""
         self.uri = uri
@@ -165,13 +173,19 @@ class MilvusItems:
         except milvus_errors() as error:
             raise MilvusUnreachableError(f"{self.location} unreachable: {_message(error)}") from None
         self.filter_field = self.info.filter_field
+        self.live_recall = live_recall if self.index.approximate else None
+        self.exact_check_rows = exact_check_rows
+        self._admitted = AdmittedCounts(lambda expression: self._count(expression, None))
         self.effort = _server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
         self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
         self._item_count = 0
         self._hidden_count = 0
+        # Milvus Lite cannot tell whether its index serves (and needs not: it has no interim one).
+        self._tells_readiness = self.index.approximate and is_milvus_server(uri)
         try:
             self.refresh_counts()
+            self.check_index()
         except Unavailable as error:
             raise MilvusUnreachableError(str(error)) from None
 
@@ -195,6 +209,8 @@ class MilvusItems:
             fields=dict(info.fields),
             engine_version=f"milvus {self.server_version}",
             store_error=self.health.describe_error(),
+            index_loading=self.health.describe_index_loading(),
+            live_recall=self.live_recall.estimate() if self.live_recall is not None else None,
             index=self._index_description(),
             approximate=self.index.approximate,
         )
@@ -244,6 +260,7 @@ class MilvusItems:
         """The filter expression of one query and its search effort (ItemStore.selection)."""
         effort = check_effort(effort, self.index, field=effort_field).or_else(self.effort)
         parts = [f"{HIDDEN} == false"]
+        restrictions: list[str] = []
         history_ids = history.handle if isinstance(history.handle, list) else []
         excluded = list(dict.fromkeys([*exclude_ids, *history_ids]))
         if excluded:
@@ -254,10 +271,12 @@ class MilvusItems:
                     f"{field} given, but the served items have no filter field "
                     "(build them with embedrec export-items --filter-field NAME)"
                 )
-            parts.append(f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})")
+            restrictions.append(
+                f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})"
+            )
         for condition in check_conditions(conditions, self.info.fields, field=conditions_field):
-            parts.extend(condition_expressions(condition))
-        return MilvusSelection(" and ".join(parts), effort)
+            restrictions.extend(condition_expressions(condition))
+        return MilvusSelection(" and ".join(parts + restrictions), effort, " and ".join(restrictions))
 
     def check_categorical(self, name: str, *, field: str) -> None:
         """InvalidArgument naming `field` unless `name` is a categorical field of the items."""
@@ -300,6 +319,9 @@ class MilvusItems:
                 min(deadlines) if deadlines else None,
             )
             for position, recommendations in zip(positions, ranked, strict=True):
+                if self.live_recall is not None:
+                    ids = [one.item_id for one in recommendations]
+                    self.live_recall.offer(self._exact_check, queries[position].profile, selection, k, ids)
                 floor = queries[position].min_score
                 if floor is not None:
                     recommendations = [one for one in recommendations if np.float32(one.score) >= np.float32(floor)]
@@ -347,12 +369,24 @@ class MilvusItems:
         `health` (a call's own deadline passing is not the store's failure; the probe's is)."""
         try:
             self._count("", time.monotonic() + timeout)
+            self.check_index(time.monotonic() + timeout)
             return True
         except Unavailable:
             return False
         except DeadlineExpired:
             self.health.failed(f"no answer within {timeout:g} s")
             return False
+
+    def check_index(self, deadline: float | None = None) -> None:
+        """Record in `health` whether Milvus searches the built index for every row yet
+        (milvus_readiness; at open, and on every background probe). Raises Unavailable."""
+        if not self._tells_readiness:
+            self.health.index_loading("")
+            return
+        readiness = self._call(lambda timeout: index_readiness(self.client, self.collection, timeout), deadline)
+        if readiness is None:
+            self._tells_readiness = False
+        self.health.index_loading(readiness.describe() if readiness is not None else "")
 
     def close_when_idle(self, timeout: float) -> None:
         """Close the Milvus client once the calls running now are done (at most `timeout`
@@ -419,12 +453,18 @@ class MilvusItems:
         clusters or HNSW's filtered walk held too few eligible items) is searched again with 4x
         the effort, up to its maximum (IVF_FLAT: every cluster, exact)."""
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
+        plan = self._filter_plan(selection)
+        if plan.ef_scale != 1.0:
+            selection = dataclasses.replace(
+                selection, effort=SearchEffort(ef=min(math.ceil(selection.effort.ef * plan.ef_scale), MAX_EF))
+            )
         # Milvus's float32 scores differ from the exact score (rescored here, the memory-mapped
         # store's) by at most this: an item not fetched could still beat the wanted-th by 2x it.
         slack = 2 * float32_error_bound(profiles, UNIT_ROW_NORM)
         while True:
             results, deeper, short = [], False, False
-            for index, raw in enumerate(self._ranked_raw(profiles, selection, limit, deadline)):
+            search = functools.partial(self._ranked_raw, profiles, limit=limit, deadline=deadline)
+            for index, raw in enumerate(searched_in_parts(search, selection, POSITION, plan.parts, limit)):
                 short |= len(raw) < wanted
                 ranked = self._rescored(raw, functools.partial(_exact_scores_of, profiles[index]), None)
                 cut_ties = (
@@ -441,6 +481,14 @@ class MilvusItems:
             if not deeper:
                 return results
             limit = min(4 * limit, MAX_TOPK)
+
+    def _filter_plan(self, selection: MilvusSelection) -> FilterPlan:
+        """How a search with `selection` runs on an HNSW index (milvus_filtered); unplanned
+        otherwise or without a restriction."""
+        if self.index.kind != "HNSW" or not selection.restriction:
+            return UNPLANNED
+        admitted = self._admitted.admitted(f"{HIDDEN} == false and {selection.restriction}")
+        return plan_for(admitted, self._item_count - self._hidden_count)
 
     def _harder(self, effort: SearchEffort) -> SearchEffort | None:
         """4x `effort` (a selection's: the server's defaults filled) on the served approximate
@@ -462,7 +510,7 @@ class MilvusItems:
             candidates: dict[str, Recommendation] = {}
             bound, complete = 0.0, False
             for vectors in probes:
-                lists = self._ranked_raw(vectors, selection, depth, query.deadline)
+                lists = self._ranked_raw(vectors, selection, limit=depth, deadline=query.deadline)
                 complete |= any(len(one) < depth for one in lists)
                 bound += max(one[-1].score if one else -math.inf for one in lists)
                 for one in lists:
@@ -472,15 +520,31 @@ class MilvusItems:
             if complete or (len(ranked) >= k and ranked[k - 1].score > bound + 1e-6):
                 return ranked[:k]
             if depth == MAX_TOPK:  # the walk cannot go deeper: score every eligible item
-                every = [
-                    Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
-                    for row in self._scan(selection.expression, [ID, POSITION, VECTOR], query.deadline)
-                ]
+                every = self._every(selection.expression, query.deadline)
                 return self._rescored(every, query.scorer, query.min_score)[:k]
             depth = min(4 * depth, MAX_TOPK)
 
+    def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
+        """The exact top-k ids of `profile` among the rows `selection` admits, ordered as a search
+        orders them, by a scan of those rows; None when they are more than `exact_check_rows`."""
+        if self._count(selection.expression, None) > self.exact_check_rows:
+            return None
+        every = self._every(selection.expression, None)
+        return [one.item_id for one in self._rescored(every, functools.partial(_exact_scores_of, profile), None)[:k]]
+
+    def _exact_check(self, profile: object, selection: object, k: int) -> list[str] | None:
+        assert isinstance(selection, MilvusSelection)
+        return self.exact_ids(np.asarray(profile, dtype=np.float32), selection, k)
+
+    def _every(self, expression: str, deadline: float | None) -> list[Recommendation]:
+        """Every row `expression` admits, with its vector (score 0: the caller scores them)."""
+        return [
+            Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
+            for row in self._scan(expression, [ID, POSITION, VECTOR], deadline)
+        ]
+
     def _ranked_raw(
-        self, profiles: FloatArray, selection: MilvusSelection, limit: int, deadline: float | None
+        self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
     ) -> list[list[Recommendation]]:
         hits = self._call(
             lambda timeout: self.client.search(

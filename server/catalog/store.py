@@ -19,6 +19,7 @@ import numpy as np
 
 from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.milvus_filters import MilvusSelection
 from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
@@ -117,6 +118,11 @@ class StoreDescription:
     approximate: bool = False
     # Empty while the store answers; else how long it has not and why (store_health).
     store_error: str = ""
+    # Empty while an approximate index searches every row through the index it built; else what
+    # still waits and for how long (milvus_readiness: Milvus answers from an interim index).
+    index_loading: str = ""
+    # The live recall@k estimate of an approximate store's searches (live_recall); None: not measured.
+    live_recall: RecallEstimate | None = None
 
 
 class ItemStore(Protocol):

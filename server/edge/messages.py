@@ -169,9 +169,15 @@ async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: 
 async def recommend(
     service: EmbeddingService, request: pb.RecommendRequest, timeout: float | None
 ) -> pb.RecommendResponse:
-    """Recommend: top-k items for one profile."""
+    """Recommend: top-k items for one profile; flagged when the index was loading (before or
+    after the search)."""
+    loading = service.index_loading()
     found = await service.recommend(profile_request(request), timeout=timeout)
-    return await service.cpu.run_unless_small(len(found.items) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found)
+    response = await service.cpu.run_unless_small(
+        len(found.items) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_response, found
+    )
+    response.index_loading = loading or service.index_loading()
+    return response
 
 
 async def recommend_batch(
@@ -182,10 +188,15 @@ async def recommend_batch(
     if len(request.users) > users.limit:  # before any per-user work
         raise too_many("users", users, len(request.users))
     profiles = [profile_request(user) for user in request.users]
+    loading = service.index_loading()
     found = await service.recommend_many(profiles, timeout=timeout)
-    return await service.cpu.run_unless_small(
+    response = await service.cpu.run_unless_small(
         sum(len(one.items) for one in found) <= INLINE_RESPONSE_MAX_ITEMS, _recommend_batch_response, found
     )
+    if loading or service.index_loading():
+        for result in response.results:
+            result.index_loading = True
+    return response
 
 
 async def info(service: EmbeddingService, request: pb.InfoRequest, timeout: float | None) -> pb.InfoResponse:

@@ -7,12 +7,13 @@ or transport library.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from embedrec.server.catalog.live_recall import RecallEstimate
 from embedrec.server.catalog.scan import SCANS, ScanStats
 from embedrec.server.catalog.store_health import StoreHealth
 
@@ -60,6 +61,23 @@ METRICS: dict[str, tuple[str, str]] = {
     "embedrec_items_store_up": (
         "gauge",
         "1 while the item store answers (the Milvus store: its last call or background probe succeeded), else 0",
+    ),
+    "embedrec_items_index_loading": (
+        "gauge",
+        "1 while an approximate Milvus index does not yet search every row through the index it built (Milvus "
+        "answers from an interim index of lower recall meanwhile; Recommend answers are flagged index_loading)",
+    ),
+    "embedrec_items_live_recall": (
+        "gauge",
+        "an approximate Milvus index's rolling recall@k: the share of the exact top k its sampled searches "
+        "returned, re-checked exactly in the background (--milvus-live-recall); absent when not measured",
+    ),
+    "embedrec_items_live_recall_samples": ("gauge", "searches the live recall estimate averages now"),
+    "embedrec_items_live_recall_error": ("gauge", "the live recall estimate's 95% error bar (1.96 standard errors)"),
+    "embedrec_items_live_recall_checks_total": (
+        "counter",
+        "sampled searches, by result: checked, skipped (more eligible rows than --milvus-live-recall-rows), "
+        "dropped (the check queue was full)",
     ),
     "embedrec_items_store_failures_total": ("counter", "item store calls that failed (Milvus unreachable or refusing)"),
     "embedrec_http_connections_refused_total": (
@@ -119,6 +137,8 @@ class ServerMetrics:
         self.model_dropped = metric(Counter, "embedrec_model_dropped_total", labelnames=("model", "reason"))
         self.store_health = StoreHealth()
         self.registry.register(_StoreHealthCollector(self.store_health))
+        self.live_recall = _LiveRecallCollector()
+        self.registry.register(self.live_recall)
 
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics on host:port (0: a free port) in a daemon thread; return the port."""
@@ -208,6 +228,42 @@ class SearchMetrics:
         self._dropped.labels(reason=reason).inc(count)
 
 
+class _LiveRecallCollector:
+    """The served store's live recall estimate (`source`: set by the app, read at each scrape)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], RecallEstimate | None] = lambda: None
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        estimate = self.source()
+        if estimate is None:
+            return []
+        families = []
+        for name, value in (
+            ("embedrec_items_live_recall", estimate.recall),
+            ("embedrec_items_live_recall_samples", estimate.samples),
+            ("embedrec_items_live_recall_error", estimate.error),
+        ):
+            family = GaugeMetricFamily(name, METRICS[name][1], labels=("k",))
+            family.add_metric((str(estimate.k),), float(value))
+            families.append(family)
+        checks = CounterMetricFamily(
+            "embedrec_items_live_recall_checks",
+            METRICS["embedrec_items_live_recall_checks_total"][1],
+            labels=("result",),
+        )
+        for result, count in (
+            ("checked", estimate.checked),
+            ("skipped", estimate.skipped),
+            ("dropped", estimate.dropped),
+        ):
+            checks.add_metric((result,), count)
+        return [*families, checks]
+
+
 class _StoreHealthCollector:
     """The item store's state (kept by the store, read at each scrape)."""
 
@@ -225,7 +281,9 @@ class _StoreHealthCollector:
             "embedrec_items_store_failures", METRICS["embedrec_items_store_failures_total"][1]
         )
         failures.add_metric((), state.failures)
-        return [up, failures]
+        loading = GaugeMetricFamily("embedrec_items_index_loading", METRICS["embedrec_items_index_loading"][1])
+        loading.add_metric((), 1.0 if state.index_loading else 0.0)
+        return [up, failures, loading]
 
 
 class _ScanCollector:
