@@ -29,7 +29,8 @@ from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.prompts import query_prompt_name
 from embedrec.server.inference.reranking import Reranker
 from embedrec.server.limits import Limits
-from embedrec.server.manifest import PoolingName
+from embedrec.server.loading import int8_host_warning
+from embedrec.server.manifest import BuiltWith, ModelManifest, PoolingName, items_precision
 
 NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"
 NO_RERANKER = (
@@ -49,6 +50,29 @@ class ModelDescription:
     max_length: int
     onnx_sha256: str
     activation: str = ""
+    variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement: float = 0.0
+    int8_host_warning: str = ""
+
+    @classmethod
+    def of(cls, name: str, manifest: ModelManifest) -> ModelDescription:
+        """The description of the model `manifest` served as `name`."""
+        agreement = manifest.agreement
+        measured = agreement.get("top_n_agreement" if manifest.task == "rerank" else "variant_vs_fp32_items", 0.0)
+        return cls(
+            name,
+            manifest.task,
+            manifest.model_name,
+            manifest.dim,
+            manifest.max_length,
+            manifest.onnx_sha256,
+            manifest.activation,
+            manifest.variant,
+            manifest.int8_target,
+            float(measured),
+            int8_host_warning(manifest),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,12 @@ class ServiceInfo:
     items_approximate: bool = False
     items_store_error: str = ""
     models: list[ModelDescription] = field(default_factory=list)
+    model_variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement_fp32_items: float = 0.0
+    int8_agreement_int8_items: float = 0.0
+    items_precision: str = ""
+    int8_host_warning: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -206,27 +236,8 @@ class EmbeddingService:
 
     def models(self) -> list[ModelDescription]:
         """Every model served, the first first."""
-        described = []
-        for name, embedder in self.embedders.items():
-            manifest = embedder.encoder.manifest
-            described.append(
-                ModelDescription(
-                    name, "embed", manifest.model_name, manifest.dim, manifest.max_length, manifest.onnx_sha256
-                )
-            )
-        for name, reranker in self.rerankers.items():
-            manifest = reranker.encoder.manifest
-            described.append(
-                ModelDescription(
-                    name,
-                    "rerank",
-                    manifest.model_name,
-                    1,
-                    manifest.max_length,
-                    manifest.onnx_sha256,
-                    manifest.activation,
-                )
-            )
+        described = [ModelDescription.of(name, embedder.encoder.manifest) for name, embedder in self.embedders.items()]
+        described += [ModelDescription.of(name, reranker.encoder.manifest) for name, reranker in self.rerankers.items()]
         return described
 
     def replace_items(self, items: ItemStore) -> None:
@@ -272,4 +283,14 @@ class EmbeddingService:
             items_approximate=items.approximate if items is not None else False,
             items_store_error=items.store_error if items is not None else "",
             models=self.models(),
+            model_variant=manifest.variant,
+            int8_target=manifest.int8_target,
+            int8_agreement_fp32_items=float(manifest.agreement.get("variant_vs_fp32_items", 0.0)),
+            int8_agreement_int8_items=float(manifest.agreement.get("variant_vs_variant", 0.0)),
+            items_precision=_items_precision(items, manifest) if items is not None else "",
+            int8_host_warning=int8_host_warning(manifest),
         )
+
+
+def _items_precision(items: BuiltWith, manifest: ModelManifest) -> str:
+    return manifest.variant if items_precision(items, manifest) == "same" else "fp32"

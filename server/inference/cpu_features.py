@@ -14,6 +14,7 @@ fake the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,11 +25,11 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def read_cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The CPU's feature flags (the first `flags` line of /proc/cpuinfo); empty where there is no
-    such file or line (non-Linux, or an ARM host whose line is `Features`)."""
+def read_cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
+    """The CPU's feature flags (the first `flags` line of `cpuinfo`, default CPUINFO); empty
+    where there is no such file or line (non-Linux)."""
     try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+        text = (cpuinfo or CPUINFO).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return frozenset()
     for line in text.splitlines():
@@ -36,6 +37,12 @@ def read_cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
         if separator and key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
+
+
+@functools.cache
+def host_cpu_flags() -> frozenset[str]:
+    """This host's flags, read once (tests that fake CPUINFO call host_cpu_flags.cache_clear())."""
+    return read_cpu_flags()
 
 
 def has_vnni(flags: Iterable[str]) -> bool:
