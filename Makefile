@@ -18,7 +18,7 @@ SOAK_ATTACK_SECONDS ?= 30
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
+.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-int8 bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog; PORT= HTTP_PORT= METRICS_PORT=)"
@@ -26,7 +26,7 @@ help:
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
 	@echo "make clients regenerate the sync client (client/sync.py) from the async one (client/aio.py)"
-	@echo "make bench-embed | bench-embed-stages | bench-export | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | bench-exact-scan | bench-rerank | soak | soak-attack"
+	@echo "make bench-embed | bench-embed-stages | bench-export | bench-int8 | bench-loadtest | bench-workers | bench-recommend | bench-items | bench-isolation | bench-instances | bench-http | bench-catalog | bench-incremental | bench-milvus | bench-exact-scan | bench-rerank | soak | soak-attack"
 	@echo "             benchmarks; each rewrites its section of BENCHMARKS.md"
 
 $(VENV)/bin/python:
@@ -94,6 +94,9 @@ bench/grpc_load/node_modules: bench/grpc_load/package.json
 
 bench-export: $(VENV)/.installed-dev
 	$(PY) -m bench.export_variants
+
+bench-int8: $(VENV)/.installed-dev
+	$(PY) -m bench.int8
 
 bench-workers: $(VENV)/.installed-dev
 	$(PY) -m bench.workers

@@ -85,9 +85,8 @@ def main() -> int:
         "",
         "`make serve` uses fp32: it is exact, and nothing here is faster by a margin worth a risk. The server's "
         "ONNX Runtime session already applies its full graph optimisations when it loads a model, so O1-O3 exports "
-        "change little on CPU. Dynamic int8 is 4x smaller but shows no reliable gain on this CPU (AVX2 without "
-        "AVX-512/VNNI: 0.65-0.95 x fp32 at batch 32 across two runs the same day) and costs accuracy (min cosine "
-        "~0.98): opt-in (`embedrec export-model --quantize int8`) for memory-bound hosts or CPUs with VNNI. fp16 "
+        "change little on CPU. int8 (4x smaller; about 2x fp32 where the CPU has VNNI, no gain on AVX2 alone) is "
+        "measured on retrieval in its own section (`make bench-int8`, docs/int8.md). fp16 "
         "halves the file and is meant for CUDA; on this CPU it is slower at batch 32.",
     ]
     body = "\n".join(lines) + "\n"

@@ -145,12 +145,19 @@ class ServerInfo:
     items_live_recall_error: float = 0.0
     models: list[ModelInfo] = dataclasses.field(default_factory=list)
     score_formula: str = ""
+    model_variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement_fp32_items: float = 0.0
+    int8_agreement_int8_items: float = 0.0
+    items_precision: str = ""
+    int8_host_warning: str = ""
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """A model the server serves (ServerInfo.models): what calls name it by, its task ("embed"
-    or "rerank"), source model, dim, max length, ONNX checksum and a reranker's activation."""
+    or "rerank"), source model, dim, max length, ONNX checksum, a reranker's activation, and its
+    variant, int8 target, measured int8 agreement and host warning (see ServedModel)."""
 
     name: str
     task: str
@@ -159,6 +166,10 @@ class ModelInfo:
     max_length: int
     onnx_sha256: str
     activation: str = ""
+    variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement: float = 0.0
+    int8_host_warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -450,7 +461,19 @@ def info_of(response: pb.InfoResponse) -> ServerInfo:
     values["prompts"] = dict(response.prompts)
     values["items_fields"] = dict(response.items_fields)
     values["models"] = [
-        ModelInfo(m.name, m.task, m.model_name, m.dim, m.max_length, m.onnx_sha256, m.activation)
+        ModelInfo(
+            m.name,
+            m.task,
+            m.model_name,
+            m.dim,
+            m.max_length,
+            m.onnx_sha256,
+            m.activation,
+            m.variant or "fp32",
+            m.int8_target,
+            m.int8_agreement,
+            m.int8_host_warning,
+        )
         for m in response.models
     ]
     # max_length is the model's, an attribute: each field has one place (and `info` prints it once)

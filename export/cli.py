@@ -10,8 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from embedrec.export.int8_defaults import CATALOG_SAMPLE, DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
 from embedrec.export.source import BUNDLED_MODEL
 from embedrec.server.catalog.milvus_index import INDEX_KINDS, VectorIndex
+from embedrec.server.inference.cpu_features import INT8_TARGET_CHOICES
 
 
 def export_model_main(argv: Sequence[str]) -> int:
@@ -42,6 +44,12 @@ def export_model_main(argv: Sequence[str]) -> int:
         default_prompt_name=arguments.default_prompt_name,
         task=arguments.task,
         activation=arguments.activation,
+        int8_target=arguments.int8_target,
+        calibration_catalog=arguments.calibration_catalog,
+        validation_catalog=arguments.validation_catalog,
+        min_agreement=arguments.min_agreement,
+        int8_smoothing=arguments.int8_smoothing if arguments.int8_smoothing >= 0 else None,
+        int8_keep_fp32=[group for group in arguments.int8_keep_fp32 or DEFAULT_KEEP_FP32 if group != "none"],
     )
     summary = {
         "output": str(arguments.output),
@@ -55,6 +63,11 @@ def export_model_main(argv: Sequence[str]) -> int:
         "default_prompt_name": manifest.default_prompt_name,
         "task": manifest.task,
         **({"activation": manifest.activation} if manifest.task == "rerank" else {}),
+        **(
+            {"int8_target": manifest.int8_target, "base_onnx_sha256": manifest.base_onnx_sha256}
+            if manifest.int8_target
+            else {}
+        ),
         "validation": manifest.validation,
     }
     print(json.dumps(summary, indent=2))
@@ -79,7 +92,59 @@ def _model_parser() -> argparse.ArgumentParser:
         "0.9999 for fp32/O1/O2, 0.999 for O3, 0.95 for int8)",
     )
     parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
-    parser.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation, per-channel weights")
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="int8 for CPUs (docs/int8.md): dynamic, per-channel weights, MatMuls only, smoothed on calibration "
+        "texts; measured against the fp32 base on retrieval (--validation-catalog, --min-agreement)",
+    )
+    parser.add_argument(
+        "--int8-target",
+        choices=INT8_TARGET_CHOICES,
+        default="auto",
+        help="--quantize int8: vnni (full-range weights, for CPUs with AVX-512 VNNI / AVX-VNNI / AMX), avx2 "
+        "(7-bit weights, correct on any CPU), auto (this host's CPU flags)",
+    )
+    parser.add_argument(
+        "--calibration-catalog",
+        type=Path,
+        default=None,
+        help="--quantize int8: a catalog (JSONL/CSV, field 'text') whose texts calibrate the smoothing "
+        "(default: generated texts)",
+    )
+    parser.add_argument(
+        "--validation-catalog",
+        type=Path,
+        default=None,
+        help="--quantize int8: a catalog whose texts measure top-10 agreement with the fp32 model (a seeded "
+        f"sample of up to {CATALOG_SAMPLE}; default: generated texts)",
+    )
+    parser.add_argument(
+        "--int8-smoothing",
+        type=float,
+        default=DEFAULT_SMOOTHING,
+        metavar="ALPHA",
+        help="--quantize int8: SmoothQuant-style scaling of the MatMul inputs with strength ALPHA in [0, 1], "
+        "calibrated on --calibration-catalog (measured on MiniLM: 0.7 helps, 0.3-0.5 hurt; "
+        f"default {DEFAULT_SMOOTHING}; "
+        "a negative value: none)",
+    )
+    parser.add_argument(
+        "--int8-keep-fp32",
+        action="append",
+        default=None,
+        choices=("ffn-output", "first-ffn-output", "none"),
+        help="--quantize int8: MatMuls kept in fp32 (repeatable): the FFN output projections (the most "
+        "sensitive, by per-layer measurement) of every layer (slower, closer to fp32), or of the first layer "
+        f"only; none: quantise them all (default: {', '.join(DEFAULT_KEEP_FP32)})",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="--quantize int8: fail when the int8 queries on fp32 items return less of fp32's top-10 than this "
+        f"(reranker: of its top-5; default {DEFAULT_MIN_AGREEMENT})",
+    )
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
     parser.add_argument(

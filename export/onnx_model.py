@@ -11,14 +11,24 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from embedrec.export.atomic import staged_directory
+from embedrec.export.int8_defaults import DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
+from embedrec.export.int8_export import (
+    Int8Base,
+    catalog_option,
+    fp32_base,
+    measure_agreement,
+    quantize_staging,
+    resolve_target,
+)
 from embedrec.export.source import BUNDLED_MODEL, ModelSource, resolve_model_source
-from embedrec.export.validation import validate_against_pytorch, validate_reranker_against_pytorch
-from embedrec.export.variants import MIN_COSINE, apply_variant, variant_name
+from embedrec.export.validation import RERANK_TOLERANCE, validate_against_pytorch, validate_reranker_against_pytorch
+from embedrec.export.variants import INT8_RERANK_TOLERANCE, MIN_COSINE, apply_variant, variant_name
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.inference.scoring import ACTIVATIONS
 from embedrec.server.manifest import (
@@ -52,6 +62,12 @@ def export_model(
     default_prompt_name: str | None = None,
     task: str = "embed",
     activation: str | None = None,
+    int8_target: str = "auto",
+    calibration_catalog: Path | None = None,
+    validation_catalog: Path | None = None,
+    min_agreement: float | None = None,
+    int8_smoothing: float | None = DEFAULT_SMOOTHING,
+    int8_keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
 
@@ -68,13 +84,23 @@ def export_model(
     label, scoring (query, document) pairs; `activation` ("sigmoid" or "none") turns its logit
     into the score (default: the model's sentence-transformers CrossEncoder activation, sigmoid
     when it names none). Validated on pairs: ExportValidationError when its logits differ from
-    PyTorch's by more than export.validation.RERANK_TOLERANCE (relative); fp32 only.
+    PyTorch's by more than export.validation.RERANK_TOLERANCE (relative).
+
+    `quantize="int8"` quantises for `int8_target` ("auto": this host's CPU, see
+    server.inference.cpu_features), calibrated on `calibration_catalog` texts (else generated
+    ones), and measures retrieval agreement with the fp32 base (reranker: top-N agreement) on
+    `validation_catalog` texts (else generated ones); `int8_smoothing` (alpha) and
+    `int8_keep_fp32` (export.quantization.KEEP_FP32 groups) trade speed for fidelity
+    (docs/int8.md). ExportValidationError below
+    `min_agreement` (default export.int8_export.DEFAULT_MIN_AGREEMENT). The manifest records
+    the target, the recipe, the agreement and the fp32 base's checksum (items built with that
+    base may be served with this variant).
     """
     variant = variant_name(optimize, quantize, fp16)
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    if task == "rerank" and variant != "fp32":
-        raise ValueError(f"a rerank export is fp32 only (got the {variant} variant)")
+    if task == "rerank" and variant not in ("fp32", "int8"):
+        raise ValueError(f"a rerank export is fp32 or int8 (got the {variant} variant)")
     if activation is not None and (task != "rerank" or activation not in ACTIVATIONS):
         raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}, for --task rerank only")
     model = resolve_model_source(source)
@@ -95,6 +121,9 @@ def export_model(
         options.update(prompts=all_prompts, default_prompt_name=default_prompt)
     if task == "rerank":  # likewise absent for embedding models
         options.update(task=task, activation=activation)
+    if quantize:  # likewise absent for other variants
+        options.update(_int8_options(int8_target, calibration_catalog, validation_catalog, min_agreement))
+        options.update(int8_smoothing=int8_smoothing, int8_keep_fp32=list(int8_keep_fp32))
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
         return read_model_manifest(output_dir)
@@ -130,28 +159,64 @@ def _export_into(staging: Path, model: ModelSource, options: dict[str, Any]) -> 
             opset=options["opset"],
             do_validation=False,
         )
-    apply_variant(staging, options["optimize"], options["quantize"], options["fp16"])
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()
     backend.save(str(staging / TOKENIZER_FILE))
+    if not options["quantize"]:
+        apply_variant(staging, options["optimize"], None, options["fp16"])
+        _remove_extra_files(staging)
+        return _validate_and_write(staging, model, config, tokenizer, max_length, options)
     _remove_extra_files(staging)
+    with fp32_base(staging) as base:
+        quantization = quantize_staging(staging, options, max_length=max_length, pad_token_id=tokenizer.pad_token_id)
+        int8 = {"base_onnx_sha256": base.onnx_sha256, "quantization": quantization}
+        return _validate_and_write(staging, model, config, tokenizer, max_length, options, int8=int8, base=base)
 
-    partial = _manifest(model, config, tokenizer, staging, max_length, options, validation={})
+
+def _validate_and_write(
+    staging: Path,
+    model: ModelSource,
+    config: Any,
+    tokenizer: Any,
+    max_length: int,
+    options: dict[str, Any],
+    *,
+    int8: dict[str, Any] | None = None,
+    base: Int8Base | None = None,
+) -> ModelManifest:
+    """Validate the model in `staging` against PyTorch (and an int8 one against its fp32 `base`)
+    and write its manifest (a partial one first: the validation loads the directory)."""
+    extra = int8 or {}
+    reranker = options.get("task") == "rerank"
+    partial = _manifest(model, config, tokenizer, staging, max_length, options, validation={}, **extra)
     write_manifest(partial, staging / MODEL_MANIFEST)
     if reranker:
-        validation = validate_reranker_against_pytorch(model.directory, staging, max_length=max_length)
-        manifest = _manifest(model, config, tokenizer, staging, max_length, options, validation)
-        write_manifest(manifest, staging / MODEL_MANIFEST)
-        logger.info("exported reranker %s: max length %d, validation %s", model.name, max_length, validation)
-        return manifest
-    validation = validate_against_pytorch(
-        model.directory, staging, max_length=max_length, pooling=model.pooling, min_cosine=options["min_cosine"]
-    )
-    manifest = _manifest(model, config, tokenizer, staging, max_length, options, validation)
+        tolerance = INT8_RERANK_TOLERANCE if base is not None else RERANK_TOLERANCE
+        validation = validate_reranker_against_pytorch(
+            model.directory, staging, max_length=max_length, tolerance=tolerance
+        )
+    else:
+        validation = validate_against_pytorch(
+            model.directory, staging, max_length=max_length, pooling=model.pooling, min_cosine=options["min_cosine"]
+        )
+    if base is not None:
+        validation["agreement"] = measure_agreement(staging, base, options, reranker=reranker)
+    manifest = _manifest(model, config, tokenizer, staging, max_length, options, validation, **extra)
     write_manifest(manifest, staging / MODEL_MANIFEST)
-    logger.info("exported %s: dim %d, max length %d, validation %s", model.name, manifest.dim, max_length, validation)
+    logger.info("exported %s (%s): max length %d, validation %s", model.name, manifest.variant, max_length, validation)
     return manifest
+
+
+def _int8_options(
+    target: str, calibration: Path | None, validation: Path | None, min_agreement: float | None
+) -> dict[str, Any]:
+    return {
+        "int8_target": resolve_target(target),
+        "calibration_catalog": catalog_option(calibration),
+        "validation_catalog": catalog_option(validation),
+        "min_agreement": DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+    }
 
 
 def _manifest(
@@ -162,6 +227,9 @@ def _manifest(
     max_length: int,
     options: dict[str, Any],
     validation: dict[str, Any],
+    *,
+    base_onnx_sha256: str = "",
+    quantization: dict[str, Any] | None = None,
 ) -> ModelManifest:
     import onnx
 
@@ -189,6 +257,9 @@ def _manifest(
         default_prompt_name=options.get("default_prompt_name", ""),
         task="rerank" if reranker else "embed",
         activation=(options.get("activation") or _cross_encoder_activation(config)) if reranker else "",
+        int8_target=options.get("int8_target", ""),
+        base_onnx_sha256=base_onnx_sha256,
+        quantization=quantization or {},
     )
 
 

@@ -1,5 +1,5 @@
-"""Export variants: graph optimisation (optimum's ORTOptimizer, O1-O3) and dynamic int8
-quantisation (ORTQuantizer, per-channel weights), applied to a plain fp32 export in place.
+"""Export variants: graph optimisation (optimum's ORTOptimizer, O1-O3) and fp16, applied to a
+plain fp32 export in place; int8 (per CPU target, calibrated) is export.int8_export's.
 
 Each variant has its own validation floor against PyTorch, chosen from measurements (DESIGN.md,
 BENCHMARKS.md): O1/O2 are exact reorderings of the same arithmetic, O3 adds approximations
@@ -18,6 +18,9 @@ OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 QUANTIZE_MODES = ("int8",)
 # The default minimum cosine vs PyTorch of each variant (the export fails below it).
 MIN_COSINE = {"fp32": 0.9999, "O1": 0.9999, "O2": 0.9999, "O3": 0.999, "int8": 0.95, "fp16": 0.99}
+# An int8 reranker's largest logit difference from PyTorch, relative (fp32: RERANK_TOLERANCE):
+# a coarse sanity bound; its real gate is the top-N agreement with the fp32 reranker.
+INT8_RERANK_TOLERANCE = 1.0
 
 
 def variant_name(optimize: str | None, quantize: str | None, fp16: bool = False) -> str:
@@ -36,16 +39,17 @@ def variant_name(optimize: str | None, quantize: str | None, fp16: bool = False)
     return optimize or quantize or "fp32"
 
 
-def apply_variant(staging: Path, optimize: str | None, quantize: str | None, fp16: bool = False) -> None:
-    """Rewrite `staging/model.onnx` (a plain optimum export with its config.json) as the variant.
+def apply_variant(staging: Path, optimize: str | None, quantize: str | None = None, fp16: bool = False) -> None:
+    """Rewrite `staging/model.onnx` (a plain optimum export with its config.json) as the
+    optimised or fp16 variant (int8 is export.int8_export's: it needs calibration texts).
 
     `fp16` converts weights and activations to float16 after fusing (level `optimize`, O2 by
     default), for CUDA; inputs and outputs keep their types, so the server is unchanged.
     """
+    if quantize:
+        raise ValueError("int8 is applied by export.int8_export.quantize_staging")
     if optimize or fp16:
         _optimize(staging, optimize or "O2", fp16=fp16)
-    elif quantize:
-        _quantize(staging)
 
 
 def _optimize(staging: Path, level: str, *, fp16: bool = False) -> None:
@@ -56,18 +60,6 @@ def _optimize(staging: Path, level: str, *, fp16: bool = False) -> None:
     optimizer = ORTOptimizer.from_pretrained(staging, file_names=[MODEL_FILE])
     config = AutoOptimizationConfig.with_optimization_level(level, for_gpu=fp16, fp16=fp16)
     optimizer.optimize(config, save_dir=work)
-    _replace_model(staging, next(work.glob("*.onnx")), work)
-
-
-def _quantize(staging: Path) -> None:
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    work = staging / "quantized"
-    quantizer = ORTQuantizer.from_pretrained(staging, file_name=MODEL_FILE)
-    # Dynamic (no calibration data), per-channel weights: measured min cosine 0.97 vs much worse
-    # per-tensor; the AVX2 config fits this machine kind (no AVX-512/VNNI).
-    quantizer.quantize(AutoQuantizationConfig.avx2(is_static=False, per_channel=True), save_dir=work)
     _replace_model(staging, next(work.glob("*.onnx")), work)
 
 

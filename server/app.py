@@ -31,7 +31,7 @@ from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder, create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.reranking import Reranker, create_rerank_batcher
-from embedrec.server.loading import load_encoder, load_extra_encoders, open_items, resolve_tuning
+from embedrec.server.loading import int8_host_warning, load_encoder, load_extra_encoders, open_items, resolve_tuning
 from embedrec.server.observability.metrics import ModelMetrics, ServerMetrics
 from embedrec.server.operations import Operations
 from embedrec.server.service import EmbeddingService
@@ -106,7 +106,13 @@ class EmbedrecApp:
         items = await self._open_items_waiting(encoder)
         if items is not None:
             _check_default_formula(settings, items)
-        observer = ModelMetrics(self.metrics, encoder.manifest.model_name, "embed", also=self.metrics)
+        observer = ModelMetrics(
+            self.metrics,
+            encoder.manifest.model_name,
+            "embed",
+            also=self.metrics,
+            int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
+        )
         batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
         await batcher.start()
         search_batcher = create_search_batcher(
@@ -166,7 +172,9 @@ class EmbedrecApp:
         rerankers: dict[str, Reranker] = {}
         for name, encoder in encoders.items():
             task = encoder.manifest.task
-            observer = ModelMetrics(self.metrics, name, task)
+            observer = ModelMetrics(
+                self.metrics, name, task, int8_host_mismatch=bool(int8_host_warning(encoder.manifest))
+            )
             if task == "rerank":
                 # Its queue holds at least two of Recommend's largest rerank stages.
                 policy = dataclasses.replace(

@@ -13,10 +13,11 @@ from embedrec.server.catalog.scan import ScanKind, ScanStats
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.catalog.store_health import StoreHealth
 from embedrec.server.errors import ConfigurationError
+from embedrec.server.inference.cpu_features import host_cpu_flags, int8_host_problem
 from embedrec.server.inference.embedding import Encoder
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.providers import expected_provider
-from embedrec.server.manifest import check_items_match_model, read_items_manifest, read_model_manifest
+from embedrec.server.manifest import ModelManifest, check_items_match_model, read_items_manifest, read_model_manifest
 from embedrec.server.settings import Settings
 from embedrec.server.tuning import TUNING_FILE, Machine, mismatch, read_tuning, tuned_values
 
@@ -47,7 +48,17 @@ def load_extra_encoders(settings: Settings, first: OnnxEncoder) -> dict[str, Onn
     return encoders
 
 
+def int8_host_warning(manifest: ModelManifest) -> str:
+    """Why this host computes `manifest`'s int8 model wrongly ("" when it does not): see
+    server.inference.cpu_features. The server still serves it (documented in docs/int8.md), with
+    this warning logged, in Info and in the metric embedrec_int8_host_mismatch."""
+    return int8_host_problem(manifest.int8_target, host_cpu_flags())
+
+
 def _encoder_of(settings: Settings, model_dir: Path) -> OnnxEncoder:
+    manifest = read_model_manifest(model_dir)
+    if problem := int8_host_warning(manifest):
+        logger.warning("INT8 MODEL ON THE WRONG CPU: %s: %s", model_dir, problem)
     return OnnxEncoder(
         model_dir,
         provider=settings.provider,  # type: ignore[arg-type]

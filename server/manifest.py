@@ -57,7 +57,19 @@ class ModelManifest:
     # ("sigmoid", or "none" for the raw logit).
     task: str = "embed"
     activation: str = ""
+    # An int8 model: the CPU target it was quantised for ("avx2", "vnni"; "" otherwise), the
+    # recipe (export.quantization), and the onnx sha256 of the fp32 export it was quantised from:
+    # items built with that base may be served with this model (queries int8, items fp32).
+    int8_target: str = ""
+    quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
+    base_onnx_sha256: str = ""
     format_version: int = FORMAT_VERSION
+
+    @property
+    def agreement(self) -> dict[str, Any]:
+        """The export's measured agreement with its fp32 base ({} for an fp32 model)."""
+        measured = self.validation.get("agreement", {})
+        return measured if isinstance(measured, dict) else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +136,22 @@ class BuiltWith(Protocol):
     def model_onnx_sha256(self) -> str: ...
 
 
+def items_precision(items: BuiltWith, model: ModelManifest) -> str:
+    """How the items relate to `model` (after check_items_match_model): "same" when this very
+    model built them, "fp32 base" when the fp32 export it was quantised from did."""
+    return "same" if items.model_onnx_sha256 == model.onnx_sha256 else "fp32 base"
+
+
 def check_items_match_model(items: BuiltWith, model: ModelManifest) -> None:
-    """Raise ConfigurationError unless the items were embedded with this very model."""
+    """Raise ConfigurationError unless the items were embedded with this very model, or with the
+    fp32 export an int8 `model` was quantised from (its manifest's base checksum): the same
+    embedding space, measured in the manifest's agreement."""
     if items.dim != model.dim:
         raise ConfigurationError(
             f"item matrix has dim {items.dim} but the model has dim {model.dim}; "
             "rebuild the items with this model (embedrec export-items)"
         )
-    if items.model_onnx_sha256 != model.onnx_sha256:
+    if items.model_onnx_sha256 not in (model.onnx_sha256, model.base_onnx_sha256 or model.onnx_sha256):
         raise ConfigurationError(
             f"item matrix was built with model {items.model_name!r} "
             f"(onnx sha256 {items.model_onnx_sha256[:12]}…) but the server runs "

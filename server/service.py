@@ -31,7 +31,8 @@ from embedrec.server.inference.pooling import FloatArray
 from embedrec.server.inference.prompts import query_prompt_name
 from embedrec.server.inference.reranking import Reranker
 from embedrec.server.limits import Limits
-from embedrec.server.manifest import PoolingName
+from embedrec.server.loading import int8_host_warning
+from embedrec.server.manifest import BuiltWith, ModelManifest, PoolingName, items_precision
 
 NO_ITEMS = "this server runs without items (start it with --items-dir, or --items-store milvus)"
 NO_RERANKER = (
@@ -51,6 +52,29 @@ class ModelDescription:
     max_length: int
     onnx_sha256: str
     activation: str = ""
+    variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement: float = 0.0
+    int8_host_warning: str = ""
+
+    @classmethod
+    def of(cls, name: str, manifest: ModelManifest) -> ModelDescription:
+        """The description of the model `manifest` served as `name`."""
+        agreement = manifest.agreement
+        measured = agreement.get("top_n_agreement" if manifest.task == "rerank" else "variant_vs_fp32_items", 0.0)
+        return cls(
+            name,
+            manifest.task,
+            manifest.model_name,
+            manifest.dim,
+            manifest.max_length,
+            manifest.onnx_sha256,
+            manifest.activation,
+            manifest.variant,
+            manifest.int8_target,
+            float(measured),
+            int8_host_warning(manifest),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,12 @@ class ServiceInfo:
     items_live_recall_error: float = 0.0
     models: list[ModelDescription] = field(default_factory=list)
     score_formula: str = ""
+    model_variant: str = "fp32"
+    int8_target: str = ""
+    int8_agreement_fp32_items: float = 0.0
+    int8_agreement_int8_items: float = 0.0
+    items_precision: str = ""
+    int8_host_warning: str = ""
 
     def fields(self) -> dict[str, Any]:
         """Every value by its InfoResponse field name, the limits flattened in."""
@@ -225,27 +255,8 @@ class EmbeddingService:
 
     def models(self) -> list[ModelDescription]:
         """Every model served, the first first."""
-        described = []
-        for name, embedder in self.embedders.items():
-            manifest = embedder.encoder.manifest
-            described.append(
-                ModelDescription(
-                    name, "embed", manifest.model_name, manifest.dim, manifest.max_length, manifest.onnx_sha256
-                )
-            )
-        for name, reranker in self.rerankers.items():
-            manifest = reranker.encoder.manifest
-            described.append(
-                ModelDescription(
-                    name,
-                    "rerank",
-                    manifest.model_name,
-                    1,
-                    manifest.max_length,
-                    manifest.onnx_sha256,
-                    manifest.activation,
-                )
-            )
+        described = [ModelDescription.of(name, embedder.encoder.manifest) for name, embedder in self.embedders.items()]
+        described += [ModelDescription.of(name, reranker.encoder.manifest) for name, reranker in self.rerankers.items()]
         return described
 
     def replace_items(self, items: ItemStore) -> None:
@@ -301,6 +312,12 @@ class EmbeddingService:
             **live_recall_fields(items.live_recall if items is not None else None),
             models=self.models(),
             score_formula=self.score_formula_text,
+            model_variant=manifest.variant,
+            int8_target=manifest.int8_target,
+            int8_agreement_fp32_items=float(manifest.agreement.get("variant_vs_fp32_items", 0.0)),
+            int8_agreement_int8_items=float(manifest.agreement.get("variant_vs_variant", 0.0)),
+            items_precision=_items_precision(items, manifest) if items is not None else "",
+            int8_host_warning=int8_host_warning(manifest),
         )
 
 
@@ -314,3 +331,7 @@ def live_recall_fields(estimate: RecallEstimate | None) -> dict[str, Any]:
         "items_live_recall_k": estimate.k,
         "items_live_recall_error": estimate.error,
     }
+
+
+def _items_precision(items: BuiltWith, manifest: ModelManifest) -> str:
+    return manifest.variant if items_precision(items, manifest) == "same" else "fp32"

@@ -319,7 +319,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models", "max_score_terms", "score_formula", "items_index_loading", "items_index_loading_detail", "items_live_recall", "items_live_recall_samples", "items_live_recall_k", "items_live_recall_error")
+    __slots__ = ("model_name", "dim", "max_length", "pooling", "normalize", "provider", "model_sha256", "item_count", "items_sha256", "server_version", "max_texts_per_request", "max_chars_per_text", "max_total_chars", "max_k", "max_history_items", "max_exclude_ids", "runtime_version", "max_batch_size", "max_batch_tokens", "max_queued_texts", "server_instance", "items_filter_field", "max_batch_users", "max_filter_values", "instances", "tuning", "sessions", "prompts", "default_prompt_name", "query_prompt_name", "items_prompt_name", "max_offset", "hidden_item_count", "items_fields", "max_conditions", "items_scan", "items_code_bytes", "items_engine", "items_index", "items_approximate", "items_store_error", "models", "max_score_terms", "score_formula", "items_index_loading", "items_index_loading_detail", "items_live_recall", "items_live_recall_samples", "items_live_recall_k", "items_live_recall_error", "model_variant", "int8_target", "int8_agreement_fp32_items", "int8_agreement_int8_items", "items_precision", "int8_host_warning")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +384,12 @@ class InfoResponse(_message.Message):
     ITEMS_LIVE_RECALL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     ITEMS_LIVE_RECALL_K_FIELD_NUMBER: _ClassVar[int]
     ITEMS_LIVE_RECALL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    INT8_TARGET_FIELD_NUMBER: _ClassVar[int]
+    INT8_AGREEMENT_FP32_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    INT8_AGREEMENT_INT8_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    INT8_HOST_WARNING_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     dim: int
     max_length: int
@@ -434,10 +440,16 @@ class InfoResponse(_message.Message):
     items_live_recall_samples: int
     items_live_recall_k: int
     items_live_recall_error: float
-    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_score_terms: _Optional[int] = ..., score_formula: _Optional[str] = ..., items_index_loading: _Optional[bool] = ..., items_index_loading_detail: _Optional[str] = ..., items_live_recall: _Optional[float] = ..., items_live_recall_samples: _Optional[int] = ..., items_live_recall_k: _Optional[int] = ..., items_live_recall_error: _Optional[float] = ...) -> None: ...
+    model_variant: str
+    int8_target: str
+    int8_agreement_fp32_items: float
+    int8_agreement_int8_items: float
+    items_precision: str
+    int8_host_warning: str
+    def __init__(self, model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: _Optional[bool] = ..., provider: _Optional[str] = ..., model_sha256: _Optional[str] = ..., item_count: _Optional[int] = ..., items_sha256: _Optional[str] = ..., server_version: _Optional[str] = ..., max_texts_per_request: _Optional[int] = ..., max_chars_per_text: _Optional[int] = ..., max_total_chars: _Optional[int] = ..., max_k: _Optional[int] = ..., max_history_items: _Optional[int] = ..., max_exclude_ids: _Optional[int] = ..., runtime_version: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., server_instance: _Optional[str] = ..., items_filter_field: _Optional[str] = ..., max_batch_users: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., instances: _Optional[int] = ..., tuning: _Optional[str] = ..., sessions: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., query_prompt_name: _Optional[str] = ..., items_prompt_name: _Optional[str] = ..., max_offset: _Optional[int] = ..., hidden_item_count: _Optional[int] = ..., items_fields: _Optional[_Mapping[str, str]] = ..., max_conditions: _Optional[int] = ..., items_scan: _Optional[str] = ..., items_code_bytes: _Optional[int] = ..., items_engine: _Optional[str] = ..., items_index: _Optional[str] = ..., items_approximate: _Optional[bool] = ..., items_store_error: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_score_terms: _Optional[int] = ..., score_formula: _Optional[str] = ..., items_index_loading: _Optional[bool] = ..., items_index_loading_detail: _Optional[str] = ..., items_live_recall: _Optional[float] = ..., items_live_recall_samples: _Optional[int] = ..., items_live_recall_k: _Optional[int] = ..., items_live_recall_error: _Optional[float] = ..., model_variant: _Optional[str] = ..., int8_target: _Optional[str] = ..., int8_agreement_fp32_items: _Optional[float] = ..., int8_agreement_int8_items: _Optional[float] = ..., items_precision: _Optional[str] = ..., int8_host_warning: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("name", "task", "model_name", "dim", "max_length", "onnx_sha256", "activation")
+    __slots__ = ("name", "task", "model_name", "dim", "max_length", "onnx_sha256", "activation", "variant", "int8_target", "int8_agreement", "int8_host_warning")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -445,6 +457,10 @@ class ServedModel(_message.Message):
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ONNX_SHA256_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    INT8_TARGET_FIELD_NUMBER: _ClassVar[int]
+    INT8_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    INT8_HOST_WARNING_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     model_name: str
@@ -452,7 +468,11 @@ class ServedModel(_message.Message):
     max_length: int
     onnx_sha256: str
     activation: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., onnx_sha256: _Optional[str] = ..., activation: _Optional[str] = ...) -> None: ...
+    variant: str
+    int8_target: str
+    int8_agreement: float
+    int8_host_warning: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., model_name: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., onnx_sha256: _Optional[str] = ..., activation: _Optional[str] = ..., variant: _Optional[str] = ..., int8_target: _Optional[str] = ..., int8_agreement: _Optional[float] = ..., int8_host_warning: _Optional[str] = ...) -> None: ...
 
 class ItemFieldValue(_message.Message):
     __slots__ = ("values", "number")

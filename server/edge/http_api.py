@@ -271,10 +271,19 @@ class HttpApi:
         return _Reply(reply), texts
 
     async def models(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """GET /v1/models (OpenAI): every served model, the first first (`task`: embed or rerank,
-        an embedrec extension)."""
+        """GET /v1/models (OpenAI): every served model, the first first (embedrec extensions:
+        `task` embed or rerank, `variant`, `int8_target`, `int8_agreement`; see ServedModel)."""
         models = [
-            {"id": model.name, "object": "model", "created": 0, "owned_by": "embedrec", "task": model.task}
+            {
+                "id": model.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "embedrec",
+                "task": model.task,
+                "variant": model.variant,
+                "int8_target": model.int8_target,
+                "int8_agreement": model.int8_agreement,
+            }
             for model in service.models()
         ]
         return _Reply(orjson.dumps({"object": "list", "data": models})), None

@@ -53,6 +53,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "distribution)",
     ),
     "embedrec_model_info": ("gauge", "1 for every model served, by model (its name) and task (embed, rerank)"),
+    "embedrec_int8_host_mismatch": (
+        "gauge",
+        "1 for a served int8 model quantised for instructions this CPU lacks (a vnni model without VNNI: "
+        "its arithmetic saturates; see docs/int8.md), by model; absent otherwise",
+    ),
     "embedrec_model_batches_total": ("counter", "inference batches run, by model"),
     "embedrec_model_inputs_total": ("counter", "texts (embed) or (query, document) pairs (rerank) run, by model"),
     "embedrec_model_inference_seconds": ("histogram", "time of one batch's padding and session.run, by model"),
@@ -128,6 +133,7 @@ class ServerMetrics:
         self.scan_stats = ScanStats()
         self.registry.register(_ScanCollector(self.scan_stats))
         self.model_info = metric(Gauge, "embedrec_model_info", labelnames=("model", "task"))
+        self.int8_host_mismatch = metric(Gauge, "embedrec_int8_host_mismatch", labelnames=("model",))
         self.model_batches = metric(Counter, "embedrec_model_batches_total", labelnames=("model",))
         self.model_inputs = metric(Counter, "embedrec_model_inputs_total", labelnames=("model",))
         self.model_inference_seconds = metric(
@@ -175,8 +181,18 @@ class ModelMetrics:
     series too for the first model (`also`: the server's metrics, whose unlabelled series predate
     several models and keep meaning the --model-dir model)."""
 
-    def __init__(self, metrics: ServerMetrics, name: str, task: str, *, also: ServerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        name: str,
+        task: str,
+        *,
+        also: ServerMetrics | None = None,
+        int8_host_mismatch: bool = False,
+    ) -> None:
         metrics.model_info.labels(model=name, task=task).set(1)
+        if int8_host_mismatch:
+            metrics.int8_host_mismatch.labels(model=name).set(1)
         self._batches = metrics.model_batches.labels(model=name)
         self._inputs = metrics.model_inputs.labels(model=name)
         self._seconds = metrics.model_inference_seconds.labels(model=name)
