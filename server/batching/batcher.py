@@ -194,7 +194,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._lanes: list[Lane] = []
         self._finisher: Lane | None = None
         self._idle: collections.deque[int] = collections.deque()  # instances free to run a batch
-        self._running: dict[int, list[_Slot]] = {}  # by instance
         self._in_progress = 0  # batches running or finishing
         self._settled = asyncio.Event()  # set while nothing is in progress
         self._settled.set()
@@ -349,7 +348,6 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _launch(self, instance: int, batch: list[_Slot], now: float) -> None:
         """Start `batch` on `instance`'s lane; it reports back through `_inferred`."""
-        self._running[instance] = batch
         self._in_progress += 1
         self._settled.clear()
         launch = _Launch(
@@ -386,7 +384,6 @@ class MicroBatcher(Generic[Item, Result]):
         delivered, failed, or handed to the finishing lane."""
         batch = launch.batch
         try:
-            del self._running[launch.instance]
             self._idle.append(launch.instance)
             if self._queue:
                 self._dispatch()
