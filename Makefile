@@ -1,5 +1,6 @@
 # embedrec: `make serve` runs the server on the bundled model and demo catalog; `make test` runs
-# the whole suite. Both create .venv and install what they need on first use.
+# the whole suite (tests/unit/ and tests/e2e/), `make test-fast` its unit layer. They create
+# .venv and install what they need on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,11 +19,12 @@ SOAK_ATTACK_SECONDS ?= 30
 SERVE_EXTRAS := server,export,bundled
 DEV_EXTRAS := server,export,bundled,milvus-lite,dev
 
-.PHONY: serve test check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-int8 bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
+.PHONY: serve test test-fast check lint typecheck format proto clients docs bench-embed bench-embed-stages bench-export bench-int8 bench-loadtest bench-workers bench-recommend bench-items bench-isolation bench-instances bench-http bench-catalog bench-incremental bench-milvus bench-exact-scan bench-rerank soak soak-attack demo-data clean help
 
 help:
 	@echo "make serve   start the server on $(HOST):$(PORT) (bundled MiniLM + demo catalog; PORT= HTTP_PORT= METRICS_PORT=)"
-	@echo "make test    run the test suite"
+	@echo "make test    run the test suite (tests/unit/ and tests/e2e/)"
+	@echo "make test-fast  run the unit layer only (tests/unit/: no server, no torch, under a minute)"
 	@echo "make check   lint, type-check and test"
 	@echo "make proto   regenerate the gRPC stubs from protos/"
 	@echo "make clients regenerate the sync client (client/sync.py) from the async one (client/aio.py)"
@@ -55,6 +57,9 @@ serve: $(VENV)/.installed-serve
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest tests/unit
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .

@@ -80,7 +80,7 @@ def measured_build(model_dir: Path, catalog: Path, output: Path) -> tuple[float,
 def main() -> int:
     """Build 10k and 100k items, sample RssAnon, write the BENCHMARKS.md section."""
     from embedrec.export.onnx_model import export_model
-    from tests.tiny_models import build_tiny_bert
+    from tests.e2e.tiny_models import build_tiny_bert
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="embedrec-bench-items-") as temporary:

@@ -34,7 +34,7 @@ from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.milvus_index import DEFAULT_EF, SearchEffort, VectorIndex
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.catalog.store import History, ItemStore, Query
-from tests.milvus_process import MilvusServerProcess
+from tests.e2e.milvus_process import MilvusServerProcess
 
 K = 10
 QUERIES = 100

@@ -1,7 +1,7 @@
 """Rewrite the generated tables of README.md: settings (from embedrec.server.settings) and metrics (from
 server.metrics), each between its markers.
 
-Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when they are stale)
+Usage: python scripts/update_readme_settings.py   (tests/unit/docs/test_docs.py fails when they are stale)
 """
 
 from __future__ import annotations

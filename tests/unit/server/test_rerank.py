@@ -1,0 +1,35 @@
+"""Several models in one server, and Rerank: a server started with --model NAME=DIR serves a
+second embedding model and a cross-encoder beside its first model, each on its own batcher;
+calls name the model (gRPC `model`, OpenAI's `model`), Info, /v1/models and the metrics list
+them all; Rerank (gRPC, the client, the CLI, Cohere/Jina's /v1/rerank, TEI's /rerank) scores as
+the exported model does in process. Through real servers and the real client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embedrec.server.settings import Settings
+
+# -- several models ------------------------------------------------------------------------------
+
+
+# -- Rerank --------------------------------------------------------------------------------------
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_models_are_given_as_name_equals_directory() -> None:
+    with pytest.raises(ValueError, match="--model takes NAME=DIR"):
+        Settings(model=("just-a-path",))
+    with pytest.raises(ValueError, match="'a' is given twice"):
+        Settings(model=("a=x", "a=y"))
+    with pytest.raises(ValueError, match="a name of letters"):
+        Settings(model=("bad name=x",))
+    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).extra_models == {"a": Path("x"), "b": Path("y")}
+    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).extra_models == {"a": Path("x"), "b": Path("y")}
+
+
+# -- Recommend with a rerank stage ----------------------------------------------------------------
