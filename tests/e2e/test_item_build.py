@@ -15,7 +15,6 @@ import pytest
 
 from embedrec.export.catalog import CatalogError
 from embedrec.export.items import build_items
-from embedrec.server.catalog.item_ids import ItemIds
 from embedrec.server.catalog.mmap_store import ItemIndex
 from embedrec.server.inference.encoder import OnnxEncoder
 from tests.e2e.tiny_models import CountingEncoder
@@ -186,19 +185,6 @@ def test_a_csv_without_the_filter_column_is_refused_with_its_name(tiny_model_dir
     catalog.write_text("id,text\na,red shoes\nb,coffee\n", encoding="utf-8")
     with pytest.raises(CatalogError, match="header lacks column"):
         build_items(catalog, tiny_model_dir, tmp_path / "items", filter_field="category", progress=False)
-
-
-def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import embedrec.server.catalog.item_ids as item_ids
-
-    monkeypatch.setattr(item_ids, "id_hash", lambda item_id: len(item_id) % 2)  # nearly everything collides
-    ids = ["a", "bb", "ccc", "dddd", "e", "ffffff", "ümlaut", "中文"]
-    (tmp_path / "ids.txt").write_text("".join(f"{item_id}\n" for item_id in ids), encoding="utf-8")
-    item_ids.write_id_index(tmp_path, len(ids))
-    index = ItemIds(tmp_path, len(ids))
-    np.testing.assert_array_equal(index.find(ids[::-1]), np.arange(len(ids))[::-1])
-    np.testing.assert_array_equal(index.find(["zz", "a", "x"]), [-1, 0, -1])
-    assert index.ids_at([6, 7]) == ["ümlaut", "中文"]
 
 
 def test_an_item_directory_of_the_older_layout_asks_for_a_rebuild(tiny_items_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The `embedrec` command against a real server: readable output, --json, exit codes."""
+"""The `embedrec` command without a server: --help lists every subcommand.
+(Against a real server: tests/e2e/test_cli.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The client library against real in-process servers: methods, errors, deadlines, retries,
-load balancing, TLS and tokens."""
+"""The client library without a server: every gRPC status maps to one exception, and the
+Recommend options are the UserProfile's fields. (Against real servers: tests/e2e/test_client.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""int8 exports: CPU targets from (faked) flags, the recipe's manifest, the retrieval agreement
-measure, asymmetric serving (fp32 items, int8 queries) and the wrong-CPU warning, through a real
-export of the tiny BERT and a real server."""
+"""int8 without an export: CPU targets from (faked) flags, and the agreement measures (top-k,
+retrieval on a constructed catalog, rerank order). (Exports and serving: tests/e2e/test_int8.py.)"""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Several models in one server, and Rerank: a server started with --model NAME=DIR serves a
-second embedding model and a cross-encoder beside its first model, each on its own batcher;
-calls name the model (gRPC `model`, OpenAI's `model`), Info, /v1/models and the metrics list
-them all; Rerank (gRPC, the client, the CLI, Cohere/Jina's /v1/rerank, TEI's /rerank) scores as
-the exported model does in process. Through real servers and the real client."""
+"""Several models in one server, parsed: --model takes NAME=DIR. (Served and reranking:
+tests/e2e/test_rerank.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Model instances and the built-in tuner: several sessions serve one batcher with the same
-results; `embedrec tune` writes a tuning file that `serve` applies on the machine it was measured
-on, never elsewhere, and never over an explicit flag."""
+"""The built-in tuner's choices on given measurements: throughput only within the idle latency
+tolerance, and the default kept unless the candidate really wins. (Tuning a real model:
+tests/e2e/test_tuning.py.)"""
 
 from __future__ import annotations
 

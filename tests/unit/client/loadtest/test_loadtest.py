@@ -1,5 +1,5 @@
-"""The load-test tool: consistent counts, exact percentiles, merged processes, and no
-coordinated omission in open-loop mode."""
+"""The load-test tool's arithmetic without a server: merged samples, levels split over processes,
+the request pool's mix. (Against real servers: tests/e2e/test_loadtest.py.)"""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Every result (ids, order, scores) must equal the brute force over the exact score (float64 sum of
 the products, rounded to float32), whichever scan, on catalogs built to break the bound: exact
 ties, near-duplicates, constant dimensions, one dimension with a huge range, non-unit vectors, k
-near N, filters admitting one row. A bound cut in half must be caught.
-"""
+near N, filters admitting one row. A bound cut in half must be caught. The code book on disk:
+written, read back, refused when it is not the matrix's. (Through a server:
+tests/e2e/test_exact_scan.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The live recall estimate: sampled real searches re-checked exactly in the background. The
-estimator's arithmetic, and on a real Milvus server an HNSW collection searched at a low effort
-whose recall the test measures itself: the estimate converges to it."""
+"""The live recall estimate's arithmetic: the mean with a normal error bar, and samples dropped
+when the checks fall behind. (On a real Milvus server: tests/e2e/test_live_recall.py.)"""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Milvus vector indexes: FLAT (the default, exact) and the approximate HNSW and IVF_FLAT, chosen
-at build (`export-items --milvus-index`), replaced in place by a later sync, reported by Info,
-and searched with the server's effort or a request's own (`RecommendRequest.approximate`) — on
-Milvus Lite and on a real Milvus server. Their recall on large catalogs is measured in
-`make bench-milvus`, not here."""
+"""Milvus vector indexes without Milvus: each index takes only its own build parameters within
+Milvus's ranges, a search effort must fit the served index, HNSW's ef is raised to the results
+fetched. (Built and searched: tests/e2e/test_milvus_index.py.)"""
 
 from __future__ import annotations
 

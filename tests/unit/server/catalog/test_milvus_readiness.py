@@ -1,7 +1,5 @@
-"""An approximate Milvus index right after a sync, on a real Milvus server (2.3.5): the sync
-returns only once Milvus searches the index it built (before, it answered from an interim index
-with recall ~0.3 whatever the effort), and a server whose collection is still in that window says
-so in the items' health, Info, the metrics and every Recommend answer, and answers all the same."""
+"""Readiness of an approximate Milvus index, without Milvus: how the rows still waiting are
+described. (On a real Milvus server: tests/e2e/test_milvus_readiness.py.)"""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""The Milvus item store, on Milvus Lite and on a real Milvus server (`milvus-server`, one for the
-session): the same answers as the memory-mapped matrix, the build and live updates end to end
-through the client, and what happens when Milvus fails (through a proxy in front of Lite).
-
-(Every Recommend behaviour of tests/e2e/test_live_catalog.py also runs on both stores.)
-"""
+"""The Milvus store's client side without Milvus: an item with both a text and a vector is refused.
+(The store on Milvus Lite and a real server: tests/e2e/test_milvus_store.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Prompts and dimensions: a model's prompts recorded at export, chosen per Embed call, used for
-items (document prompt) and Recommend's texts (query prompt), equal to sentence-transformers'
-prompted embeddings; Matryoshka truncation validated and re-normalised."""
+"""Prompt choice from a model's manifest: no name means the default, empty means none; query and
+document prompts follow sentence-transformers' names. (Exported and served:
+tests/e2e/test_prompts.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Execution provider selection on a machine without CUDA: auto falls back to CPU, cuda is a
-clear start-up error, and Info reports the provider really in use."""
+"""Execution provider options without a GPU: CUDA's carry the device and the arena cap.
+(Serving on each provider: tests/e2e/test_providers.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""OpenTelemetry tracing: off unless OTEL_* says so; when on, one call yields the span tree the
-module documents, continues the caller's W3C trace, links batches to their calls, and never
-carries request text."""
+"""OpenTelemetry settings: tracing is off without OTEL_* settings; an OTLP endpoint turns it on and
+other exporters are refused. (Spans of real calls: tests/e2e/test_tracing.py.)"""
 
 from __future__ import annotations
 
