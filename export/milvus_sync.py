@@ -102,10 +102,9 @@ def sync_to_milvus(
     indexed by `vector_index` (see the module docstring); with an approximate index, return once
     Milvus searches it for every row (at most `timeout` more seconds; `wait_serving` False: at
     once, as syncs did before). Raises ConfigurationError when Milvus is unreachable or refuses."""
-    # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
-    # batch operation a named helper.
+    # One sync reads top to bottom (open or create, diff and upsert, delete, record, index), each
+    # step a named helper.
     items = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
-    manifest = items.manifest
     kinds = {name: column.kind for name, column in items.columns.items()}
     for name in kinds:
         milvus_field(name)  # a name Milvus cannot hold fails before anything is written
@@ -116,52 +115,11 @@ def sync_to_milvus(
             client, collection, items, kinds, vector_index, timeout, where
         )
         hidden = set(items.hidden.snapshot.ids) if recreated else set()
-        texts = items.texts
-        unchanged = upserted = 0
-        batch: list[dict[str, Any]] = []
-        bar = _progress_bar(len(items), progress)
-        for row, item_id in enumerate(_ids(items)):
-            fields = _field_values(items, row)
-            vector = np.asarray(items.matrix[row], dtype=np.float32)
-            text = texts.texts_at([row])[0] if texts is not None else ""
-            sync_hash = _sync_hash(vector, fields, text)
-            previous = existing.pop(item_id, None)
-            if previous is not None and previous[0] == sync_hash:
-                unchanged += 1
-            else:
-                if previous is not None:
-                    position, is_hidden = previous[1], previous[2]
-                else:
-                    position, is_hidden = next_position, item_id in hidden
-                    next_position += 1
-                _check_id(item_id)
-                batch.append(entity(ItemRow(item_id, vector, fields, sync_hash, text), position, is_hidden, kinds))
-                if len(batch) == UPSERT_ROWS:
-                    client.upsert(collection, batch, timeout=timeout)
-                    upserted += len(batch)
-                    batch = []
-            bar.update(1)
-        if batch:
-            client.upsert(collection, batch, timeout=timeout)
-            upserted += len(batch)
-        bar.close()
+        upsert = _upsert_changed(client, collection, items, kinds, existing, hidden, next_position, timeout, progress)
+        unchanged, upserted, next_position = upsert
         removed = list(existing)
-        for start in range(0, len(removed), SCAN_ROWS):
-            client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
-        info = CollectionInfo(
-            layout=LAYOUT,
-            model_onnx_sha256=manifest.model_onnx_sha256,
-            model_name=manifest.model_name,
-            dim=manifest.dim,
-            prompt_name=manifest.prompt_name,
-            prompt=manifest.prompt,
-            filter_field=manifest.filter_field,
-            fields=kinds,
-            items_sha256=manifest.items_sha256,
-            next_position=next_position,
-        )
-        properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
-        alter_properties(client, collection, properties, timeout)
+        _delete(client, collection, removed, timeout)
+        _record(client, collection, items, kinds, next_position, vector_index, timeout)
         client.flush(collection, timeout=timeout)
         if index_changes:
             _replace_index(client, collection, vector_index, timeout, where)
@@ -185,6 +143,87 @@ def sync_to_milvus(
     return SyncResult(
         unchanged, upserted, len(removed), count, recreated, vector_index.describe(), round(waited, 1), serving
     )
+
+
+def _upsert_changed(
+    client: Any,
+    collection: str,
+    items: ItemIndex,
+    kinds: dict[str, FieldKind],
+    existing: dict[str, tuple[int, int, bool]],
+    hidden: set[str],
+    next_position: int,
+    timeout: float,
+    progress: bool,
+) -> tuple[int, int, int]:
+    """Upsert every row of `items` whose sync hash differs from its row in `existing` (popping the
+    ids it sees, so what is left there is to delete), in batches of UPSERT_ROWS; a new row takes the
+    next position and is hidden when its id is in `hidden`. Rows unchanged, rows upserted, the next
+    free position."""
+    texts = items.texts
+    unchanged = upserted = 0
+    batch: list[dict[str, Any]] = []
+    bar = _progress_bar(len(items), progress)
+    for row, item_id in enumerate(_ids(items)):
+        fields = _field_values(items, row)
+        vector = np.asarray(items.matrix[row], dtype=np.float32)
+        text = texts.texts_at([row])[0] if texts is not None else ""
+        sync_hash = _sync_hash(vector, fields, text)
+        previous = existing.pop(item_id, None)
+        if previous is not None and previous[0] == sync_hash:
+            unchanged += 1
+        else:
+            if previous is not None:
+                position, is_hidden = previous[1], previous[2]
+            else:
+                position, is_hidden = next_position, item_id in hidden
+                next_position += 1
+            _check_id(item_id)
+            batch.append(entity(ItemRow(item_id, vector, fields, sync_hash, text), position, is_hidden, kinds))
+            if len(batch) == UPSERT_ROWS:
+                client.upsert(collection, batch, timeout=timeout)
+                upserted += len(batch)
+                batch = []
+        bar.update(1)
+    if batch:
+        client.upsert(collection, batch, timeout=timeout)
+        upserted += len(batch)
+    bar.close()
+    return unchanged, upserted, next_position
+
+
+def _delete(client: Any, collection: str, removed: list[str], timeout: float) -> None:
+    """Delete the ids `removed` from `collection`, SCAN_ROWS at a time."""
+    for start in range(0, len(removed), SCAN_ROWS):
+        client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
+
+
+def _record(
+    client: Any,
+    collection: str,
+    items: ItemIndex,
+    kinds: dict[str, FieldKind],
+    next_position: int,
+    vector_index: VectorIndex,
+    timeout: float,
+) -> None:
+    """Record the build `items` came from (model, prompt, fields, next position) and the vector
+    index in `collection`'s properties."""
+    manifest = items.manifest
+    info = CollectionInfo(
+        layout=LAYOUT,
+        model_onnx_sha256=manifest.model_onnx_sha256,
+        model_name=manifest.model_name,
+        dim=manifest.dim,
+        prompt_name=manifest.prompt_name,
+        prompt=manifest.prompt,
+        filter_field=manifest.filter_field,
+        fields=kinds,
+        items_sha256=manifest.items_sha256,
+        next_position=next_position,
+    )
+    properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
+    alter_properties(client, collection, properties, timeout)
 
 
 def _prepare(

@@ -106,8 +106,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     `argv` are the flags the parent was given (forwarded to every worker).
     """
-    # Kept whole: the supervisor's one loop (start, watch, restart, forward signals, drain) shares
-    # its state (workers, back-off, stop flag) across every branch.
+    # One loop (start, watch, restart, forward signals) over shared state, then the drain.
     port = settings.port or free_port(settings.host)
     stopping = False
 
@@ -142,28 +141,42 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         for worker in workers:
             if stopping:
                 break
-            if worker.process is None:
-                if worker.restart_at is not None and now >= worker.restart_at:
-                    worker.process = _start_worker(commands[worker.index], environment)
-                    worker.started_at, worker.restart_at = now, None
-                    worker.restarts += 1
-                continue
-            code = worker.process.poll()
-            if code is None:
-                continue
-            if code == 2:  # a configuration error: restarting cannot help
-                logger.error("worker %d cannot start (exit 2); stopping", worker.index)
+            if _tend(worker, now, commands[worker.index], environment):
                 stopping = True
                 break
-            delay = worker.next_backoff_s(now)
-            logger.error(
-                "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
-            )
-            worker.process, worker.restart_at = None, now + delay
+    return _drain(workers, settings.drain_seconds)
+
+
+def _tend(worker: _Worker, now: float, command: list[str], environment: dict[str, str]) -> bool:
+    """Restart `worker` when its back-off is over, or schedule its restart when it has exited;
+    True when it exited with 2 (a configuration error: restarting cannot help, stop them all)."""
+    if worker.process is None:
+        if worker.restart_at is not None and now >= worker.restart_at:
+            worker.process = _start_worker(command, environment)
+            worker.started_at, worker.restart_at = now, None
+            worker.restarts += 1
+        return False
+    code = worker.process.poll()
+    if code is None:
+        return False
+    if code == 2:
+        logger.error("worker %d cannot start (exit 2); stopping", worker.index)
+        return True
+    delay = worker.next_backoff_s(now)
+    logger.error(
+        "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
+    )
+    worker.process, worker.restart_at = None, now + delay
+    return False
+
+
+def _drain(workers: list[_Worker], drain_seconds: float) -> int:
+    """SIGTERM every running worker and wait for them (killing those still there `drain_seconds`
+    + 15 s later); 0 when all exited 0, else 1."""
     for worker in workers:
         if worker.process is not None and worker.running:
             worker.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + settings.drain_seconds + 15
+    deadline = time.monotonic() + drain_seconds + 15
     codes = []
     for worker in workers:
         if worker.process is None:

@@ -36,9 +36,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from embedrec.server.batching.lanes import Lane
+from embedrec.server.batching.observer import BatcherStats, BatchObserver, NullObserver
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 from embedrec.server.observability.tracing import BatchTracer
 
@@ -46,49 +47,6 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BatcherStats:
-    """Counters since start: what ran, and what was dropped without being computed."""
-
-    batches: int = 0
-    items_run: int = 0
-    padded_cost: int = 0
-    cost: int = 0
-    items_expired: int = 0
-    items_cancelled: int = 0
-    batches_failed: int = 0
-    worker_restarts: int = 0
-
-
-class BatchObserver(Protocol):
-    """Receives what the batcher does (e.g. to export metrics); every method must be cheap.
-
-    `batch_ran`: a batch of `size` items with summed `cost` (padded: size x costliest) ran in
-    `run_s` seconds, its items having waited `queue_seconds`. `queue_changed`: items waiting now.
-    `items_dropped`: `count` queued items were dropped before running (reason: expired,
-    cancelled, shutdown, worker_restart).
-    """
-
-    def batch_ran(
-        self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]
-    ) -> None: ...
-
-    def queue_changed(self, depth: int) -> None: ...
-
-    def items_dropped(self, reason: str, count: int) -> None: ...
-
-
-class _NoObserver:
-    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
-        pass
-
-    def queue_changed(self, depth: int) -> None:
-        pass
-
-    def items_dropped(self, reason: str, count: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -201,7 +159,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._company_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop  # the running loop, from start()
         self._accepting = False
-        self._observer: BatchObserver = observer or _NoObserver()
+        self._observer: BatchObserver = observer or NullObserver()
         self._niceness = niceness
         self._tracer = tracer
 
