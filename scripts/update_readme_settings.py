@@ -1,5 +1,5 @@
 """Rewrite the generated tables of docs/settings.md: settings (from embedrec.server.settings) and metrics (from
-server.metrics), each between its markers.
+server.observability.metrics), each between its markers.
 
 Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when they are stale)
 """
