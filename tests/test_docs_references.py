@@ -174,6 +174,21 @@ def dotted_resolves(name: str) -> bool:
     return False
 
 
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
+
+
+def broken_links() -> list[str]:
+    """Markdown links to files of the repository (relative to their page) that do not exist."""
+    failures = []
+    for page in markdown_pages():
+        for number, line in markdown_prose(page):
+            for match in LINK.finditer(line):
+                target = match.group(1)
+                if not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
+                    failures.append(f"{page.relative_to(REPO_ROOT).as_posix()}:{number}: link to `{target}` is broken")
+    return failures
+
+
 def path_resolves(text: str) -> bool:
     text = text.rstrip(".,:;")
     if "*" in text:
@@ -193,7 +208,7 @@ def unresolved() -> list[str]:
         for match in PATH.finditer(line):
             if not path_resolves(match.group(1)):
                 failures.append(f"{where}:{number}: `{match.group(1)}` is not a path of the repository")
-    return failures
+    return failures + broken_links()
 
 
 def test_every_name_and_path_the_docs_give_resolves() -> None:
