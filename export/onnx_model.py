@@ -92,7 +92,7 @@ def export_model(
     `validation_catalog` texts (else generated ones); `int8_smoothing` (alpha) and
     `int8_keep_fp32` (export.quantization.KEEP_FP32 groups) trade speed for fidelity
     (docs/int8.md). ExportValidationError below
-    `min_agreement` (default export.int8_export.DEFAULT_MIN_AGREEMENT). The manifest records
+    `min_agreement` (default export.int8_defaults.DEFAULT_MIN_AGREEMENT). The manifest records
     the target, the recipe, the agreement and the fp32 base's checksum (items built with that
     base may be served with this variant).
     """

@@ -1,5 +1,5 @@
-"""Rewrite the generated tables of README.md: settings (from embedrec.server.settings) and metrics (from
-server.metrics), each between its markers.
+"""Rewrite the generated tables of docs/settings.md: settings (from embedrec.server.settings) and metrics (from
+server.observability.metrics), each between its markers.
 
 Usage: python scripts/update_readme_settings.py   (tests/test_docs.py fails when they are stale)
 """
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from embedrec.server.observability.metrics import METRICS
 from embedrec.server.settings import settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "settings.md"  # the page holding the tables
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
@@ -43,7 +43,7 @@ def updated_readme(text: str) -> str:
 
 
 def main() -> int:
-    """Rewrite README.md in place."""
+    """Rewrite docs/settings.md in place."""
     README.write_text(updated_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"updated {README}")
     return 0

@@ -1,8 +1,9 @@
 """Domain errors of the core, each naming the gRPC status it becomes at the edge.
 
 The core raises these with a message meant for the caller (field names and limits, never
-request text); `server.servicer` maps them through `status_name` in one place. Anything else is
-a bug and becomes INTERNAL with the details logged server-side only.
+request text); the edge maps them by their `status` in one place (`server.edge.calls.answer`,
+the one error table). Anything else is a bug and becomes INTERNAL with the details logged
+server-side only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's settings table is the Settings object's, flag for flag."""
+"""docs/settings.md's settings table is the Settings object's, flag for flag."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from embedrec.server.settings import Settings, settings_table
 from scripts.update_readme_settings import updated_readme
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
 
-def test_readme_settings_table_is_current() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_settings_page_tables_are_current() -> None:
+    text = SETTINGS_PAGE.read_text(encoding="utf-8")
     assert updated_readme(text) == text, "run: python scripts/update_readme_settings.py"
     for flag, environment, _, _ in settings_table():
         assert f"| `{flag}` | `{environment}` |" in text

@@ -40,7 +40,20 @@ from tests.doc_examples import Block, Command, blocks_of, line_matches, output_m
 from tests.server_thread import ServerThread, start_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md", "docs/quickstart.md", "docs/errors.md"]
+PAGES = [
+    "README.md",
+    "docs/quickstart.md",
+    "docs/errors.md",
+    "docs/contract.md",
+    "docs/http-dialects.md",
+    "docs/models.md",
+    "docs/live-catalogs.md",
+    "docs/settings.md",
+    "docs/batching.md",
+    "docs/operations.md",
+    "docs/scaling.md",
+    "docs/exact-scan.md",
+]
 DEFAULT_PORTS = (50051, 8080, 9464)  # make serve's gRPC, HTTP and metrics ports
 GRPC_LOG_LINE = re.compile(r"^[IWE]\d{4} ")  # gRPC core's own stderr lines (e.g. a TLS handshake)
 SERVE = re.compile(r"^((?:[A-Z_]+=\S+\s+)*)embedrec serve\b(.*?)\s*&?\s*$", re.DOTALL)
