@@ -32,6 +32,7 @@ from embedrec.server.inference.embedding import Embedder, create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.reranking import Reranker, create_rerank_batcher
 from embedrec.server.loading import int8_host_warning, load_encoder, load_extra_encoders, open_items, resolve_tuning
+from embedrec.server.models import ServedModels
 from embedrec.server.observability.metrics import ModelMetrics, ServerMetrics
 from embedrec.server.operations import Operations
 from embedrec.server.service import EmbeddingService
@@ -106,15 +107,6 @@ class EmbedrecApp:
         items = await self._open_items_waiting(encoder)
         if items is not None:
             _check_default_formula(settings, items)
-        observer = ModelMetrics(
-            self.metrics,
-            encoder.manifest.model_name,
-            "embed",
-            also=self.metrics,
-            int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
-        )
-        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
-        await batcher.start()
         search_batcher = create_search_batcher(
             settings.search_policy,
             threads=settings.search_thread_count,
@@ -123,25 +115,18 @@ class EmbedrecApp:
         )
         await search_batcher.start()
         cpu = CpuPool(settings.cpu_threads)
-        embedders, rerankers = await self._serve_extra_models(extra, cpu)
+        models = await self._serve_models(encoder, extra, cpu)
         service = EmbeddingService(
-            encoder,
-            batcher,
+            models,
             items,
             settings.limits,
             search_batcher,
             cpu,
             tuning=tuning,
-            embedders=embedders,
-            rerankers=rerankers,
             score_formula=settings.default_score_formula,
             score_formula_text=settings.score_formula or _file_text(settings.score_formula_file),
         )
-        await service.embedder.embed(list(WARMUP_TEXTS))
-        for embedder in embedders.values():
-            await embedder.embed(list(WARMUP_TEXTS))
-        for reranker in rerankers.values():
-            await reranker.rerank(WARMUP_TEXTS[0], list(WARMUP_TEXTS))
+        await _warm_up(models)
         self.state.service = service
         described = items.describe() if items is not None else None
         self.metrics.items.set(described.item_count if described else 0)
@@ -156,12 +141,27 @@ class EmbedrecApp:
             encoder.manifest.model_name,
             encoder.dim,
             encoder.provider,
-            batcher.instances,
+            models.default.batcher.instances,
             encoder.session_count,
             settings.threads_per_session or "default",
             described.item_count if described else 0,
             tuning,
         )
+
+    async def _serve_models(self, encoder: OnnxEncoder, extra: dict[str, OnnxEncoder], cpu: CpuPool) -> ServedModels:
+        """The --model-dir model (the default) and each --model, each with a batcher of its own (started)."""
+        settings = self.settings
+        observer = ModelMetrics(
+            self.metrics,
+            encoder.manifest.model_name,
+            "embed",
+            also=self.metrics,
+            int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
+        )
+        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
+        await batcher.start()
+        embedders, rerankers = await self._serve_extra_models(extra, cpu)
+        return ServedModels(encoder, Embedder(encoder, batcher, settings.limits, cpu), embedders, rerankers)
 
     async def _serve_extra_models(
         self, encoders: dict[str, OnnxEncoder], cpu: CpuPool
@@ -262,7 +262,7 @@ class EmbedrecApp:
             self._grpc = None
         service = self.state.service
         if service is not None:
-            for batcher in service.batchers():
+            for batcher in service.models.batchers():
                 await batcher.stop()
             await service.search_batcher.stop()
             await asyncio.to_thread(service.cpu.close)
@@ -271,6 +271,14 @@ class EmbedrecApp:
         if self._grpc is not None:
             await self._grpc.set_serving(serving)
         self.metrics.serving.set(1 if serving else 0)
+
+
+async def _warm_up(models: ServedModels) -> None:
+    """Run every served model once (the runtime's first calls are slow)."""
+    for embedder in models.embedders.values():
+        await embedder.embed(list(WARMUP_TEXTS))
+    for reranker in models.rerankers.values():
+        await reranker.rerank(WARMUP_TEXTS[0], list(WARMUP_TEXTS))
 
 
 async def create_server(settings: Settings) -> EmbedrecApp:

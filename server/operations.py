@@ -55,7 +55,11 @@ class Operations:
             previous = service.items
             try:
                 items = await asyncio.to_thread(
-                    open_items, self.settings, service.encoder, self.metrics.scan_stats, self.metrics.store_health
+                    open_items,
+                    self.settings,
+                    service.models.encoder,
+                    self.metrics.scan_stats,
+                    self.metrics.store_health,
                 )
             except ConfigurationError as error:
                 self.metrics.items_reloads.labels(result="refused").inc()

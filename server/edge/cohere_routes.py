@@ -21,14 +21,8 @@ import numpy as np
 import orjson
 
 from embedrec.server.batching.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
-from embedrec.server.edge.http_api import (
-    HttpApi,
-    _json_object,
-    _optional_count,
-    _Reply,
-    _rerank_documents,
-    _string,
-)
+from embedrec.server.edge.http_api import HttpApi, _json_object, _Reply
+from embedrec.server.edge.openai_routes import optional_count, required_string, rerank_documents
 from embedrec.server.edge.tei_routes import optional_integer
 from embedrec.server.errors import InvalidArgument, quoted
 from embedrec.server.inference.pooling import FloatArray
@@ -62,7 +56,7 @@ async def embed(api: HttpApi, body: bytes, service: EmbeddingService, timeout: f
     model = request.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidArgument("model must be a string")
-    embedder = service.embedder_for(model or "")
+    embedder = service.models.embedder(model or "")
     types = _embedding_types(request.get("embedding_types"))
     truncate, side = _truncate(request.get("truncate"))
     result = await embedder.embed(
@@ -85,18 +79,18 @@ async def rerank(api: HttpApi, body: bytes, service: EmbeddingService, timeout: 
     """POST /v2/rerank: {model, query, documents: [str | {text}], top_n?, max_tokens_per_doc?,
     return_documents?} -> {id, results: [{index, relevance_score, document?}], meta}."""
     request = await _request(service, body, 2)
-    query = _string(request, "query")
+    query = required_string(request, "query")
     limit = service.limits.max_texts_per_request - 1
-    documents = _rerank_documents(request.get("documents"), "documents", limit, text_key="text")
-    top_n = _optional_count(request, "top_n")
-    max_tokens = _optional_count(request, "max_tokens_per_doc")
+    documents = rerank_documents(request.get("documents"), "documents", limit, text_key="text")
+    top_n = optional_count(request, "top_n")
+    max_tokens = optional_count(request, "max_tokens_per_doc")
     return_documents = request.get("return_documents", False)
     if not isinstance(return_documents, bool):
         raise InvalidArgument(f"return_documents must be true or false, got {quoted(return_documents)}")
     model = request.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidArgument("model must be a string")
-    reranker = service.reranker_for(model or "")
+    reranker = service.models.reranker(model or "")
     result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout, max_document_tokens=max_tokens)
     results = [
         {"index": hit.index, "relevance_score": hit.score}

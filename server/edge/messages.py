@@ -109,7 +109,7 @@ def embedding_code_type(value: int) -> CodeType | None:
 
 async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
     """Embed's result in core terms (vectors as numpy), for edges that write their own format."""
-    return await service.embedder_for(request.model).embed(
+    return await service.models.embedder(request.model).embed(
         list(request.texts),
         normalize=_optional_bool(request, "normalize"),
         truncate=_optional_bool(request, "truncate"),
@@ -138,7 +138,7 @@ async def similarity_scores(
     has_query_form = bool(request.query or request.candidates)
     if has_query_form and request.pairs:
         raise InvalidArgument("give either query with candidates, or pairs, not both")
-    embedder = service.embedder_for(request.model)
+    embedder = service.models.embedder(request.model)
     if has_query_form:
         scores = await embedder.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
     else:
@@ -149,7 +149,7 @@ async def similarity_scores(
 
 async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: float | None) -> pb.RerankResponse:
     """Rerank: the top_n documents by the reranker's score, best first."""
-    reranker = service.reranker_for(request.model)
+    reranker = service.models.reranker(request.model)
     result = await reranker.rerank(request.query, list(request.documents), top_n=request.top_n, timeout=timeout)
     documents = request.documents
     return pb.RerankResponse(
