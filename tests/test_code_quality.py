@@ -64,10 +64,8 @@ KNOWN_ELSEWHERE = {
     "server/catalog/recommendation.py:gather_profile",
     "server/catalog/recommendation.py:_recommend_each",
     "server/catalog/topk.py:top_k",
-    "server/edge/http_api.py",
     "server/settings.py",
     "server/serve.py:serve",
-    "server/app.py:load",
 }
 
 
