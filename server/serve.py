@@ -91,13 +91,17 @@ async def serve(settings: Settings) -> int:
     await stopping
     logger.info("stopping: draining in-flight calls for up to %.1f s", settings.lifecycle.drain_seconds)
     await app.stop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        # Already stopped: a repeated signal during the interpreter's exit (threads joined, sessions
-        # freed) must not turn a clean exit into death by signal.
-        loop.remove_signal_handler(signal_number)
-        signal.signal(signal_number, signal.SIG_IGN)
+    _ignore_stop_signals(loop)
     logger.info("stopped")
     return 0
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Already stopped: a repeated signal during the interpreter's exit (threads joined, sessions
+    freed) must not turn a clean exit into death by signal."""
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signal_number)
+        signal.signal(signal_number, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
