@@ -1,6 +1,6 @@
 """How a settings class declares a knob: its default, help text and limits, in the field itself.
 
-Every frozen settings class (`BatchPolicy`, `Limits`, `server.settings.*`) declares its fields
+Every frozen settings class (`BatchPolicy`, `Limits`, `server.settings.groups`) declares its fields
 with `setting`; `server.settings` builds one `--flag` and one `EMBEDREC_<NAME>` environment
 variable per field from them, grouped by class, so a knob is named once from flag to core.
 """

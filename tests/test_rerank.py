@@ -243,8 +243,11 @@ def test_models_are_given_as_name_equals_directory() -> None:
         Settings.of(model=("a=x", "a=y"))
     with pytest.raises(ValueError, match="a name of letters"):
         Settings.of(model=("bad name=x",))
-    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).extra_models == {"a": Path("x"), "b": Path("y")}
-    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).extra_models == {"a": Path("x"), "b": Path("y")}
+    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).model.extra_models == {
+        "a": Path("x"),
+        "b": Path("y"),
+    }
+    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).model.extra_models == {"a": Path("x"), "b": Path("y")}
 
 
 def test_the_first_model_must_embed(tiny_reranker_dir: Path, tiny_model_dir: Path) -> None:

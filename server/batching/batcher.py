@@ -454,7 +454,7 @@ class MicroBatcher(Generic[Item, Result]):
             _fail(slot.request, error)
 
     def _candidates(self) -> list[_Slot]:
-        """Up to `lookahead` pending items, round-robin over requests in arrival order."""
+        """Up to `batch_lookahead` pending items, round-robin over requests in arrival order."""
         limit = self.policy.batch_lookahead
         slots: list[_Slot] = []
         depth = 0
