@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.config import setting
 from embedrec.server.errors import InvalidArgument
 
 # Norms whose vector float32 arithmetic normalises exactly enough (squares neither overflow nor
@@ -18,19 +19,19 @@ SAFE_NORMS = (1e-15, 1e15)
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits; every one is a server setting and is reported by Info."""
+    """Limits: per request (each is reported by Info)"""
 
-    max_texts_per_request: int = 64
-    max_chars_per_text: int = 10_000
-    max_total_chars: int = 200_000
-    max_k: int = 1_000
-    max_history_items: int = 1_000
-    max_exclude_ids: int = 10_000
-    max_batch_users: int = 64
-    max_filter_values: int = 1_000
-    max_offset: int = 10_000
-    max_conditions: int = 32
-    max_score_terms: int = 8
+    max_texts_per_request: int = setting(64, "texts per Embed request")
+    max_chars_per_text: int = setting(10_000, "characters per text")
+    max_total_chars: int = setting(200_000, "characters per request, all texts together")
+    max_k: int = setting(1_000, "largest k for Recommend")
+    max_history_items: int = setting(1_000, "item ids per Recommend profile")
+    max_exclude_ids: int = setting(10_000, "exclude_ids per Recommend request")
+    max_batch_users: int = setting(64, "users per RecommendBatch request")
+    max_filter_values: int = setting(1_000, "filter_values per Recommend profile")
+    max_offset: int = setting(10_000, "largest Recommend offset (results skipped for paging)")
+    max_conditions: int = setting(32, "field conditions (where) per Recommend profile")
+    max_score_terms: int = setting(8, "terms of a Recommend score formula")
 
 
 def check_texts(texts: Sequence[str], limits: Limits, *, field: str, max_count: int | None = None) -> None:

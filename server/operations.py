@@ -49,7 +49,7 @@ class Operations:
         service = self.state.service
         if service is None:
             raise FailedPrecondition("the server is still starting; reload once it is SERVING")
-        if self.settings.items_dir is None and self.settings.items_store != "milvus":
+        if self.settings.search.items_dir is None and self.settings.search.items_store != "milvus":
             raise FailedPrecondition(NO_ITEMS)
         async with self._reload_lock:
             previous = service.items
@@ -161,7 +161,7 @@ class Operations:
         """Re-read the token files (off the event loop) and put them in force for the next call;
         calls already admitted are not affected. False, keeping the old tokens, when a file is
         unreadable or empty."""
-        if self.settings.auth_tokens_file is None and self.settings.admin_tokens_file is None:
+        if self.settings.security.auth_tokens_file is None and self.settings.security.admin_tokens_file is None:
             return True
         try:
             await asyncio.to_thread(self.tokens.reload)

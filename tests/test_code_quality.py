@@ -64,8 +64,6 @@ KNOWN_ELSEWHERE = {
     "server/catalog/recommendation.py:gather_profile",
     "server/catalog/recommendation.py:_recommend_each",
     "server/catalog/topk.py:top_k",
-    "server/settings.py",
-    "server/serve.py:serve",
 }
 
 

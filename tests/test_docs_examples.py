@@ -14,7 +14,6 @@ page gave it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -182,14 +181,14 @@ class PageRunner:
         """`embedrec serve FLAGS &`: the same settings, in process, on free ports."""
         environ = dict(part.split("=", 1) for part in shlex.split(environment))
         settings = Settings.from_args(shlex.split(flags), environ=environ)
-        asked = (settings.port, settings.http_port, settings.metrics_port)
+        asked = (settings.server.port, settings.http.http_port, settings.observability.metrics_port)
         paths = {
-            item.name: self.work / value
-            for item in dataclasses.fields(settings)
-            if isinstance(value := getattr(settings, item.name), Path) and not value.is_absolute()
+            name: self.work / value
+            for name, value in settings.values().items()
+            if isinstance(value, Path) and not value.is_absolute()
         }
         ports = {name: 0 for name, port in zip(("port", "http_port", "metrics_port"), asked, strict=True) if port >= 0}
-        settings = dataclasses.replace(settings, **ports, **paths)
+        settings = settings.replace(**ports, **paths)
         server = start_server(settings)
         self.servers.append(server)
         app = server.app

@@ -291,8 +291,8 @@ class TestBuildAndLiveUpdates:
         settings = milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path, "other", milvus_backend)
         server = start_server(settings)
         try:
-            name = settings.milvus_collection
-            other = MilvusItems(settings.milvus_uri, name)
+            name = settings.milvus.milvus_collection
+            other = MilvusItems(settings.milvus.milvus_uri, name)
             other.client.alter_collection_properties(name, properties={"embedrec.model_onnx_sha256": "0" * 64})
             with EmbedrecClient(server.target, timeout=30) as client:
                 with pytest.raises(FailedPrecondition, match="built with model"):

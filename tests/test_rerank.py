@@ -238,13 +238,16 @@ def test_the_cli_ranks_documents(multi_server: ServerThread, capsys: pytest.Capt
 
 def test_models_are_given_as_name_equals_directory() -> None:
     with pytest.raises(ValueError, match="--model takes NAME=DIR"):
-        Settings(model=("just-a-path",))
+        Settings.of(model=("just-a-path",))
     with pytest.raises(ValueError, match="'a' is given twice"):
-        Settings(model=("a=x", "a=y"))
+        Settings.of(model=("a=x", "a=y"))
     with pytest.raises(ValueError, match="a name of letters"):
-        Settings(model=("bad name=x",))
-    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).extra_models == {"a": Path("x"), "b": Path("y")}
-    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).extra_models == {"a": Path("x"), "b": Path("y")}
+        Settings.of(model=("bad name=x",))
+    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).model.extra_models == {
+        "a": Path("x"),
+        "b": Path("y"),
+    }
+    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).model.extra_models == {"a": Path("x"), "b": Path("y")}
 
 
 def test_the_first_model_must_embed(tiny_reranker_dir: Path, tiny_model_dir: Path) -> None:

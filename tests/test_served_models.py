@@ -33,7 +33,7 @@ def _manifest(name: str, task: str = "embed") -> ModelManifest:
 
 def _model(name: str, task: str = "embed") -> Any:
     encoder = SimpleNamespace(manifest=_manifest(name, task), provider="CPUExecutionProvider", session_count=1, dim=8)
-    policy = SimpleNamespace(max_batch_size=32, max_batch_cost=4096, max_queued_items=256)
+    policy = SimpleNamespace(max_batch_size=32, max_batch_tokens=4096, max_queued_texts=256)
     return SimpleNamespace(name=name, encoder=encoder, batcher=SimpleNamespace(policy=policy, instances=1))
 
 
