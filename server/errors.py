@@ -1,8 +1,13 @@
 """Domain errors of the core, each naming the gRPC status it becomes at the edge.
 
 The core raises these with a message meant for the caller (field names and limits, never
-request text); `server.servicer` maps them through `status_name` in one place. Anything else is
-a bug and becomes INTERNAL with the details logged server-side only.
+request text); `server.edge.calls.answer` turns them into the refusal every transport sends.
+Anything else is a bug and becomes INTERNAL with the details logged server-side only.
+
+An error about one request field names it as data too: `field` is its wire path (the proto's
+field names, snake_case, with `[i]` for a repeated entry and `.` for a nested one, e.g.
+`texts[3].text`, `users[1].k`), `limit` the bound it broke where there is one. gRPC sends them as a
+`google.rpc.BadRequest` field violation in the status details, HTTP as OpenAI's `param`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ class EmbedrecError(Exception):
     """Base of the errors a caller may see; `status` is the gRPC status code's name."""
 
     status = "INTERNAL"
+
+    def __init__(self, message: str = "", *, field: str | None = None, limit: float | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.limit = limit
 
 
 class InvalidArgument(EmbedrecError):

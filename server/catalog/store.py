@@ -231,7 +231,7 @@ def check_distinct(item_ids: Sequence[str], field: str) -> None:
     seen: set[str] = set()
     for item_id in item_ids:
         if item_id in seen:
-            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once")
+            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once", field=field)
         seen.add(item_id)
 
 

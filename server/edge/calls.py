@@ -92,6 +92,8 @@ class Refusal:
 
     status: str
     message: str
+    field: str | None = None  # the request field's wire path, when the refusal is about one
+    limit: float | None = None  # the bound that field broke, where there is one
 
     def __post_init__(self) -> None:
         # The one cap every answered message passes, whichever layer wrote it.
@@ -122,7 +124,7 @@ async def answer(handling: Awaitable[Response], call: Call) -> Response | Refusa
     try:
         return await handling
     except EmbedrecError as error:
-        return Refusal(error.status, str(error))
+        return Refusal(error.status, str(error), error.field, error.limit)
     except Exception:  # the boundary: nothing unexpected reaches the caller
         logger.exception("internal error in %s (request id %s)", call.rpc, call.request_id)
         return Refusal("INTERNAL", "internal error; the details are in the server log")
