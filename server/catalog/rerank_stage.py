@@ -76,7 +76,7 @@ def checked_stage(
             field=f"{field}.query",
         )
     if reranker_for is None:
-        raise FailedPrecondition(f"{field}: this server serves no reranker")
+        raise FailedPrecondition(f"{field}: this server serves no reranker", field=field)
     return RerankStage(reranker_for(spec.model), candidates, query)
 
 

@@ -242,4 +242,4 @@ def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
     skip = ""
     if field.endswith("items"):  # history: skipping them is an option of the request
         skip = " (set ignore_unknown_items, the CLI's --ignore-unknown-items, to skip them)"
-    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}")
+    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}", field=field)

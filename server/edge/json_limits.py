@@ -152,7 +152,7 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
     for key, value in document.items():
         field = by_name.get(key)
         if field is None:
-            raise InvalidArgument(f"{path}{quoted(key)} is not a field of {descriptor.name}")
+            raise InvalidArgument(f"{path}{quoted(key)} is not a field of {descriptor.name}", field=f"{path}{key}")
         if value is None:
             continue
         name = f"{path}{field.name}"
