@@ -17,6 +17,8 @@ from __future__ import annotations
 # never arrives, and the call hangs until the caller's deadline).
 MAX_QUOTED_CHARS = 64
 MAX_MESSAGE_CHARS = 1024
+# How long a field path may be (one built from a caller's JSON key is the caller's length).
+MAX_FIELD_CHARS = 256
 
 
 class EmbedrecError(Exception):
@@ -92,3 +94,11 @@ def bounded(message: str) -> str:
     if len(message) <= MAX_MESSAGE_CHARS:
         return message
     return message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def bounded_field(field: str | None) -> str | None:
+    """`field` cut to MAX_FIELD_CHARS characters (ending in "…" when cut): applied to every
+    field path a caller gets."""
+    if field is None or len(field) <= MAX_FIELD_CHARS:
+        return field
+    return field[: MAX_FIELD_CHARS - 1] + "…"

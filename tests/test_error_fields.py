@@ -14,6 +14,7 @@ from embedrec.client import AsyncEmbedrecClient, EmbedrecClient, InvalidArgument
 from embedrec.server.edge.calls import Refusal
 from embedrec.server.edge.grpc_servicer import STATUS_DETAILS_KEY, status_details
 from embedrec.server.edge.http_api import error_body
+from embedrec.server.errors import MAX_FIELD_CHARS
 from embedrec.server.errors import InvalidArgument as DomainInvalidArgument
 from embedrec.server.limits import Limits, check_k, check_texts
 from embedrec.v1 import embedrec_pb2 as pb
@@ -36,6 +37,11 @@ def test_a_refusal_about_no_field_sends_no_details_and_a_null_param() -> None:
     assert status_details(Refusal("UNAVAILABLE", "server is starting; retry shortly")) == ()
     assert json.loads(error_body("UNAVAILABLE", "starting"))["error"]["param"] is None
     assert json.loads(error_body("INVALID_ARGUMENT", "k must be", "k"))["error"]["param"] == "k"
+
+
+def test_a_field_path_built_from_a_callers_key_is_bounded() -> None:
+    refusal = Refusal("INVALID_ARGUMENT", "x is not a field", "k" * 1_000_000)
+    assert refusal.field is not None and len(refusal.field) == MAX_FIELD_CHARS
 
 
 def _violations(error: grpc.RpcError) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from embedrec.server.errors import EmbedrecError, bounded
+from embedrec.server.errors import EmbedrecError, bounded, bounded_field
 from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -98,6 +98,7 @@ class Refusal:
     def __post_init__(self) -> None:
         # The one cap every answered message passes, whichever layer wrote it.
         object.__setattr__(self, "message", bounded(self.message))
+        object.__setattr__(self, "field", bounded_field(self.field))
 
 
 @dataclass
