@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -31,6 +33,27 @@ def test_the_domain_error_carries_field_and_limit_beside_its_message() -> None:
     with pytest.raises(DomainInvalidArgument) as raised:
         check_texts(["x", " "], Limits(), field="texts")
     assert (raised.value.field, raised.value.limit) == ("texts[1]", None)
+
+
+# The refusals about no single field: the whole body, or the profile all its parts make.
+ABOUT_NO_FIELD = ("request ", "the user profile", "give either", "{quoted(name)} is not a numeric field")
+
+
+def test_every_invalid_argument_about_a_request_field_names_it_as_data() -> None:
+    server = Path(__file__).resolve().parents[1] / "server"
+    unnamed = []
+    for path in server.rglob("*.py"):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            call = node.exc
+            if getattr(call.func, "id", None) != "InvalidArgument" or any(k.arg == "field" for k in call.keywords):
+                continue
+            text = ast.get_source_segment(source, call.args[0]) or "" if call.args else ""
+            if not text.lstrip("(\n f\"'").startswith(ABOUT_NO_FIELD):
+                unnamed.append(f"{path.relative_to(server)}:{node.lineno}: {text[:60]}")
+    assert not unnamed, "raise InvalidArgument(..., field=PATH) (docs/errors.md):\n" + "\n".join(unnamed)
 
 
 def test_a_refusal_about_no_field_sends_no_details_and_a_null_param() -> None:
@@ -93,6 +116,7 @@ def test_a_grpc_caller_reading_only_the_status_details_gets_the_field(
         ("/v1/recommend", {"k": 2, "items": [{"id": "no-such-item"}]}, "items"),
         ("/v1/embed", {"texts": ["x"], "pooling": "POOLING_NONSENSE"}, "pooling"),
         ("/v1/embed", [1, 2], None),
+        ("/v1/recommend", {"k": 2, "texts": ["mouse"]}, "texts[0]"),
     ],
 )
 def test_http_names_the_field_in_param(tiny_server: ServerThread, path: str, body: object, param: str | None) -> None:

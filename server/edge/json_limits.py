@@ -141,7 +141,7 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
     entries than `table` allows. Counts are checked before any entry is looked at; the walk goes
     no deeper than the message's own fields."""
     if not isinstance(document, dict):
-        raise InvalidArgument(_not_an_object(document, descriptor, path))
+        raise InvalidArgument(_not_an_object(document, descriptor, path), field=path.rstrip(".") or None)
     by_name = _fields_by_json_name(descriptor, table)
     for owner, name in table.required:
         field = descriptor.fields_by_name[name] if owner == descriptor.name else None
