@@ -112,7 +112,8 @@ class ServedModels:
         if found is None:
             raise NotFound(
                 f"{field} {quoted(model)} is not served here as an embedding model "
-                f"(embedding models: {', '.join(self.embedders)}; rerankers: {', '.join(self.rerankers) or 'none'})"
+                f"(embedding models: {', '.join(self.embedders)}; rerankers: {', '.join(self.rerankers) or 'none'})",
+                field=field,
             )
         return found
 
@@ -120,13 +121,14 @@ class ServedModels:
         """The reranker named `model` ("": the first served); FailedPrecondition when none is
         served, NotFound naming `field` and the served rerankers for another name."""
         if not self.rerankers:
-            raise FailedPrecondition(NO_RERANKER)
+            raise FailedPrecondition(NO_RERANKER, field=field)
         if not model:
             return next(iter(self.rerankers.values()))
         found = self.rerankers.get(model)
         if found is None:
             raise NotFound(
-                f"{field} {quoted(model)} is not served here as a reranker (rerankers: {', '.join(self.rerankers)})"
+                f"{field} {quoted(model)} is not served here as a reranker (rerankers: {', '.join(self.rerankers)})",
+                field=field,
             )
         return found
 

@@ -56,7 +56,9 @@ async def upsert_items(
     collection's. Raises InvalidArgument naming items[i] on bad input."""
     described = store.describe()
     if not upserts:
-        raise InvalidArgument(f"items is empty; send 1 to max_texts_per_request={limits.max_texts_per_request}")
+        raise InvalidArgument(
+            f"items is empty; send 1 to max_texts_per_request={limits.max_texts_per_request}", field="items"
+        )
     check_count(len(upserts), limits.max_texts_per_request, field="items", limit_name="max_texts_per_request")
     check_distinct([one.item_id for one in upserts], "items")
     vectors: dict[int, FloatArray] = {}
@@ -65,7 +67,7 @@ async def upsert_items(
         name = f"items[{index}]"
         check_item_id(one.item_id, field=f"{name}.id")
         if (one.text is None) == (one.vector is None):
-            raise InvalidArgument(f"{name}: give exactly one of text and vector")
+            raise InvalidArgument(f"{name}: give exactly one of text and vector", field=name)
         if one.vector is not None:
             vectors[index] = l2_normalize(check_vector(one.vector, described.dim, field=f"{name}.vector")[None, :])[0]
         else:
@@ -102,7 +104,7 @@ async def delete_items(
     """Remove `item_ids` from the served collection (unknown ids are reported). Raises InvalidArgument past
     max_exclude_ids ids or for an empty list."""
     if not item_ids:
-        raise InvalidArgument(f"ids is empty; send 1 to max_exclude_ids={limits.max_exclude_ids} ids")
+        raise InvalidArgument(f"ids is empty; send 1 to max_exclude_ids={limits.max_exclude_ids} ids", field="ids")
     check_count(len(item_ids), limits.max_exclude_ids, field="ids", limit_name="max_exclude_ids")
     deadline = None if timeout is None else time.monotonic() + timeout
     return await asyncio.to_thread(store.delete, list(item_ids), deadline)

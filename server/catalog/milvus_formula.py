@@ -114,7 +114,9 @@ def formula_search(
     scores by catalog position; `scorer(profile, vectors)` gives the exact similarities."""
     assert query.formula is not None
     if query.scorer is not None:
-        raise InvalidArgument("score_formula with STRATEGY_BEST_SCORE is not served on the Milvus store yet")
+        raise InvalidArgument(
+            "score_formula with STRATEGY_BEST_SCORE is not served on the Milvus store yet", field="score_formula"
+        )
     selection = query.row_filter
     assert isinstance(selection, MilvusSelection)
     profile = np.asarray(query.profile, dtype=np.float32)[None, :]

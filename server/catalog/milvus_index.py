@@ -130,17 +130,23 @@ def check_effort(effort: SearchEffort, index: VectorIndex, *, field: str, exact_
     if not index.approximate:
         reason = exact_reason or f"the served collection has a {index.kind} index"
         raise InvalidArgument(
-            f"{field}.{given} given, but the served items are searched exactly ({reason}); leave it unset"
+            f"{field}.{given} given, but the served items are searched exactly ({reason}); leave it unset",
+            field=f"{field}.{given}",
         )
     takes = "ef" if index.kind == "HNSW" else "nprobe"
     if (effort.ef and takes != "ef") or (effort.nprobe and takes != "nprobe"):
         wrong = "nprobe" if takes == "ef" else "ef"
-        raise InvalidArgument(f"{field}.{wrong}: the served collection's index is {index.kind}, which takes {takes}")
+        raise InvalidArgument(
+            f"{field}.{wrong}: the served collection's index is {index.kind}, which takes {takes}",
+            field=f"{field}.{wrong}",
+        )
     if effort.ef > MAX_EF:
-        raise InvalidArgument(f"{field}.ef is {effort.ef}; the limit is {MAX_EF}")
+        raise InvalidArgument(f"{field}.ef is {effort.ef}; the limit is {MAX_EF}", field=f"{field}.ef")
     if effort.nprobe > MAX_NPROBE or effort.nprobe > index.params.get("nlist", MAX_NPROBE):
         limit = min(MAX_NPROBE, index.params.get("nlist", MAX_NPROBE))
-        raise InvalidArgument(f"{field}.nprobe is {effort.nprobe}; the limit is {limit} (the index's nlist)")
+        raise InvalidArgument(
+            f"{field}.nprobe is {effort.nprobe}; the limit is {limit} (the index's nlist)", field=f"{field}.nprobe"
+        )
     return effort
 
 

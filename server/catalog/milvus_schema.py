@@ -55,9 +55,9 @@ def check_item_id(item_id: str, *, field: str) -> None:
     """InvalidArgument naming `field` unless `item_id` is a non-blank id of at most
     MAX_ID_LENGTH UTF-8 bytes."""
     if not item_id.strip():
-        raise InvalidArgument(f"{field} is blank; give the item's id")
+        raise InvalidArgument(f"{field} is blank; give the item's id", field=field)
     if len(item_id.encode("utf-8")) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} bytes")
+        raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} bytes", field=field)
 
 
 def check_item_fields(
@@ -74,17 +74,17 @@ def check_item_fields(
     for name, values in categorical.items():
         where = f"{field}.fields[{quoted(name)}]"
         if kinds.get(name) != "categorical":
-            raise InvalidArgument(f"{where}: not a categorical field of the items (they have: {known})")
+            raise InvalidArgument(f"{where}: not a categorical field of the items (they have: {known})", field=where)
         if len(values) > MAX_FIELD_VALUES:
-            raise InvalidArgument(f"{where} has {len(values)} values; the limit is {MAX_FIELD_VALUES}")
+            raise InvalidArgument(f"{where} has {len(values)} values; the limit is {MAX_FIELD_VALUES}", field=where)
         if any(len(value.encode("utf-8")) > MAX_FIELD_VALUE_LENGTH for value in values):
-            raise InvalidArgument(f"{where} has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes")
+            raise InvalidArgument(f"{where} has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes", field=where)
     for name, number in numeric.items():
         where = f"{field}.fields[{quoted(name)}]"
         if kinds.get(name) != "numeric":
-            raise InvalidArgument(f"{where}: not a numeric field of the items (they have: {known})")
+            raise InvalidArgument(f"{where}: not a numeric field of the items (they have: {known})", field=where)
         if not math.isfinite(number):
-            raise InvalidArgument(f"{where} is {number}; give a finite number (leave it out for none)")
+            raise InvalidArgument(f"{where} is {number}; give a finite number (leave it out for none)", field=where)
 
 
 @dataclass(frozen=True)

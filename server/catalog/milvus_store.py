@@ -269,7 +269,8 @@ class MilvusItems:
             if not self.filter_field:
                 raise InvalidArgument(
                     f"{field} given, but the served items have no filter field "
-                    "(build them with embedrec export-items --filter-field NAME)"
+                    "(build them with embedrec export-items --filter-field NAME)",
+                    field=field,
                 )
             restrictions.append(
                 f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})"
@@ -283,7 +284,8 @@ class MilvusItems:
         if self.info.fields.get(name) != "categorical":
             known = ", ".join(sorted(key for key, kind in self.info.fields.items() if kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})",
+                field=field,
             )
 
     def unmatched_values(

@@ -301,7 +301,8 @@ class ItemIndex:
         if self._filter_codes is None:
             raise InvalidArgument(
                 f"{field} given, but the served items have no filter field "
-                "(build them with embedrec export-items --filter-field NAME)"
+                "(build them with embedrec export-items --filter-field NAME)",
+                field=field,
             )
         allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
         return RowFilter(excluded_rows, self._filter_codes, allowed, blocked, compiled)
@@ -312,7 +313,8 @@ class ItemIndex:
         if not isinstance(column, CategoricalColumn):
             known = ", ".join(sorted(key for key, value in self.columns.items() if value.kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})",
+                field=field,
             )
         return column
 

@@ -112,13 +112,14 @@ def check_profile_request(
     check_k(request.k, limits, field=f"{prefix}k")
     if not 0 <= request.offset <= limits.max_offset:
         raise InvalidArgument(
-            f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}"
+            f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}",
+            field=f"{prefix}offset",
         )
     formula = _formula_in_force(request.score_formula, default_formula, limits, field=f"{prefix}score_formula")
     if not formula.terms:
         check_score_floor(request.min_score, field=f"{prefix}min_score")
     elif request.min_score is not None and not math.isfinite(request.min_score):
-        raise InvalidArgument(f"{prefix}min_score must be finite, got {request.min_score}")
+        raise InvalidArgument(f"{prefix}min_score must be finite, got {request.min_score}", field=f"{prefix}min_score")
     check_count(len(request.where), limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
     for index, condition in enumerate(request.where):
         for name in ("any_of", "none_of"):
@@ -152,7 +153,7 @@ def _formula_in_force(
     `field` for too many terms or both forms."""
     spec = requested if requested is not None else (default or ScoreFormulaSpec())
     if spec.expression and spec.terms:
-        raise InvalidArgument(f"{field}: give terms or expression, not both")
+        raise InvalidArgument(f"{field}: give terms or expression, not both", field=field)
     if spec.expression:
         spec = parse_formula(spec.expression, field=f"{field}.expression")
     check_count(len(spec.terms), limits.max_score_terms, field=f"{field}.terms", limit_name="max_score_terms")
@@ -211,7 +212,10 @@ def gather_profile(
         name, limit = request.diversity
         items.check_categorical(name, field=f"{prefix}diversity.field")
         if limit < 1:
-            raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
+            raise InvalidArgument(
+                f"{prefix}diversity.max_per_value must be at least 1, got {limit}",
+                field=f"{prefix}diversity.max_per_value",
+            )
         diversity = (name, limit)
     formula = check_formula(
         weights.formula,
@@ -278,7 +282,9 @@ class Recommender:
         """`recommend` for several users with one pass over the item matrix; results in request
         order. Field names in errors are prefixed with users[i]."""
         if not requests:
-            raise InvalidArgument(f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users")
+            raise InvalidArgument(
+                f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users", field="users"
+            )
         check_count(len(requests), self.limits.max_batch_users, field="users", limit_name="max_batch_users")
         return await self._recommend_each(items, requests, timeout=timeout, prefix="users[{}].")
 

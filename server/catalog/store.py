@@ -231,7 +231,7 @@ def check_distinct(item_ids: Sequence[str], field: str) -> None:
     seen: set[str] = set()
     for item_id in item_ids:
         if item_id in seen:
-            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once")
+            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once", field=field)
         seen.add(item_id)
 
 
@@ -242,4 +242,4 @@ def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
     skip = ""
     if field.endswith("items"):  # history: skipping them is an option of the request
         skip = " (set ignore_unknown_items, the CLI's --ignore-unknown-items, to skip them)"
-    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}")
+    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}", field=field)

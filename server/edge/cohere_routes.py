@@ -49,13 +49,15 @@ async def embed(api: HttpApi, body: bytes, service: EmbeddingService, timeout: f
     request = await _request(service, body, 1)
     for unsupported in ("images", "inputs"):
         if unsupported in request:
-            raise InvalidArgument(f"{unsupported} is not supported here; send texts (a list of strings)")
+            raise InvalidArgument(
+                f"{unsupported} is not supported here; send texts (a list of strings)", field=unsupported
+            )
     texts = request.get("texts")
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-        raise InvalidArgument("texts is required: a list of strings")
+        raise InvalidArgument("texts is required: a list of strings", field="texts")
     model = request.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model must be a string")
+        raise InvalidArgument("model must be a string", field="model")
     embedder = service.models.embedder(model or "")
     types = _embedding_types(request.get("embedding_types"))
     truncate, side = _truncate(request.get("truncate"))
@@ -86,10 +88,12 @@ async def rerank(api: HttpApi, body: bytes, service: EmbeddingService, timeout: 
     max_tokens = optional_count(request, "max_tokens_per_doc")
     return_documents = request.get("return_documents", False)
     if not isinstance(return_documents, bool):
-        raise InvalidArgument(f"return_documents must be true or false, got {quoted(return_documents)}")
+        raise InvalidArgument(
+            f"return_documents must be true or false, got {quoted(return_documents)}", field="return_documents"
+        )
     model = request.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model must be a string")
+        raise InvalidArgument("model must be a string", field="model")
     reranker = service.models.reranker(model or "")
     result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout, max_document_tokens=max_tokens)
     results = [
@@ -114,10 +118,15 @@ def _embedding_types(value: object) -> list[str]:
     if value is None:
         return ["float"]
     if not isinstance(value, list) or not value or len(value) > len(EMBEDDING_TYPES):
-        raise InvalidArgument(f"embedding_types must be a list of 1 to {len(EMBEDDING_TYPES)} of {EMBEDDING_TYPES}")
+        raise InvalidArgument(
+            f"embedding_types must be a list of 1 to {len(EMBEDDING_TYPES)} of {EMBEDDING_TYPES}",
+            field="embedding_types",
+        )
     for entry in value:
         if entry not in EMBEDDING_TYPES:
-            raise InvalidArgument(f"embedding_types has {quoted(entry)}; use any of {', '.join(EMBEDDING_TYPES)}")
+            raise InvalidArgument(
+                f"embedding_types has {quoted(entry)}; use any of {', '.join(EMBEDDING_TYPES)}", field="embedding_types"
+            )
     return list(dict.fromkeys(value))
 
 
@@ -125,7 +134,7 @@ def _truncate(value: object) -> tuple[bool, TruncationSide]:
     if value is None:
         return TRUNCATE["END"]
     if not isinstance(value, str) or value.upper() not in TRUNCATE:
-        raise InvalidArgument(f"truncate must be END, START or NONE, got {quoted(value)}")
+        raise InvalidArgument(f"truncate must be END, START or NONE, got {quoted(value)}", field="truncate")
     return TRUNCATE[value.upper()]
 
 
@@ -139,7 +148,9 @@ def _prompt_name(input_type: object, manifest: ModelManifest) -> str | None:
         return document_prompt_name(manifest)
     if input_type in ("classification", "clustering"):
         return ""
-    raise InvalidArgument(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {quoted(input_type)}")
+    raise InvalidArgument(
+        f"input_type must be one of {', '.join(INPUT_TYPES)}, got {quoted(input_type)}", field="input_type"
+    )
 
 
 def _embed_body(vectors: FloatArray, types: list[str], tokens: int) -> bytes:

@@ -341,14 +341,15 @@ def _refused(dialect: str, refusal: Refusal) -> _Reply:
     if dialect in ERROR_DIALECTS:
         code, body = ERROR_DIALECTS[dialect](refusal.status, refusal.message, http_status)
         return _Reply(body, code)
-    return _Reply(error_body(refusal.status, refusal.message), http_status)
+    return _Reply(error_body(refusal.status, refusal.message, refusal.field), http_status)
 
 
-def error_body(status: str, message: str) -> bytes:
-    """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS."""
+def error_body(status: str, message: str, param: str | None = None) -> bytes:
+    """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS;
+    `param`: the wire path of the request field it is about, if any."""
     error_type = HTTP_STATUS.get(status, (500, "server_error"))[1]
     code = GRPC_CODE.get(status, status)
-    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": code}})
+    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": param, "code": code}})
 
 
 def _reply_headers(status: str) -> list[tuple[bytes, bytes]]:

@@ -103,7 +103,7 @@ def embedding_code_type(value: int) -> CodeType | None:
         return None
     if value not in CODE_TYPE_FROM_PROTO:
         known = ", ".join(pb.EmbeddingType.keys())
-        raise InvalidArgument(f"embedding_type has unknown value {value}; use one of {known}")
+        raise InvalidArgument(f"embedding_type has unknown value {value}; use one of {known}", field="embedding_type")
     return CODE_TYPE_FROM_PROTO[value]
 
 
@@ -294,7 +294,9 @@ def _condition(condition: pb.Condition) -> ConditionSpec:
 
 def _strategy(value: int) -> Strategy:
     if value not in STRATEGY_FROM_PROTO:
-        raise InvalidArgument(f"strategy has unknown value {value}; use STRATEGY_AVERAGE_VECTOR or STRATEGY_BEST_SCORE")
+        raise InvalidArgument(
+            f"strategy has unknown value {value}; use STRATEGY_AVERAGE_VECTOR or STRATEGY_BEST_SCORE", field="strategy"
+        )
     return STRATEGY_FROM_PROTO[value]
 
 
@@ -304,7 +306,7 @@ def _optional_bool(message: object, field: str) -> bool | None:
 
 def _pooling(value: int) -> PoolingName | None:
     if value not in POOLING_FROM_PROTO:
-        raise InvalidArgument(f"pooling has unknown value {value}; use POOLING_MEAN or POOLING_CLS")
+        raise InvalidArgument(f"pooling has unknown value {value}; use POOLING_MEAN or POOLING_CLS", field="pooling")
     return POOLING_FROM_PROTO[value]
 
 

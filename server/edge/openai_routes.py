@@ -30,16 +30,16 @@ async def embeddings(api: HttpApi, body: bytes, service: EmbeddingService, timeo
     embedder = _openai_model(request.get("model"), service)
     encoding = request.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}")
+        raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}", field="encoding_format")
     dimensions = request.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
         hint = quoted_number_hint(dimensions)
-        raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}{hint}")
+        raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}{hint}", field="dimensions")
     if dimensions == 0:  # Infinity's (and infinity-client's default) "the full dimension"
         dimensions = None
     prompt_name = request.get("prompt_name")
     if prompt_name is not None and not isinstance(prompt_name, str):
-        raise InvalidArgument("prompt_name must be a string")
+        raise InvalidArgument("prompt_name must be a string", field="prompt_name")
     result = await embedder.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
     tokens = sum(result.token_counts)
     reply = await service.cpu.run_unless_small(
@@ -73,7 +73,7 @@ async def rerank(api: HttpApi, body: bytes, service: EmbeddingService, timeout: 
     return_documents = optional_flag(request, "return_documents")
     model = request.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model must be a string")
+        raise InvalidArgument("model must be a string", field="model")
     reranker = service.models.reranker(model or "")
     result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout)
     results = [
@@ -91,40 +91,41 @@ def _openai_input(value: object, limit: int) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and len(value) > limit:
-        raise InvalidArgument(f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)")
+        raise InvalidArgument(f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)", field="input")
     if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
         return value
     if isinstance(value, list) and value and all(isinstance(token, int | list) for token in value):
         raise InvalidArgument(
             "input as token ids is not supported; send text (a string or a list of strings): with langchain-openai, "
-            "OpenAIEmbeddings(check_embedding_ctx_length=False)"
+            "OpenAIEmbeddings(check_embedding_ctx_length=False)",
+            field="input",
         )
     if value is None:
-        raise InvalidArgument("input is required: a string or a list of strings")
-    raise InvalidArgument("input must be a non-empty string or a non-empty list of strings")
+        raise InvalidArgument("input is required: a string or a list of strings", field="input")
+    raise InvalidArgument("input must be a non-empty string or a non-empty list of strings", field="input")
 
 
 def _openai_model(model: object, service: EmbeddingService) -> Embedder:
     """The embedding model OpenAI's required `model` names (the default model also by the last
     path segment of its name: `ServedModels.embedder`); NotFound naming the served models otherwise."""
     if model is None:
-        raise InvalidArgument(f"model is required; this server serves {', '.join(service.models.embedder_names())!r}")
+        raise InvalidArgument(f"model is required; this server serves {', '.join(service.models.embedder_names())!r}", field="model")
     if not isinstance(model, str) or not model:
-        raise InvalidArgument("model must be a non-empty string (GET /v1/models lists them)")
+        raise InvalidArgument("model must be a non-empty string (GET /v1/models lists them)", field="model")
     return service.models.embedder(model)
 
 
 def required_string(request: dict[str, Any], name: str) -> str:
     value = request.get(name)
     if not isinstance(value, str):
-        raise InvalidArgument(f"{name} is required: a string")
+        raise InvalidArgument(f"{name} is required: a string", field=name)
     return value
 
 
 def optional_flag(request: dict[str, Any], name: str) -> bool:
     value = request.get(name, False)
     if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false")
+        raise InvalidArgument(f"{name} must be true or false", field=name)
     return value
 
 
@@ -133,7 +134,7 @@ def optional_count(request: dict[str, Any], name: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}")
+        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}", field=name)
     return value
 
 
@@ -141,16 +142,16 @@ def rerank_documents(value: object, field: str, limit: int, *, text_key: str | N
     """The documents to rerank: a list of at most `limit` strings (or {text_key: string}
     objects), the count checked before any entry is looked at."""
     if not isinstance(value, list) or not value:
-        raise InvalidArgument(f"{field} is required: a list of 1 to {limit} strings")
+        raise InvalidArgument(f"{field} is required: a list of 1 to {limit} strings", field=field)
     if len(value) > limit:
-        raise InvalidArgument(f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)")
+        raise InvalidArgument(f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)", field=field)
     documents = []
     for index, entry in enumerate(value):
         if text_key is not None and isinstance(entry, dict):
             entry = entry.get(text_key)
         if not isinstance(entry, str):
             shape = f"a string or {{{text_key!r}: string}}" if text_key else "a string"
-            raise InvalidArgument(f"{field}[{index}] must be {shape}")
+            raise InvalidArgument(f"{field}[{index}] must be {shape}", field=f"{field}[{index}]")
         documents.append(entry)
     return documents
 

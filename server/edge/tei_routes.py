@@ -119,14 +119,18 @@ def tei_inputs(value: object, limit: int) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise InvalidArgument("inputs is required: a string or a list of strings")
+        raise InvalidArgument("inputs is required: a string or a list of strings", field="inputs")
     if len(value) > limit:
-        raise InvalidArgument(f"inputs has {len(value)} texts; the limit is {limit} (max_texts_per_request)")
+        raise InvalidArgument(
+            f"inputs has {len(value)} texts; the limit is {limit} (max_texts_per_request)", field="inputs"
+        )
     if value and all(isinstance(text, str) for text in value):
         return value
     if value and all(isinstance(entry, int | list) for entry in value):
-        raise InvalidArgument("inputs as token ids is not supported; send text (a string or a list of strings)")
-    raise InvalidArgument("inputs must be a non-empty string or a non-empty list of strings")
+        raise InvalidArgument(
+            "inputs as token ids is not supported; send text (a string or a list of strings)", field="inputs"
+        )
+    raise InvalidArgument("inputs must be a non-empty string or a non-empty list of strings", field="inputs")
 
 
 def truncation_side(value: object) -> TruncationSide:
@@ -135,7 +139,9 @@ def truncation_side(value: object) -> TruncationSide:
         return "right"
     side = TRUNCATION_SIDES.get(value.lower()) if isinstance(value, str) else None
     if side is None:
-        raise InvalidArgument(f"truncation_direction must be 'Left' or 'Right', got {quoted(value)}")
+        raise InvalidArgument(
+            f"truncation_direction must be 'Left' or 'Right', got {quoted(value)}", field="truncation_direction"
+        )
     return side
 
 
@@ -143,7 +149,7 @@ def flag(request: dict[str, Any], name: str, *, default: bool) -> bool:
     """The boolean field `name` (`default` when absent or null)."""
     value = request.get(name, default)
     if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be true or false, got {quoted(value)}", field=name)
     return value
 
 
@@ -151,7 +157,7 @@ def optional_string(request: dict[str, Any], name: str) -> str | None:
     """The string field `name`, or None when absent or null."""
     value = request.get(name)
     if value is not None and not isinstance(value, str):
-        raise InvalidArgument(f"{name} must be a string, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be a string, got {quoted(value)}", field=name)
     return value
 
 
@@ -163,7 +169,7 @@ def optional_integer(request: dict[str, Any], name: str) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be an integer, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be an integer, got {quoted(value)}", field=name)
     return value
 
 
