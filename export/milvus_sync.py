@@ -40,28 +40,26 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
-from embedrec.server.catalog.milvus_index import FLAT, INDEX_PROPERTY, VectorIndex
-from embedrec.server.catalog.milvus_readiness import IndexReadiness, is_milvus_server, wait_until_serving
-from embedrec.server.catalog.milvus_schema import (
+from embedrec.server.catalog.live import MAX_FIELD_VALUE_LENGTH, MAX_FIELD_VALUES, ItemRow
+from embedrec.server.catalog.milvus.index import FLAT, INDEX_PROPERTY, VectorIndex
+from embedrec.server.catalog.milvus.readiness import IndexReadiness, is_milvus_server, wait_until_serving
+from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
     LAYOUT,
-    MAX_FIELD_VALUE_LENGTH,
-    MAX_FIELD_VALUES,
     MAX_ID_LENGTH,
     MAX_TEXT_BYTES,
     POSITION,
     TEXT,
     VECTOR,
     CollectionInfo,
-    ItemRow,
     alter_properties,
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.milvus_store import connect, milvus_errors
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import connect, milvus_errors
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.errors import ConfigurationError
 
 UPSERT_ROWS = 2_000

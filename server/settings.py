@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.server.batching.batcher import BatchPolicy
-from embedrec.server.catalog.milvus_index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
+from embedrec.server.catalog.milvus.index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
 from embedrec.server.catalog.score_formula import ScoreFormulaSpec, parse_formula
 from embedrec.server.edge.auth import TokenSources
 from embedrec.server.errors import InvalidArgument

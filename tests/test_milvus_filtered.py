@@ -10,9 +10,9 @@ import numpy as np
 
 from embedrec.export.milvus_sync import sync_to_milvus
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_filtered import MAX_PARTS, FilterPlan, plan_for
-from embedrec.server.catalog.milvus_index import VectorIndex
-from embedrec.server.catalog.milvus_store import MilvusItems
+from embedrec.server.catalog.milvus.filtered import MAX_PARTS, FilterPlan, plan_for
+from embedrec.server.catalog.milvus.index import VectorIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
 from embedrec.server.catalog.store import History, Query
 from tests.milvus_process import MilvusServerProcess
 from tests.vector_items import recall_at, unit_rows, vector_items

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field, replace
 from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
 from embedrec.server.catalog.rerank_stage import RerankSpec, RerankStage, checked_stage, reranked
 from embedrec.server.catalog.score_formula import ScoreFormula, ScoreFormulaSpec, check_formula, parse_formula
 from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
-from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
+from embedrec.server.catalog.store import NO_EFFORT, ItemStore, Recommendation, SearchEffort, Selection
 from embedrec.server.errors import EmbedrecError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder
 from embedrec.server.inference.pooling import FloatArray

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedrec.server.catalog.milvus_filters import MilvusSelection
+from embedrec.server.catalog.milvus.filters import MilvusSelection
 
 if TYPE_CHECKING:  # store.py imports milvus_filters: only the type checker follows the loop
     from embedrec.server.catalog.store import Recommendation

@@ -26,14 +26,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedrec.server.catalog.codes import float32_error_bound
-from embedrec.server.catalog.milvus_filters import MilvusSelection
-from embedrec.server.catalog.milvus_schema import ID, POSITION, VECTOR, milvus_field
+from embedrec.server.catalog.exact import float32_error_bound
+from embedrec.server.catalog.milvus.filters import MilvusSelection
+from embedrec.server.catalog.milvus.schema import ID, POSITION, VECTOR, milvus_field
 from embedrec.server.catalog.prior_pass import PRIOR_SLACK
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula, ScoreTerm, check_prior
 from embedrec.server.catalog.store import Query, Recommendation
-from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import InvalidArgument
+from embedrec.server.inference.pooling import FloatArray
 
 Scorer = Callable[[FloatArray, FloatArray], FloatArray]
 

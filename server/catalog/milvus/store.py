@@ -37,24 +37,23 @@ from typing import Any, TypeVar
 import numpy as np
 
 from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
-from embedrec.server.catalog.codes import float32_error_bound
+from embedrec.server.catalog.exact import exact_scores_of, float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
+from embedrec.server.catalog.live import ItemRow
 from embedrec.server.catalog.live_recall import LiveRecall
-from embedrec.server.catalog.milvus_filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
-from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
-from embedrec.server.catalog.milvus_formula import FieldRanges, formula_search, numeric_values
-from embedrec.server.catalog.milvus_index import (
+from embedrec.server.catalog.milvus.filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
+from embedrec.server.catalog.milvus.filters import MilvusSelection, condition_expressions, literal
+from embedrec.server.catalog.milvus.formula import FieldRanges, formula_search, numeric_values
+from embedrec.server.catalog.milvus.index import (
     DEFAULT_EF,
     DEFAULT_NPROBE,
     MAX_EF,
-    NO_EFFORT,
-    SearchEffort,
     VectorIndex,
     check_effort,
     search_params,
 )
-from embedrec.server.catalog.milvus_readiness import index_readiness, is_milvus_server
-from embedrec.server.catalog.milvus_schema import (
+from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server
+from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
@@ -64,25 +63,25 @@ from embedrec.server.catalog.milvus_schema import (
     TEXT,
     VECTOR,
     CollectionInfo,
-    ItemRow,
     alter_properties,
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.scan import exact_scores_of
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
 from embedrec.server.catalog.store import (
+    NO_EFFORT,
     History,
     Query,
     Recommendation,
+    SearchEffort,
     StoreDescription,
     check_distinct,
     stored_vectors,
     unknown_ids_error,
 )
 from embedrec.server.catalog.store_health import StoreHealth
-from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
+from embedrec.server.inference.pooling import FloatArray
 
 # Milvus answers at most this many results per query vector (topk + offset).
 MAX_TOPK = 16_384
@@ -446,7 +445,7 @@ class MilvusItems:
     def _ranked(
         self, profiles: FloatArray, selection: MilvusSelection, wanted: int, deadline: float | None
     ) -> list[list[Recommendation]]:
-        """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.scan,
+        """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.mmap.scan,
         recomputed from the vectors Milvus returns), ordered by (score desc, position, id):
         fetched past `wanted` until the last fetched item cannot beat the wanted-th (or all were
         fetched). An approximate index that returns fewer than `wanted` (IVF_FLAT's probed

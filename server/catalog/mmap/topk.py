@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.catalog.store import Selection
+
 DEFAULT_CHUNK_ROWS = 32_768
 # Scores held at a time: q queries score SCORE_BUFFER_VALUES / q rows per chunk (4 MiB of scores).
 SCORE_BUFFER_VALUES = 1 << 20
@@ -35,7 +37,7 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
-class RowFilter:
+class RowFilter(Selection):
     """Which rows one query may return: not in `excluded_rows`, not True in `blocked` (a mask
     over all rows, e.g. the hidden items), and, when `allowed_codes` is given, whose entry in
     `row_codes` (one code per matrix row) is one of `allowed_codes`."""
