@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedrec.server.catalog.mmap import scan as scan_module
 from embedrec.server.catalog.exact import exact_scores, exact_scores_of
+from embedrec.server.catalog.mmap import scan as scan_module
 from embedrec.server.catalog.mmap.codes import (
     ITEM_CODES,
     ITEM_CODES_META,

@@ -2,7 +2,7 @@
 
 The exact score of an item for a query is the float32 of the float64 sum of the float64
 products (exact) of its float32 values: what every store ranks by, so the memory-mapped scan
-(embedrec.server.catalog.mmap.scan) and the Milvus store (which rescored the vectors Milvus
+(embedrec.server.catalog.mmap.scan) and the Milvus store (which rescores the vectors Milvus
 returns) agree to the bit. `float32_error_bound` bounds how far a float32 product (BLAS, MLAS,
 Milvus) can be from it.
 """

@@ -1,7 +1,7 @@
 """The exact scans' first pass under a score formula: similarity bound plus an exact prior.
 
 With a formula (embedrec.server.catalog.score_formula) a row's exact score is
-T = fl(s + P): s its exact similarity (embedrec.server.catalog.mmap.scan.exact_scores, float32), P its
+T = fl(s + P): s its exact similarity (embedrec.server.catalog.exact.exact_scores, float32), P its
 prior (float64, computed exactly per row over the field columns), summed in float64. The first
 pass bounds s only: for a row with first-pass value v, |s - est(v)| ≤ ε_q (ε_q: the pass's bound
 for query q, its relative slack folded in with |est| ≤ M_q + ε_q, M_q = ‖q‖·row_norm). So with

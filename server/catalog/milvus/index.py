@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from embedrec.server.catalog.store import SearchEffort, refuse_effort
+from embedrec.server.catalog.store import NO_EFFORT, SearchEffort, refuse_effort
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 
 IndexKind = Literal["FLAT", "HNSW", "IVF_FLAT"]
@@ -134,3 +134,30 @@ def search_params(index: VectorIndex, effort: SearchEffort, limit: int) -> dict[
         nprobe = min(effort.nprobe or DEFAULT_NPROBE, index.params["nlist"])
         return {"metric_type": "IP", "params": {"nprobe": nprobe}}
     return {"metric_type": "IP"}
+
+
+def server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:
+    """The server's effort for `index`, the one place its defaults are filled: HNSW's ef (unset:
+    DEFAULT_EF), IVF_FLAT's nprobe (unset: DEFAULT_NPROBE, at most the index's nlist), the other
+    setting ignored (one configuration serves collections with either index); ConfigurationError
+    when out of range."""
+    kept = NO_EFFORT
+    if index.kind == "HNSW":
+        kept = SearchEffort(ef=effort.ef or DEFAULT_EF)
+    elif index.kind == "IVF_FLAT":
+        kept = SearchEffort(nprobe=effort.nprobe or min(DEFAULT_NPROBE, index.params["nlist"]))
+    try:
+        return check_effort(kept, index, field="--milvus-ef/--milvus-nprobe")
+    except InvalidArgument as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def harder_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort | None:
+    """4x `effort` (a selection's: the server's defaults filled) on the approximate `index`,
+    None when it is exact or at its maximum."""
+    if index.kind == "HNSW":
+        return SearchEffort(ef=min(4 * effort.ef, MAX_EF)) if effort.ef < MAX_EF else None
+    if index.kind == "IVF_FLAT":
+        nlist = index.params["nlist"]
+        return SearchEffort(nprobe=min(4 * effort.nprobe, nlist)) if effort.nprobe < nlist else None
+    return None

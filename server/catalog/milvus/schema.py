@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import FieldKind
-from embedrec.server.catalog.live import ItemRow
+from embedrec.server.catalog.live import MAX_FIELD_VALUE_LENGTH, MAX_FIELD_VALUES, ItemRow
+from embedrec.server.catalog.milvus.index import VectorIndex
 from embedrec.server.catalog.store import MAX_ID_BYTES
 from embedrec.server.errors import ConfigurationError
 
@@ -138,3 +139,34 @@ def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldK
         else:
             record[milvus_field(name)] = math.nan if value is None else float(value)
     return record
+
+
+def create_collection(
+    client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], vector_index: VectorIndex, timeout: float
+) -> None:
+    """Create `collection` in embedrec's layout: the vector of `dim`, the catalog's fields
+    `kinds`, indexed by `vector_index`."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+    schema.add_field(POSITION, DataType.INT64)
+    schema.add_field(HIDDEN, DataType.BOOL)
+    schema.add_field(CONTENT_HASH, DataType.INT64)
+    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
+        else:
+            schema.add_field(
+                milvus_field(name),
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_FIELD_VALUES,
+                max_length=MAX_FIELD_VALUE_LENGTH,
+            )
+    index_params = client.prepare_index_params()
+    # Inner product on unit rows is the cosine; FLAT (the default) scores every row: exact.
+    vector_index.add_to(index_params, VECTOR)
+    client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)
