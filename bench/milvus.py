@@ -9,7 +9,7 @@ selectivity (1%, 10%, 50%) and the live recall estimate beside the measured reca
 a new collection: insert, flush, index, load; for HNSW the index replaced on the synced rows), and
 through embedrec (`embedrec serve`, Recommend by vector, closed loop at c=16): req/s, p50, and the
 resident memory of embedrec and of Milvus. HNSW is measured at several ef; the server's default
-(milvus_index.DEFAULT_EF) is the one the target is read at. Milvus Lite runs at 100k only (at 1M
+(milvus.index.DEFAULT_EF) is the one the target is read at. Milvus Lite runs at 100k only (at 1M
 its sync took 497 s and one query 3.2 s: the 2026-11-28 section this one replaces).
 
 Usage: python -m bench.milvus [--items 100000,1000000] [--step-s S] [--quick]   (make bench-milvus)
@@ -77,7 +77,7 @@ def run_filtered(store: ItemStore, vectors: np.ndarray, share: float) -> list[li
 
 def trust_rows(items_dir: Path, uri: str, vectors: np.ndarray, truth: list[list[str]]) -> list[dict[str, Any]]:
     """On the HNSW collection right after its sync returned: recall@10 by filter selectivity at the
-    default ef (milvus_filtered's plan), and the live estimate (every search sampled) beside the
+    default ef (milvus.filtered's plan), and the live estimate (every search sampled) beside the
     measured recall at LIVE_EFS."""
     from embedrec.server.catalog.live_recall import LiveRecall
     from embedrec.server.catalog.milvus.store import MilvusItems

@@ -15,13 +15,13 @@ to that build:
 - a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
   would not be comparable).
 
-The vectors are indexed as asked (milvus_index: FLAT, exact, by default; HNSW or IVF_FLAT); an
+The vectors are indexed as asked (milvus.index: FLAT, exact, by default; HNSW or IVF_FLAT); an
 existing collection with another index keeps its rows and gets the new index after the rows are
 synced (Milvus drops an index only from a released collection: searches fail until it is loaded
 again). Then flush (sealed segments search ~30x faster than growing ones), wait for the index and
 load; the collection's properties record the model (the server refuses another model's
 collection), the index and the build. With an approximate index the sync returns only once Milvus
-searches the index it built for every row (milvus_readiness: until then Milvus 2.3 answers from an
+searches the index it built for every row (milvus.readiness: until then Milvus 2.3 answers from an
 interim index whose recall no effort setting raises), printing a progress line meanwhile.
 """
 

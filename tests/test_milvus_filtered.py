@@ -1,6 +1,6 @@
 """Recall under filters on an HNSW collection of a real Milvus server (2.3.5): a filter admitting
 10-30% of the rows cut Milvus's filtered walk off from part of them (recall@10 0.75-0.90 at any
-ef); the store searches such filters in slices Milvus scans exactly (milvus_filtered)."""
+ef); the store searches such filters in slices Milvus scans exactly (milvus.filtered)."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ class StoreDescription:
     # Empty while the store answers; else how long it has not and why (store_health).
     store_error: str = ""
     # Empty while an approximate index searches every row through the index it built; else what
-    # still waits and for how long (milvus_readiness: Milvus answers from an interim index).
+    # still waits and for how long (milvus.readiness: Milvus answers from an interim index).
     index_loading: str = ""
     # The live recall@k estimate of an approximate store's searches (live_recall); None: not measured.
     live_recall: RecallEstimate | None = None

@@ -20,7 +20,7 @@ class MilvusSelection(Selection):
     expression: str
     effort: SearchEffort = NO_EFFORT
     # The part of `expression` that filters by the catalog's fields (filter values, `where`), for
-    # estimating the share of rows it admits (milvus_filtered); empty: none.
+    # estimating the share of rows it admits (milvus.filtered); empty: none.
     restriction: str = ""
 
 

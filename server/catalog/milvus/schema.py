@@ -1,4 +1,4 @@
-"""The layout of an embedrec collection in Milvus, shared by the store (`milvus_store`) and the
+"""The layout of an embedrec collection in Milvus, shared by the store (`milvus.store`) and the
 build that syncs a catalog into it (`embedrec.export.milvus_sync`): field names, limits, the
 collection properties that record the model and the entity of one item."""
 

@@ -120,7 +120,7 @@ class MilvusItems:
         exact_check_rows: int = 100_000,
     ) -> None:
         """Connect, read the collection's properties and load it. `effort`: the search effort of
-        an approximate index when a request sets none (unset: milvus_index's defaults); `health`
+        an approximate index when a request sets none (unset: milvus.index's defaults); `health`
         records every call's outcome (the server's, kept across reloads); `live_recall` samples the
         searches of an approximate index for an exact re-check by a scan of at most
         `exact_check_rows` eligible rows (exact_ids). Raises
@@ -317,7 +317,7 @@ class MilvusItems:
         return stored_vectors(chosen, self.info.dim)
 
     def prepare_formula(self, formula: ScoreFormula, *, field: str) -> None:
-        """Nothing ahead: the formula's bound is computed by its searches (milvus_formula)."""
+        """Nothing ahead: the formula's bound is computed by its searches (milvus.formula)."""
 
     def numeric_values(self, chosen: Sequence[Recommendation], name: str) -> Float64Array:
         """The values of the numeric field `name` of `chosen` (NaN: none; one query)."""
@@ -363,7 +363,7 @@ class MilvusItems:
 
     def check_index(self, deadline: float | None = None) -> None:
         """Record in `health` whether Milvus searches the built index for every row yet
-        (milvus_readiness; at open, and on every background probe). Raises Unavailable."""
+        (milvus.readiness; at open, and on every background probe). Raises Unavailable."""
         if not self._tells_readiness:
             self.health.index_loading("")
             return
@@ -465,7 +465,7 @@ class MilvusItems:
             limit = min(4 * limit, MAX_TOPK)
 
     def _filter_plan(self, selection: MilvusSelection) -> FilterPlan:
-        """How a search with `selection` runs on an HNSW index (milvus_filtered); unplanned
+        """How a search with `selection` runs on an HNSW index (milvus.filtered); unplanned
         otherwise or without a restriction."""
         if self.index.kind != "HNSW" or not selection.restriction:
             return UNPLANNED
