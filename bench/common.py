@@ -38,7 +38,7 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
     accepts it; `dim` defaults to the model's), with ids item-0, item-1, ..."""
     import numpy as np
 
-    from embedrec.server.catalog.item_ids import write_id_index
+    from embedrec.server.catalog.mmap.item_ids import write_id_index
     from embedrec.server.manifest import (
         ITEMS_IDS,
         ITEMS_LAYOUT,

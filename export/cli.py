@@ -12,7 +12,7 @@ from pathlib import Path
 
 from embedrec.export.int8_defaults import CATALOG_SAMPLE, DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
 from embedrec.export.source import BUNDLED_MODEL
-from embedrec.server.catalog.milvus_index import INDEX_KINDS, VectorIndex
+from embedrec.server.catalog.milvus.index import INDEX_KINDS, VectorIndex
 from embedrec.server.inference.cpu_features import INT8_TARGET_CHOICES
 
 

@@ -26,10 +26,10 @@ import numpy as np
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.export.fields import write_columns
-from embedrec.server.catalog.codes import write_codes
-from embedrec.server.catalog.hidden import HIDDEN_FILE, read_hidden_ids
-from embedrec.server.catalog.item_ids import ItemIds, write_id_index
-from embedrec.server.catalog.item_texts import write_item_texts
+from embedrec.server.catalog.mmap.codes import write_codes
+from embedrec.server.catalog.mmap.hidden import HIDDEN_FILE, read_hidden_ids
+from embedrec.server.catalog.mmap.item_ids import ItemIds, write_id_index
+from embedrec.server.catalog.mmap.item_texts import write_item_texts
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.prompts import document_prompt_name, prompt_text
@@ -152,8 +152,8 @@ def build_items(
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
-    Writes items.npy (float32, (n, dim), unit rows), its int8 codes (server/catalog/codes.py),
-    ids.txt and its index (server/catalog/item_ids.py),
+    Writes items.npy (float32, (n, dim), unit rows), its int8 codes (server/catalog/mmap/codes.py),
+    ids.txt and its index (server/catalog/mmap/item_ids.py),
     with `filter_field` its values (filter_codes.npy, filter_values.json), and
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
@@ -296,7 +296,7 @@ def _finish_build(
 
 def _keep_hidden(previous: Path, partial: Path, count: int) -> None:
     """Carry the hidden ids of the build being replaced over to the new one, those still in the
-    catalog (see embedrec.server.catalog.hidden)."""
+    catalog (see embedrec.server.catalog.mmap.hidden)."""
     hidden = read_hidden_ids(previous) if previous.is_dir() else []
     if hidden:
         rows = ItemIds(partial, count).find(hidden)

@@ -15,13 +15,13 @@ to that build:
 - a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
   would not be comparable).
 
-The vectors are indexed as asked (milvus_index: FLAT, exact, by default; HNSW or IVF_FLAT); an
+The vectors are indexed as asked (milvus.index: FLAT, exact, by default; HNSW or IVF_FLAT); an
 existing collection with another index keeps its rows and gets the new index after the rows are
 synced (Milvus drops an index only from a released collection: searches fail until it is loaded
 again). Then flush (sealed segments search ~30x faster than growing ones), wait for the index and
 load; the collection's properties record the model (the server refuses another model's
 collection), the index and the build. With an approximate index the sync returns only once Milvus
-searches the index it built for every row (milvus_readiness: until then Milvus 2.3 answers from an
+searches the index it built for every row (milvus.readiness: until then Milvus 2.3 answers from an
 interim index whose recall no effort setting raises), printing a progress line meanwhile.
 """
 
@@ -40,28 +40,26 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
-from embedrec.server.catalog.milvus_index import FLAT, INDEX_PROPERTY, VectorIndex
-from embedrec.server.catalog.milvus_readiness import IndexReadiness, is_milvus_server, wait_until_serving
-from embedrec.server.catalog.milvus_schema import (
+from embedrec.server.catalog.live import MAX_FIELD_VALUE_LENGTH, MAX_FIELD_VALUES, ItemRow
+from embedrec.server.catalog.milvus.calls import connect, milvus_errors
+from embedrec.server.catalog.milvus.index import FLAT, INDEX_PROPERTY, VectorIndex
+from embedrec.server.catalog.milvus.readiness import IndexReadiness, is_milvus_server, wait_until_serving
+from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
     LAYOUT,
-    MAX_FIELD_VALUE_LENGTH,
-    MAX_FIELD_VALUES,
     MAX_ID_LENGTH,
-    MAX_TEXT_BYTES,
     POSITION,
     TEXT,
     VECTOR,
     CollectionInfo,
-    ItemRow,
     alter_properties,
+    create_collection,
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.milvus_store import connect, milvus_errors
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.errors import ConfigurationError
 
 UPSERT_ROWS = 2_000
@@ -263,7 +261,7 @@ def _prepare(
             where,
         )
         client.drop_collection(collection, timeout=timeout)
-    _create(client, collection, manifest.dim, kinds, vector_index, timeout)
+    create_collection(client, collection, manifest.dim, kinds, vector_index, timeout)
     return {}, True, 0, False
 
 
@@ -318,35 +316,6 @@ def _wait_until_searched(
     if progress and waited >= 1.0:
         print(f"Milvus searches the built index ({waited:.0f} s after loading)", file=sys.stderr)
     return waited, True
-
-
-def _create(
-    client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], vector_index: VectorIndex, timeout: float
-) -> None:
-    from pymilvus import DataType, MilvusClient
-
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
-    schema.add_field(POSITION, DataType.INT64)
-    schema.add_field(HIDDEN, DataType.BOOL)
-    schema.add_field(CONTENT_HASH, DataType.INT64)
-    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-    for name, kind in kinds.items():
-        if kind == "numeric":
-            schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
-        else:
-            schema.add_field(
-                milvus_field(name),
-                DataType.ARRAY,
-                element_type=DataType.VARCHAR,
-                max_capacity=MAX_FIELD_VALUES,
-                max_length=MAX_FIELD_VALUE_LENGTH,
-            )
-    index_params = client.prepare_index_params()
-    # Inner product on unit rows is the cosine; FLAT (the default) scores every row: exact.
-    vector_index.add_to(index_params, VECTOR)
-    client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)
 
 
 def _existing_rows(client: Any, collection: str, timeout: float) -> dict[str, tuple[int, int, bool]]:

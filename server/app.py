@@ -18,7 +18,8 @@ from pathlib import Path
 
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.live_recall import RecallEstimate
-from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
+from embedrec.server.catalog.milvus.calls import MilvusUnreachableError
+from embedrec.server.catalog.milvus.store import MilvusItems
 from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
 from embedrec.server.catalog.score_formula import check_formula
 from embedrec.server.catalog.search import create_search_batcher

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import cast
 
-from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.scan import ScanKind, ScanStats
+from embedrec.server.catalog.mmap.scan import ScanKind, ScanStats
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.store import ItemStore
 from embedrec.server.catalog.store_health import StoreHealth
 from embedrec.server.errors import ConfigurationError
@@ -84,8 +84,8 @@ def open_items(
     items: ItemStore
     if settings.search.items_store == "milvus":
         from embedrec.server.catalog.live_recall import LiveRecall
-        from embedrec.server.catalog.milvus_index import SearchEffort
-        from embedrec.server.catalog.milvus_store import MilvusItems
+        from embedrec.server.catalog.milvus.store import MilvusItems
+        from embedrec.server.catalog.store import SearchEffort
 
         items = MilvusItems(
             settings.milvus.milvus_uri,

@@ -22,7 +22,7 @@ ITEMS_MATRIX = "items.npy"
 ITEMS_IDS = "ids.txt"
 ITEMS_FILTER_CODES = "filter_codes.npy"
 ITEMS_FILTER_VALUES = "filter_values.json"
-# Layout 2 added the memory-mapped id index and the optional filter field (server/catalog/item_ids.py).
+# Layout 2 added the memory-mapped id index and the optional filter field (server/catalog/mmap/item_ids.py).
 ITEMS_LAYOUT = 2
 FORMAT_VERSION = 1
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
 from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unavailable

@@ -54,18 +54,6 @@ MAX_FUNCTION_LINES = 60
 LONG_FUNCTIONS_ALLOWED = 3  # issue #34: at most 3 functions over MAX_FUNCTION_LINES outside bench/
 PACKAGE_DIRECTORIES = ("server", "client", "export", "embedrec", "scripts")
 
-# Offenders in areas other branches of issue #34 are reworking in parallel (the catalog split, the
-# settings classes, the model registry and the HTTP API split, serve). Temporary: whoever merges
-# those branches empties this set; an entry that no longer offends fails the test, so it cannot
-# linger. Modules are named by path, functions by "path:name".
-KNOWN_ELSEWHERE = {
-    "server/catalog/milvus_store.py",
-    "server/catalog/milvus_store.py:__init__",
-    "server/catalog/recommendation.py:gather_profile",
-    "server/catalog/recommendation.py:_recommend_each",
-    "server/catalog/topk.py:top_k",
-}
-
 
 def _python_files(top: Path) -> list[Path]:
     """The repository's own Python files under `top` (symlinks resolved, each once): no virtual
@@ -93,9 +81,7 @@ def test_no_module_is_over_550_lines() -> None:
         for path in _python_files(REPO_ROOT / top)
     }
     long = {name for name, lines in lengths.items() if lines > MAX_MODULE_LINES}
-    assert sorted(long - KNOWN_ELSEWHERE) == [], {name: lengths[name] for name in long - KNOWN_ELSEWHERE}
-    stale = {name for name in KNOWN_ELSEWHERE if ":" not in name} - long
-    assert stale == set(), f"no longer over {MAX_MODULE_LINES} lines: remove from KNOWN_ELSEWHERE"
+    assert sorted(long) == [], {name: lengths[name] for name in long}
 
 
 def test_at_most_three_functions_are_over_60_lines_outside_bench() -> None:
@@ -112,7 +98,4 @@ def test_at_most_three_functions_are_over_60_lines_outside_bench() -> None:
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     lengths[f"{_name(path)}:{node.name}"] = lines
-    counted = {name: lines for name, lines in lengths.items() if name not in KNOWN_ELSEWHERE}
-    assert len(counted) <= LONG_FUNCTIONS_ALLOWED, counted
-    stale = {name for name in KNOWN_ELSEWHERE if ":" in name} - set(lengths)
-    assert stale == set(), f"no longer over {MAX_FUNCTION_LINES} lines: remove from KNOWN_ELSEWHERE"
+    assert len(lengths) <= LONG_FUNCTIONS_ALLOWED, lengths

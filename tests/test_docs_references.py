@@ -1,5 +1,5 @@
 """Every name and path the documentation gives resolves: the dotted `embedrec.*`, `server.*`,
-`client.*` and `export.*` names and the repository paths (`server/catalog/scan.py`, `bench/`)
+`client.*` and `export.*` names and the repository paths (`server/catalog/mmap/scan.py`, `bench/`)
 written in README.md, docs/*.md, BENCHMARKS.md and the comments and docstrings of the Python code.
 
 A dotted name resolves when its longest module prefix is a module of this checkout (a `server.`

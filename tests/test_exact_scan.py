@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedrec.server.catalog import scan as scan_module
-from embedrec.server.catalog.codes import (
+from embedrec.server.catalog.exact import exact_scores, exact_scores_of
+from embedrec.server.catalog.mmap import scan as scan_module
+from embedrec.server.catalog.mmap.codes import (
     ITEM_CODES,
     ITEM_CODES_META,
     ItemCodes,
@@ -27,8 +28,8 @@ from embedrec.server.catalog.codes import (
     read_codes,
     write_codes,
 )
-from embedrec.server.catalog.scan import PackedCodes, ScanStats, exact_scores, exact_scores_of, exact_top_k
-from embedrec.server.catalog.topk import RowFilter
+from embedrec.server.catalog.mmap.scan import PackedCodes, ScanStats, exact_top_k
+from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.errors import ConfigurationError
 
 
@@ -316,7 +317,7 @@ def test_a_killed_code_write_leaves_no_code_book(tmp_path: Path, monkeypatch: py
     def killed(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("embedrec.server.catalog.codes.build_codes", killed)
+    monkeypatch.setattr("embedrec.server.catalog.mmap.codes.build_codes", killed)
     with pytest.raises(KeyboardInterrupt):
         write_codes(tmp_path, np.load(tmp_path / "items.npy", mmap_mode="r"), "a" * 64)
     assert not (tmp_path / ITEM_CODES_META).exists()
@@ -329,7 +330,7 @@ def test_a_killed_code_write_leaves_no_code_book(tmp_path: Path, monkeypatch: py
 def synthetic_items(source: Path, directory: Path, count: int, seed: int) -> Path:
     """`count` random rows (some exact duplicates) as an item directory of `source`'s model, without
     codes (a directory built before they existed)."""
-    from embedrec.server.catalog.item_ids import write_id_index
+    from embedrec.server.catalog.mmap.item_ids import write_id_index
     from embedrec.server.manifest import sha256_file
 
     manifest = json.loads((source / "items_manifest.json").read_text())
@@ -444,7 +445,7 @@ def test_without_the_int8_kernel_the_items_are_refused_naming_the_package_and_th
 ) -> None:
     import sys
 
-    from embedrec.server.catalog.mmap_store import ItemIndex
+    from embedrec.server.catalog.mmap.store import ItemIndex
 
     monkeypatch.setitem(sys.modules, "numkong", None)  # import numkong raises ImportError
     with pytest.raises(ConfigurationError) as error:

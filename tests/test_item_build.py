@@ -15,8 +15,8 @@ import pytest
 
 from embedrec.export.catalog import CatalogError
 from embedrec.export.items import build_items
-from embedrec.server.catalog.item_ids import ItemIds
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.item_ids import ItemIds
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.inference.encoder import OnnxEncoder
 from tests.tiny_models import CountingEncoder
 
@@ -188,7 +188,7 @@ def test_a_csv_without_the_filter_column_is_refused_with_its_name(tiny_model_dir
 
 
 def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import embedrec.server.catalog.item_ids as item_ids
+    import embedrec.server.catalog.mmap.item_ids as item_ids
 
     monkeypatch.setattr(item_ids, "id_hash", lambda item_id: len(item_id) % 2)  # nearly everything collides
     ids = ["a", "bb", "ccc", "dddd", "e", "ffffff", "ümlaut", "中文"]
@@ -264,7 +264,7 @@ def test_a_build_interrupted_while_writing_its_int8_codes_resumes_and_ends_byte_
     uninterrupted: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import embedrec.server.catalog.codes as codes
+    import embedrec.server.catalog.mmap.codes as codes
 
     real_build = codes.build_codes
 

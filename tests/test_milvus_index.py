@@ -15,15 +15,15 @@ import pytest
 from embedrec.client import EmbedrecClient, InvalidArgument
 from embedrec.export.cli import export_items_main
 from embedrec.export.milvus_sync import sync_to_milvus
-from embedrec.server.catalog.milvus_index import (
+from embedrec.server.catalog.milvus.index import (
     DEFAULT_EF,
     FLAT,
     MAX_EF,
-    SearchEffort,
     VectorIndex,
     check_effort,
     search_params,
 )
+from embedrec.server.catalog.store import SearchEffort
 from embedrec.server.errors import InvalidArgument as CoreInvalidArgument
 from tests.conftest import MilvusBackend, server_settings
 from tests.server_thread import ServerThread, start_server

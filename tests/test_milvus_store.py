@@ -31,8 +31,8 @@ from embedrec.client import (
     Unavailable,
 )
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.profiles import BestScore, ProfilePart
 from embedrec.server.catalog.store import ItemStore, Query
 from embedrec.server.errors import ConfigurationError

@@ -17,11 +17,11 @@ from google.protobuf.message import DecodeError, Message
 from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_index import SearchEffort
 from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
 from embedrec.server.catalog.rerank_stage import RerankSpec
 from embedrec.server.catalog.score_formula import ScoreFormulaSpec, ScoreTermSpec
 from embedrec.server.catalog.search import Strategy
+from embedrec.server.catalog.store import SearchEffort
 from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
 from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument

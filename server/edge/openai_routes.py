@@ -30,7 +30,9 @@ async def embeddings(api: HttpApi, body: bytes, service: EmbeddingService, timeo
     embedder = _openai_model(request.get("model"), service)
     encoding = request.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}", field="encoding_format")
+        raise InvalidArgument(
+            f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}", field="encoding_format"
+        )
     dimensions = request.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
         hint = quoted_number_hint(dimensions)
@@ -91,7 +93,9 @@ def _openai_input(value: object, limit: int) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and len(value) > limit:
-        raise InvalidArgument(f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)", field="input")
+        raise InvalidArgument(
+            f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)", field="input"
+        )
     if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
         return value
     if isinstance(value, list) and value and all(isinstance(token, int | list) for token in value):
@@ -109,7 +113,9 @@ def _openai_model(model: object, service: EmbeddingService) -> Embedder:
     """The embedding model OpenAI's required `model` names (the default model also by the last
     path segment of its name: `ServedModels.embedder`); NotFound naming the served models otherwise."""
     if model is None:
-        raise InvalidArgument(f"model is required; this server serves {', '.join(service.models.embedder_names())!r}", field="model")
+        raise InvalidArgument(
+            f"model is required; this server serves {', '.join(service.models.embedder_names())!r}", field="model"
+        )
     if not isinstance(model, str) or not model:
         raise InvalidArgument("model must be a non-empty string (GET /v1/models lists them)", field="model")
     return service.models.embedder(model)
@@ -134,7 +140,9 @@ def optional_count(request: dict[str, Any], name: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}", field=name)
+        raise InvalidArgument(
+            f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}", field=name
+        )
     return value
 
 
@@ -144,7 +152,9 @@ def rerank_documents(value: object, field: str, limit: int, *, text_key: str | N
     if not isinstance(value, list) or not value:
         raise InvalidArgument(f"{field} is required: a list of 1 to {limit} strings", field=field)
     if len(value) > limit:
-        raise InvalidArgument(f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)", field=field)
+        raise InvalidArgument(
+            f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)", field=field
+        )
     documents = []
     for index, entry in enumerate(value):
         if text_key is not None and isinstance(entry, dict):

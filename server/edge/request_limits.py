@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from embedrec.server.catalog.item_ids import MAX_ID_BYTES
+from embedrec.server.catalog.store import MAX_ID_BYTES
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.limits import Limits
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from embedrec.server.catalog.live_recall import RecallEstimate
-from embedrec.server.catalog.scan import SCANS, ScanStats
+from embedrec.server.catalog.mmap.scan import SCANS, ScanStats
 from embedrec.server.catalog.store_health import StoreHealth
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedrec.server.batching.policy import BatchPolicy
-from embedrec.server.catalog.milvus_index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
+from embedrec.server.catalog.milvus.index import DEFAULT_EF, DEFAULT_NPROBE, MAX_EF
 from embedrec.server.config import check_minimums, setting
 from embedrec.server.edge.auth import TokenSources
 from embedrec.server.inference.providers import PROVIDER_CHOICES
