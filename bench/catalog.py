@@ -25,9 +25,9 @@ import numpy as np
 
 from bench.common import run_header, synthetic_items, write_section
 from embedrec.server.catalog.fields import FIELDS_DIR, CategoricalColumn, ConditionSpec, NumericColumn
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
+from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.catalog.store import Query
-from embedrec.server.catalog.topk import RowFilter
 from embedrec.server.manifest import ITEMS_MANIFEST
 
 K = 10

@@ -38,7 +38,7 @@ def synthetic_items(directory: Path, count: int, *, dim: int | None = None, seed
     accepts it; `dim` defaults to the model's), with ids item-0, item-1, ..."""
     import numpy as np
 
-    from embedrec.server.catalog.item_ids import write_id_index
+    from embedrec.server.catalog.mmap.item_ids import write_id_index
     from embedrec.server.manifest import (
         ITEMS_IDS,
         ITEMS_LAYOUT,
@@ -149,11 +149,23 @@ def run_header(command: str) -> str:
     return f"- date: {now}\n- machine: {machine_description()}\n- command: `{command}`\n"
 
 
+def under_topic(body: str) -> str:
+    """`body` with each Markdown heading one level down: BENCHMARKS.md groups sections under
+    `## topic` headings, so a section's `## title` is written as `### title`."""
+    lines, fenced = [], False
+    for line in body.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        lines.append("#" + line if not fenced and re.match(r"#+ ", line) else line)
+    return "\n".join(lines)
+
+
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section `name` of BENCHMARKS.md, between its markers."""
+    """Replace (or append) the section `name` of BENCHMARKS.md, between its markers (its
+    headings one level down, under the topic it sits in)."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
+    block = f"{begin}\n{under_topic(body.rstrip())}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text, encoding="utf-8")

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import MODEL_DIR, REPO_ROOT, ensure_artifacts, run_header, synthetic_items, write_section
-from embedrec.server.catalog.codes import ITEM_CODES, build_codes, write_codes
-from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.scan import ScanStats, exact_top_k
+from embedrec.server.catalog.mmap.codes import ITEM_CODES, build_codes, write_codes
+from embedrec.server.catalog.mmap.scan import ScanStats, exact_top_k
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.manifest import ITEMS_MANIFEST, ITEMS_MATRIX, read_items_manifest, sha256_file
 
 DIM = 384
@@ -169,9 +169,9 @@ MEMORY_PROBE = """
 import ctypes, os, sys
 from pathlib import Path
 import numpy as np
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.store import Query
-from embedrec.server.catalog.topk import RowFilter
+from embedrec.server.catalog.mmap.topk import RowFilter
 directory = Path(sys.argv[1])
 for name in ("items.npy", "item_codes.npy"):  # start cold: out of the page cache
     fd = os.open(directory / name, os.O_RDONLY)

@@ -9,7 +9,7 @@ selectivity (1%, 10%, 50%) and the live recall estimate beside the measured reca
 a new collection: insert, flush, index, load; for HNSW the index replaced on the synced rows), and
 through embedrec (`embedrec serve`, Recommend by vector, closed loop at c=16): req/s, p50, and the
 resident memory of embedrec and of Milvus. HNSW is measured at several ef; the server's default
-(milvus_index.DEFAULT_EF) is the one the target is read at. Milvus Lite runs at 100k only (at 1M
+(milvus.index.DEFAULT_EF) is the one the target is read at. Milvus Lite runs at 100k only (at 1M
 its sync took 497 s and one query 3.2 s: the 2026-11-28 section this one replaces).
 
 Usage: python -m bench.milvus [--items 100000,1000000] [--step-s S] [--quick]   (make bench-milvus)
@@ -31,9 +31,9 @@ from bench.catalog import add_columns
 from bench.common import MODEL_DIR, ensure_artifacts, run_header, server_process, write_section
 from bench.exact_scan import DIM, real_items, real_texts, unit
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_index import DEFAULT_EF, SearchEffort, VectorIndex
-from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.store import History, ItemStore, Query
+from embedrec.server.catalog.milvus.index import DEFAULT_EF, VectorIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
+from embedrec.server.catalog.store import History, ItemStore, Query, SearchEffort
 from tests.e2e.milvus_process import MilvusServerProcess
 
 K = 10
@@ -77,10 +77,10 @@ def run_filtered(store: ItemStore, vectors: np.ndarray, share: float) -> list[li
 
 def trust_rows(items_dir: Path, uri: str, vectors: np.ndarray, truth: list[list[str]]) -> list[dict[str, Any]]:
     """On the HNSW collection right after its sync returned: recall@10 by filter selectivity at the
-    default ef (milvus_filtered's plan), and the live estimate (every search sampled) beside the
+    default ef (milvus.filtered's plan), and the live estimate (every search sampled) beside the
     measured recall at LIVE_EFS."""
     from embedrec.server.catalog.live_recall import LiveRecall
-    from embedrec.server.catalog.milvus_store import MilvusItems
+    from embedrec.server.catalog.milvus.store import MilvusItems
 
     exact = ItemIndex(items_dir, scan="float32")
     store = MilvusItems(uri, COLLECTION, timeout=600.0)
@@ -151,7 +151,7 @@ def measure(
     """Every store's row at `count` items; the HNSW collection's recall under filters and live
     estimate appended to `trust`."""
     from embedrec.export.milvus_sync import sync_to_milvus
-    from embedrec.server.catalog.milvus_store import MilvusItems
+    from embedrec.server.catalog.milvus.store import MilvusItems
 
     items_dir = scratch / f"items-{count}"
     real_items(items_dir, count, sources)

@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.common import ensure_artifacts, run_header, synthetic_items, wait_serving, write_section
 from embedrec.ports import free_port
-from embedrec.server.catalog.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
+from embedrec.server.catalog.mmap.topk import DEFAULT_CHUNK_ROWS, score_block, top_k
 from embedrec.server.manifest import ITEMS_MATRIX
 
 DIM = 384
@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         f"the bare products in chunks of {DEFAULT_CHUNK_ROWS:,} rows, ours in its own chunks (one query: a "
         "4,096-row chunk, then the rest at once; 32 queries: 128 rows growing 4x up to 32,768); float64 ids checked "
         f"for 4 of the 32 queries; numpy {np.__version__} (OpenBLAS), faiss-cpu with 2 threads",
-        "- **ours** is `server.topk.top_k` (what Recommend runs); bare = the score product alone, no selection; "
+        "- **ours** is `embedrec.server.catalog.mmap.topk.top_k` (what Recommend runs); "
+        "bare = the score product alone, no selection; "
         "read = one streaming pass over the matrix (`max` per chunk: the memory-bandwidth floor)",
         "",
         "| N | k | bare M@q | ours, 1 query | ours / bare | naive argsort | FAISS 1 | bare chunked Q@M.T (32), numpy | "

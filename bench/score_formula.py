@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ensure_artifacts, run_header, synthetic_items, write_section
+from embedrec.server.catalog.exact import exact_scores_of
 from embedrec.server.catalog.fields import FIELDS_DIR
-from embedrec.server.catalog.mmap_store import ItemIndex
-from embedrec.server.catalog.scan import SCANS, exact_scores_of
+from embedrec.server.catalog.mmap.scan import SCANS
+from embedrec.server.catalog.mmap.store import ItemIndex
+from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.catalog.score_formula import ScoreFormula, ScoreFormulaSpec, check_formula
 from embedrec.server.catalog.store import Query
-from embedrec.server.catalog.topk import RowFilter
 from embedrec.server.manifest import ITEMS_MANIFEST, read_items_manifest, write_manifest
 
 K = 10

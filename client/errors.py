@@ -1,21 +1,28 @@
 """The client's exceptions, and the one place that maps gRPC status codes to them.
 
-Every exception keeps the server's message (which names the field and limit) and the status
-code it came from.
+Every exception keeps the server's message (which names the field and limit), the status code it
+came from, and `field`: the wire path of the request field it is about (e.g. `texts[3].text`), read
+from the google.rpc.BadRequest field violation in the status details (None when there is none).
 """
 
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+# The trailer the server's status details travel in (a serialised google.rpc.Status).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class EmbedrecClientError(Exception):
     """Base of every error the client raises for a failed call."""
 
-    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+    def __init__(self, message: str, code: grpc.StatusCode, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.field = field
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -108,4 +115,22 @@ def from_rpc_error(error: grpc.RpcError, *, uses_tls: bool | None = None) -> Emb
         hints = (text for tls, words, text in _CONNECTION_HINTS if tls in (None, uses_tls) and words in message)
         hint = next(hints, None)
         message = f"{message} ({hint})" if hint else message
-    return _BY_CODE.get(code, ServerError)(message, code)
+    return _BY_CODE.get(code, ServerError)(message, code, field_of(error))
+
+
+def field_of(error: grpc.RpcError) -> str | None:
+    """The request field a failed call's status details name (their first BadRequest field
+    violation), or None."""
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                bad_request = error_details_pb2.BadRequest()
+                if detail.Unpack(bad_request) and bad_request.field_violations:
+                    return str(bad_request.field_violations[0].field)
+        except DecodeError:
+            return None
+    return None

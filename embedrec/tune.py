@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import multiprocessing
 import os
@@ -368,8 +369,7 @@ def tune(
     Candidates that do not fit in the budget are skipped (named in `skipped`); the default is
     always measured, so there is always a winner.
     """
-    # Kept whole: the tuning run reads top to bottom (floor, sweep, confirmation, decision), each
-    # stage a named helper; splitting would pass the budget and progress through every piece.
+    # The tuning run reads top to bottom: floor, sweep, confirmation, decision.
     from embedrec.server.manifest import read_model_manifest
 
     started = time.monotonic()
@@ -389,51 +389,21 @@ def tune(
     per_candidate = SERVER_START_S + 1.5 * step_s * (len(CONCURRENCIES) + 1)
     confirm_s = confirm_runs * (SERVER_START_S + 1.5 * step_s * len(CONFIRM_CONCURRENCIES))
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        measure = functools.partial(
+            measure_server,
+            model_dir,
+            provider=provider,
+            seconds=step_s,
+            texts_file=texts_file,
+            pool=pool,
+            tick=progress.tick,
+        )
         for candidate in planned:
             if rows and time.monotonic() - started + per_candidate + confirm_s > budget_s:
                 skipped.append(candidate.label)
                 continue
-            rows.append(
-                measure_server(
-                    model_dir,
-                    candidate,
-                    provider=provider,
-                    seconds=step_s,
-                    texts_file=texts_file,
-                    pool=pool,
-                    tick=progress.tick,
-                )
-            )
-        best = choose(rows, latency_tolerance)
-        winner, confirmation = best, ""
-        if best is not rows[0]:
-            runs: dict[str, list[dict[str, Any]]] = {rows[0]["candidate"]: [], best["candidate"]: []}
-            by_label = {candidate.label: candidate for candidate in planned}
-            for _ in range(CONFIRM_ROUNDS):
-                for label in runs:
-                    runs[label].append(
-                        measure_server(
-                            model_dir,
-                            by_label[label],
-                            provider=provider,
-                            seconds=step_s,
-                            texts_file=texts_file,
-                            pool=pool,
-                            tick=progress.tick,
-                            concurrencies=CONFIRM_CONCURRENCIES,
-                            open_loop=False,
-                        )
-                    )
-            default_score = confirmed_score(runs[rows[0]["candidate"]])
-            best_score = confirmed_score(runs[best["candidate"]])
-            kept = confirms(runs[best["candidate"]], runs[rows[0]["candidate"]])
-            winner = best if kept else rows[0]
-            confirmation = (
-                f"confirmation ({CONFIRM_ROUNDS} alternating rounds at c={CONFIRM_CONCURRENCIES}): "
-                f"{best['candidate']} {best_score:.1f} vs default {default_score:.1f} "
-                f"({best_score / default_score:.2f}x; needs {1 + CONFIRM_MARGIN:.2f}x): "
-                + (f"{best['candidate']} chosen" if kept else "the default stays")
-            )
+            rows.append(measure(candidate))
+        winner, confirmation = _confirm(measure, planned, rows[0], choose(rows, latency_tolerance))
     print(file=sys.stderr)
     settings = {name: int(winner[name]) for name in Candidate(Layout(1, 1, 1), 1).settings()}
     tuning = Tuning(
@@ -443,6 +413,34 @@ def tune(
         measurements=[{"stage": "in-process", **row} for row in raw] + [{"stage": "server", **row} for row in rows],
     )
     return TuneResult(tuning, raw, rows, winner, skipped, confirmation)
+
+
+def _confirm(
+    measure: Callable[..., dict[str, Any]],
+    planned: Sequence[Candidate],
+    default: dict[str, Any],
+    best: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """When the sweep's `best` is not the `default`, measure both again, alternating, CONFIRM_ROUNDS
+    times at CONFIRM_CONCURRENCIES closed-loop; the winner (`best` only when it confirms its margin)
+    and the line that says so ("" when `best` is the default)."""
+    if best is default:
+        return best, ""
+    by_label = {candidate.label: candidate for candidate in planned}
+    runs: dict[str, list[dict[str, Any]]] = {default["candidate"]: [], best["candidate"]: []}
+    for _ in range(CONFIRM_ROUNDS):
+        for label in runs:
+            runs[label].append(measure(by_label[label], concurrencies=CONFIRM_CONCURRENCIES, open_loop=False))
+    default_score = confirmed_score(runs[default["candidate"]])
+    best_score = confirmed_score(runs[best["candidate"]])
+    kept = confirms(runs[best["candidate"]], runs[default["candidate"]])
+    confirmation = (
+        f"confirmation ({CONFIRM_ROUNDS} alternating rounds at c={CONFIRM_CONCURRENCIES}): "
+        f"{best['candidate']} {best_score:.1f} vs default {default_score:.1f} "
+        f"({best_score / default_score:.2f}x; needs {1 + CONFIRM_MARGIN:.2f}x): "
+        + (f"{best['candidate']} chosen" if kept else "the default stays")
+    )
+    return (best if kept else default), confirmation
 
 
 def plot(result: TuneResult, path: Path) -> None:

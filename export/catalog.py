@@ -19,7 +19,8 @@ from typing import IO
 
 import numpy as np
 
-from embedrec.server.catalog.item_ids import MAX_ID_BYTES, id_hash
+from embedrec.server.catalog.mmap.item_ids import id_hash
+from embedrec.server.catalog.store import MAX_ID_BYTES
 
 MAX_LISTED_OFFENDERS = 20
 

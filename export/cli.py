@@ -12,7 +12,7 @@ from pathlib import Path
 
 from embedrec.export.int8_defaults import CATALOG_SAMPLE, DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
 from embedrec.export.source import BUNDLED_MODEL
-from embedrec.server.catalog.milvus_index import INDEX_KINDS, VectorIndex
+from embedrec.server.catalog.milvus.index import INDEX_KINDS, VectorIndex
 from embedrec.server.inference.cpu_features import INT8_TARGET_CHOICES
 
 
@@ -76,6 +76,14 @@ def export_model_main(argv: Sequence[str]) -> int:
 
 def _model_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedrec export-model", description="Export a BERT-family model to ONNX.")
+    _add_model_source_arguments(parser)
+    _add_int8_arguments(parser)
+    _add_model_output_arguments(parser)
+    return parser
+
+
+def _add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, where it goes, its length, opset, graph optimisation and validation floor."""
     parser.add_argument(
         "--model",
         default=BUNDLED_MODEL,
@@ -92,6 +100,10 @@ def _model_parser() -> argparse.ArgumentParser:
         "0.9999 for fp32/O1/O2, 0.999 for O3, 0.95 for int8)",
     )
     parser.add_argument("--optimize", choices=("O1", "O2", "O3"), help="graph optimisation level (ORTOptimizer)")
+
+
+def _add_int8_arguments(parser: argparse.ArgumentParser) -> None:
+    """--quantize int8 and what calibrates, smooths and validates it."""
     parser.add_argument(
         "--quantize",
         choices=("int8",),
@@ -145,6 +157,10 @@ def _model_parser() -> argparse.ArgumentParser:
         help="--quantize int8: fail when the int8 queries on fp32 items return less of fp32's top-10 than this "
         f"(reranker: of its top-5; default {DEFAULT_MIN_AGREEMENT})",
     )
+
+
+def _add_model_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Precision, freshness, prompts and the task (embedder or reranker)."""
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (for CUDA)")
     parser.add_argument("--force", action="store_true", help="export even when the output is up to date")
     parser.add_argument(
@@ -174,7 +190,6 @@ def _model_parser() -> argparse.ArgumentParser:
         help="--task rerank: the score is sigmoid(logit) or the raw logit (default: the model's "
         "sentence-transformers CrossEncoder activation, sigmoid when it names none)",
     )
-    return parser
 
 
 def export_items_main(argv: Sequence[str]) -> int:
@@ -204,6 +219,13 @@ def export_items_main(argv: Sequence[str]) -> int:
 
 def _items_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedrec export-items", description="Embed a catalog into an item matrix.")
+    _add_catalog_arguments(parser)
+    _add_milvus_arguments(parser)
+    return parser
+
+
+def _add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
+    """The catalog, its fields, the model and the build (reuse, batching, prompt, progress)."""
     parser.add_argument("--catalog", type=Path, required=True, help="JSON Lines or CSV file (optionally .gz)")
     parser.add_argument("--model-dir", type=Path, default=Path("models/all-MiniLM-L6-v2"), help="exported model")
     parser.add_argument("--output", type=Path, required=True, help="output directory")
@@ -247,6 +269,10 @@ def _items_parser() -> argparse.ArgumentParser:
         help="rebuild every row, even when the output is up to date (no rows reused from it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
+    """--store and the Milvus collection a build is synced into."""
     parser.add_argument(
         "--store",
         choices=("mmap", "milvus"),
@@ -272,7 +298,6 @@ def _items_parser() -> argparse.ArgumentParser:
         "--milvus-hnsw-ef-construction", type=int, default=None, help="HNSW: efConstruction (default 200)"
     )
     parser.add_argument("--milvus-ivf-nlist", type=int, default=None, help="IVF_FLAT: clusters nlist (default 1024)")
-    return parser
 
 
 def milvus_index_of(arguments: argparse.Namespace) -> VectorIndex:

@@ -26,10 +26,10 @@ import numpy as np
 from embedrec.export.atomic import replace_directory
 from embedrec.export.catalog import CatalogError, CatalogRow, iter_catalog, validate_catalog
 from embedrec.export.fields import write_columns
-from embedrec.server.catalog.codes import write_codes
-from embedrec.server.catalog.hidden import HIDDEN_FILE, read_hidden_ids
-from embedrec.server.catalog.item_ids import ItemIds, write_id_index
-from embedrec.server.catalog.item_texts import write_item_texts
+from embedrec.server.catalog.mmap.codes import write_codes
+from embedrec.server.catalog.mmap.hidden import HIDDEN_FILE, read_hidden_ids
+from embedrec.server.catalog.mmap.item_ids import ItemIds, write_id_index
+from embedrec.server.catalog.mmap.item_texts import write_item_texts
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.prompts import document_prompt_name, prompt_text
@@ -152,8 +152,8 @@ def build_items(
 ) -> ItemsManifest:
     """Embed every row of `catalog` with the model in `model_dir` into `output_dir`.
 
-    Writes items.npy (float32, (n, dim), unit rows), its int8 codes (server/catalog/codes.py),
-    ids.txt and its index (server/catalog/item_ids.py),
+    Writes items.npy (float32, (n, dim), unit rows), its int8 codes (server/catalog/mmap/codes.py),
+    ids.txt and its index (server/catalog/mmap/item_ids.py),
     with `filter_field` its values (filter_codes.npy, filter_values.json), and
     items_manifest.json naming the model. Re-running with the same inputs is a no-op unless
     `force`; after an interruption it resumes from the last completed block of `block_rows` rows
@@ -165,22 +165,15 @@ def build_items(
     are documents: embedded with the model's prompt `prompt_name` (None: its document prompt, see
     embedrec.server.inference.prompts; "": none), recorded in the manifest.
     """
-    # Kept whole (> 60 lines with its signature and contract): the build reads top to bottom as
-    # one pipeline (plan, resume, embed, finish), each step a named helper.
     catalog_sha256 = sha256_file(catalog)
-    model_manifest = read_model_manifest(model_dir)
-    model_sha256 = model_manifest.onnx_sha256
-    chosen_prompt = document_prompt_name(model_manifest) if prompt_name is None else prompt_name
-    try:
-        prompt = prompt_text(model_manifest, chosen_prompt, field="--prompt-name")
-    except InvalidArgument as error:
-        raise ConfigurationError(str(error)) from None
+    model_sha256, chosen_prompt, prompt = _item_prompt(model_dir, prompt_name)
     kinds = {**dict.fromkeys(fields, "categorical"), **dict.fromkeys(numeric_fields, "numeric")}
     if not force and _is_up_to_date(
         output_dir, catalog_sha256, model_sha256, filter_field, chosen_prompt, prompt, kinds
     ):
         logger.info("items in %s are up to date", output_dir)
         return read_items_manifest(output_dir)
+    columns = (id_field, text_field, filter_field)
     count = validate_catalog(
         catalog,
         id_field=id_field,
@@ -190,27 +183,45 @@ def build_items(
         numeric_fields=tuple(numeric_fields),
     )
     encoder = encoder or OnnxEncoder(model_dir, provider="auto")
-    plan = BuildPlan(
-        catalog_sha256,
-        encoder.manifest.onnx_sha256,
-        count,
-        encoder.dim,
-        id_field,
-        text_field,
-        filter_field,
-        batch_size,
-        block_rows,
-        prompt,
-    )
-    partial = output_dir.parent / f".{output_dir.name}.partial"
+    identity = (catalog_sha256, encoder.manifest.onnx_sha256, count, encoder.dim)
+    plan = BuildPlan(*identity, *columns, batch_size, block_rows, prompt)
     source = reuse_from.resolve() if reuse_from is not None else output_dir
     previous = None if force else PreviousBuild.open(source, encoder.manifest.onnx_sha256, prompt)
+    return _build(catalog, output_dir, encoder, plan, previous, progress, (fields, numeric_fields), chosen_prompt)
+
+
+def _item_prompt(model_dir: Path, prompt_name: str | None) -> tuple[str, str, str]:
+    """The model's ONNX sha256, the prompt name item texts are embedded with (None: its document
+    prompt) and that prompt's text; ConfigurationError when the model has no such prompt."""
+    model_manifest = read_model_manifest(model_dir)
+    chosen = document_prompt_name(model_manifest) if prompt_name is None else prompt_name
+    try:
+        prompt = prompt_text(model_manifest, chosen, field="--prompt-name")
+    except InvalidArgument as error:
+        raise ConfigurationError(str(error)) from None
+    return model_manifest.onnx_sha256, chosen, prompt
+
+
+def _build(
+    catalog: Path,
+    output_dir: Path,
+    encoder: OnnxEncoder,
+    plan: BuildPlan,
+    previous: PreviousBuild | None,
+    progress: bool,
+    columns: tuple[Sequence[str], Sequence[str]],
+    prompt_name: str,
+) -> ItemsManifest:
+    """Run `plan`: resume or start its partial build, embed the rows not copied from `previous`,
+    finish and swap it in (the pipeline: plan, resume, embed, finish)."""
     if previous is not None:
         plan = dataclasses.replace(plan, reuse_items_sha256=previous.manifest.items_sha256)
+    partial = output_dir.parent / f".{output_dir.name}.partial"
     checkpoint = _resume_or_start(partial, plan)
     reused, embedded = _embed_remaining(catalog, encoder, partial, checkpoint, progress, previous)
-    if filter_field and checkpoint.filter_values == [""]:
-        raise CatalogError(f"{catalog}: no row has a value in the filter field {filter_field!r}")
+    if plan.filter_field and checkpoint.filter_values == [""]:
+        raise CatalogError(f"{catalog}: no row has a value in the filter field {plan.filter_field!r}")
+    fields, numeric_fields = columns
     manifest = _finish_build(
         partial,
         output_dir,
@@ -219,11 +230,11 @@ def build_items(
         catalog,
         fields=fields,
         numeric_fields=numeric_fields,
-        prompt_name=chosen_prompt,
+        prompt_name=prompt_name,
     )
     logger.info(
         "built %d items (dim %d) into %s: %d rows reused from the previous build, %d embedded",
-        count,
+        plan.item_count,
         encoder.dim,
         output_dir,
         reused,
@@ -285,7 +296,7 @@ def _finish_build(
 
 def _keep_hidden(previous: Path, partial: Path, count: int) -> None:
     """Carry the hidden ids of the build being replaced over to the new one, those still in the
-    catalog (see embedrec.server.catalog.hidden)."""
+    catalog (see embedrec.server.catalog.mmap.hidden)."""
     hidden = read_hidden_ids(previous) if previous.is_dir() else []
     if hidden:
         rows = ItemIds(partial, count).find(hidden)

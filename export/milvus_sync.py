@@ -15,13 +15,13 @@ to that build:
 - a collection built with another model, prompt or field set is dropped and rebuilt (its vectors
   would not be comparable).
 
-The vectors are indexed as asked (milvus_index: FLAT, exact, by default; HNSW or IVF_FLAT); an
+The vectors are indexed as asked (milvus.index: FLAT, exact, by default; HNSW or IVF_FLAT); an
 existing collection with another index keeps its rows and gets the new index after the rows are
 synced (Milvus drops an index only from a released collection: searches fail until it is loaded
 again). Then flush (sealed segments search ~30x faster than growing ones), wait for the index and
 load; the collection's properties record the model (the server refuses another model's
 collection), the index and the build. With an approximate index the sync returns only once Milvus
-searches the index it built for every row (milvus_readiness: until then Milvus 2.3 answers from an
+searches the index it built for every row (milvus.readiness: until then Milvus 2.3 answers from an
 interim index whose recall no effort setting raises), printing a progress line meanwhile.
 """
 
@@ -40,28 +40,26 @@ from typing import Any
 import numpy as np
 
 from embedrec.server.catalog.fields import CategoricalColumn, FieldKind, NumericColumn
-from embedrec.server.catalog.milvus_index import FLAT, INDEX_PROPERTY, VectorIndex
-from embedrec.server.catalog.milvus_readiness import IndexReadiness, is_milvus_server, wait_until_serving
-from embedrec.server.catalog.milvus_schema import (
+from embedrec.server.catalog.live import MAX_FIELD_VALUE_LENGTH, MAX_FIELD_VALUES, ItemRow
+from embedrec.server.catalog.milvus.calls import connect, milvus_errors
+from embedrec.server.catalog.milvus.index import FLAT, INDEX_PROPERTY, VectorIndex
+from embedrec.server.catalog.milvus.readiness import IndexReadiness, is_milvus_server, wait_until_serving
+from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
     LAYOUT,
-    MAX_FIELD_VALUE_LENGTH,
-    MAX_FIELD_VALUES,
     MAX_ID_LENGTH,
-    MAX_TEXT_BYTES,
     POSITION,
     TEXT,
     VECTOR,
     CollectionInfo,
-    ItemRow,
     alter_properties,
+    create_collection,
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.milvus_store import connect, milvus_errors
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.errors import ConfigurationError
 
 UPSERT_ROWS = 2_000
@@ -102,10 +100,9 @@ def sync_to_milvus(
     indexed by `vector_index` (see the module docstring); with an approximate index, return once
     Milvus searches it for every row (at most `timeout` more seconds; `wait_serving` False: at
     once, as syncs did before). Raises ConfigurationError when Milvus is unreachable or refuses."""
-    # Kept whole: one sync reads top to bottom (open or create, diff, upsert, delete, record), each
-    # batch operation a named helper.
+    # One sync reads top to bottom (open or create, diff and upsert, delete, record, index), each
+    # step a named helper.
     items = ItemIndex(items_dir.resolve(), scan="float32")  # reads rows only: no codes needed
-    manifest = items.manifest
     kinds = {name: column.kind for name, column in items.columns.items()}
     for name in kinds:
         milvus_field(name)  # a name Milvus cannot hold fails before anything is written
@@ -116,52 +113,11 @@ def sync_to_milvus(
             client, collection, items, kinds, vector_index, timeout, where
         )
         hidden = set(items.hidden.snapshot.ids) if recreated else set()
-        texts = items.texts
-        unchanged = upserted = 0
-        batch: list[dict[str, Any]] = []
-        bar = _progress_bar(len(items), progress)
-        for row, item_id in enumerate(_ids(items)):
-            fields = _field_values(items, row)
-            vector = np.asarray(items.matrix[row], dtype=np.float32)
-            text = texts.texts_at([row])[0] if texts is not None else ""
-            sync_hash = _sync_hash(vector, fields, text)
-            previous = existing.pop(item_id, None)
-            if previous is not None and previous[0] == sync_hash:
-                unchanged += 1
-            else:
-                if previous is not None:
-                    position, is_hidden = previous[1], previous[2]
-                else:
-                    position, is_hidden = next_position, item_id in hidden
-                    next_position += 1
-                _check_id(item_id)
-                batch.append(entity(ItemRow(item_id, vector, fields, sync_hash, text), position, is_hidden, kinds))
-                if len(batch) == UPSERT_ROWS:
-                    client.upsert(collection, batch, timeout=timeout)
-                    upserted += len(batch)
-                    batch = []
-            bar.update(1)
-        if batch:
-            client.upsert(collection, batch, timeout=timeout)
-            upserted += len(batch)
-        bar.close()
+        upsert = _upsert_changed(client, collection, items, kinds, existing, hidden, next_position, timeout, progress)
+        unchanged, upserted, next_position = upsert
         removed = list(existing)
-        for start in range(0, len(removed), SCAN_ROWS):
-            client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
-        info = CollectionInfo(
-            layout=LAYOUT,
-            model_onnx_sha256=manifest.model_onnx_sha256,
-            model_name=manifest.model_name,
-            dim=manifest.dim,
-            prompt_name=manifest.prompt_name,
-            prompt=manifest.prompt,
-            filter_field=manifest.filter_field,
-            fields=kinds,
-            items_sha256=manifest.items_sha256,
-            next_position=next_position,
-        )
-        properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
-        alter_properties(client, collection, properties, timeout)
+        _delete(client, collection, removed, timeout)
+        _record(client, collection, items, kinds, next_position, vector_index, timeout)
         client.flush(collection, timeout=timeout)
         if index_changes:
             _replace_index(client, collection, vector_index, timeout, where)
@@ -185,6 +141,87 @@ def sync_to_milvus(
     return SyncResult(
         unchanged, upserted, len(removed), count, recreated, vector_index.describe(), round(waited, 1), serving
     )
+
+
+def _upsert_changed(
+    client: Any,
+    collection: str,
+    items: ItemIndex,
+    kinds: dict[str, FieldKind],
+    existing: dict[str, tuple[int, int, bool]],
+    hidden: set[str],
+    next_position: int,
+    timeout: float,
+    progress: bool,
+) -> tuple[int, int, int]:
+    """Upsert every row of `items` whose sync hash differs from its row in `existing` (popping the
+    ids it sees, so what is left there is to delete), in batches of UPSERT_ROWS; a new row takes the
+    next position and is hidden when its id is in `hidden`. Rows unchanged, rows upserted, the next
+    free position."""
+    texts = items.texts
+    unchanged = upserted = 0
+    batch: list[dict[str, Any]] = []
+    bar = _progress_bar(len(items), progress)
+    for row, item_id in enumerate(_ids(items)):
+        fields = _field_values(items, row)
+        vector = np.asarray(items.matrix[row], dtype=np.float32)
+        text = texts.texts_at([row])[0] if texts is not None else ""
+        sync_hash = _sync_hash(vector, fields, text)
+        previous = existing.pop(item_id, None)
+        if previous is not None and previous[0] == sync_hash:
+            unchanged += 1
+        else:
+            if previous is not None:
+                position, is_hidden = previous[1], previous[2]
+            else:
+                position, is_hidden = next_position, item_id in hidden
+                next_position += 1
+            _check_id(item_id)
+            batch.append(entity(ItemRow(item_id, vector, fields, sync_hash, text), position, is_hidden, kinds))
+            if len(batch) == UPSERT_ROWS:
+                client.upsert(collection, batch, timeout=timeout)
+                upserted += len(batch)
+                batch = []
+        bar.update(1)
+    if batch:
+        client.upsert(collection, batch, timeout=timeout)
+        upserted += len(batch)
+    bar.close()
+    return unchanged, upserted, next_position
+
+
+def _delete(client: Any, collection: str, removed: list[str], timeout: float) -> None:
+    """Delete the ids `removed` from `collection`, SCAN_ROWS at a time."""
+    for start in range(0, len(removed), SCAN_ROWS):
+        client.delete(collection, ids=removed[start : start + SCAN_ROWS], timeout=timeout)
+
+
+def _record(
+    client: Any,
+    collection: str,
+    items: ItemIndex,
+    kinds: dict[str, FieldKind],
+    next_position: int,
+    vector_index: VectorIndex,
+    timeout: float,
+) -> None:
+    """Record the build `items` came from (model, prompt, fields, next position) and the vector
+    index in `collection`'s properties."""
+    manifest = items.manifest
+    info = CollectionInfo(
+        layout=LAYOUT,
+        model_onnx_sha256=manifest.model_onnx_sha256,
+        model_name=manifest.model_name,
+        dim=manifest.dim,
+        prompt_name=manifest.prompt_name,
+        prompt=manifest.prompt,
+        filter_field=manifest.filter_field,
+        fields=kinds,
+        items_sha256=manifest.items_sha256,
+        next_position=next_position,
+    )
+    properties = {**info.properties(), INDEX_PROPERTY: vector_index.property_value()}
+    alter_properties(client, collection, properties, timeout)
 
 
 def _prepare(
@@ -224,7 +261,7 @@ def _prepare(
             where,
         )
         client.drop_collection(collection, timeout=timeout)
-    _create(client, collection, manifest.dim, kinds, vector_index, timeout)
+    create_collection(client, collection, manifest.dim, kinds, vector_index, timeout)
     return {}, True, 0, False
 
 
@@ -279,35 +316,6 @@ def _wait_until_searched(
     if progress and waited >= 1.0:
         print(f"Milvus searches the built index ({waited:.0f} s after loading)", file=sys.stderr)
     return waited, True
-
-
-def _create(
-    client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], vector_index: VectorIndex, timeout: float
-) -> None:
-    from pymilvus import DataType, MilvusClient
-
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
-    schema.add_field(POSITION, DataType.INT64)
-    schema.add_field(HIDDEN, DataType.BOOL)
-    schema.add_field(CONTENT_HASH, DataType.INT64)
-    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-    for name, kind in kinds.items():
-        if kind == "numeric":
-            schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
-        else:
-            schema.add_field(
-                milvus_field(name),
-                DataType.ARRAY,
-                element_type=DataType.VARCHAR,
-                max_capacity=MAX_FIELD_VALUES,
-                max_length=MAX_FIELD_VALUE_LENGTH,
-            )
-    index_params = client.prepare_index_params()
-    # Inner product on unit rows is the cosine; FLAT (the default) scores every row: exact.
-    vector_index.add_to(index_params, VECTOR)
-    client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)
 
 
 def _existing_rows(client: Any, collection: str, timeout: float) -> dict[str, tuple[int, int, bool]]:

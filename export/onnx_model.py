@@ -92,38 +92,72 @@ def export_model(
     `validation_catalog` texts (else generated ones); `int8_smoothing` (alpha) and
     `int8_keep_fp32` (export.quantization.KEEP_FP32 groups) trade speed for fidelity
     (docs/int8.md). ExportValidationError below
-    `min_agreement` (default export.int8_export.DEFAULT_MIN_AGREEMENT). The manifest records
+    `min_agreement` (default export.int8_defaults.DEFAULT_MIN_AGREEMENT). The manifest records
     the target, the recipe, the agreement and the fp32 base's checksum (items built with that
     base may be served with this variant).
     """
     variant = variant_name(optimize, quantize, fp16)
+    _check_task(variant, task, activation)
+    model = resolve_model_source(source)
+    options = _variant_options(variant, max_length, opset, min_cosine, optimize, quantize, fp16)
+    options.update(_prompt_options(model, prompts, default_prompt_name))
+    if task == "rerank":  # absent for embedding models, so exports made before rerankers stay up to date
+        options.update(task=task, activation=activation)
+    if quantize:  # likewise absent for other variants
+        int8 = _int8_options(int8_target, calibration_catalog, validation_catalog, min_agreement)
+        options.update(int8, int8_smoothing=int8_smoothing, int8_keep_fp32=list(int8_keep_fp32))
+    return _export_unless_up_to_date(output_dir, model, options, force)
+
+
+def _check_task(variant: str, task: str, activation: str | None) -> None:
+    """ValueError when `task` is unknown, a reranker asks for a variant other than fp32 or int8, or
+    `activation` is given for an embedder or is unknown."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
     if task == "rerank" and variant not in ("fp32", "int8"):
         raise ValueError(f"a rerank export is fp32 or int8 (got the {variant} variant)")
     if activation is not None and (task != "rerank" or activation not in ACTIVATIONS):
         raise ValueError(f"activation {activation!r}: one of {', '.join(ACTIVATIONS)}, for --task rerank only")
-    model = resolve_model_source(source)
-    floor = MIN_COSINE[variant] if min_cosine is None else min_cosine
-    all_prompts = {**model.prompts, **(prompts or {})}
-    default_prompt = model.default_prompt_name if default_prompt_name is None else default_prompt_name
-    if default_prompt and default_prompt not in all_prompts:
-        raise ValueError(f"default prompt {default_prompt!r} is not one of the prompts ({', '.join(all_prompts)})")
-    options: dict[str, Any] = {
+
+
+def _variant_options(
+    variant: str,
+    max_length: int | None,
+    opset: int | None,
+    min_cosine: float | None,
+    optimize: str | None,
+    quantize: str | None,
+    fp16: bool,
+) -> dict[str, Any]:
+    """The options every export records (the validation floor: the variant's unless given)."""
+    return {
         "max_length": max_length,
         "opset": opset,
-        "min_cosine": floor,
+        "min_cosine": MIN_COSINE[variant] if min_cosine is None else min_cosine,
         "optimize": optimize,
         "quantize": quantize,
         "fp16": fp16,
     }
-    if all_prompts or default_prompt:  # absent otherwise, so exports made before prompts stay up to date
-        options.update(prompts=all_prompts, default_prompt_name=default_prompt)
-    if task == "rerank":  # likewise absent for embedding models
-        options.update(task=task, activation=activation)
-    if quantize:  # likewise absent for other variants
-        options.update(_int8_options(int8_target, calibration_catalog, validation_catalog, min_agreement))
-        options.update(int8_smoothing=int8_smoothing, int8_keep_fp32=list(int8_keep_fp32))
+
+
+def _prompt_options(
+    model: ModelSource, prompts: dict[str, str] | None, default_prompt_name: str | None
+) -> dict[str, Any]:
+    """The model's prompts updated with `prompts` and the default prompt's name, when there are any
+    (absent otherwise, so exports made before prompts stay up to date); ValueError when the default
+    prompt is not one of them."""
+    all_prompts = {**model.prompts, **(prompts or {})}
+    default_prompt = model.default_prompt_name if default_prompt_name is None else default_prompt_name
+    if default_prompt and default_prompt not in all_prompts:
+        raise ValueError(f"default prompt {default_prompt!r} is not one of the prompts ({', '.join(all_prompts)})")
+    return {"prompts": all_prompts, "default_prompt_name": default_prompt} if all_prompts or default_prompt else {}
+
+
+def _export_unless_up_to_date(
+    output_dir: Path, model: ModelSource, options: dict[str, Any], force: bool
+) -> ModelManifest:
+    """The manifest in `output_dir` when it was exported from `model` with `options` (unless
+    `force`), else a fresh export staged and swapped in."""
     if not force and _is_up_to_date(output_dir, model, options):
         logger.info("export of %s in %s is up to date", model.name, output_dir)
         return read_model_manifest(output_dir)

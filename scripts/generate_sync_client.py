@@ -1,6 +1,6 @@
 """Generate the synchronous client from the asyncio one (the only way client/sync.py is written;
 never edit it). Each method is defined once, in client/aio.py; this drops `async`/`await` and
-renames what differs, as httpx's unasync does.
+renames what differs, as httpcore's unasync does.
 
 Usage: python scripts/generate_sync_client.py [--check]   (make clients)
 """

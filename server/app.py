@@ -18,7 +18,8 @@ from pathlib import Path
 
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.live_recall import RecallEstimate
-from embedrec.server.catalog.milvus_store import MilvusItems, MilvusUnreachableError
+from embedrec.server.catalog.milvus.calls import MilvusUnreachableError
+from embedrec.server.catalog.milvus.store import MilvusItems
 from embedrec.server.catalog.rerank_stage import MAX_CANDIDATES
 from embedrec.server.catalog.score_formula import check_formula
 from embedrec.server.catalog.search import create_search_batcher
@@ -32,6 +33,7 @@ from embedrec.server.inference.embedding import Embedder, create_batcher
 from embedrec.server.inference.encoder import OnnxEncoder
 from embedrec.server.inference.reranking import Reranker, create_rerank_batcher
 from embedrec.server.loading import int8_host_warning, load_encoder, load_extra_encoders, open_items, resolve_tuning
+from embedrec.server.models import ServedModels
 from embedrec.server.observability.metrics import ModelMetrics, ServerMetrics
 from embedrec.server.operations import Operations
 from embedrec.server.service import EmbeddingService
@@ -47,8 +49,8 @@ class EmbedrecApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state = ServingState(access_log=settings.access_log)
-        self.tokens = TokenGuard(settings.token_sources)
+        self.state = ServingState(access_log=settings.observability.access_log)
+        self.tokens = TokenGuard(settings.security.token_sources)
         self.metrics = ServerMetrics()
         self.metrics.live_recall.source = self._live_recall
         self.state.metrics = self.metrics
@@ -76,16 +78,16 @@ class EmbedrecApp:
             raise
         logger.info(
             "listening on %s:%d (gRPC; %s; NOT_SERVING until the model is loaded)",
-            self.settings.host,
+            self.settings.server.host,
             self.port,
             security_summary(self.settings, self.tokens),
         )
         return self.port
 
     def _serve_metrics(self) -> None:
-        if self.settings.metrics_port < 0:
+        if self.settings.observability.metrics_port < 0:
             return
-        host, port = self.settings.metrics_host, self.settings.metrics_port
+        host, port = self.settings.observability.metrics_host, self.settings.observability.metrics_port
         try:
             self.metrics_port = self.metrics.serve_http(host, port)
         except OSError as error:
@@ -106,42 +108,26 @@ class EmbedrecApp:
         items = await self._open_items_waiting(encoder)
         if items is not None:
             _check_default_formula(settings, items)
-        observer = ModelMetrics(
-            self.metrics,
-            encoder.manifest.model_name,
-            "embed",
-            also=self.metrics,
-            int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
-        )
-        batcher = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
-        await batcher.start()
         search_batcher = create_search_batcher(
-            settings.search_policy,
+            settings.search.policy,
             threads=settings.search_thread_count,
             observer=self.metrics.search,
-            niceness=settings.search_niceness,
+            niceness=settings.search.search_niceness,
         )
         await search_batcher.start()
-        cpu = CpuPool(settings.cpu_threads)
-        embedders, rerankers = await self._serve_extra_models(extra, cpu)
+        cpu = CpuPool(settings.server.cpu_threads)
+        models = await self._serve_models(encoder, extra, cpu)
         service = EmbeddingService(
-            encoder,
-            batcher,
+            models,
             items,
             settings.limits,
             search_batcher,
             cpu,
             tuning=tuning,
-            embedders=embedders,
-            rerankers=rerankers,
             score_formula=settings.default_score_formula,
-            score_formula_text=settings.score_formula or _file_text(settings.score_formula_file),
+            score_formula_text=settings.search.score_formula or _file_text(settings.search.score_formula_file),
         )
-        await service.embedder.embed(list(WARMUP_TEXTS))
-        for embedder in embedders.values():
-            await embedder.embed(list(WARMUP_TEXTS))
-        for reranker in rerankers.values():
-            await reranker.rerank(WARMUP_TEXTS[0], list(WARMUP_TEXTS))
+        await _warm_up(models)
         self.state.service = service
         described = items.describe() if items is not None else None
         self.metrics.items.set(described.item_count if described else 0)
@@ -156,12 +142,27 @@ class EmbedrecApp:
             encoder.manifest.model_name,
             encoder.dim,
             encoder.provider,
-            batcher.instances,
+            models.default.batcher.instances,
             encoder.session_count,
-            settings.threads_per_session or "default",
+            settings.model.threads_per_session or "default",
             described.item_count if described else 0,
             tuning,
         )
+
+    async def _serve_models(self, encoder: OnnxEncoder, extra: dict[str, OnnxEncoder], cpu: CpuPool) -> ServedModels:
+        """The --model-dir model (the default) and each --model, each with a batcher of its own (started)."""
+        settings = self.settings
+        observer = ModelMetrics(
+            self.metrics,
+            encoder.manifest.model_name,
+            "embed",
+            also=self.metrics,
+            int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
+        )
+        batcher = create_batcher(encoder, settings.batching, instances=settings.model.instances, observer=observer)
+        await batcher.start()
+        embedders, rerankers = await self._serve_extra_models(extra, cpu)
+        return ServedModels(encoder, Embedder(encoder, batcher, settings.limits, cpu), embedders, rerankers)
 
     async def _serve_extra_models(
         self, encoders: dict[str, OnnxEncoder], cpu: CpuPool
@@ -178,14 +179,16 @@ class EmbedrecApp:
             if task == "rerank":
                 # Its queue holds at least two of Recommend's largest rerank stages.
                 policy = dataclasses.replace(
-                    settings.batch_policy,
-                    max_queued_items=max(settings.batch_policy.max_queued_items, 2 * MAX_CANDIDATES),
+                    settings.batching,
+                    max_queued_texts=max(settings.batching.max_queued_texts, 2 * MAX_CANDIDATES),
                 )
-                pairs = create_rerank_batcher(encoder, policy, instances=settings.instances, observer=observer)
+                pairs = create_rerank_batcher(encoder, policy, instances=settings.model.instances, observer=observer)
                 await pairs.start()
                 rerankers[name] = Reranker(name, encoder, pairs, settings.limits, cpu)
             else:
-                texts = create_batcher(encoder, settings.batch_policy, instances=settings.instances, observer=observer)
+                texts = create_batcher(
+                    encoder, settings.batching, instances=settings.model.instances, observer=observer
+                )
                 await texts.start()
                 embedders[name] = Embedder(encoder, texts, settings.limits, cpu)
             logger.info("serving model %s (%s, %s) from its own batcher", name, task, encoder.manifest.model_name)
@@ -216,11 +219,11 @@ class EmbedrecApp:
         while down or not yet searching its built index); log each change."""
         was = self.metrics.store_health.state()
         while True:
-            await asyncio.sleep(self.settings.milvus_probe_s if was.serving else 1.0)
+            await asyncio.sleep(self.settings.milvus.milvus_probe_s if was.serving else 1.0)
             service = self.state.service
             items = service.items if service is not None else None
             if isinstance(items, MilvusItems):
-                await asyncio.to_thread(items.probe, min(self.settings.milvus_timeout_s, 5.0))
+                await asyncio.to_thread(items.probe, min(self.settings.milvus.milvus_timeout_s, 5.0))
             state = self.metrics.store_health.state()
             if state.up != was.up:
                 if state.up:
@@ -242,10 +245,10 @@ class EmbedrecApp:
         The listener stays open while draining (at least `drain_min_seconds`, at most `grace`,
         default `drain_seconds`) so that callers get a clean UNAVAILABLE, not a reset connection.
         """
-        grace = self.settings.drain_seconds if grace is None else grace
+        grace = self.settings.lifecycle.drain_seconds if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        earliest = loop.time() + min(self.settings.drain_min_seconds, grace)
+        earliest = loop.time() + min(self.settings.lifecycle.drain_min_seconds, grace)
         self.state.draining = True
         if self._items_watch is not None:
             self._items_watch.cancel()
@@ -262,7 +265,7 @@ class EmbedrecApp:
             self._grpc = None
         service = self.state.service
         if service is not None:
-            for batcher in service.batchers():
+            for batcher in service.models.batchers():
                 await batcher.stop()
             await service.search_batcher.stop()
             await asyncio.to_thread(service.cpu.close)
@@ -271,6 +274,14 @@ class EmbedrecApp:
         if self._grpc is not None:
             await self._grpc.set_serving(serving)
         self.metrics.serving.set(1 if serving else 0)
+
+
+async def _warm_up(models: ServedModels) -> None:
+    """Run every served model once (the runtime's first calls are slow)."""
+    for embedder in models.embedders.values():
+        await embedder.embed(list(WARMUP_TEXTS))
+    for reranker in models.rerankers.values():
+        await reranker.rerank(WARMUP_TEXTS[0], list(WARMUP_TEXTS))
 
 
 async def create_server(settings: Settings) -> EmbedrecApp:
@@ -300,6 +311,6 @@ def _check_default_formula(settings: Settings, items: ItemStore) -> None:
     if spec is None:
         return
     try:
-        check_formula(spec, items.describe().fields, max_terms=settings.max_score_terms, field="--score-formula")
+        check_formula(spec, items.describe().fields, max_terms=settings.limits.max_score_terms, field="--score-formula")
     except InvalidArgument as error:
         raise ConfigurationError(f"{error}; the served items do not fit the default formula") from None

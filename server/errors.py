@@ -1,8 +1,13 @@
 """Domain errors of the core, each naming the gRPC status it becomes at the edge.
 
 The core raises these with a message meant for the caller (field names and limits, never
-request text); `server.servicer` maps them through `status_name` in one place. Anything else is
-a bug and becomes INTERNAL with the details logged server-side only.
+request text); `server.edge.calls.answer` turns them into the refusal every transport sends.
+Anything else is a bug and becomes INTERNAL with the details logged server-side only.
+
+An error about one request field names it as data too: `field` is its wire path (the proto's
+field names, snake_case, with `[i]` for a repeated entry and `.` for a nested one, e.g.
+`texts[3].text`, `users[1].k`), `limit` the bound it broke where there is one. gRPC sends them as a
+`google.rpc.BadRequest` field violation in the status details, HTTP as OpenAI's `param`.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ from __future__ import annotations
 # never arrives, and the call hangs until the caller's deadline).
 MAX_QUOTED_CHARS = 64
 MAX_MESSAGE_CHARS = 1024
+# How long a field path may be (one built from a caller's JSON key is the caller's length).
+MAX_FIELD_CHARS = 256
 
 
 class EmbedrecError(Exception):
     """Base of the errors a caller may see; `status` is the gRPC status code's name."""
 
     status = "INTERNAL"
+
+    def __init__(self, message: str = "", *, field: str | None = None, limit: float | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.limit = limit
 
 
 class InvalidArgument(EmbedrecError):
@@ -82,3 +94,11 @@ def bounded(message: str) -> str:
     if len(message) <= MAX_MESSAGE_CHARS:
         return message
     return message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def bounded_field(field: str | None) -> str | None:
+    """`field` cut to MAX_FIELD_CHARS characters (ending in "…" when cut): applied to every
+    field path a caller gets."""
+    if field is None or len(field) <= MAX_FIELD_CHARS:
+        return field
+    return field[: MAX_FIELD_CHARS - 1] + "…"

@@ -22,7 +22,7 @@ ITEMS_MATRIX = "items.npy"
 ITEMS_IDS = "ids.txt"
 ITEMS_FILTER_CODES = "filter_codes.npy"
 ITEMS_FILTER_VALUES = "filter_values.json"
-# Layout 2 added the memory-mapped id index and the optional filter field (server/item_ids.py).
+# Layout 2 added the memory-mapped id index and the optional filter field (server/catalog/mmap/item_ids.py).
 ITEMS_LAYOUT = 2
 FORMAT_VERSION = 1
 
@@ -32,7 +32,7 @@ _Manifest = TypeVar("_Manifest", "ModelManifest", "ItemsManifest")
 
 @dataclasses.dataclass(frozen=True)
 class ModelManifest:
-    """What the server needs to know about an exported model (written by export/onnx)."""
+    """What the server needs to know about an exported model (written by export/onnx_model.py)."""
 
     model_name: str
     source_sha256: str
@@ -74,7 +74,7 @@ class ModelManifest:
 
 @dataclasses.dataclass(frozen=True)
 class ItemsManifest:
-    """What the server needs to know about an item matrix (written by export/items)."""
+    """What the server needs to know about an item matrix (written by export/items.py)."""
 
     item_count: int
     dim: int

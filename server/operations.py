@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.edge.auth import TokenGuard
 from embedrec.server.edge.calls import ServingState
 from embedrec.server.errors import ConfigurationError, FailedPrecondition, Unavailable
@@ -49,13 +49,17 @@ class Operations:
         service = self.state.service
         if service is None:
             raise FailedPrecondition("the server is still starting; reload once it is SERVING")
-        if self.settings.items_dir is None and self.settings.items_store != "milvus":
+        if self.settings.search.items_dir is None and self.settings.search.items_store != "milvus":
             raise FailedPrecondition(NO_ITEMS)
         async with self._reload_lock:
             previous = service.items
             try:
                 items = await asyncio.to_thread(
-                    open_items, self.settings, service.encoder, self.metrics.scan_stats, self.metrics.store_health
+                    open_items,
+                    self.settings,
+                    service.models.encoder,
+                    self.metrics.scan_stats,
+                    self.metrics.store_health,
                 )
             except ConfigurationError as error:
                 self.metrics.items_reloads.labels(result="refused").inc()
@@ -157,7 +161,7 @@ class Operations:
         """Re-read the token files (off the event loop) and put them in force for the next call;
         calls already admitted are not affected. False, keeping the old tokens, when a file is
         unreadable or empty."""
-        if self.settings.auth_tokens_file is None and self.settings.admin_tokens_file is None:
+        if self.settings.security.auth_tokens_file is None and self.settings.security.admin_tokens_file is None:
             return True
         try:
             await asyncio.to_thread(self.tokens.reload)

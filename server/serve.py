@@ -36,7 +36,7 @@ def raise_descriptor_limit() -> None:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain; return the process exit code."""
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
+    sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000.0)
     try:
         logger.info("tracing %s", tracing.configure(os.environ))
     except ConfigurationError as error:
@@ -89,22 +89,26 @@ async def serve(settings: Settings) -> int:
         logger.info("SIGHUP arrived while loading: reloading now")
         reload_on_sighup()
     await stopping
-    logger.info("stopping: draining in-flight calls for up to %.1f s", settings.drain_seconds)
+    logger.info("stopping: draining in-flight calls for up to %.1f s", settings.lifecycle.drain_seconds)
     await app.stop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        # Already stopped: a repeated signal during the interpreter's exit (threads joined, sessions
-        # freed) must not turn a clean exit into death by signal.
-        loop.remove_signal_handler(signal_number)
-        signal.signal(signal_number, signal.SIG_IGN)
+    _ignore_stop_signals(loop)
     logger.info("stopped")
     return 0
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Already stopped: a repeated signal during the interpreter's exit (threads joined, sessions
+    freed) must not turn a clean exit into death by signal."""
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signal_number)
+        signal.signal(signal_number, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`embedrec serve`: parse settings, configure logging, serve until told to stop."""
     settings = Settings.from_args(argv)
-    configure_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1:
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
+    if settings.server.workers > 1:
         from embedrec.server.workers import supervise
 
         return supervise(settings, list(argv if argv is not None else sys.argv[2:]))

@@ -52,7 +52,9 @@ class _Worker:
 def worker_threads(settings: Settings) -> int:
     """Threads of each model instance of each worker: --intra-op-threads, else the cores split
     evenly over workers x sessions."""
-    return settings.intra_op_threads or max(1, (os.cpu_count() or 1) // (settings.workers * settings.session_count))
+    return settings.model.intra_op_threads or max(
+        1, (os.cpu_count() or 1) // (settings.server.workers * settings.model.session_count)
+    )
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -69,7 +71,11 @@ def worker_command(
     """The command line of worker `index`: the parent's flags, then the per-worker overrides
     (the gRPC port and the HTTP port, `http_port` defaulting to --http-port, are shared)."""
     threads = worker_threads(settings)
-    metrics_port = settings.metrics_port + index if settings.metrics_port > 0 else settings.metrics_port
+    metrics_port = (
+        settings.observability.metrics_port + index
+        if settings.observability.metrics_port > 0
+        else settings.observability.metrics_port
+    )
     return [
         sys.executable,
         "-m",
@@ -87,7 +93,7 @@ def worker_command(
         "--metrics-port",
         str(metrics_port),
         "--http-port",
-        str(settings.http_port if http_port is None else http_port),
+        str(settings.http.http_port if http_port is None else http_port),
     ]
 
 
@@ -102,13 +108,12 @@ def _start_worker(command: list[str], environment: dict[str, str]) -> subprocess
 
 
 def supervise(settings: Settings, argv: Sequence[str]) -> int:
-    """Run `settings.workers` workers until SIGTERM/SIGINT; return 0 when all drained cleanly.
+    """Run `settings.server.workers` workers until SIGTERM/SIGINT; return 0 when all drained cleanly.
 
     `argv` are the flags the parent was given (forwarded to every worker).
     """
-    # Kept whole: the supervisor's one loop (start, watch, restart, forward signals, drain) shares
-    # its state (workers, back-off, stop flag) across every branch.
-    port = settings.port or free_port(settings.host)
+    # One loop (start, watch, restart, forward signals) over shared state, then the drain.
+    port = settings.server.port or free_port(settings.server.host)
     stopping = False
 
     def request_stop(signal_number: int, _frame: object) -> None:
@@ -117,8 +122,8 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    http_port = settings.http_port if settings.http_port != 0 else free_port(settings.host)
-    commands = [worker_command(settings, argv, index, port, http_port) for index in range(settings.workers)]
+    http_port = settings.http.http_port if settings.http.http_port != 0 else free_port(settings.server.host)
+    commands = [worker_command(settings, argv, index, port, http_port) for index in range(settings.server.workers)]
     environment = worker_environment(settings)
     workers = [_Worker(index, _start_worker(command, environment)) for index, command in enumerate(commands)]
 
@@ -131,7 +136,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     logger.info(
         "supervising %d workers on %s:%d (pids %s)",
         len(workers),
-        settings.host,
+        settings.server.host,
         port,
         ", ".join(str(worker.process.pid) for worker in workers if worker.process is not None),
     )
@@ -142,28 +147,42 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         for worker in workers:
             if stopping:
                 break
-            if worker.process is None:
-                if worker.restart_at is not None and now >= worker.restart_at:
-                    worker.process = _start_worker(commands[worker.index], environment)
-                    worker.started_at, worker.restart_at = now, None
-                    worker.restarts += 1
-                continue
-            code = worker.process.poll()
-            if code is None:
-                continue
-            if code == 2:  # a configuration error: restarting cannot help
-                logger.error("worker %d cannot start (exit 2); stopping", worker.index)
+            if _tend(worker, now, commands[worker.index], environment):
                 stopping = True
                 break
-            delay = worker.next_backoff_s(now)
-            logger.error(
-                "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
-            )
-            worker.process, worker.restart_at = None, now + delay
+    return _drain(workers, settings.lifecycle.drain_seconds)
+
+
+def _tend(worker: _Worker, now: float, command: list[str], environment: dict[str, str]) -> bool:
+    """Restart `worker` when its back-off is over, or schedule its restart when it has exited;
+    True when it exited with 2 (a configuration error: restarting cannot help, stop them all)."""
+    if worker.process is None:
+        if worker.restart_at is not None and now >= worker.restart_at:
+            worker.process = _start_worker(command, environment)
+            worker.started_at, worker.restart_at = now, None
+            worker.restarts += 1
+        return False
+    code = worker.process.poll()
+    if code is None:
+        return False
+    if code == 2:
+        logger.error("worker %d cannot start (exit 2); stopping", worker.index)
+        return True
+    delay = worker.next_backoff_s(now)
+    logger.error(
+        "worker %d (pid %d) exited with %d; restarting in %.1f s", worker.index, worker.process.pid, code, delay
+    )
+    worker.process, worker.restart_at = None, now + delay
+    return False
+
+
+def _drain(workers: list[_Worker], drain_seconds: float) -> int:
+    """SIGTERM every running worker and wait for them (killing those still there `drain_seconds`
+    + 15 s later); 0 when all exited 0, else 1."""
     for worker in workers:
         if worker.process is not None and worker.running:
             worker.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + settings.drain_seconds + 15
+    deadline = time.monotonic() + drain_seconds + 15
     codes = []
     for worker in workers:
         if worker.process is None:

@@ -8,7 +8,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from embedrec.client.channel import ChannelConfig
 from embedrec.client.cli import add_connection_arguments, connect
 from embedrec.client.errors import EmbedrecClientError
 from embedrec.client.loadtest.http import server_info
@@ -62,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run every step in turn, print a table, and write JSON and a plot when asked."""
-    # Kept whole: argument parsing, then one run; the run's pieces live in runner and report.
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
@@ -92,6 +93,32 @@ def main(argv: Sequence[str]) -> int:
     except (EmbedrecClientError, OSError, ValueError, KeyError) as error:
         print(f"embedrec loadtest: cannot reach {arguments.target}: {error}", file=sys.stderr)
         return 1
+    summaries = _run_steps(arguments, workload, mode, levels, dim, channel)
+    print(format_table(summaries))
+    report = {
+        "target": arguments.target,
+        "rpc": arguments.rpc,
+        "model": model,
+        "protocol": arguments.protocol,
+        "processes": arguments.processes,
+        "steps": summaries,
+    }
+    if arguments.json_path:
+        arguments.json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if arguments.plot:
+        plot(summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({model})")
+    return 0
+
+
+def _run_steps(
+    arguments: argparse.Namespace,
+    workload: Workload,
+    mode: str,
+    levels: list[float],
+    dim: int,
+    channel: ChannelConfig,
+) -> list[dict[str, Any]]:
+    """Run one step per level (concurrency or rate, by `mode`) in turn; their summaries."""
     summaries = []
     for index, level in enumerate(levels):
         plan = StepPlan(mode, level, arguments.duration, arguments.warmup, arguments.timeout, seed=index)
@@ -109,17 +136,4 @@ def main(argv: Sequence[str]) -> int:
         if not arguments.quiet:
             sys.stderr.write("\n")
         summaries.append(result.summary())
-    print(format_table(summaries))
-    report = {
-        "target": arguments.target,
-        "rpc": arguments.rpc,
-        "model": model,
-        "protocol": arguments.protocol,
-        "processes": arguments.processes,
-        "steps": summaries,
-    }
-    if arguments.json_path:
-        arguments.json_path.write_text(json.dumps(report, indent=2) + "\n")
-    if arguments.plot:
-        plot(summaries, arguments.plot, title=f"embedrec {arguments.rpc} against {arguments.target} ({model})")
-    return 0
+    return summaries

@@ -5,13 +5,13 @@ runtime is free (no added latency when idle) — or, with `max_wait_ms` > 0, onc
 or its oldest item has waited that long — a batch is formed:
 
 - bounded by `max_batch_size` items and by a padded-cost budget (items x costliest <=
-  `max_batch_cost`; for texts the cost is the token count, so this is a padded-token budget);
+  `max_batch_tokens`; for texts the cost is the token count, so this is a padded-token budget);
 - fair: candidates are taken round-robin over requests (each request's next item first), so one
   huge request cannot monopolise the runtime ahead of many small ones;
 - length-grouped: the oldest waiting item always goes (no starvation, bounded reordering), and
-  the rest are the candidates within a `lookahead` window whose lengths are closest to it, so
+  the rest are the candidates within a `batch_lookahead` window whose lengths are closest to it, so
   padding waste stays low; an item joins only while real cost / padded cost stays at or above
-  `min_efficiency` (on a CPU, padding costs as much as real work).
+  `min_batch_efficiency` (on a CPU, padding costs as much as real work).
 
 There is no worker task: batches are formed by events. A request arriving at an idle runtime
 is formed into a batch inside `submit` and handed to an instance's lane (`lanes.Lane`, a
@@ -36,9 +36,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from embedrec.server.batching.lanes import Lane
+from embedrec.server.batching.observer import BatcherStats, BatchObserver, NullObserver
+from embedrec.server.batching.policy import BatchPolicy as BatchPolicy  # callers import it from here
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 from embedrec.server.observability.tracing import BatchTracer
 
@@ -46,70 +48,6 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BatcherStats:
-    """Counters since start: what ran, and what was dropped without being computed."""
-
-    batches: int = 0
-    items_run: int = 0
-    padded_cost: int = 0
-    cost: int = 0
-    items_expired: int = 0
-    items_cancelled: int = 0
-    batches_failed: int = 0
-    worker_restarts: int = 0
-
-
-class BatchObserver(Protocol):
-    """Receives what the batcher does (e.g. to export metrics); every method must be cheap.
-
-    `batch_ran`: a batch of `size` items with summed `cost` (padded: size x costliest) ran in
-    `run_s` seconds, its items having waited `queue_seconds`. `queue_changed`: items waiting now.
-    `items_dropped`: `count` queued items were dropped before running (reason: expired,
-    cancelled, shutdown, worker_restart).
-    """
-
-    def batch_ran(
-        self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]
-    ) -> None: ...
-
-    def queue_changed(self, depth: int) -> None: ...
-
-    def items_dropped(self, reason: str, count: int) -> None: ...
-
-
-class _NoObserver:
-    def batch_ran(self, size: int, cost: int, padded_cost: int, run_s: float, queue_seconds: Sequence[float]) -> None:
-        pass
-
-    def queue_changed(self, depth: int) -> None:
-        pass
-
-    def items_dropped(self, reason: str, count: int) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    """The knobs of batch formation and admission (see the module docstring)."""
-
-    max_batch_size: int = 32
-    max_batch_cost: int = 1024
-    max_wait_ms: float = 0.0
-    max_queued_items: int = 256
-    group_by_length: bool = True
-    lookahead: int = 64
-    min_efficiency: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.max_batch_size, self.max_batch_cost, self.max_queued_items, self.lookahead) < 1:
-            raise ValueError("max_batch_size, max_batch_cost, max_queued_items and lookahead must be >= 1")
-        if self.max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0")
-        if not 0.0 <= self.min_efficiency <= 1.0:
-            raise ValueError("min_efficiency must be in [0, 1]")
 
 
 @dataclass(eq=False)
@@ -158,7 +96,7 @@ class MicroBatcher(Generic[Item, Result]):
         cost: Callable[[Item], int] = lambda _: 1,
         name: str = "batcher",
         unit: str = "items",
-        queue_limit_name: str = "max_queued_items",
+        queue_limit_name: str = "max_queued_texts",
         observer: BatchObserver | None = None,
         niceness: int = 0,
         tracer: BatchTracer | None = None,
@@ -201,7 +139,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._company_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop  # the running loop, from start()
         self._accepting = False
-        self._observer: BatchObserver = observer or _NoObserver()
+        self._observer: BatchObserver = observer or NullObserver()
         self._niceness = niceness
         self._tracer = tracer
 
@@ -246,7 +184,7 @@ class MicroBatcher(Generic[Item, Result]):
         Callers may check before preparing items (e.g. tokenising) so that refused work costs
         nothing; `submit` checks again.
         """
-        limit = self.policy.max_queued_items
+        limit = self.policy.max_queued_texts
         if self._queued_items + count > limit:
             raise Overloaded(
                 f"server overloaded: {self._queued_items} {self._unit} queued, this request adds {count}, "
@@ -474,8 +412,8 @@ class MicroBatcher(Generic[Item, Result]):
             _fail(slot.request, error)
 
     def _candidates(self) -> list[_Slot]:
-        """Up to `lookahead` pending items, round-robin over requests in arrival order."""
-        limit = self.policy.lookahead
+        """Up to `batch_lookahead` pending items, round-robin over requests in arrival order."""
+        limit = self.policy.batch_lookahead
         slots: list[_Slot] = []
         depth = 0
         while len(slots) < limit:
@@ -496,7 +434,7 @@ class MicroBatcher(Generic[Item, Result]):
         policy = self.policy
         candidates = self._candidates()
         head, others = candidates[0], candidates[1:]
-        if policy.group_by_length:
+        if policy.length_grouping:
             others = sorted(others, key=lambda slot: (abs(slot.cost - head.cost), slot.order))
         chosen, costliest, total = [head], head.cost, head.cost
         for slot in others:
@@ -504,8 +442,8 @@ class MicroBatcher(Generic[Item, Result]):
                 break
             widest = max(costliest, slot.cost)
             padded = widest * (len(chosen) + 1)
-            if padded > policy.max_batch_cost or (total + slot.cost) < policy.min_efficiency * padded:
-                if policy.group_by_length:
+            if padded > policy.max_batch_tokens or (total + slot.cost) < policy.min_batch_efficiency * padded:
+                if policy.length_grouping:
                     continue
                 break
             chosen.append(slot)

@@ -1,2 +1,3 @@
-"""The items: the item-store protocol, the memory-mapped store and the Milvus store, item ids,
-hidden items, fields and conditions, exact top-k, user profiles."""
+"""The items: a store-neutral core (the item-store protocol, fields and conditions, profiles,
+search, Recommend, the rerank stage, score formulas) and one package per store: `mmap` (the
+memory-mapped matrix) and `milvus` (a Milvus collection)."""

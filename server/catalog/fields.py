@@ -156,19 +156,25 @@ def check_conditions(
         kind = kinds.get(spec.field)
         if kind is None:
             known = ", ".join(f"{key} ({value})" for key, value in sorted(kinds.items())) or "none"
-            raise InvalidArgument(f"{name}: the items have no field {quoted(spec.field)} (they have: {known})")
+            raise InvalidArgument(
+                f"{name}: the items have no field {quoted(spec.field)} (they have: {known})", field=name
+            )
         bounds = (spec.gte, spec.gt, spec.lte, spec.lt)
         has_range = any(bound is not None for bound in bounds)
         has_values = bool(spec.any_of or spec.none_of)
         if kind == "numeric":
             if has_values:
-                raise InvalidArgument(f"{name}: {quoted(spec.field)} is numeric; use gte/gt/lte/lt, not any_of/none_of")
+                raise InvalidArgument(
+                    f"{name}: {quoted(spec.field)} is numeric; use gte/gt/lte/lt, not any_of/none_of", field=name
+                )
             checked.append(_numeric(name, spec))
         else:
             if has_range:
-                raise InvalidArgument(f"{name}: {quoted(spec.field)} is categorical; use any_of/none_of, not a range")
+                raise InvalidArgument(
+                    f"{name}: {quoted(spec.field)} is categorical; use any_of/none_of, not a range", field=name
+                )
             if not has_values:
-                raise InvalidArgument(f"{name}: give any_of or none_of values for {quoted(spec.field)}")
+                raise InvalidArgument(f"{name}: give any_of or none_of values for {quoted(spec.field)}", field=name)
             checked.append(
                 CheckedCondition(
                     spec.field,
@@ -232,17 +238,19 @@ def compile_conditions(
 def _numeric(name: str, spec: ConditionSpec) -> CheckedCondition:
     for label, bound in (("gte", spec.gte), ("gt", spec.gt), ("lte", spec.lte), ("lt", spec.lt)):
         if bound is not None and math.isnan(bound):
-            raise InvalidArgument(f"{name}.{label} is NaN")
+            raise InvalidArgument(f"{name}.{label} is NaN", field=f"{name}.{label}")
     if (spec.gte is not None and spec.gt is not None) or (spec.lte is not None and spec.lt is not None):
-        raise InvalidArgument(f"{name}: give at most one lower bound (gte or gt) and one upper bound (lte or lt)")
+        raise InvalidArgument(
+            f"{name}: give at most one lower bound (gte or gt) and one upper bound (lte or lt)", field=name
+        )
     if all(bound is None for bound in (spec.gte, spec.gt, spec.lte, spec.lt)):
-        raise InvalidArgument(f"{name}: give a range for {quoted(spec.field)} (gte, gt, lte or lt)")
+        raise InvalidArgument(f"{name}: give a range for {quoted(spec.field)} (gte, gt, lte or lt)", field=name)
     low, low_inclusive = (spec.gte, True) if spec.gte is not None else (spec.gt, False)
     high, high_inclusive = (spec.lte, True) if spec.lte is not None else (spec.lt, False)
     low = -math.inf if low is None else low
     high = math.inf if high is None else high
     if low > high or (low == high and not (low_inclusive and high_inclusive)):
-        raise InvalidArgument(f"{name}: the range of {quoted(spec.field)} is empty ({low} to {high})")
+        raise InvalidArgument(f"{name}: the range of {quoted(spec.field)} is empty ({low} to {high})", field=name)
     return CheckedCondition(
         spec.field, "numeric", low=low, low_inclusive=low_inclusive, high=high, high_inclusive=high_inclusive
     )

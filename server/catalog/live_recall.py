@@ -4,7 +4,7 @@ A sampled share of real searches (`share`) is re-checked exactly in one backgrou
 the hot path: the search only draws a random number and, when sampled, hands its profile, its
 selection, k and the ids it returned to a queue of at most QUEUE_BOUND (full: the sample is
 dropped and counted, never waited for). The thread computes the exact top k with the store's
-own exact check (for Milvus: a bounded exact scan of the eligible rows, milvus_store.exact_ids)
+own exact check (for Milvus: a bounded exact scan of the eligible rows, milvus.store.MilvusItems.exact_ids)
 and records that search's recall, |returned ∩ exact| / |exact|. Its CPU is budgeted: after a
 check of t seconds the thread sleeps t·(1/cpu_share - 1), so checks use at most `cpu_share` of
 one core whatever the traffic.

@@ -1,7 +1,7 @@
 """The exact scans' first pass under a score formula: similarity bound plus an exact prior.
 
 With a formula (embedrec.server.catalog.score_formula) a row's exact score is
-T = fl(s + P): s its exact similarity (embedrec.server.catalog.scan.exact_scores, float32), P its
+T = fl(s + P): s its exact similarity (embedrec.server.catalog.exact.exact_scores, float32), P its
 prior (float64, computed exactly per row over the field columns), summed in float64. The first
 pass bounds s only: for a row with first-pass value v, |s - est(v)| ≤ ε_q (ε_q: the pass's bound
 for query q, its relative slack folded in with |est| ≤ M_q + ε_q, M_q = ‖q‖·row_norm). So with
@@ -12,7 +12,7 @@ E = fl(est(v) + P), u = 2^-53:
 
 and every comparison the scan makes is on such intervals: a row is a candidate when E + ε'_q
 reaches the query's floor (its k-th best exact T so far, or min_score), E - ε'_q is a lower
-bound of T. The prune / rescore of embedrec.server.catalog.scan is then unchanged: only the
+bound of T. The prune / rescore of embedrec.server.catalog.mmap.scan is then unchanged: only the
 units of the candidates' values change (estimates of T instead of first-pass values).
 
 The first pass's own per-query thresholds still pre-filter a block before any float64 work:
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.catalog.codes import FLOAT64_SLACK, Float64Array
+from embedrec.server.catalog.exact import FLOAT64_SLACK, Float64Array
 
 # Relative slack of the float64 sums with a prior (a handful of roundings of 2^-53 each).
 PRIOR_SLACK = 1e-12

@@ -80,7 +80,8 @@ class BestScore:
         weights = np.asarray([part.weight for part in parts], dtype=np.float64)
         if not parts or not (weights > 0).any():
             raise InvalidArgument(
-                "best_score needs at least one part with a positive weight (something the user likes)"
+                "best_score needs at least one part with a positive weight (something the user likes)",
+                field="best_score",
             )
         unit = l2_normalize(np.stack([part.vector for part in parts]).astype(np.float32))
         self.parts = list(parts)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field, replace
 from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import CpuPool
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
 from embedrec.server.catalog.rerank_stage import RerankSpec, RerankStage, checked_stage, reranked
 from embedrec.server.catalog.score_formula import ScoreFormula, ScoreFormulaSpec, check_formula, parse_formula
 from embedrec.server.catalog.search import SearchItem, SearchResult, Strategy
-from embedrec.server.catalog.store import ItemStore, Recommendation, Selection
+from embedrec.server.catalog.store import NO_EFFORT, History, ItemStore, Recommendation, SearchEffort, Selection
 from embedrec.server.errors import EmbedrecError, InvalidArgument
 from embedrec.server.inference.embedding import Embedder
 from embedrec.server.inference.pooling import FloatArray
@@ -112,13 +111,14 @@ def check_profile_request(
     check_k(request.k, limits, field=f"{prefix}k")
     if not 0 <= request.offset <= limits.max_offset:
         raise InvalidArgument(
-            f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}"
+            f"{prefix}offset must be {integer_range(0, limits.max_offset, 'max_offset')}, got {request.offset}",
+            field=f"{prefix}offset",
         )
     formula = _formula_in_force(request.score_formula, default_formula, limits, field=f"{prefix}score_formula")
     if not formula.terms:
         check_score_floor(request.min_score, field=f"{prefix}min_score")
     elif request.min_score is not None and not math.isfinite(request.min_score):
-        raise InvalidArgument(f"{prefix}min_score must be finite, got {request.min_score}")
+        raise InvalidArgument(f"{prefix}min_score must be finite, got {request.min_score}", field=f"{prefix}min_score")
     check_count(len(request.where), limits.max_conditions, field=f"{prefix}where", limit_name="max_conditions")
     for index, condition in enumerate(request.where):
         for name in ("any_of", "none_of"):
@@ -152,7 +152,7 @@ def _formula_in_force(
     `field` for too many terms or both forms."""
     spec = requested if requested is not None else (default or ScoreFormulaSpec())
     if spec.expression and spec.terms:
-        raise InvalidArgument(f"{field}: give terms or expression, not both")
+        raise InvalidArgument(f"{field}: give terms or expression, not both", field=field)
     if spec.expression:
         spec = parse_formula(spec.expression, field=f"{field}.expression")
     check_count(len(spec.terms), limits.max_score_terms, field=f"{field}.terms", limit_name="max_score_terms")
@@ -173,22 +173,8 @@ def gather_profile(
     `items`, exclusions, filter values, conditions and diversity checked against the catalog.
     The score formula in force is checked against the catalog's fields, "now" resolved to `now`.
     Raises InvalidArgument or NotFound naming the field (prefixed with `prefix`)."""
-    text_weights, item_weights = weights.texts, weights.items
-    parts: list[ProfilePart] = []
-    if len(request.user_vector):
-        vector = check_vector(request.user_vector, dim, field=f"{prefix}user_vector")
-        weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
-        parts.append(ProfilePart(vector, weight, "user_vector"))
+    parts, history = _vector_parts(items, request, weights.items, dim, prefix, deadline)
     item_ids = [item_id for item_id, _ in request.items]
-    history = items.history(
-        item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items, deadline=deadline
-    )
-    skipped = set(history.unknown_positions)
-    known = [index for index in range(len(item_ids)) if index not in skipped]
-    parts.extend(
-        ProfilePart(vector, item_weights[index], "item", index, item_ids[index])
-        for index, vector in zip(known, history.vectors, strict=True)
-    )
     if not parts and not request.texts:
         combine_profile(parts)  # raises the "profile is empty" error before any text is embedded
     row_filter = items.selection(
@@ -206,13 +192,7 @@ def gather_profile(
     )
     if len(warnings) > MAX_WARNINGS:
         warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more values no item has"]
-    diversity = None
-    if request.diversity is not None:
-        name, limit = request.diversity
-        items.check_categorical(name, field=f"{prefix}diversity.field")
-        if limit < 1:
-            raise InvalidArgument(f"{prefix}diversity.max_per_value must be at least 1, got {limit}")
-        diversity = (name, limit)
+    diversity = _checked_diversity(items, request, prefix)
     formula = check_formula(
         weights.formula,
         items.describe().fields,
@@ -229,13 +209,54 @@ def gather_profile(
         parts,
         texts,
         f"{prefix}texts",
-        text_weights,
+        weights.texts,
         row_filter,
         unknown_ids,
         diversity,
         warnings=warnings,
         formula=formula,
     )
+
+
+def _vector_parts(
+    items: ItemStore,
+    request: ProfileRequest,
+    item_weights: Sequence[float],
+    dim: int,
+    prefix: str,
+    deadline: float | None,
+) -> tuple[list[ProfilePart], History]:
+    """The profile's user vector and history items' vectors (looked up in `items`), and the
+    history itself (for excluding it and reporting the unknown ids)."""
+    parts: list[ProfilePart] = []
+    if len(request.user_vector):
+        vector = check_vector(request.user_vector, dim, field=f"{prefix}user_vector")
+        weight = check_weight(request.user_vector_weight, field=f"{prefix}user_vector_weight")
+        parts.append(ProfilePart(vector, weight, "user_vector"))
+    item_ids = [item_id for item_id, _ in request.items]
+    history = items.history(
+        item_ids, field=f"{prefix}items", ignore_unknown=request.ignore_unknown_items, deadline=deadline
+    )
+    skipped = set(history.unknown_positions)
+    known = [index for index in range(len(item_ids)) if index not in skipped]
+    parts.extend(
+        ProfilePart(vector, item_weights[index], "item", index, item_ids[index])
+        for index, vector in zip(known, history.vectors, strict=True)
+    )
+    return parts, history
+
+
+def _checked_diversity(items: ItemStore, request: ProfileRequest, prefix: str) -> tuple[str, int] | None:
+    """The request's diversity (field, max per value), checked against the catalog's fields."""
+    if request.diversity is None:
+        return None
+    name, limit = request.diversity
+    items.check_categorical(name, field=f"{prefix}diversity.field")
+    if limit < 1:
+        raise InvalidArgument(
+            f"{prefix}diversity.max_per_value must be at least 1, got {limit}", field=f"{prefix}diversity.max_per_value"
+        )
+    return (name, limit)
 
 
 class Recommender:
@@ -278,7 +299,9 @@ class Recommender:
         """`recommend` for several users with one pass over the item matrix; results in request
         order. Field names in errors are prefixed with users[i]."""
         if not requests:
-            raise InvalidArgument(f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users")
+            raise InvalidArgument(
+                f"users is empty; send 1 to max_batch_users={self.limits.max_batch_users} users", field="users"
+            )
         check_count(len(requests), self.limits.max_batch_users, field="users", limit_name="max_batch_users")
         return await self._recommend_each(items, requests, timeout=timeout, prefix="users[{}].")
 
@@ -287,20 +310,7 @@ class Recommender:
     ) -> list[RecommendResult]:
         self.search_batcher.check_admission(len(requests))
         deadline = None if timeout is None else time.monotonic() + timeout
-        stages = [
-            checked_stage(
-                request.rerank,
-                k=request.k,
-                offset=request.offset,
-                texts=request.texts,
-                limits=self.limits,
-                reranker_for=self.reranker_for,
-                prefix=prefix.format(index),
-            )
-            if request.rerank is not None
-            else None
-            for index, request in enumerate(requests)
-        ]
+        stages = self._checked_stages(requests, prefix)
         # Id look-ups read the memory-mapped catalog (page faults, hashing): never on the loop.
         with span("embedrec.prepare", users=len(requests)):
             prepared = await self.cpu.run_unless_small(
@@ -311,16 +321,7 @@ class Recommender:
                 prefix,
                 deadline,
             )
-        # Every user's texts in one submission: they share inference batches.
-        with_texts = [one for one in prepared if one.texts]
-        embedded = await self.embedder.embed_queries(
-            [(one.texts, one.texts_field) for one in with_texts], timeout=timeout
-        )
-        for one, vectors in zip(with_texts, embedded, strict=True):
-            one.parts.extend(
-                ProfilePart(vector, weight, "text", index)
-                for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
-            )
+        await self._embed_texts(prepared, timeout)
         searches = [
             SearchItem(
                 items,
@@ -352,6 +353,36 @@ class Recommender:
             RecommendResult(found, one.unknown_item_ids, one.warnings)
             for found, one in zip(ordered, prepared, strict=True)
         ]
+
+    def _checked_stages(self, requests: Sequence[ProfileRequest], prefix: str) -> list[RerankStage | None]:
+        """Each request's rerank stage, checked (None: the request has none)."""
+        return [
+            checked_stage(
+                request.rerank,
+                k=request.k,
+                offset=request.offset,
+                texts=request.texts,
+                limits=self.limits,
+                reranker_for=self.reranker_for,
+                prefix=prefix.format(index),
+            )
+            if request.rerank is not None
+            else None
+            for index, request in enumerate(requests)
+        ]
+
+    async def _embed_texts(self, prepared: Sequence[PreparedProfile], timeout: float | None) -> None:
+        """Add each profile's text parts, every user's texts in one submission: they share
+        inference batches."""
+        with_texts = [one for one in prepared if one.texts]
+        embedded = await self.embedder.embed_queries(
+            [(one.texts, one.texts_field) for one in with_texts], timeout=timeout
+        )
+        for one, vectors in zip(with_texts, embedded, strict=True):
+            one.parts.extend(
+                ProfilePart(vector, weight, "text", index)
+                for index, (vector, weight) in enumerate(zip(vectors, one.text_weights, strict=True))
+            )
 
     async def _second_stage(
         self,

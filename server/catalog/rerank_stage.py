@@ -61,19 +61,22 @@ def checked_stage(
     candidates = spec.candidates or max(DEFAULT_CANDIDATES, wanted)
     if not wanted <= candidates <= MAX_CANDIDATES:
         raise InvalidArgument(
-            f"{field}.candidates must be offset + k ({wanted}) to {MAX_CANDIDATES}, got {spec.candidates}"
+            f"{field}.candidates must be offset + k ({wanted}) to {MAX_CANDIDATES}, got {spec.candidates}",
+            field=f"{field}.candidates",
         )
     query = spec.query or "\n".join(text for text, weight in texts if weight > 0)
     if not query.strip():
         raise InvalidArgument(
-            f"{field}.query is empty and the profile has no texts with a positive weight: give {field}.query"
+            f"{field}.query is empty and the profile has no texts with a positive weight: give {field}.query",
+            field=f"{field}.query",
         )
     if len(query) > limits.max_chars_per_text:
         raise InvalidArgument(
-            f"{field}.query has {len(query)} characters; the limit is max_chars_per_text={limits.max_chars_per_text}"
+            f"{field}.query has {len(query)} characters; the limit is max_chars_per_text={limits.max_chars_per_text}",
+            field=f"{field}.query",
         )
     if reranker_for is None:
-        raise FailedPrecondition(f"{field}: this server serves no reranker")
+        raise FailedPrecondition(f"{field}: this server serves no reranker", field=field)
     return RerankStage(reranker_for(spec.model), candidates, query)
 
 

@@ -159,11 +159,14 @@ def check_formula(
     scale that is not > 0, an offset < 0, a decay outside (0, 1), a parameter the function does
     not take, or an unparsable expression."""
     if spec.expression and spec.terms:
-        raise InvalidArgument(f"{field}: give terms or expression, not both")
+        raise InvalidArgument(f"{field}: give terms or expression, not both", field=field)
     if spec.expression:
         spec = parse_formula(spec.expression, field=f"{field}.expression")
     if len(spec.terms) > max_terms:
-        raise InvalidArgument(f"{field}.terms has {len(spec.terms)} entries; the limit is max_score_terms={max_terms}")
+        raise InvalidArgument(
+            f"{field}.terms has {len(spec.terms)} entries; the limit is max_score_terms={max_terms}",
+            field=f"{field}.terms",
+        )
     if not spec.terms:
         return None
     # Whole seconds: concurrent requests share "now", so their searches share one pass (and the
@@ -178,33 +181,47 @@ def _checked_term(term: ScoreTermSpec, kinds: Mapping[str, str], name: str, now:
     kind = kinds.get(term.field)
     if kind is None:
         known = ", ".join(sorted(key for key, value in kinds.items() if value == "numeric")) or "none"
-        raise InvalidArgument(f"{name}.field: the items have no field {quoted(term.field)} (numeric fields: {known})")
+        raise InvalidArgument(
+            f"{name}.field: the items have no field {quoted(term.field)} (numeric fields: {known})",
+            field=f"{name}.field",
+        )
     if kind != "numeric":
-        raise InvalidArgument(f"{name}.field: {quoted(term.field)} is categorical; a score term needs a numeric field")
+        raise InvalidArgument(
+            f"{name}.field: {quoted(term.field)} is categorical; a score term needs a numeric field",
+            field=f"{name}.field",
+        )
     if term.function not in FUNCTIONS:
-        raise InvalidArgument(f"{name}.function: unknown function {quoted(term.function)}; use {', '.join(FUNCTIONS)}")
+        raise InvalidArgument(
+            f"{name}.function: unknown function {quoted(term.function)}; use {', '.join(FUNCTIONS)}",
+            field=f"{name}.function",
+        )
     for label in ("weight", "origin", "scale", "offset", "decay", "missing"):
         value = getattr(term, label)
         if value is not None and not math.isfinite(value):
-            raise InvalidArgument(f"{name}.{label} must be finite, got {value}")
+            raise InvalidArgument(f"{name}.{label} must be finite, got {value}", field=f"{name}.{label}")
     decaying = term.function in DECAYS
     if not decaying:
         for label in ("origin", "offset", "decay"):
             if getattr(term, label) is not None or (label == "origin" and term.origin_now):
-                raise InvalidArgument(f"{name}.{label}: {term.function} takes no {label} (only the decays do)")
+                raise InvalidArgument(
+                    f"{name}.{label}: {term.function} takes no {label} (only the decays do)", field=f"{name}.{label}"
+                )
     if term.function == "log1p" and term.scale is not None:
-        raise InvalidArgument(f"{name}.scale: log1p takes no scale (weight it instead)")
+        raise InvalidArgument(f"{name}.scale: log1p takes no scale (weight it instead)", field=f"{name}.scale")
     if decaying and (term.origin is None) == (not term.origin_now):
-        raise InvalidArgument(f"{name}.origin: a {term.function} decay needs an origin: a number or now, one of them")
+        raise InvalidArgument(
+            f"{name}.origin: a {term.function} decay needs an origin: a number or now, one of them",
+            field=f"{name}.origin",
+        )
     scale = 1.0 if term.scale is None else term.scale
     if not scale > 0:
-        raise InvalidArgument(f"{name}.scale must be > 0, got {scale}")
+        raise InvalidArgument(f"{name}.scale must be > 0, got {scale}", field=f"{name}.scale")
     offset = 0.0 if term.offset is None else term.offset
     if offset < 0:
-        raise InvalidArgument(f"{name}.offset must be >= 0, got {offset}")
+        raise InvalidArgument(f"{name}.offset must be >= 0, got {offset}", field=f"{name}.offset")
     decay = DEFAULT_DECAY if term.decay is None else term.decay
     if not 0 < decay < 1:
-        raise InvalidArgument(f"{name}.decay must be between 0 and 1 (exclusive), got {decay}")
+        raise InvalidArgument(f"{name}.decay must be between 0 and 1 (exclusive), got {decay}", field=f"{name}.decay")
     origin = now if term.origin_now else (term.origin or 0.0)
     return ScoreTerm(
         term.field,
@@ -224,7 +241,8 @@ def check_prior(prior: Float64Array, formula: ScoreFormula, *, field: str) -> No
     if not np.isfinite(prior).all():
         raise InvalidArgument(
             f"{field}: the formula {quoted(formula.text())} is not finite for some items (a weight or 1/scale "
-            "too large for their values); lower it"
+            "too large for their values); lower it",
+            field=field,
         )
 
 
@@ -285,7 +303,7 @@ def parse_formula(text: str, *, field: str) -> ScoreFormulaSpec:
     scale=604800) - 0.01*value(price, missing=0)`; "none" (or blank) is no term (similarity
     alone). InvalidArgument naming `field` and the position on a syntax error."""
     if len(text) > MAX_EXPRESSION_CHARS:
-        raise InvalidArgument(f"{field} has {len(text)} characters; the limit is {MAX_EXPRESSION_CHARS}")
+        raise InvalidArgument(f"{field} has {len(text)} characters; the limit is {MAX_EXPRESSION_CHARS}", field=field)
     tokens = _tokens(text, field)
     if not tokens or [value for _, value in tokens] == ["none"]:
         return ScoreFormulaSpec()
@@ -306,7 +324,7 @@ def _tokens(text: str, field: str) -> list[tuple[str, str]]:
         if match is None or match.end() == position:
             position += len(text[position:]) - len(text[position:].lstrip())
             near = quoted(text[position : position + 20])
-            raise InvalidArgument(f"{field}: unexpected {near} at character {position}")
+            raise InvalidArgument(f"{field}: unexpected {near} at character {position}", field=field)
         kind = match.lastgroup or ""
         tokens.append((kind, match.group(kind)))
         position = match.end()
@@ -352,7 +370,9 @@ class _Parser:
             self.take("symbol", ",")
             name = self.take("name")
             if name not in _PARAMETERS:
-                raise InvalidArgument(f"{self.field}: unknown parameter {quoted(name)}; use {', '.join(_PARAMETERS)}")
+                raise InvalidArgument(
+                    f"{self.field}: unknown parameter {quoted(name)}; use {', '.join(_PARAMETERS)}", field=self.field
+                )
             self.take("symbol", "=")
             spec = self._with(spec, name)
         self.take("symbol", ")")

@@ -1,8 +1,10 @@
 """The item store: what Recommend needs from a catalog, whatever holds it.
 
-Two implementations: `embedrec.server.catalog.mmap_store.ItemIndex` (the memory-mapped matrix of an item
-directory, the default) and `embedrec.server.catalog.milvus_store.MilvusItems` (a Milvus collection:
-Milvus Lite in a local file, a Milvus server or a cluster). The service speaks only this
+Two implementations: `embedrec.server.catalog.mmap.store.ItemIndex` (the memory-mapped matrix of
+an item directory, the default) and `embedrec.server.catalog.milvus.store.MilvusItems` (a Milvus
+collection: Milvus Lite in a local file, a Milvus server or a cluster). This module and the rest
+of the catalog core know neither: a store's own types (its selection, how it reads a search
+effort) stay in its package. The service speaks only this
 protocol, so profiles, exclusions, filters, diversity, explanations and the hidden set mean the
 same on both; a test suite runs every Recommend behaviour against each.
 
@@ -20,19 +22,58 @@ import numpy as np
 from embedrec.results import Contribution, VisibilityResult
 from embedrec.server.catalog.fields import ConditionSpec, FieldKind
 from embedrec.server.catalog.live_recall import RecallEstimate
-from embedrec.server.catalog.milvus_filters import MilvusSelection
-from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
-from embedrec.server.catalog.topk import FloatArray, RowFilter
 from embedrec.server.errors import InvalidArgument, NotFound, quoted
+from embedrec.server.inference.pooling import FloatArray
 
 if TYPE_CHECKING:  # live.py names this module's types: only the type checker follows the loop
     from embedrec.server.catalog.live import LiveItemStore
 
 StoreKind = Literal["mmap", "milvus"]
-# What one query may return, compiled by the store that will search it (its `selection`): one
-# typed value from the request's handler to the scan.
-Selection = RowFilter | MilvusSelection
+# The longest item id, in UTF-8 bytes, anywhere: catalogs, requests, Milvus (its VARCHAR key limit).
+MAX_ID_BYTES = 4096
+
+
+class Selection:
+    """What one query may return, compiled by the store that will search it (its `selection`):
+    one value from the request's handler to the store's search, opaque to everything between.
+    Each store subclasses it (the memory-mapped store's RowFilter, Milvus's MilvusSelection) and
+    refuses another store's."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class SearchEffort:
+    """How far an approximate index's search walks, as a request or the server asks for it:
+    HNSW's ef, IVF_FLAT's nprobe (0: not set). The store reads it (an exact store refuses any)."""
+
+    ef: int = 0
+    nprobe: int = 0
+
+    def is_set(self) -> bool:
+        """Whether either parameter is given."""
+        return bool(self.ef or self.nprobe)
+
+    def or_else(self, default: SearchEffort) -> SearchEffort:
+        """This effort, `default`'s parameters where this one has none."""
+        return SearchEffort(self.ef or default.ef, self.nprobe or default.nprobe)
+
+
+# The default of signatures and dataclasses: no effort given.
+NO_EFFORT = SearchEffort()
+
+
+def refuse_effort(effort: SearchEffort, *, field: str, reason: str) -> SearchEffort:
+    """`effort` when it is unset, else InvalidArgument naming `field`.ef / `field`.nprobe: the
+    items are searched exactly (`reason` says why), so no effort applies."""
+    if effort.is_set():
+        given = "ef" if effort.ef else "nprobe"
+        raise InvalidArgument(
+            f"{field}.{given} given, but the served items are searched exactly ({reason}); leave it unset",
+            field=f"{field}.{given}",
+        )
+    return effort
 
 
 @dataclass(frozen=True)
@@ -105,7 +146,7 @@ class StoreDescription:
     prompt: str
     hidden_count: int
     fields: dict[str, FieldKind]
-    # The memory-mapped store's first pass ("int8" or "float32", embedrec.server.catalog.scan)
+    # The memory-mapped store's first pass ("int8" or "float32", embedrec.server.catalog.mmap.scan)
     # and the bytes of packed codes it holds; empty / 0 for Milvus.
     scan: str = ""
     code_bytes: int = 0
@@ -119,7 +160,7 @@ class StoreDescription:
     # Empty while the store answers; else how long it has not and why (store_health).
     store_error: str = ""
     # Empty while an approximate index searches every row through the index it built; else what
-    # still waits and for how long (milvus_readiness: Milvus answers from an interim index).
+    # still waits and for how long (milvus.readiness: Milvus answers from an interim index).
     index_loading: str = ""
     # The live recall@k estimate of an approximate store's searches (live_recall); None: not measured.
     live_recall: RecallEstimate | None = None
@@ -231,7 +272,7 @@ def check_distinct(item_ids: Sequence[str], field: str) -> None:
     seen: set[str] = set()
     for item_id in item_ids:
         if item_id in seen:
-            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once")
+            raise InvalidArgument(f"{field} has duplicate id {quoted(item_id)}; give each item once", field=field)
         seen.add(item_id)
 
 
@@ -242,4 +283,4 @@ def unknown_ids_error(field: str, unknown: Sequence[str]) -> NotFound:
     skip = ""
     if field.endswith("items"):  # history: skipping them is an option of the request
         skip = " (set ignore_unknown_items, the CLI's --ignore-unknown-items, to skip them)"
-    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}")
+    return NotFound(f"{field}: unknown item id(s) {shown}{more}{skip}", field=field)

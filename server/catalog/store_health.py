@@ -6,7 +6,7 @@ health of ITEMS_HEALTH_SERVICE (NOT_SERVING while down: Embed keeps working, so 
 health stays SERVING), in Info (items_store_error) and in the metrics (embedrec_items_store_up,
 embedrec_items_store_failures_total). The memory-mapped store is always up.
 
-It also records whether an approximate Milvus index is still loading (milvus_readiness: Milvus
+It also records whether an approximate Milvus index is still loading (milvus.readiness: Milvus
 answers from an interim index meanwhile, with worse recall): health NOT_SERVING, Info
 (items_index_loading), the metric embedrec_items_index_loading, and a flag on every Recommend
 answer (Recommend keeps answering: availability first, the caller decides).
@@ -68,7 +68,7 @@ class StoreHealth:
 
     def index_loading(self, detail: str) -> None:
         """The served index's readiness: `detail` says which rows still wait for the built index
-        (milvus_readiness.IndexReadiness.describe), empty once it serves every row."""
+        (milvus.readiness.IndexReadiness.describe), empty once it serves every row."""
         with self._lock:
             state = self._state
             since = state.index_loading_since if state.index_loading else time.time()

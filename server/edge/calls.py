@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from embedrec.server.errors import EmbedrecError, bounded
+from embedrec.server.errors import EmbedrecError, bounded, bounded_field
 from embedrec.server.observability.metrics import ServerMetrics
 from embedrec.server.service import EmbeddingService
 from embedrec.v1 import embedrec_pb2 as pb
@@ -92,10 +92,13 @@ class Refusal:
 
     status: str
     message: str
+    field: str | None = None  # the request field's wire path, when the refusal is about one
+    limit: float | None = None  # the bound that field broke, where there is one
 
     def __post_init__(self) -> None:
         # The one cap every answered message passes, whichever layer wrote it.
         object.__setattr__(self, "message", bounded(self.message))
+        object.__setattr__(self, "field", bounded_field(self.field))
 
 
 @dataclass
@@ -122,7 +125,7 @@ async def answer(handling: Awaitable[Response], call: Call) -> Response | Refusa
     try:
         return await handling
     except EmbedrecError as error:
-        return Refusal(error.status, str(error))
+        return Refusal(error.status, str(error), error.field, error.limit)
     except Exception:  # the boundary: nothing unexpected reaches the caller
         logger.exception("internal error in %s (request id %s)", call.rpc, call.request_id)
         return Refusal("INTERNAL", "internal error; the details are in the server log")

@@ -21,14 +21,8 @@ import numpy as np
 import orjson
 
 from embedrec.server.batching.offload import INLINE_JSON_MAX_FLOATS, INLINE_PARSE_MAX_BYTES
-from embedrec.server.edge.http_api import (
-    HttpApi,
-    _json_object,
-    _optional_count,
-    _Reply,
-    _rerank_documents,
-    _string,
-)
+from embedrec.server.edge.http_api import HttpApi, _json_object, _Reply
+from embedrec.server.edge.openai_routes import optional_count, required_string, rerank_documents
 from embedrec.server.edge.tei_routes import optional_integer
 from embedrec.server.errors import InvalidArgument, quoted
 from embedrec.server.inference.pooling import FloatArray
@@ -55,14 +49,16 @@ async def embed(api: HttpApi, body: bytes, service: EmbeddingService, timeout: f
     request = await _request(service, body, 1)
     for unsupported in ("images", "inputs"):
         if unsupported in request:
-            raise InvalidArgument(f"{unsupported} is not supported here; send texts (a list of strings)")
+            raise InvalidArgument(
+                f"{unsupported} is not supported here; send texts (a list of strings)", field=unsupported
+            )
     texts = request.get("texts")
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-        raise InvalidArgument("texts is required: a list of strings")
+        raise InvalidArgument("texts is required: a list of strings", field="texts")
     model = request.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model must be a string")
-    embedder = service.embedder_for(model or "")
+        raise InvalidArgument("model must be a string", field="model")
+    embedder = service.models.embedder(model or "")
     types = _embedding_types(request.get("embedding_types"))
     truncate, side = _truncate(request.get("truncate"))
     result = await embedder.embed(
@@ -85,18 +81,20 @@ async def rerank(api: HttpApi, body: bytes, service: EmbeddingService, timeout: 
     """POST /v2/rerank: {model, query, documents: [str | {text}], top_n?, max_tokens_per_doc?,
     return_documents?} -> {id, results: [{index, relevance_score, document?}], meta}."""
     request = await _request(service, body, 2)
-    query = _string(request, "query")
+    query = required_string(request, "query")
     limit = service.limits.max_texts_per_request - 1
-    documents = _rerank_documents(request.get("documents"), "documents", limit, text_key="text")
-    top_n = _optional_count(request, "top_n")
-    max_tokens = _optional_count(request, "max_tokens_per_doc")
+    documents = rerank_documents(request.get("documents"), "documents", limit, text_key="text")
+    top_n = optional_count(request, "top_n")
+    max_tokens = optional_count(request, "max_tokens_per_doc")
     return_documents = request.get("return_documents", False)
     if not isinstance(return_documents, bool):
-        raise InvalidArgument(f"return_documents must be true or false, got {quoted(return_documents)}")
+        raise InvalidArgument(
+            f"return_documents must be true or false, got {quoted(return_documents)}", field="return_documents"
+        )
     model = request.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model must be a string")
-    reranker = service.reranker_for(model or "")
+        raise InvalidArgument("model must be a string", field="model")
+    reranker = service.models.reranker(model or "")
     result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout, max_document_tokens=max_tokens)
     results = [
         {"index": hit.index, "relevance_score": hit.score}
@@ -120,10 +118,15 @@ def _embedding_types(value: object) -> list[str]:
     if value is None:
         return ["float"]
     if not isinstance(value, list) or not value or len(value) > len(EMBEDDING_TYPES):
-        raise InvalidArgument(f"embedding_types must be a list of 1 to {len(EMBEDDING_TYPES)} of {EMBEDDING_TYPES}")
+        raise InvalidArgument(
+            f"embedding_types must be a list of 1 to {len(EMBEDDING_TYPES)} of {EMBEDDING_TYPES}",
+            field="embedding_types",
+        )
     for entry in value:
         if entry not in EMBEDDING_TYPES:
-            raise InvalidArgument(f"embedding_types has {quoted(entry)}; use any of {', '.join(EMBEDDING_TYPES)}")
+            raise InvalidArgument(
+                f"embedding_types has {quoted(entry)}; use any of {', '.join(EMBEDDING_TYPES)}", field="embedding_types"
+            )
     return list(dict.fromkeys(value))
 
 
@@ -131,7 +134,7 @@ def _truncate(value: object) -> tuple[bool, TruncationSide]:
     if value is None:
         return TRUNCATE["END"]
     if not isinstance(value, str) or value.upper() not in TRUNCATE:
-        raise InvalidArgument(f"truncate must be END, START or NONE, got {quoted(value)}")
+        raise InvalidArgument(f"truncate must be END, START or NONE, got {quoted(value)}", field="truncate")
     return TRUNCATE[value.upper()]
 
 
@@ -145,7 +148,9 @@ def _prompt_name(input_type: object, manifest: ModelManifest) -> str | None:
         return document_prompt_name(manifest)
     if input_type in ("classification", "clustering"):
         return ""
-    raise InvalidArgument(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {quoted(input_type)}")
+    raise InvalidArgument(
+        f"input_type must be one of {', '.join(INPUT_TYPES)}, got {quoted(input_type)}", field="input_type"
+    )
 
 
 def _embed_body(vectors: FloatArray, types: list[str], tokens: int) -> bytes:

@@ -4,7 +4,7 @@ The generated `add_EmbedRecServicer_to_server` decodes every request with `FromS
 event loop before any of our code runs: a request that fails to decode becomes INTERNAL, and a
 hostile one (millions of tiny repeated entries) costs hundreds of milliseconds of GIL-holding C
 before a limit can refuse it. Here every method receives the request's bytes; the servicer checks
-admission first, then the count limits on the wire (`embedrec.server.edge.request_limits.check_wire`), and
+admission first, then the count limits on the wire (`embedrec.server.edge.wire_limits.check_wire`), and
 decodes only what passed (`embedrec.server.edge.messages.decode`).
 """
 

@@ -32,15 +32,17 @@ class GrpcEdge:
         self.health = health.aio.HealthServicer()
         interceptors = []
         if tokens.policy.enabled:
-            interceptors.append(TokenAuthInterceptor(tokens, exempt_health=settings.auth_exempt_health, state=state))
-        message_limit = settings.max_message_bytes
+            interceptors.append(
+                TokenAuthInterceptor(tokens, exempt_health=settings.security.auth_exempt_health, state=state)
+            )
+        message_limit = settings.server.max_message_bytes
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", message_limit),
                 ("grpc.max_send_message_length", message_limit),
                 # Workers of one host share the port; otherwise a second server on it is an error.
-                ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+                ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),
             ],
         )
         register_embedrec_service(EmbedRecServicer(state), self.server)
@@ -61,7 +63,7 @@ class GrpcEdge:
         Raises ConfigurationError when the port cannot be bound or TLS is misconfigured."""
         await self.set_serving(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        address = f"{self.settings.host}:{self.settings.port}"
+        address = f"{self.settings.server.host}:{self.settings.server.port}"
         credentials = server_credentials(self.settings)
         try:
             if credentials is None:
@@ -94,27 +96,27 @@ class GrpcEdge:
 
 def security_summary(settings: Settings, tokens: TokenGuard) -> str:
     """How both edges' start-up lines say what a client needs: "TLS, bearer tokens required"."""
-    if settings.tls_client_ca is not None:
+    if settings.security.tls_client_ca is not None:
         transport = "mTLS (client certificates required)"
     else:
-        transport = "TLS" if settings.tls_cert is not None else "plaintext"
+        transport = "TLS" if settings.security.tls_cert is not None else "plaintext"
     if not tokens.policy.enabled:
         return f"{transport}, no tokens"
-    health = ", health exempt" if settings.auth_exempt_health else ""
+    health = ", health exempt" if settings.security.auth_exempt_health else ""
     return f"{transport}, bearer tokens required{health}"
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from the settings (mTLS when a client CA is set); None for plaintext."""
-    if settings.tls_cert is None and settings.tls_key is None:
-        if settings.tls_client_ca is not None:
+    if settings.security.tls_cert is None and settings.security.tls_key is None:
+        if settings.security.tls_client_ca is not None:
             raise ConfigurationError("--tls-client-ca needs --tls-cert and --tls-key")
         return None
-    if settings.tls_cert is None or settings.tls_key is None:
+    if settings.security.tls_cert is None or settings.security.tls_key is None:
         raise ConfigurationError("--tls-cert and --tls-key go together")
     try:
-        pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
-        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+        pair = (settings.security.tls_key.read_bytes(), settings.security.tls_cert.read_bytes())
+        client_ca = settings.security.tls_client_ca.read_bytes() if settings.security.tls_client_ca else None
     except OSError as error:
         raise ConfigurationError(f"TLS files unreadable: {error}") from None
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)

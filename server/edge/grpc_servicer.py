@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from embedrec.results import DeleteResult, ReloadResult, UpsertResult, VisibilityResult
 from embedrec.server.catalog.live import ItemUpsert
@@ -76,13 +77,33 @@ def _guarded(handler: Handler[Request, Response]) -> RawHandler[Response]:
                 # Counted before the status leaves: a caller reading the metrics next sees this call.
                 account(self.state, call, outcome.status)
                 answered = outcome.status
-                await context.abort(grpc.StatusCode[outcome.status], outcome.message)
+                await context.abort(
+                    grpc.StatusCode[outcome.status],
+                    outcome.message,
+                    ((REQUEST_ID_KEY, call.request_id), *status_details(outcome)),
+                )
                 raise AssertionError("unreachable: abort raises")
             finally:
                 if answered is None or answered == "OK":
                     account(self.state, call, answered or "CANCELLED")
 
     return wrapper
+
+
+# The trailer a status's details travel in (google.rpc.Status, serialised), as grpcio-status writes it.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def status_details(refusal: Refusal) -> tuple[tuple[str, bytes], ...]:
+    """The trailer of a refusal about one request field: a google.rpc.Status whose details hold a
+    BadRequest with that field's violation (its wire path; the message as description); none
+    for a refusal about no field."""
+    if refusal.field is None:
+        return ()
+    violation = error_details_pb2.BadRequest.FieldViolation(field=refusal.field, description=refusal.message)
+    detail = status_pb2.Status(code=getattr(code_pb2, refusal.status, code_pb2.UNKNOWN), message=refusal.message)
+    detail.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return ((STATUS_DETAILS_KEY, detail.SerializeToString()),)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

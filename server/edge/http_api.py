@@ -7,14 +7,14 @@ batcher, the item index, the limits, the bearer tokens, TLS and the metrics with
 - `POST /v1/embeddings`: the OpenAI embeddings API (`input` a string or a list of strings,
   `model`, `encoding_format` float|base64, `dimensions`; `user` is ignored; `prompt_name`, an
   embedrec extension, picks one of the model's prompts; `model` picks among the served embedding
-  models). `GET /v1/models` lists every served model.
+  models). `GET /v1/models` lists every served model (`models.ServedModels`).
 - `POST /v1/rerank`: the Cohere/Jina rerank API (vLLM's, LangChain's and LlamaIndex's clients);
-  `POST /rerank`: text-embeddings-inference's. Both score with a served reranker.
+  it and the two above live in `openai_routes`.
 - `POST /v1/embed`, `/v1/similarity`, `/v1/recommend`, `/v1/recommend-batch` and `GET /v1/info`:
   the RPCs of embedrec.v1 with bodies in the proto's JSON mapping (lowerCamelCase or the proto
   field names accepted; lowerCamelCase written, 64-bit integers as strings).
 - `GET /health`: 200 while SERVING, 503 while starting or draining.
-- TEI's /embed, /, /tokenize and /info (`tei_routes`), Cohere's /v2/embed and /v2/rerank
+- TEI's /embed, /, /rerank, /tokenize and /info (`tei_routes`), Cohere's /v2/embed and /v2/rerank
   (`cohere_routes`) and GET /openapi.json (`openapi`), each refusing in its dialect's error shape
   (`http_errors`). The route table of them all: `http_routes.ROUTES`. On every JSON route an
   explicit null in a field means unset.
@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -58,10 +57,9 @@ from embedrec.server.edge.calls import (
     clean_request_id,
 )
 from embedrec.server.edge.http_errors import ERROR_DIALECTS
-from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values, quoted_number_hint
+from embedrec.server.edge.json_limits import check_json, check_json_structure, max_json_values
 from embedrec.server.edge.request_limits import LimitTable, limits_of
 from embedrec.server.errors import DeadlineExpired, EmbedrecError, InvalidArgument, bounded, quoted
-from embedrec.server.inference.embedding import Embedder
 from embedrec.server.inference.quantization import quantized
 from embedrec.server.observability.tracing import server_span
 from embedrec.server.service import EmbeddingService
@@ -238,100 +236,6 @@ class HttpApi:
         call.request = request  # for the access log's sizes
         return reply
 
-    async def embeddings(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """POST /v1/embeddings (OpenAI)."""
-        limit = service.limits.max_texts_per_request
-        request = await service.cpu.run_unless_small(
-            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
-        )
-        texts = _openai_input(request.get("input"), limit)
-        embedder = _openai_model(request.get("model"), service)
-        encoding = request.get("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise InvalidArgument(f"encoding_format must be 'float' or 'base64', got {quoted(encoding)}")
-        dimensions = request.get("dimensions")
-        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-            hint = quoted_number_hint(dimensions)
-            raise InvalidArgument(f"dimensions must be an integer, got {quoted(dimensions)}{hint}")
-        if dimensions == 0:  # Infinity's (and infinity-client's default) "the full dimension"
-            dimensions = None
-        prompt_name = request.get("prompt_name")
-        if prompt_name is not None and not isinstance(prompt_name, str):
-            raise InvalidArgument("prompt_name must be a string")
-        result = await embedder.embed(texts, prompt_name=prompt_name, dimensions=dimensions, timeout=timeout)
-        tokens = sum(result.token_counts)
-        reply = await service.cpu.run_unless_small(
-            result.vectors.size <= INLINE_JSON_MAX_FLOATS,
-            _openai_embeddings_body,
-            result.vectors,
-            encoding == "base64",
-            request["model"],
-            tokens,
-        )
-        return _Reply(reply), texts
-
-    async def models(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """GET /v1/models (OpenAI): every served model, the first first (embedrec extensions:
-        `task` embed or rerank, `variant`, `int8_target`, `int8_agreement`; see ServedModel)."""
-        models = [
-            {
-                "id": model.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "embedrec",
-                "task": model.task,
-                "variant": model.variant,
-                "int8_target": model.int8_target,
-                "int8_agreement": model.int8_agreement,
-            }
-            for model in service.models()
-        ]
-        return _Reply(orjson.dumps({"object": "list", "data": models})), None
-
-    async def rerank(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """POST /v1/rerank (the Cohere/Jina shape vLLM and the LangChain/LlamaIndex clients
-        speak): {model?, query, documents: [str | {text}], top_n?, return_documents?} ->
-        {model, usage: {total_tokens}, results: [{index, relevance_score, document?: {text}}]}."""
-        limit = service.limits.max_texts_per_request
-        request = await service.cpu.run_unless_small(
-            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, 2 * limit + 16
-        )
-        query = _string(request, "query")
-        documents = _rerank_documents(request.get("documents"), "documents", limit - 1, text_key="text")
-        top_n = _optional_count(request, "top_n")
-        return_documents = _optional_flag(request, "return_documents")
-        model = request.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidArgument("model must be a string")
-        reranker = service.reranker_for(model or "")
-        result = await reranker.rerank(query, documents, top_n=top_n, timeout=timeout)
-        results = [
-            {"index": hit.index, "relevance_score": hit.score}
-            | ({"document": {"text": documents[hit.index]}} if return_documents else {})
-            for hit in result.hits
-        ]
-        reply = {"model": reranker.name, "usage": {"total_tokens": result.tokens}, "results": results}
-        return _Reply(orjson.dumps(reply)), [query, *documents]
-
-    async def tei_rerank(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-        """POST /rerank (text-embeddings-inference's shape): {query, texts, raw_scores?,
-        return_text?} -> [{index, score, text?}], best first; the first reranker served."""
-        limit = service.limits.max_texts_per_request
-        request = await service.cpu.run_unless_small(
-            len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
-        )
-        query = _string(request, "query")
-        texts = _rerank_documents(request.get("texts"), "texts", limit - 1, text_key=None)
-        raw_scores = _optional_flag(request, "raw_scores")
-        return_text = _optional_flag(request, "return_text")
-        reranker = service.reranker_for("")
-        result = await reranker.rerank(query, texts, raw_scores=raw_scores, timeout=timeout)
-        reply = [
-            {"index": hit.index, "score": hit.score} | ({"text": texts[hit.index]} if return_text else {})
-            for hit in result.hits
-        ]
-        return _Reply(orjson.dumps(reply)), [query, *texts]
-
     async def embed(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """POST /v1/embed: EmbedRequest -> EmbedResponse in the proto's JSON mapping."""
         request = await _parsed(service, body, pb.EmbedRequest())
@@ -375,90 +279,6 @@ class HttpApi:
     async def health(self, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
         """GET /health: reached only when admitted, i.e. SERVING (starting or draining: 503)."""
         return _Reply(orjson.dumps({"status": "SERVING"})), None
-
-
-def _openai_input(value: object, limit: int) -> list[str]:
-    """OpenAI's `input`: a string or a list of at most `limit` strings (token arrays are not
-    served); the count is checked before any entry is looked at."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and len(value) > limit:
-        raise InvalidArgument(f"input has {len(value)} texts; the limit is {limit} (max_texts_per_request)")
-    if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
-        return value
-    if isinstance(value, list) and value and all(isinstance(token, int | list) for token in value):
-        raise InvalidArgument(
-            "input as token ids is not supported; send text (a string or a list of strings): with langchain-openai, "
-            "OpenAIEmbeddings(check_embedding_ctx_length=False)"
-        )
-    if value is None:
-        raise InvalidArgument("input is required: a string or a list of strings")
-    raise InvalidArgument("input must be a non-empty string or a non-empty list of strings")
-
-
-def _openai_model(model: object, service: EmbeddingService) -> Embedder:
-    """The embedding model OpenAI's required `model` names (the first model also by the last path
-    segment of its name); NotFound naming the served models otherwise."""
-    if model is None:
-        raise InvalidArgument(f"model is required; this server serves {', '.join(service.embedders)!r}")
-    if not isinstance(model, str) or not model:
-        raise InvalidArgument("model must be a non-empty string (GET /v1/models lists them)")
-    return service.embedder_for(model)
-
-
-def _string(request: dict[str, Any], name: str) -> str:
-    value = request.get(name)
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name} is required: a string")
-    return value
-
-
-def _optional_flag(request: dict[str, Any], name: str) -> bool:
-    value = request.get(name, False)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false")
-    return value
-
-
-def _optional_count(request: dict[str, Any], name: str) -> int:
-    value = request.get(name)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {quoted(value)}{quoted_number_hint(value)}")
-    return value
-
-
-def _rerank_documents(value: object, field: str, limit: int, *, text_key: str | None) -> list[str]:
-    """The documents to rerank: a list of at most `limit` strings (or {text_key: string}
-    objects), the count checked before any entry is looked at."""
-    if not isinstance(value, list) or not value:
-        raise InvalidArgument(f"{field} is required: a list of 1 to {limit} strings")
-    if len(value) > limit:
-        raise InvalidArgument(f"{field} has {len(value)} entries; the limit is {limit} (max_texts_per_request - 1)")
-    documents = []
-    for index, entry in enumerate(value):
-        if text_key is not None and isinstance(entry, dict):
-            entry = entry.get(text_key)
-        if not isinstance(entry, str):
-            shape = f"a string or {{{text_key!r}: string}}" if text_key else "a string"
-            raise InvalidArgument(f"{field}[{index}] must be {shape}")
-        documents.append(entry)
-    return documents
-
-
-def _openai_embeddings_body(vectors: np.ndarray, as_base64: bool, model: str, tokens: int) -> bytes:
-    rows = np.ascontiguousarray(vectors, dtype="<f4")
-    data = [
-        {
-            "object": "embedding",
-            "index": index,
-            "embedding": base64.b64encode(row.tobytes()).decode("ascii") if as_base64 else row,
-        }
-        for index, row in enumerate(rows)
-    ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}, option=JSON)
 
 
 def _json_object(body: bytes, max_entries: int, max_values: int) -> dict[str, Any]:
@@ -521,14 +341,15 @@ def _refused(dialect: str, refusal: Refusal) -> _Reply:
     if dialect in ERROR_DIALECTS:
         code, body = ERROR_DIALECTS[dialect](refusal.status, refusal.message, http_status)
         return _Reply(body, code)
-    return _Reply(error_body(refusal.status, refusal.message), http_status)
+    return _Reply(error_body(refusal.status, refusal.message, refusal.field), http_status)
 
 
-def error_body(status: str, message: str) -> bytes:
-    """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS."""
+def error_body(status: str, message: str, param: str | None = None) -> bytes:
+    """The JSON error body (OpenAI's shape) of a refusal with `status`, a key of HTTP_STATUS;
+    `param`: the wire path of the request field it is about, if any."""
     error_type = HTTP_STATUS.get(status, (500, "server_error"))[1]
     code = GRPC_CODE.get(status, status)
-    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": None, "code": code}})
+    return orjson.dumps({"error": {"message": bounded(message), "type": error_type, "param": param, "code": code}})
 
 
 def _reply_headers(status: str) -> list[tuple[bytes, bytes]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedrec.server.edge import cohere_routes, http_schemas, tei_routes
+from embedrec.server.edge import cohere_routes, http_schemas, openai_routes, tei_routes
 from embedrec.server.edge.http_api import Handler, HttpApi, Route, RouteTable
 from embedrec.server.edge.openapi import MODEL_PLACEHOLDER, openapi_json
 from embedrec.v1 import embedrec_pb2 as pb
@@ -39,7 +39,7 @@ ROUTES: RouteTable = {
     "/v1/embeddings": {
         "POST": _post(
             "embeddings",
-            HttpApi.embeddings,
+            openai_routes.embeddings,
             "OpenAI embeddings",
             http_schemas.OPENAI_EMBEDDINGS_REQUEST,
             http_schemas.OPENAI_EMBEDDINGS_RESPONSE,
@@ -48,7 +48,9 @@ ROUTES: RouteTable = {
         )
     },
     "/v1/models": {
-        "GET": Route("GET", "models", HttpApi.models, summary="OpenAI models", response=http_schemas.MODELS_RESPONSE)
+        "GET": Route(
+            "GET", "models", openai_routes.models, summary="OpenAI models", response=http_schemas.MODELS_RESPONSE
+        )
     },
     "/v1/embed": {"POST": _rpc("Embed", "embed", HttpApi.embed, {"texts": TEXTS})},
     "/v1/similarity": {
@@ -69,7 +71,7 @@ ROUTES: RouteTable = {
     "/v1/rerank": {
         "POST": _post(
             "rerank",
-            HttpApi.rerank,
+            openai_routes.rerank,
             "Cohere v1 / Jina rerank",
             http_schemas.RERANK_REQUEST,
             http_schemas.RERANK_RESPONSE,
@@ -80,7 +82,7 @@ ROUTES: RouteTable = {
     "/rerank": {
         "POST": _post(
             "rerank",
-            HttpApi.tei_rerank,
+            tei_routes.rerank,
             "TEI rerank",
             http_schemas.TEI_RERANK_REQUEST,
             http_schemas.TEI_RERANK_RESPONSE,

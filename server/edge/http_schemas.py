@@ -39,7 +39,9 @@ def one_or_many(item: Schema) -> Schema:
     return {"oneOf": [item, array(item, minItems=1)]}
 
 
-OPENAI_ERROR = obj({"error": obj({"message": STRING, "type": STRING, "param": {"type": "null"}, "code": STRING})})
+# `param`: the wire path of the request field the refusal is about (docs/errors.md), else null.
+PARAM: Schema = {"anyOf": [STRING, {"type": "null"}]}
+OPENAI_ERROR = obj({"error": obj({"message": STRING, "type": STRING, "param": PARAM, "code": STRING})})
 TEI_ERROR = obj(
     {
         "error": STRING,

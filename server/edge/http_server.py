@@ -29,41 +29,44 @@ async def start_http_edge(
 ) -> HttpServer | None:
     """The HTTP/JSON edge on --http-port (None with -1), same host, tokens and TLS as gRPC,
     started. Raises ConfigurationError naming the port when it cannot listen."""
-    if settings.http_port < 0:
+    if settings.http.http_port < 0:
         return None
     server_credentials(settings)  # the same checks of the TLS settings as gRPC's
     tls = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        client_ca = str(settings.tls_client_ca) if settings.tls_client_ca is not None else None
-        tls = (str(settings.tls_cert), str(settings.tls_key), client_ca)
+    if settings.security.tls_cert is not None and settings.security.tls_key is not None:
+        client_ca = str(settings.security.tls_client_ca) if settings.security.tls_client_ca is not None else None
+        tls = (str(settings.security.tls_cert), str(settings.security.tls_key), client_ca)
     api = HttpApi(
         state,
         tokens,
         routes=ROUTES,
-        max_body_bytes=settings.max_message_bytes,
-        exempt_health=settings.auth_exempt_health,
-        body_timeout_s=settings.http_body_timeout_s,
-        request_timeout_s=settings.http_request_timeout_s,
+        max_body_bytes=settings.server.max_message_bytes,
+        exempt_health=settings.security.auth_exempt_health,
+        body_timeout_s=settings.http.http_body_timeout_s,
+        request_timeout_s=settings.http.http_request_timeout_s,
     )
     refused = metrics.http_connections_refused
     limits = ConnectionLimits(
-        max_header_bytes=settings.http_max_header_bytes,
-        header_timeout_s=settings.http_header_timeout_s,
-        max_connections=connection_cap(settings.http_max_connections),
+        max_header_bytes=settings.http.http_max_header_bytes,
+        header_timeout_s=settings.http.http_header_timeout_s,
+        max_connections=connection_cap(settings.http.http_max_connections),
         refused=lambda reason: refused.labels(reason=reason).inc(),
     )
-    http = HttpServer(api, limits, keep_alive_s=settings.http_keep_alive_s)
+    http = HttpServer(api, limits, keep_alive_s=settings.http.http_keep_alive_s)
     try:
-        port = await http.start(settings.host, settings.http_port, reuse_port=settings.reuse_port, tls=tls)
+        port = await http.start(
+            settings.server.host, settings.http.http_port, reuse_port=settings.server.reuse_port, tls=tls
+        )
     except OSError as error:
         raise ConfigurationError(
-            f"cannot listen for HTTP on {settings.host}:{settings.http_port} (--http-port): {error.strerror or error}"
+            f"cannot listen for HTTP on {settings.server.host}:{settings.http.http_port} (--http-port): "
+            f"{error.strerror or error}"
         ) from None
     scheme = "https" if tls else "http"
     logger.info(
         "HTTP on %s://%s:%d (%s; /v1/embeddings, /v1/recommend, ...)",
         scheme,
-        settings.host,
+        settings.server.host,
         port,
         security_summary(settings, tokens),
     )

@@ -141,16 +141,18 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
     entries than `table` allows. Counts are checked before any entry is looked at; the walk goes
     no deeper than the message's own fields."""
     if not isinstance(document, dict):
-        raise InvalidArgument(_not_an_object(document, descriptor, path))
+        raise InvalidArgument(_not_an_object(document, descriptor, path), field=path.rstrip(".") or None)
     by_name = _fields_by_json_name(descriptor, table)
     for owner, name in table.required:
         field = descriptor.fields_by_name[name] if owner == descriptor.name else None
         if field is not None and document.get(name, document.get(field.json_name)) is None:
-            raise InvalidArgument(f"{path}{name} is missing: {_json_kind(field, table.ranges.get((owner, name)))}")
+            raise InvalidArgument(
+                f"{path}{name} is missing: {_json_kind(field, table.ranges.get((owner, name)))}", field=f"{path}{name}"
+            )
     for key, value in document.items():
         field = by_name.get(key)
         if field is None:
-            raise InvalidArgument(f"{path}{quoted(key)} is not a field of {descriptor.name}")
+            raise InvalidArgument(f"{path}{quoted(key)} is not a field of {descriptor.name}", field=f"{path}{key}")
         if value is None:
             continue
         name = f"{path}{field.name}"
@@ -161,7 +163,7 @@ def check_json(document: Any, descriptor: Descriptor, table: LimitTable, path: s
         if not isinstance(value, dict if is_map else list):
             kind = "object" if is_map else "array"
             example = "" if is_map else _array_example(value, field)
-            raise InvalidArgument(f"{name} must be a JSON {kind}{example}, got {quoted(value)}")
+            raise InvalidArgument(f"{name} must be a JSON {kind}{example}, got {quoted(value)}", field=name)
         limit = table.count(descriptor.name, field.name)
         if limit is not None and len(value) > limit.limit:
             raise too_many(name, limit, len(value))
@@ -199,10 +201,10 @@ def _check_json_value(value: Any, field: FieldDescriptor, table: LimitTable, nam
             wrong_type = True  # json_format would refuse it past the type's range
     if wrong_type:
         kind = _json_kind(field, table.ranges.get((owner.name, field.name)))
-        raise InvalidArgument(f"{name} must be {kind}, got {quoted(value)}{quoted_number_hint(value)}")
+        raise InvalidArgument(f"{name} must be {kind}, got {quoted(value)}{quoted_number_hint(value)}", field=name)
     if isinstance(value, str) and field.enum_type is not None and value not in field.enum_type.values_by_name:
         known = ", ".join(field.enum_type.values_by_name)
-        raise InvalidArgument(f"{name} has unknown value {quoted(value)}; use one of {known}")
+        raise InvalidArgument(f"{name} has unknown value {quoted(value)}; use one of {known}", field=name)
     if isinstance(value, str) and field.type == FieldDescriptor.TYPE_STRING:
         limit = table.string(owner.name, field.name)
         if limit is not None and _utf8_longer(value, limit.limit):

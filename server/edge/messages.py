@@ -17,11 +17,11 @@ from google.protobuf.message import DecodeError, Message
 from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_RESPONSE_MAX_ITEMS
 from embedrec.server.catalog.fields import ConditionSpec
 from embedrec.server.catalog.live import ItemUpsert
-from embedrec.server.catalog.milvus_index import SearchEffort
 from embedrec.server.catalog.recommendation import ProfileRequest, RecommendResult
 from embedrec.server.catalog.rerank_stage import RerankSpec
 from embedrec.server.catalog.score_formula import ScoreFormulaSpec, ScoreTermSpec
 from embedrec.server.catalog.search import Strategy
+from embedrec.server.catalog.store import SearchEffort
 from embedrec.server.edge.request_limits import LimitTable, limits_of, too_many
 from embedrec.server.edge.wire_limits import check_wire
 from embedrec.server.errors import InvalidArgument
@@ -103,13 +103,13 @@ def embedding_code_type(value: int) -> CodeType | None:
         return None
     if value not in CODE_TYPE_FROM_PROTO:
         known = ", ".join(pb.EmbeddingType.keys())
-        raise InvalidArgument(f"embedding_type has unknown value {value}; use one of {known}")
+        raise InvalidArgument(f"embedding_type has unknown value {value}; use one of {known}", field="embedding_type")
     return CODE_TYPE_FROM_PROTO[value]
 
 
 async def embed_result(service: EmbeddingService, request: pb.EmbedRequest, timeout: float | None) -> EmbedResult:
     """Embed's result in core terms (vectors as numpy), for edges that write their own format."""
-    return await service.embedder_for(request.model).embed(
+    return await service.models.embedder(request.model).embed(
         list(request.texts),
         normalize=_optional_bool(request, "normalize"),
         truncate=_optional_bool(request, "truncate"),
@@ -138,7 +138,7 @@ async def similarity_scores(
     has_query_form = bool(request.query or request.candidates)
     if has_query_form and request.pairs:
         raise InvalidArgument("give either query with candidates, or pairs, not both")
-    embedder = service.embedder_for(request.model)
+    embedder = service.models.embedder(request.model)
     if has_query_form:
         scores = await embedder.similarity_to_query(request.query, list(request.candidates), timeout=timeout)
     else:
@@ -149,7 +149,7 @@ async def similarity_scores(
 
 async def rerank(service: EmbeddingService, request: pb.RerankRequest, timeout: float | None) -> pb.RerankResponse:
     """Rerank: the top_n documents by the reranker's score, best first."""
-    reranker = service.reranker_for(request.model)
+    reranker = service.models.reranker(request.model)
     result = await reranker.rerank(request.query, list(request.documents), top_n=request.top_n, timeout=timeout)
     documents = request.documents
     return pb.RerankResponse(
@@ -294,7 +294,9 @@ def _condition(condition: pb.Condition) -> ConditionSpec:
 
 def _strategy(value: int) -> Strategy:
     if value not in STRATEGY_FROM_PROTO:
-        raise InvalidArgument(f"strategy has unknown value {value}; use STRATEGY_AVERAGE_VECTOR or STRATEGY_BEST_SCORE")
+        raise InvalidArgument(
+            f"strategy has unknown value {value}; use STRATEGY_AVERAGE_VECTOR or STRATEGY_BEST_SCORE", field="strategy"
+        )
     return STRATEGY_FROM_PROTO[value]
 
 
@@ -304,7 +306,7 @@ def _optional_bool(message: object, field: str) -> bool | None:
 
 def _pooling(value: int) -> PoolingName | None:
     if value not in POOLING_FROM_PROTO:
-        raise InvalidArgument(f"pooling has unknown value {value}; use POOLING_MEAN or POOLING_CLS")
+        raise InvalidArgument(f"pooling has unknown value {value}; use POOLING_MEAN or POOLING_CLS", field="pooling")
     return POOLING_FROM_PROTO[value]
 
 

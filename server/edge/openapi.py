@@ -44,7 +44,7 @@ _SCALARS: dict[int, Schema] = {
 async def openapi_json(api: HttpApi, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
     """GET /openapi.json: the description of `api.routes` (written once per server)."""
     if api.openapi is None:
-        api.openapi = orjson.dumps(openapi_document(api.routes, next(iter(service.embedders))))
+        api.openapi = orjson.dumps(openapi_document(api.routes, service.models.default_name))
     return _Reply(api.openapi), None
 
 

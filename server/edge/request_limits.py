@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from embedrec.server.catalog.item_ids import MAX_ID_BYTES
+from embedrec.server.catalog.store import MAX_ID_BYTES
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.limits import Limits
 
@@ -108,17 +108,22 @@ class _HasDim(Protocol):
     def dim(self) -> int: ...
 
 
+class _HasEncoder(Protocol):
+    @property
+    def encoder(self) -> _HasDim: ...
+
+
 class _Served(Protocol):
     @property
     def limits(self) -> Limits: ...
 
     @property
-    def encoder(self) -> _HasDim: ...
+    def models(self) -> _HasEncoder: ...
 
 
 def limits_of(service: _Served) -> LimitTable:
-    """The request limits of what `service` serves (its limits and its model's dim)."""
-    return request_limits(service.limits, service.encoder.dim)
+    """The request limits of what `service` serves (its limits and its default model's dim)."""
+    return request_limits(service.limits, service.models.encoder.dim)
 
 
 def _string_limits() -> Mapping[tuple[str, str], CountLimit | None]:

@@ -1,6 +1,6 @@
-"""text-embeddings-inference's HTTP API: POST /embed, POST / (embed: the first served model is
+"""text-embeddings-inference's HTTP API: POST /embed, POST / (embed: the default model is
 always an embedding model), POST /tokenize and GET /info, with TEI's request fields and response
-shapes (TEI's POST /rerank is `HttpApi.tei_rerank`). Refusals take TEI's error shape
+shapes, and POST /rerank (the first reranker served). Refusals take TEI's error shape
 (`http_errors.tei_error`); an explicit null means unset, as everywhere on the JSON routes.
 
 Differences from TEI, by design: `truncate` unset means true (TEI: its --auto-truncate);
@@ -16,6 +16,7 @@ import orjson
 
 from embedrec.server.batching.offload import INLINE_PARSE_MAX_BYTES, INLINE_TOKENIZE_MAX_CHARS
 from embedrec.server.edge.http_api import HttpApi, _dumps, _json_object, _Reply
+from embedrec.server.edge.openai_routes import optional_flag, required_string, rerank_documents
 from embedrec.server.errors import InvalidArgument, quoted
 from embedrec.server.inference.prompts import prompt_text, with_prompt
 from embedrec.server.inference.tokenization import TokenSpan, TruncationSide
@@ -30,7 +31,7 @@ async def embed(api: HttpApi, body: bytes, service: EmbeddingService, timeout: f
     truncation_direction?, prompt_name?, dimensions?} -> [[float, ...], ...], in input order."""
     request = await _request(service, body)
     texts = tei_inputs(request.get("inputs"), service.limits.max_texts_per_request)
-    result = await service.embedder.embed(
+    result = await service.models.default.embed(
         texts,
         normalize=flag(request, "normalize", default=True),
         truncate=flag(request, "truncate", default=True),
@@ -43,6 +44,26 @@ async def embed(api: HttpApi, body: bytes, service: EmbeddingService, timeout: f
     return _Reply(await _dumps(service, result.vectors, result.vectors.size)), texts
 
 
+async def rerank(api: HttpApi, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
+    """POST /rerank (text-embeddings-inference's shape): {query, texts, raw_scores?,
+    return_text?} -> [{index, score, text?}], best first; the first reranker served."""
+    limit = service.limits.max_texts_per_request
+    request = await service.cpu.run_unless_small(
+        len(body) <= INLINE_PARSE_MAX_BYTES, _json_object, body, limit, limit + 16
+    )
+    query = required_string(request, "query")
+    texts = rerank_documents(request.get("texts"), "texts", limit - 1, text_key=None)
+    raw_scores = optional_flag(request, "raw_scores")
+    return_text = optional_flag(request, "return_text")
+    reranker = service.models.reranker("")
+    result = await reranker.rerank(query, texts, raw_scores=raw_scores, timeout=timeout)
+    reply = [
+        {"index": hit.index, "score": hit.score} | ({"text": texts[hit.index]} if return_text else {})
+        for hit in result.hits
+    ]
+    return _Reply(orjson.dumps(reply)), [query, *texts]
+
+
 async def tokenize(api: HttpApi, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
     """POST /tokenize (TEI): {inputs: str | [str], add_special_tokens?, prompt_name?} ->
     [[{id, text, special, start, stop}, ...], ...]: start and stop are UTF-8 byte offsets into
@@ -51,9 +72,9 @@ async def tokenize(api: HttpApi, body: bytes, service: EmbeddingService, timeout
     texts = tei_inputs(request.get("inputs"), service.limits.max_texts_per_request)
     check_texts(texts, service.limits, field="inputs")
     add_special_tokens = flag(request, "add_special_tokens", default=True)
-    manifest = service.encoder.manifest
+    manifest = service.models.encoder.manifest
     prompted = with_prompt(prompt_text(manifest, optional_string(request, "prompt_name")), texts)
-    encoder = service.encoder
+    encoder = service.models.encoder
 
     def spans() -> bytes:
         rows = [encoder.token_spans(text, add_special_tokens=add_special_tokens) for text in prompted]
@@ -65,7 +86,7 @@ async def tokenize(api: HttpApi, body: bytes, service: EmbeddingService, timeout
 
 
 async def info(api: HttpApi, body: bytes, service: EmbeddingService, timeout: float) -> tuple[_Reply, object]:
-    """GET /info (TEI): the first model and the router's limits in TEI's Info shape."""
+    """GET /info (TEI): the default model and the router's limits in TEI's Info shape."""
     described = service.info()
     document = {
         "model_id": described.model_name,
@@ -98,14 +119,18 @@ def tei_inputs(value: object, limit: int) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise InvalidArgument("inputs is required: a string or a list of strings")
+        raise InvalidArgument("inputs is required: a string or a list of strings", field="inputs")
     if len(value) > limit:
-        raise InvalidArgument(f"inputs has {len(value)} texts; the limit is {limit} (max_texts_per_request)")
+        raise InvalidArgument(
+            f"inputs has {len(value)} texts; the limit is {limit} (max_texts_per_request)", field="inputs"
+        )
     if value and all(isinstance(text, str) for text in value):
         return value
     if value and all(isinstance(entry, int | list) for entry in value):
-        raise InvalidArgument("inputs as token ids is not supported; send text (a string or a list of strings)")
-    raise InvalidArgument("inputs must be a non-empty string or a non-empty list of strings")
+        raise InvalidArgument(
+            "inputs as token ids is not supported; send text (a string or a list of strings)", field="inputs"
+        )
+    raise InvalidArgument("inputs must be a non-empty string or a non-empty list of strings", field="inputs")
 
 
 def truncation_side(value: object) -> TruncationSide:
@@ -114,7 +139,9 @@ def truncation_side(value: object) -> TruncationSide:
         return "right"
     side = TRUNCATION_SIDES.get(value.lower()) if isinstance(value, str) else None
     if side is None:
-        raise InvalidArgument(f"truncation_direction must be 'Left' or 'Right', got {quoted(value)}")
+        raise InvalidArgument(
+            f"truncation_direction must be 'Left' or 'Right', got {quoted(value)}", field="truncation_direction"
+        )
     return side
 
 
@@ -122,7 +149,7 @@ def flag(request: dict[str, Any], name: str, *, default: bool) -> bool:
     """The boolean field `name` (`default` when absent or null)."""
     value = request.get(name, default)
     if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be true or false, got {quoted(value)}", field=name)
     return value
 
 
@@ -130,7 +157,7 @@ def optional_string(request: dict[str, Any], name: str) -> str | None:
     """The string field `name`, or None when absent or null."""
     value = request.get(name)
     if value is not None and not isinstance(value, str):
-        raise InvalidArgument(f"{name} must be a string, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be a string, got {quoted(value)}", field=name)
     return value
 
 
@@ -142,7 +169,7 @@ def optional_integer(request: dict[str, Any], name: str) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be an integer, got {quoted(value)}")
+        raise InvalidArgument(f"{name} must be an integer, got {quoted(value)}", field=name)
     return value
 
 

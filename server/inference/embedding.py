@@ -170,9 +170,12 @@ class Embedder:
             check_texts(texts, self.limits, field=field_name)
             prompt = prompt_text(manifest, prompt_name)
             if dimensions is not None and not 1 <= dimensions <= manifest.dim:
-                raise InvalidArgument(f"dimensions must be 1 to the model's dimension {manifest.dim}, got {dimensions}")
+                raise InvalidArgument(
+                    f"dimensions must be 1 to the model's dimension {manifest.dim}, got {dimensions}",
+                    field="dimensions",
+                )
             if max_tokens is not None and max_tokens < 1:
-                raise InvalidArgument(f"max_tokens must be a positive integer, got {max_tokens}")
+                raise InvalidArgument(f"max_tokens must be a positive integer, got {max_tokens}", field="max_tokens")
             self.batcher.check_admission(len(texts))  # refuse before tokenising under overload
         (tokenized,) = await self._tokenize(
             [(with_prompt(prompt, list(texts)), field_name)],

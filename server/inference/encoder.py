@@ -1,8 +1,10 @@
 """The model behind a small interface: texts → float32 vectors, via tokenize → run → pool.
 
-`OnnxEncoder` composes the pure steps of `server.tokenization` and `server.pooling` around an
-ONNX Runtime session. The batcher calls `tokenize` at admission and `run` on a batch; `encode`
-is the one-call form used by the item build and by tests.
+`OnnxEncoder` composes the pure steps of `server.inference.tokenization` and
+`server.inference.pooling` around ONNX Runtime sessions. The embedder
+(`server.inference.embedding`) calls `tokenize` at admission; the batcher's instances call `infer`
+on a batch (one session each) and `pool_batch` on its output; `encode` is the one-call form used
+by the item build and by tests.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ def prompt_text(manifest: ModelManifest, prompt_name: str | None, *, field: str 
         return ""
     if name not in manifest.prompts:
         known = ", ".join(sorted(manifest.prompts)) or "none"
-        raise InvalidArgument(f"{field} {quoted(name)} is not one of the model's prompts (it has: {known})")
+        raise InvalidArgument(
+            f"{field} {quoted(name)} is not one of the model's prompts (it has: {known})", field=field
+        )
     return manifest.prompts[name]
 
 

@@ -90,7 +90,10 @@ class TextTokenizer:
         for index, encoding in enumerate(encodings):
             if not truncate and encoding.overflowing:
                 what = "the model's max length" if limit == self.max_length else "max_tokens"
-                raise InvalidArgument(f"{field}[{index}] is longer than {what} of {limit} tokens and truncate is false")
+                raise InvalidArgument(
+                    f"{field}[{index}] is longer than {what} of {limit} tokens and truncate is false",
+                    field=f"{field}[{index}]",
+                )
             tokenized.append(
                 TokenizedText(
                     input_ids=np.asarray(encoding.ids, dtype=np.int64),

@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from embedrec.server.catalog.live_recall import RecallEstimate
-from embedrec.server.catalog.scan import SCANS, ScanStats
+from embedrec.server.catalog.mmap.scan import SCANS, ScanStats
 from embedrec.server.catalog.store_health import StoreHealth
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EFFICIENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
-# name → (kind, help): the README's metrics table is generated from this.
+# name → (kind, help): docs/settings.md's metrics table is generated from this.
 METRICS: dict[str, tuple[str, str]] = {
     "embedrec_requests_total": ("counter", "RPCs answered, by rpc and gRPC status code"),
     "embedrec_request_seconds": ("histogram", "time from receiving an RPC to answering it, by rpc"),

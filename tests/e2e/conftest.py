@@ -113,7 +113,7 @@ def server_settings(model_dir: Path, items_dir: Path | None, **overrides: object
         "http_port": 0,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings.of(**values)
 
 
 # The Milvus item store runs on Milvus Lite (embedded) and on a real Milvus server (`milvus-server`

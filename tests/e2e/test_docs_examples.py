@@ -1,6 +1,6 @@
 """Examples are tests: every block of README.md and of the docs pages in PAGES runs as a reader
 would run it, against real servers on the bundled all-MiniLM-L6-v2 and data/ catalogs, and its
-sample output is compared (`tests/doc_examples.py`: text exactly, scores within
+sample output is compared (`tests/support/doc_examples.py`: text exactly, scores within
 SCORE_TOLERANCE); a block that cannot run here says why. docs/errors.md's bad-input table is sent
 row by row over HTTP (and gRPC where it says so) and each message compared whole.
 
@@ -14,7 +14,6 @@ page gave it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -40,7 +39,20 @@ from tests.e2e.server_thread import ServerThread, start_server
 from tests.support.doc_examples import Block, Command, blocks_of, line_matches, output_mismatch
 from tests.support.paths import REPO_ROOT
 
-PAGES = ["README.md", "docs/quickstart.md", "docs/errors.md"]
+PAGES = [
+    "README.md",
+    "docs/quickstart.md",
+    "docs/errors.md",
+    "docs/contract.md",
+    "docs/http-dialects.md",
+    "docs/models.md",
+    "docs/live-catalogs.md",
+    "docs/settings.md",
+    "docs/batching.md",
+    "docs/operations.md",
+    "docs/scaling.md",
+    "docs/exact-scan.md",
+]
 DEFAULT_PORTS = (50051, 8080, 9464)  # make serve's gRPC, HTTP and metrics ports
 GRPC_LOG_LINE = re.compile(r"^[IWE]\d{4} ")  # gRPC core's own stderr lines (e.g. a TLS handshake)
 SERVE = re.compile(r"^((?:[A-Z_]+=\S+\s+)*)embedrec serve\b(.*?)\s*&?\s*$", re.DOTALL)
@@ -169,14 +181,14 @@ class PageRunner:
         """`embedrec serve FLAGS &`: the same settings, in process, on free ports."""
         environ = dict(part.split("=", 1) for part in shlex.split(environment))
         settings = Settings.from_args(shlex.split(flags), environ=environ)
-        asked = (settings.port, settings.http_port, settings.metrics_port)
+        asked = (settings.server.port, settings.http.http_port, settings.observability.metrics_port)
         paths = {
-            item.name: self.work / value
-            for item in dataclasses.fields(settings)
-            if isinstance(value := getattr(settings, item.name), Path) and not value.is_absolute()
+            name: self.work / value
+            for name, value in settings.values().items()
+            if isinstance(value, Path) and not value.is_absolute()
         }
         ports = {name: 0 for name, port in zip(("port", "http_port", "metrics_port"), asked, strict=True) if port >= 0}
-        settings = dataclasses.replace(settings, **ports, **paths)
+        settings = settings.replace(**ports, **paths)
         server = start_server(settings)
         self.servers.append(server)
         app = server.app

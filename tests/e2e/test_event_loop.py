@@ -85,7 +85,7 @@ def test_concurrent_searches_share_one_pass_even_on_a_tiny_catalog(server: Serve
 
 
 def test_tokenising_a_long_request_happens_off_the_event_loop(server: ServerThread) -> None:
-    encoder = server.app.state.service.encoder  # type: ignore[union-attr]
+    encoder = server.app.state.service.models.encoder  # type: ignore[union-attr]
     long_text = "a long text about air conditioners " * 10
     assert len(long_text) > INLINE_TOKENIZE_MAX_CHARS
     held = Held(encoder.tokenize, only_if=lambda texts, **_: texts[0] == long_text)

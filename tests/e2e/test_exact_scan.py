@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrec.server.catalog.codes import (
+from embedrec.server.catalog.exact import exact_scores_of
+from embedrec.server.catalog.mmap.codes import (
     ITEM_CODES,
     ITEM_CODES_META,
     ItemCodes,
     build_codes,
     write_codes,
 )
-from embedrec.server.catalog.scan import PackedCodes, exact_scores_of, exact_top_k
-from embedrec.server.catalog.topk import RowFilter
+from embedrec.server.catalog.mmap.scan import PackedCodes, exact_top_k
+from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.errors import ConfigurationError
 
 
@@ -130,7 +131,7 @@ def write_matrix(directory: Path, matrix: np.ndarray, sha: str = "a" * 64) -> No
 def synthetic_items(source: Path, directory: Path, count: int, seed: int) -> Path:
     """`count` random rows (some exact duplicates) as an item directory of `source`'s model, without
     codes (a directory built before they existed)."""
-    from embedrec.server.catalog.item_ids import write_id_index
+    from embedrec.server.catalog.mmap.item_ids import write_id_index
     from embedrec.server.manifest import sha256_file
 
     manifest = json.loads((source / "items_manifest.json").read_text())
@@ -245,7 +246,7 @@ def test_without_the_int8_kernel_the_items_are_refused_naming_the_package_and_th
 ) -> None:
     import sys
 
-    from embedrec.server.catalog.mmap_store import ItemIndex
+    from embedrec.server.catalog.mmap.store import ItemIndex
 
     monkeypatch.setitem(sys.modules, "numkong", None)  # import numkong raises ImportError
     with pytest.raises(ConfigurationError) as error:

@@ -269,13 +269,13 @@ class GatedInference:
     """Wraps the batcher's inference so the test decides when each batch may run."""
 
     def __init__(self, server: ServerThread, *, fail_on: str | None = None) -> None:
-        self.batcher = server.app.state.service.batcher  # type: ignore[union-attr]
+        self.batcher = server.app.state.service.models.default.batcher  # type: ignore[union-attr]
         self.original = self.batcher._infers[0]
         self.gate = threading.Event()
         self.started = threading.Event()
         self.fail_on = fail_on
         self.batches: list[list[str]] = []
-        self.tokenizer = server.app.state.service.encoder.tokenizer._tokenizer  # type: ignore[union-attr]
+        self.tokenizer = server.app.state.service.models.encoder.tokenizer._tokenizer  # type: ignore[union-attr]
         self.batcher._infers[0] = self
 
     def __call__(self, items: list[Any]) -> Any:
@@ -360,7 +360,7 @@ def test_an_exception_in_a_batch_fails_only_that_batch(private_server: ServerThr
 
 
 def test_a_dead_worker_is_restarted_and_nobody_waits_forever(private_server: ServerThread) -> None:
-    batcher = private_server.app.state.service.batcher  # type: ignore[union-attr]
+    batcher = private_server.app.state.service.models.default.batcher  # type: ignore[union-attr]
     original = batcher._form_batch
     crashes = [True]
 

@@ -75,7 +75,7 @@ def model_name(client: EmbedrecClient) -> str:
 
 def served_model(server: ServerThread) -> str:
     assert server.app.state.service is not None
-    return server.app.state.service.encoder.manifest.model_name
+    return server.app.state.service.models.encoder.manifest.model_name
 
 
 class TestOpenAIEmbeddings:

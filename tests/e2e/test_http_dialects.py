@@ -48,7 +48,7 @@ def base(server: ServerThread) -> str:
 
 def model_of(server: ServerThread) -> str:
     assert server.app.state.service is not None
-    return server.app.state.service.encoder.manifest.model_name
+    return server.app.state.service.models.encoder.manifest.model_name
 
 
 def post(server: ServerThread, path: str, body: object) -> tuple[int, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from embedrec.export.catalog import CatalogError
 from embedrec.export.items import build_items
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.inference.encoder import OnnxEncoder
 from tests.e2e.tiny_models import CountingEncoder
 from tests.support.paths import REPO_ROOT
@@ -251,7 +251,7 @@ def test_a_build_interrupted_while_writing_its_int8_codes_resumes_and_ends_byte_
     uninterrupted: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import embedrec.server.catalog.codes as codes
+    import embedrec.server.catalog.mmap.codes as codes
 
     real_build = codes.build_codes
 

@@ -277,7 +277,7 @@ class TestHiddenItems:
         self, tiny_model_dir: Path, tmp_path: Path
     ) -> None:
         from embedrec.export.items import build_items
-        from embedrec.server.catalog.hidden import read_hidden_ids
+        from embedrec.server.catalog.mmap.hidden import read_hidden_ids
 
         catalog = tmp_path / "catalog.jsonl"
         catalog.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
@@ -317,10 +317,10 @@ class TestHiddenItems:
 def search_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on both search paths: the scan that checks candidates, and the prefilter that
     scores only the eligible rows (chosen for selective filters; forced here for every filter)."""
-    import embedrec.server.catalog.mmap_store
+    import embedrec.server.catalog.mmap.store
 
     monkeypatch.setattr(
-        embedrec.server.catalog.mmap_store, "PREFILTER_FRACTION", 0.0 if request.param == "scan" else 2.0
+        embedrec.server.catalog.mmap.store, "PREFILTER_FRACTION", 0.0 if request.param == "scan" else 2.0
     )
     return str(request.param)
 
@@ -459,7 +459,7 @@ def test_a_reload_carries_the_hidden_set_over_or_refuses_and_keeps_serving(
 
     from embedrec.client import FailedPrecondition
     from embedrec.export.items import build_items
-    from embedrec.server.catalog.hidden import read_hidden_ids
+    from embedrec.server.catalog.mmap.hidden import read_hidden_ids
 
     first = tmp_path / "first"
     shutil.copytree(tied_items_dir, first)

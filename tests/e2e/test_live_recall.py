@@ -11,9 +11,9 @@ import numpy as np
 
 from embedrec.export.milvus_sync import sync_to_milvus
 from embedrec.server.catalog.live_recall import LiveRecall
-from embedrec.server.catalog.milvus_index import SearchEffort, VectorIndex
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.store import History, Query
+from embedrec.server.catalog.milvus.index import VectorIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.store import History, Query, SearchEffort
 from tests.e2e.milvus_process import MilvusServerProcess
 from tests.support.vector_items import exact_top, recall_at, unit_rows, vector_items
 

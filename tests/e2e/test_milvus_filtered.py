@@ -1,6 +1,6 @@
 """Recall under filters on an HNSW collection of a real Milvus server (2.3.5): a filter admitting
 10-30% of the rows cut Milvus's filtered walk off from part of them (recall@10 0.75-0.90 at any
-ef); the store searches such filters in slices Milvus scans exactly (milvus_filtered)."""
+ef); the store searches such filters in slices Milvus scans exactly (milvus.filtered)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 
 from embedrec.export.milvus_sync import sync_to_milvus
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_index import VectorIndex
-from embedrec.server.catalog.milvus_store import MilvusItems
+from embedrec.server.catalog.milvus.index import VectorIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
 from embedrec.server.catalog.store import History, Query
 from tests.e2e.milvus_process import MilvusServerProcess
 from tests.support.vector_items import recall_at, unit_rows, vector_items

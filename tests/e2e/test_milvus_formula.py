@@ -13,8 +13,8 @@ import pytest
 
 from embedrec.client import EmbedrecClient, NewItem
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
 from embedrec.server.catalog.score_formula import ScoreFormulaSpec, check_formula
 from embedrec.server.catalog.store import ItemStore, Query

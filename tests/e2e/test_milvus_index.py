@@ -14,7 +14,7 @@ import pytest
 
 from embedrec.client import EmbedrecClient, InvalidArgument
 from embedrec.export.milvus_sync import sync_to_milvus
-from embedrec.server.catalog.milvus_index import (
+from embedrec.server.catalog.milvus.index import (
     DEFAULT_EF,
     MAX_EF,
     VectorIndex,

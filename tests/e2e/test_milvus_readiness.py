@@ -11,9 +11,10 @@ import numpy as np
 
 from embedrec.client import EmbedrecClient
 from embedrec.export.milvus_sync import sync_to_milvus
-from embedrec.server.catalog.milvus_index import VectorIndex
-from embedrec.server.catalog.milvus_readiness import index_readiness
-from embedrec.server.catalog.milvus_store import MilvusItems, connect
+from embedrec.server.catalog.milvus.calls import connect
+from embedrec.server.catalog.milvus.index import VectorIndex
+from embedrec.server.catalog.milvus.readiness import index_readiness
+from embedrec.server.catalog.milvus.store import MilvusItems
 from embedrec.server.catalog.store import History, Query
 from embedrec.server.manifest import read_model_manifest
 from tests.e2e.conftest import server_settings

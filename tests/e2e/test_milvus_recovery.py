@@ -21,7 +21,7 @@ import pytest
 
 from embedrec.client import EmbedrecClient, EmbedrecClientError, Unavailable
 from embedrec.export.milvus_sync import sync_to_milvus
-from embedrec.server.catalog.milvus_store import MilvusItems
+from embedrec.server.catalog.milvus.store import MilvusItems
 from tests.e2e.conftest import server_settings
 from tests.e2e.milvus_process import MilvusServerProcess
 from tests.e2e.server_thread import ServerThread, start_server

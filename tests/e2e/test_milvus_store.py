@@ -31,8 +31,8 @@ from embedrec.client import (
     Unavailable,
 )
 from embedrec.server.catalog.fields import ConditionSpec
-from embedrec.server.catalog.milvus_store import MilvusItems
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.milvus.store import MilvusItems
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.profiles import BestScore, ProfilePart
 from embedrec.server.catalog.store import ItemStore, Query
 from embedrec.server.errors import ConfigurationError
@@ -291,8 +291,8 @@ class TestBuildAndLiveUpdates:
         settings = milvus_settings(tiny_model_dir, tiny_items_dir, tmp_path, "other", milvus_backend)
         server = start_server(settings)
         try:
-            name = settings.milvus_collection
-            other = MilvusItems(settings.milvus_uri, name)
+            name = settings.milvus.milvus_collection
+            other = MilvusItems(settings.milvus.milvus_uri, name)
             other.client.alter_collection_properties(name, properties={"embedrec.model_onnx_sha256": "0" * 64})
             with EmbedrecClient(server.target, timeout=30) as client:
                 with pytest.raises(FailedPrecondition, match="built with model"):

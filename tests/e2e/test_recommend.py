@@ -67,11 +67,14 @@ def test_recommend_batch_embeds_every_users_texts_in_shared_batches_and_scans_on
 ) -> None:
     service = tiny_server.app.state.service
     assert service is not None
-    inference_before, searches_before = service.batcher.stats.batches, service.search_batcher.stats.batches
+    inference_before, searches_before = (
+        service.models.default.batcher.stats.batches,
+        service.search_batcher.stats.batches,
+    )
     users = [{"k": 2, "texts": [f"coffee {user}", f"red shoes {user}"]} for user in range(5)]
     found = client.recommend_batch(users)
     assert [len(one) for one in found] == [2] * 5
-    assert service.batcher.stats.batches - inference_before == 1  # 10 texts, one inference batch
+    assert service.models.default.batcher.stats.batches - inference_before == 1  # 10 texts, one inference batch
     assert service.search_batcher.stats.batches - searches_before == 1  # 5 users, one pass
 
 

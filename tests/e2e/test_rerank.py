@@ -317,7 +317,7 @@ def test_a_rerank_stage_needs_a_reranker_and_the_items_texts(
 ) -> None:
     import shutil
 
-    from embedrec.server.catalog.item_texts import ITEM_TEXT_OFFSETS, ITEM_TEXTS
+    from embedrec.server.catalog.mmap.item_texts import ITEM_TEXT_OFFSETS, ITEM_TEXTS
 
     with EmbedrecClient(tiny_server.target, timeout=30) as client:
         with pytest.raises(FailedPrecondition, match="serves no reranker"):

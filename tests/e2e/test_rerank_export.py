@@ -66,7 +66,7 @@ def test_a_classifier_with_several_labels_is_not_a_reranker(tmp_path: Path) -> N
 def test_rerank_exports_are_fp32_or_int8_and_activations_belong_to_rerank(
     tiny_cross_encoder: Path, tmp_path: Path
 ) -> None:
-    # int8 rerankers are tests/test_int8.py's; the other variants are for bi-encoders.
+    # int8 rerankers are tests/e2e/test_int8.py's; the other variants are for bi-encoders.
     with pytest.raises(ValueError, match="fp32 or int8"):
         export_model(str(tiny_cross_encoder), tmp_path / "q", task="rerank", optimize="O2")
     with pytest.raises(ValueError, match="for --task rerank only"):

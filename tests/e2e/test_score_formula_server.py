@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from embedrec.client import EmbedrecClient, InvalidArgument
-from embedrec.server.catalog.mmap_store import ItemIndex
+from embedrec.server.catalog.exact import exact_scores_of
+from embedrec.server.catalog.mmap.store import ItemIndex
 from embedrec.server.catalog.profiles import ProfilePart, combine_profile
-from embedrec.server.catalog.scan import exact_scores_of
 from embedrec.v1 import embedrec_pb2 as pb
 from tests.e2e.conftest import server_settings
 from tests.e2e.server_thread import ServerThread, start_server

@@ -126,7 +126,7 @@ def test_http_calls_continue_the_traceparent_header(
     traced_server: ServerThread, exporter: InMemorySpanExporter
 ) -> None:
     assert traced_server.app.state.service is not None
-    body = {"model": traced_server.app.state.service.encoder.manifest.model_name, "input": SECRET_TEXT}
+    body = {"model": traced_server.app.state.service.models.encoder.manifest.model_name, "input": SECRET_TEXT}
     request = urllib.request.Request(
         f"http://127.0.0.1:{traced_server.app.http_port}/v1/embeddings",
         data=json.dumps(body).encode(),

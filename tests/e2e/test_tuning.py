@@ -49,7 +49,7 @@ def test_two_instances_embed_exactly_like_one(
                 served = list(pool.map(lambda text: two.embed([text])[0], texts))
             expected = one.embed(texts)
         np.testing.assert_allclose(np.stack(served), expected, atol=1e-5)
-        assert server.app.state.service.batcher.instances == 2  # type: ignore[union-attr]
+        assert server.app.state.service.models.default.batcher.instances == 2  # type: ignore[union-attr]
     finally:
         server.close()
 

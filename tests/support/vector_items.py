@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from embedrec.server.catalog.fields import FIELDS_DIR
-from embedrec.server.catalog.item_ids import write_id_index
+from embedrec.server.catalog.mmap.item_ids import write_id_index
 from embedrec.server.manifest import (
     ITEMS_IDS,
     ITEMS_LAYOUT,

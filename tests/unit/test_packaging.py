@@ -1,4 +1,4 @@
-"""One installable name, read from the sources: no code imports server/client/export by their
+"""One installable name, read from the sources: no code imports `server`, `client` or `export` by their
 bare folder names, and the README's imports are the installed names. (The wheel itself is built
 in tests/e2e/test_packaging.py.)"""
 

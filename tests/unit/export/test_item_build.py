@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.mmap.item_ids import ItemIds
 
 
 def test_id_lookups_survive_hash_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import embedrec.server.catalog.item_ids as item_ids
+    import embedrec.server.catalog.mmap.item_ids as item_ids
 
     monkeypatch.setattr(item_ids, "id_hash", lambda item_id: len(item_id) % 2)  # nearly everything collides
     ids = ["a", "bb", "ccc", "dddd", "e", "ffffff", "ümlaut", "中文"]

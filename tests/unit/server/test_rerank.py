@@ -20,13 +20,16 @@ from embedrec.server.settings import Settings
 
 def test_models_are_given_as_name_equals_directory() -> None:
     with pytest.raises(ValueError, match="--model takes NAME=DIR"):
-        Settings(model=("just-a-path",))
+        Settings.of(model=("just-a-path",))
     with pytest.raises(ValueError, match="'a' is given twice"):
-        Settings(model=("a=x", "a=y"))
+        Settings.of(model=("a=x", "a=y"))
     with pytest.raises(ValueError, match="a name of letters"):
-        Settings(model=("bad name=x",))
-    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).extra_models == {"a": Path("x"), "b": Path("y")}
-    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).extra_models == {"a": Path("x"), "b": Path("y")}
+        Settings.of(model=("bad name=x",))
+    assert Settings.from_args(["--model", "a=x", "--model", "b=y"], {}).model.extra_models == {
+        "a": Path("x"),
+        "b": Path("y"),
+    }
+    assert Settings.from_args([], {"EMBEDREC_MODEL": "a=x,b=y"}).model.extra_models == {"a": Path("x"), "b": Path("y")}
 
 
 # -- Recommend with a rerank stage ----------------------------------------------------------------

@@ -36,7 +36,12 @@ async def wait_started(runtime: GatedRuntime) -> None:
 
 def make(runtime: GatedRuntime, **overrides: Any) -> MicroBatcher[int, int]:
     """A batcher whose items are ints; an item's token cost is its value."""
-    settings: dict[str, Any] = {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queued_items": 100}
+    settings: dict[str, Any] = {
+        "max_batch_size": 4,
+        "max_wait_ms": 0.0,
+        "max_queued_texts": 100,
+        "min_batch_efficiency": 0.0,
+    }
     settings.update(overrides)
     return MicroBatcher(runtime, policy=BatchPolicy(**settings), cost=lambda item: item)
 
@@ -89,13 +94,13 @@ async def test_a_request_with_many_items_is_split_and_reassembled_in_order() -> 
 
 async def test_a_full_queue_refuses_at_once_naming_the_limit() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_queued_items=3)
+    batcher = make(runtime, max_queued_texts=3)
     await batcher.start()
     running = asyncio.ensure_future(batcher.submit([0]))
     await wait_started(runtime)
     queued = asyncio.ensure_future(batcher.submit([1, 2, 3]))
     await asyncio.sleep(0)
-    with pytest.raises(Overloaded, match="max_queued_items=3"):
+    with pytest.raises(Overloaded, match="max_queued_texts=3"):
         await batcher.submit([4])
     runtime.gate.set()
     assert await running == [0]
@@ -218,7 +223,7 @@ async def test_stop_fails_queued_requests_and_finishes_the_running_batch() -> No
 
 async def test_the_padded_token_budget_bounds_a_batch() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=8, max_batch_cost=100, group_by_length=False)
+    batcher = make(runtime, max_batch_size=8, max_batch_tokens=100, length_grouping=False)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[10], [20], [30], [40], [50]])
     runtime.gate.set()
@@ -231,7 +236,7 @@ async def test_the_padded_token_budget_bounds_a_batch() -> None:
 async def test_a_single_text_over_the_token_budget_still_runs_alone() -> None:
     runtime = GatedRuntime()
     runtime.gate.set()
-    batcher = make(runtime, max_batch_cost=50)
+    batcher = make(runtime, max_batch_tokens=50)
     await batcher.start()
     assert await batcher.submit([80, 5]) == [160, 10]
     assert runtime.batches == [[80], [5]]
@@ -240,7 +245,7 @@ async def test_a_single_text_over_the_token_budget_still_runs_alone() -> None:
 
 async def test_queued_texts_are_grouped_by_length() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=3, max_batch_cost=10_000)
+    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000)
     await batcher.start()
     lengths = [5, 100, 6, 101, 7, 102]
     calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in lengths])
@@ -254,7 +259,7 @@ async def test_queued_texts_are_grouped_by_length() -> None:
 
 async def test_fifo_mode_keeps_arrival_order() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=3, max_batch_cost=10_000, group_by_length=False)
+    batcher = make(runtime, max_batch_size=3, max_batch_tokens=10_000, length_grouping=False)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[n] for n in [5, 100, 6, 101, 7, 102]])
     runtime.gate.set()
@@ -265,7 +270,7 @@ async def test_fifo_mode_keeps_arrival_order() -> None:
 
 async def test_the_oldest_text_always_leaves_with_the_next_batch() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=2, max_batch_cost=10_000, lookahead=8)
+    batcher = make(runtime, max_batch_size=2, max_batch_tokens=10_000, batch_lookahead=8)
     await batcher.start()
     # An odd-length text first, then many that group well with each other: it is not bypassed.
     calls = await queue_behind_a_running_batch(batcher, runtime, [[500], *([[10]] * 6)])
@@ -277,7 +282,7 @@ async def test_the_oldest_text_always_leaves_with_the_next_batch() -> None:
 
 async def test_a_huge_request_does_not_hold_back_small_ones() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=4, group_by_length=False)
+    batcher = make(runtime, max_batch_size=4, length_grouping=False)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [list(range(101, 113)), [1], [2], [3]])
     runtime.gate.set()
@@ -304,7 +309,9 @@ async def test_finishing_a_batch_overlaps_the_next_inference() -> None:
             assert finish_gate.wait(10)
         return [value * 2 for value in raw]
 
-    batcher: MicroBatcher[int, int] = MicroBatcher(infer, finish, policy=BatchPolicy(max_batch_size=1))
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        infer, finish, policy=BatchPolicy(max_batch_size=1, min_batch_efficiency=0.0)
+    )
     await batcher.start()
     first = asyncio.ensure_future(batcher.submit([1]))
     second = asyncio.ensure_future(batcher.submit([2]))
@@ -317,7 +324,7 @@ async def test_finishing_a_batch_overlaps_the_next_inference() -> None:
 
 async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_its_own() -> None:
     runtime = GatedRuntime()
-    batcher = make(runtime, max_batch_size=4, max_batch_cost=10_000, min_efficiency=0.8)
+    batcher = make(runtime, max_batch_size=4, max_batch_tokens=10_000, min_batch_efficiency=0.8)
     await batcher.start()
     calls = await queue_behind_a_running_batch(batcher, runtime, [[100], [95], [10], [90]])
     runtime.gate.set()
@@ -342,7 +349,9 @@ async def test_the_observer_hears_each_batch_by_size_and_cost() -> None:
         def items_dropped(self, reason: str, count: int) -> None:
             pass
 
-    batcher = MicroBatcher(runtime, policy=BatchPolicy(), cost=lambda item: item, observer=Observer())
+    batcher = MicroBatcher(
+        runtime, policy=BatchPolicy(min_batch_efficiency=0.0), cost=lambda item: item, observer=Observer()
+    )
     await batcher.start()
     assert await batcher.submit([3, 5]) == [6, 10]
     await batcher.stop()
@@ -352,7 +361,12 @@ async def test_the_observer_hears_each_batch_by_size_and_cost() -> None:
 
 def make_instances(*runtimes: GatedRuntime, **overrides: Any) -> MicroBatcher[int, int]:
     """A batcher with one model instance per runtime."""
-    settings: dict[str, Any] = {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queued_items": 100}
+    settings: dict[str, Any] = {
+        "max_batch_size": 4,
+        "max_wait_ms": 0.0,
+        "max_queued_texts": 100,
+        "min_batch_efficiency": 0.0,
+    }
     settings.update(overrides)
     return MicroBatcher(list(runtimes), policy=BatchPolicy(**settings), cost=lambda item: item)
 

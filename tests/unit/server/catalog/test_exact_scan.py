@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedrec.server.catalog import scan as scan_module
-from embedrec.server.catalog.codes import (
+from embedrec.server.catalog.exact import exact_scores, exact_scores_of
+from embedrec.server.catalog.mmap import scan as scan_module
+from embedrec.server.catalog.mmap.codes import (
     ITEM_CODES,
     ITEM_CODES_META,
     ItemCodes,
@@ -27,8 +28,8 @@ from embedrec.server.catalog.codes import (
     read_codes,
     write_codes,
 )
-from embedrec.server.catalog.scan import PackedCodes, ScanStats, exact_scores, exact_scores_of, exact_top_k
-from embedrec.server.catalog.topk import RowFilter
+from embedrec.server.catalog.mmap.scan import PackedCodes, ScanStats, exact_top_k
+from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.errors import ConfigurationError
 
 
@@ -316,7 +317,7 @@ def test_a_killed_code_write_leaves_no_code_book(tmp_path: Path, monkeypatch: py
     def killed(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("embedrec.server.catalog.codes.build_codes", killed)
+    monkeypatch.setattr("embedrec.server.catalog.mmap.codes.build_codes", killed)
     with pytest.raises(KeyboardInterrupt):
         write_codes(tmp_path, np.load(tmp_path / "items.npy", mmap_mode="r"), "a" * 64)
     assert not (tmp_path / ITEM_CODES_META).exists()

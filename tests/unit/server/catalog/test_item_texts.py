@@ -1,4 +1,4 @@
-"""The items' texts beside the matrix (server/catalog/item_texts.py): what a rerank stage reads."""
+"""The items' texts beside the matrix (server/catalog/mmap/item_texts.py): what a rerank stage reads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from embedrec.server.catalog.item_texts import ITEM_TEXT_OFFSETS, ITEM_TEXTS, ItemTexts, write_item_texts
+from embedrec.server.catalog.mmap.item_texts import ITEM_TEXT_OFFSETS, ITEM_TEXTS, ItemTexts, write_item_texts
 from embedrec.server.errors import ConfigurationError
 
 TEXTS = ["energy saving air conditioner", "", "这是一款高效节能的空调", "emoji 🏃‍♀️ and\nnewlines"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from embedrec.server.catalog.milvus_filtered import MAX_PARTS, FilterPlan, plan_for
+from embedrec.server.catalog.milvus.filtered import MAX_PARTS, FilterPlan, plan_for
 
 
 def test_the_plan_follows_the_admitted_share() -> None:

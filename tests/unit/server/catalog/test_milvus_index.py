@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from embedrec.export.cli import export_items_main
-from embedrec.server.catalog.milvus_index import (
+from embedrec.server.catalog.milvus.index import (
     DEFAULT_EF,
     FLAT,
     MAX_EF,

@@ -3,7 +3,7 @@ described. (On a real Milvus server: tests/e2e/test_milvus_readiness.py.)"""
 
 from __future__ import annotations
 
-from embedrec.server.catalog.milvus_readiness import IndexReadiness
+from embedrec.server.catalog.milvus.readiness import IndexReadiness
 
 
 def test_readiness_describes_the_rows_still_waiting() -> None:

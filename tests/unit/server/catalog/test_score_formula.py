@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedrec.server.catalog.codes import ItemCodes, build_codes
-from embedrec.server.catalog.milvus_formula import term_bound
-from embedrec.server.catalog.scan import PackedCodes, exact_scores_of, exact_top_k
+from embedrec.server.catalog.exact import exact_scores_of
+from embedrec.server.catalog.milvus.formula import term_bound
+from embedrec.server.catalog.mmap.codes import ItemCodes, build_codes
+from embedrec.server.catalog.mmap.scan import PackedCodes, exact_top_k
+from embedrec.server.catalog.mmap.topk import RowFilter, top_k
 from embedrec.server.catalog.score_formula import (
     PriorCache,
     ScoreFormulaSpec,
@@ -21,7 +23,6 @@ from embedrec.server.catalog.score_formula import (
     ScoreTermSpec,
     check_formula,
 )
-from embedrec.server.catalog.topk import RowFilter, top_k
 from embedrec.server.errors import InvalidArgument
 
 KINDS = {"popularity": "numeric", "published": "numeric", "price": "numeric", "brand": "categorical"}

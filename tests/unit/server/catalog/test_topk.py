@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedrec.server.catalog.topk import RowFilter, top_k
+from embedrec.server.catalog.mmap.topk import RowFilter, top_k
 
 
 def brute_force(matrix: np.ndarray, query: np.ndarray, k: int, excluded: frozenset[int] = frozenset()):  # type: ignore[no-untyped-def]

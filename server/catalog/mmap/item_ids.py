@@ -30,9 +30,6 @@ _BLOCK = 65_536
 
 IndexArray = npt.NDArray[np.int64]
 
-# The longest item id, in UTF-8 bytes, anywhere: catalogs, requests, Milvus (its VARCHAR key limit).
-MAX_ID_BYTES = 4096
-
 
 def id_hash(item_id: str) -> int:
     """The 64-bit hash of one id, stable across processes and platforms."""

@@ -1,23 +1,23 @@
-"""The layout of an embedrec collection in Milvus, shared by the store (`milvus_store`) and the
+"""The layout of an embedrec collection in Milvus, shared by the store (`milvus.store`) and the
 build that syncs a catalog into it (`embedrec.export.milvus_sync`): field names, limits, the
-collection properties that record the model, the entity of one item, and the checks of a live
-item's id and fields."""
+collection properties that record the model and the entity of one item."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from embedrec.server.catalog.fields import FieldKind
-from embedrec.server.catalog.item_ids import MAX_ID_BYTES
-from embedrec.server.catalog.topk import FloatArray
-from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
+from embedrec.server.catalog.live import MAX_FIELD_VALUE_LENGTH, MAX_FIELD_VALUES, ItemRow
+from embedrec.server.catalog.milvus.index import VectorIndex
+from embedrec.server.catalog.store import MAX_ID_BYTES
+from embedrec.server.errors import ConfigurationError
 
 # 2: a numeric field without a value holds NaN (layout 1 used a nullable field, which Milvus
 # servers before 2.5 cannot hold; NaN never satisfies a comparison, on every version).
@@ -33,8 +33,6 @@ TEXT = "text"
 MAX_TEXT_BYTES = 65_535
 FIELD_PREFIX = "f_"
 MAX_ID_LENGTH = MAX_ID_BYTES
-MAX_FIELD_VALUES = 256  # values per item of a categorical field
-MAX_FIELD_VALUE_LENGTH = 1024
 # Collection properties (all strings).
 PROPERTY_PREFIX = "embedrec."
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
@@ -49,42 +47,6 @@ def milvus_field(name: str) -> str:
             "not starting with a digit"
         )
     return FIELD_PREFIX + name
-
-
-def check_item_id(item_id: str, *, field: str) -> None:
-    """InvalidArgument naming `field` unless `item_id` is a non-blank id of at most
-    MAX_ID_LENGTH UTF-8 bytes."""
-    if not item_id.strip():
-        raise InvalidArgument(f"{field} is blank; give the item's id")
-    if len(item_id.encode("utf-8")) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} bytes")
-
-
-def check_item_fields(
-    categorical: Mapping[str, Sequence[str]],
-    numeric: Mapping[str, float],
-    kinds: Mapping[str, FieldKind],
-    *,
-    field: str,
-) -> None:
-    """InvalidArgument naming `field`.fields[NAME] unless every field is one of the items' with
-    that kind, a categorical one has at most MAX_FIELD_VALUES values of at most
-    MAX_FIELD_VALUE_LENGTH bytes, and a numeric one is finite."""
-    known = ", ".join(f"{name} ({kind})" for name, kind in sorted(kinds.items())) or "none"
-    for name, values in categorical.items():
-        where = f"{field}.fields[{quoted(name)}]"
-        if kinds.get(name) != "categorical":
-            raise InvalidArgument(f"{where}: not a categorical field of the items (they have: {known})")
-        if len(values) > MAX_FIELD_VALUES:
-            raise InvalidArgument(f"{where} has {len(values)} values; the limit is {MAX_FIELD_VALUES}")
-        if any(len(value.encode("utf-8")) > MAX_FIELD_VALUE_LENGTH for value in values):
-            raise InvalidArgument(f"{where} has a value longer than {MAX_FIELD_VALUE_LENGTH} bytes")
-    for name, number in numeric.items():
-        where = f"{field}.fields[{quoted(name)}]"
-        if kinds.get(name) != "numeric":
-            raise InvalidArgument(f"{where}: not a numeric field of the items (they have: {known})")
-        if not math.isfinite(number):
-            raise InvalidArgument(f"{where} is {number}; give a finite number (leave it out for none)")
 
 
 @dataclass(frozen=True)
@@ -159,18 +121,6 @@ def alter_properties(client: Any, collection: str, properties: dict[str, str], t
         client.alter_collection_properties(collection, properties=properties, timeout=timeout)
 
 
-@dataclass(frozen=True)
-class ItemRow:
-    """One item to upsert: id, unit vector, field values (categorical: a list of strings;
-    numeric: a float or None), and its content hash (0 for items sent live)."""
-
-    item_id: str
-    vector: FloatArray
-    fields: dict[str, Any]
-    content_hash: int = 0
-    text: str = ""
-
-
 def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldKind]) -> dict[str, Any]:
     """The Milvus entity of `row` in a collection with the fields `kinds` (a categorical field
     without values holds an empty list, a numeric one NaN)."""
@@ -189,3 +139,34 @@ def entity(row: ItemRow, position: int, hidden: bool, kinds: Mapping[str, FieldK
         else:
             record[milvus_field(name)] = math.nan if value is None else float(value)
     return record
+
+
+def create_collection(
+    client: Any, collection: str, dim: int, kinds: dict[str, FieldKind], vector_index: VectorIndex, timeout: float
+) -> None:
+    """Create `collection` in embedrec's layout: the vector of `dim`, the catalog's fields
+    `kinds`, indexed by `vector_index`."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+    schema.add_field(POSITION, DataType.INT64)
+    schema.add_field(HIDDEN, DataType.BOOL)
+    schema.add_field(CONTENT_HASH, DataType.INT64)
+    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            schema.add_field(milvus_field(name), DataType.DOUBLE)  # NaN: no value (LAYOUT)
+        else:
+            schema.add_field(
+                milvus_field(name),
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_FIELD_VALUES,
+                max_length=MAX_FIELD_VALUE_LENGTH,
+            )
+    index_params = client.prepare_index_params()
+    # Inner product on unit rows is the cosine; FLAT (the default) scores every row: exact.
+    vector_index.add_to(index_params, VECTOR)
+    client.create_collection(collection, schema=schema, index_params=index_params, timeout=timeout)

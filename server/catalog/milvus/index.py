@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from embedrec.server.catalog.store import NO_EFFORT, SearchEffort, refuse_effort
 from embedrec.server.errors import ConfigurationError, InvalidArgument
 
 IndexKind = Literal["FLAT", "HNSW", "IVF_FLAT"]
@@ -99,48 +100,32 @@ class VectorIndex:
             raise ConfigurationError(f"{where}: its index property {value[:80]!r} is unreadable ({error})") from None
 
 
-@dataclass(frozen=True)
-class SearchEffort:
-    """How far an approximate search walks: HNSW's ef, IVF_FLAT's nprobe (0: not set)."""
-
-    ef: int = 0
-    nprobe: int = 0
-
-    def is_set(self) -> bool:
-        """Whether either parameter is given."""
-        return bool(self.ef or self.nprobe)
-
-    def or_else(self, default: SearchEffort) -> SearchEffort:
-        """This effort, `default`'s parameters where this one has none."""
-        return SearchEffort(self.ef or default.ef, self.nprobe or default.nprobe)
-
-
-# The defaults of signatures and dataclasses: an exact index, no effort given.
+# The default of signatures and dataclasses: an exact index.
 FLAT = VectorIndex()
-NO_EFFORT = SearchEffort()
 
 
 def check_effort(effort: SearchEffort, index: VectorIndex, *, field: str, exact_reason: str = "") -> SearchEffort:
     """`effort` if it fits `index`, else InvalidArgument naming `field`.ef / `field`.nprobe and the
     limit: a parameter the index does not take (any, on an exact index: `exact_reason` says why
     the items are searched exactly), or one out of range."""
-    if not effort.is_set():
-        return effort
-    given = "ef" if effort.ef else "nprobe"
-    if not index.approximate:
-        reason = exact_reason or f"the served collection has a {index.kind} index"
-        raise InvalidArgument(
-            f"{field}.{given} given, but the served items are searched exactly ({reason}); leave it unset"
+    if not effort.is_set() or not index.approximate:
+        return refuse_effort(
+            effort, field=field, reason=exact_reason or f"the served collection has a {index.kind} index"
         )
     takes = "ef" if index.kind == "HNSW" else "nprobe"
     if (effort.ef and takes != "ef") or (effort.nprobe and takes != "nprobe"):
         wrong = "nprobe" if takes == "ef" else "ef"
-        raise InvalidArgument(f"{field}.{wrong}: the served collection's index is {index.kind}, which takes {takes}")
+        raise InvalidArgument(
+            f"{field}.{wrong}: the served collection's index is {index.kind}, which takes {takes}",
+            field=f"{field}.{wrong}",
+        )
     if effort.ef > MAX_EF:
-        raise InvalidArgument(f"{field}.ef is {effort.ef}; the limit is {MAX_EF}")
+        raise InvalidArgument(f"{field}.ef is {effort.ef}; the limit is {MAX_EF}", field=f"{field}.ef")
     if effort.nprobe > MAX_NPROBE or effort.nprobe > index.params.get("nlist", MAX_NPROBE):
         limit = min(MAX_NPROBE, index.params.get("nlist", MAX_NPROBE))
-        raise InvalidArgument(f"{field}.nprobe is {effort.nprobe}; the limit is {limit} (the index's nlist)")
+        raise InvalidArgument(
+            f"{field}.nprobe is {effort.nprobe}; the limit is {limit} (the index's nlist)", field=f"{field}.nprobe"
+        )
     return effort
 
 
@@ -154,3 +139,30 @@ def search_params(index: VectorIndex, effort: SearchEffort, limit: int) -> dict[
         nprobe = min(effort.nprobe or DEFAULT_NPROBE, index.params["nlist"])
         return {"metric_type": "IP", "params": {"nprobe": nprobe}}
     return {"metric_type": "IP"}
+
+
+def server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:
+    """The server's effort for `index`, the one place its defaults are filled: HNSW's ef (unset:
+    DEFAULT_EF), IVF_FLAT's nprobe (unset: DEFAULT_NPROBE, at most the index's nlist), the other
+    setting ignored (one configuration serves collections with either index); ConfigurationError
+    when out of range."""
+    kept = NO_EFFORT
+    if index.kind == "HNSW":
+        kept = SearchEffort(ef=effort.ef or DEFAULT_EF)
+    elif index.kind == "IVF_FLAT":
+        kept = SearchEffort(nprobe=effort.nprobe or min(DEFAULT_NPROBE, index.params["nlist"]))
+    try:
+        return check_effort(kept, index, field="--milvus-ef/--milvus-nprobe")
+    except InvalidArgument as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def harder_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort | None:
+    """4x `effort` (a selection's: the server's defaults filled) on the approximate `index`,
+    None when it is exact or at its maximum."""
+    if index.kind == "HNSW":
+        return SearchEffort(ef=min(4 * effort.ef, MAX_EF)) if effort.ef < MAX_EF else None
+    if index.kind == "IVF_FLAT":
+        nlist = index.params["nlist"]
+        return SearchEffort(nprobe=min(4 * effort.nprobe, nlist)) if effort.nprobe < nlist else None
+    return None

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedrec.results import VisibilityResult
-from embedrec.server.catalog.item_ids import ItemIds
+from embedrec.server.catalog.mmap.item_ids import ItemIds
 from embedrec.server.errors import ConfigurationError
 from embedrec.server.manifest import write_json_atomically
 

@@ -1,16 +1,17 @@
 """Exact top-k by a bounded first pass and exact rescoring: the int8 and the float32 scan.
 
 Both scans work the same way. A first pass gives every row an approximate score with a proven
-bound on its error (int8 codes: embedrec.server.catalog.codes.QueryCodes; float32 BLAS products:
-codes.float32_error_bound). A row whose approximate score plus the bound is below the query's
-current k-th best exact score can never be in the top k and is dropped; the rest are rescored
-exactly and merged. Within one block of rows, the k best approximate scores also give a lower
-bound on the k-th best exact score, so even the first block sends only a few rows to rescoring.
+bound on its error (int8 codes: embedrec.server.catalog.mmap.codes.QueryCodes; float32 BLAS
+products: embedrec.server.catalog.exact.float32_error_bound). A row whose approximate score plus
+the bound is below the query's current k-th best exact score can never be in the top k and is
+dropped; the rest are rescored exactly and merged. Within one block of rows, the k best
+approximate scores also give a lower bound on the k-th best exact score, so even the first block
+sends only a few rows to rescoring.
 
-The exact score of a row is `exact_scores`: the float64 sum of the float64 products (exact) of the
-float32 query and row, rounded to float32. It depends only on the row and the query, not on the
-scan, the block sizes or the other queries in the pass, so both scans return identical ids, order
-and scores; equal scores go by row (lower first).
+The exact score of a row is `exact_scores` (embedrec.server.catalog.exact): the float64 sum of
+the float64 products (exact) of the float32 query and row, rounded to float32. It depends only
+on the row and the query, not on the scan, the block sizes or the other queries in the pass, so
+both scans return identical ids, order and scores; equal scores go by row (lower first).
 
 The int8 scan scores blocks of packed codes on a thread pool (numkong's int8 kernel, which picks
 its SIMD path at run time), queries of one pass together. When too many rows need rescoring (a
@@ -32,16 +33,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from embedrec.server.catalog.codes import (
-    FLOAT64_SLACK,
-    CodeMatrix,
-    Float64Array,
-    ItemCodes,
-    QueryCodes,
-    float32_error_bound,
-)
-from embedrec.server.catalog.prior_pass import PriorPass
-from embedrec.server.catalog.topk import (
+from embedrec.server.catalog.exact import FLOAT64_SLACK, Float64Array, exact_scores, float32_error_bound
+from embedrec.server.catalog.mmap.codes import CodeMatrix, ItemCodes, QueryCodes
+from embedrec.server.catalog.mmap.topk import (
     DEFAULT_CHUNK_ROWS,
     NO_FILTER,
     SCORE_BUFFER_VALUES,
@@ -54,6 +48,7 @@ from embedrec.server.catalog.topk import (
     per_query_filters,
     score_block,
 )
+from embedrec.server.catalog.prior_pass import PriorPass
 
 ScanKind = Literal["int8", "float32"]
 SCANS: tuple[ScanKind, ...] = ("int8", "float32")
@@ -62,8 +57,6 @@ SCANS: tuple[ScanKind, ...] = ("int8", "float32")
 # more per row in overhead (one query over 100k: 16 blocks 5.2 ms, 2 blocks 2.6 ms), larger ones
 # were slower for 16 queries.
 PACKED_BLOCK_ROWS = 1 << 16
-# Pairs rescored at a time: float64 temporaries that stay in cache (4x faster than 4 Ki pairs).
-EXACT_BLOCK_PAIRS = 128
 # An int8 pass falls back to float32 for its remaining rows once it has rescored more than this
 # share of the (row, query) pairs scanned, after at least FALLBACK_MIN_ROWS rows: past it, random
 # reads of float32 rows cost more than reading them all in order.
@@ -73,30 +66,6 @@ FALLBACK_MIN_ROWS = 1 << 16
 # threshold (the block's largest prior), the rest of the check runs in float32 over the whole
 # block before the float64 check of the survivors.
 BLOCK_FILTER_SHARE = 16
-
-
-def exact_scores(
-    matrix: npt.NDArray[np.floating], rows: IndexArray, queries: Float64Array, query_of: IndexArray
-) -> FloatArray:
-    """The exact score of each (row, query) pair: float32 of the float64 sum of the float64
-    products (exact) of `matrix[rows[j]]` and `queries[query_of[j]]` (float32 values held in
-    float64). The sum runs in numpy's fixed pairwise order over one row, so a pair's score never
-    depends on the other pairs."""
-    scores = np.empty(rows.shape[0], dtype=np.float32)
-    for start in range(0, rows.shape[0], EXACT_BLOCK_PAIRS):
-        stop = start + EXACT_BLOCK_PAIRS
-        vectors = np.asarray(matrix[rows[start:stop]], dtype=np.float64)
-        vectors *= queries[query_of[start:stop]]
-        scores[start:stop] = vectors.sum(axis=1)
-    return scores
-
-
-def exact_scores_of(
-    matrix: npt.NDArray[np.floating], rows: IndexArray, profile: npt.NDArray[np.floating]
-) -> FloatArray:
-    """The exact scores (`exact_scores`) of `matrix[rows]` for one float32 `profile` (dim,)."""
-    query = np.asarray(profile, dtype=np.float32).astype(np.float64)[None, :]
-    return exact_scores(matrix, rows, query, np.zeros(rows.shape, dtype=np.int64))
 
 
 @dataclass
@@ -258,7 +227,7 @@ def exact_top_k(
     `scan` picks the first pass: "int8" scores `packed` (the matrix's codes) on `threads` threads
     (0: one per core), "float32" the matrix itself; `row_norm` bounds every row's norm (the
     float32 pass's error bound). `filters` (one for all or one per query) and `min_scores` (None:
-    no floor) as in embedrec.server.catalog.topk.top_k. With `prior` (n,) float64 (a score
+    no floor) as in embedrec.server.catalog.mmap.topk.top_k. With `prior` (n,) float64 (a score
     formula's prior part of every row, finite) the score is the formula's, float64(exact score)
     + prior (float64 scores come back), min_scores apply to it, and the first pass bounds it as
     embedrec.server.catalog.prior_pass proves. Returns, per query, (rows, scores): at most k,

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from embedrec.server.catalog.codes import float32_error_bound
-from embedrec.server.catalog.milvus_filters import MilvusSelection
-from embedrec.server.catalog.milvus_schema import ID, POSITION, VECTOR, milvus_field
+from embedrec.server.catalog.exact import float32_error_bound
+from embedrec.server.catalog.milvus.calls import MilvusCalls
+from embedrec.server.catalog.milvus.filters import MilvusSelection
+from embedrec.server.catalog.milvus.schema import ID, POSITION, VECTOR, milvus_field
 from embedrec.server.catalog.prior_pass import PRIOR_SLACK
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula, ScoreTerm, check_prior
 from embedrec.server.catalog.store import Query, Recommendation
-from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import InvalidArgument
+from embedrec.server.inference.pooling import FloatArray
 
 Scorer = Callable[[FloatArray, FloatArray], FloatArray]
 
@@ -45,11 +46,8 @@ class RankedStore(Protocol):
         self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
     ) -> list[list[Recommendation]]: ...
 
-    def _rows(
-        self, item_ids: Sequence[str], fields: list[str], deadline: float | None
-    ) -> dict[str, dict[str, Any]]: ...
-
-    def _scan(self, expression: str, fields: list[str], deadline: float | None) -> Iterable[dict[str, Any]]: ...
+    @property
+    def calls(self) -> MilvusCalls: ...
 
 
 class FieldRanges:
@@ -73,7 +71,7 @@ class FieldRanges:
         if found is not None:
             return found
         column = milvus_field(name)
-        values = np.asarray([float(row[column]) for row in store._scan("", [column], deadline)], dtype=np.float64)
+        values = np.asarray([float(row[column]) for row in store.calls.scan("", [column], deadline)], dtype=np.float64)
         values = values[~np.isnan(values)]
         found = (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
         with self._lock:
@@ -114,7 +112,9 @@ def formula_search(
     scores by catalog position; `scorer(profile, vectors)` gives the exact similarities."""
     assert query.formula is not None
     if query.scorer is not None:
-        raise InvalidArgument("score_formula with STRATEGY_BEST_SCORE is not served on the Milvus store yet")
+        raise InvalidArgument(
+            "score_formula with STRATEGY_BEST_SCORE is not served on the Milvus store yet", field="score_formula"
+        )
     selection = query.row_filter
     assert isinstance(selection, MilvusSelection)
     profile = np.asarray(query.profile, dtype=np.float32)[None, :]
@@ -127,7 +127,7 @@ def formula_search(
         if len(fetched) < depth or (len(ranked) >= k and ranked[k - 1].score > lowest + slack + bound):
             return _floored(ranked, query.min_score)[:k]
         if depth == MILVUS_MAX_TOPK:  # Milvus pages no deeper: score every admitted item
-            every = store._scan(selection.expression, [ID, POSITION, VECTOR], query.deadline)
+            every = store.calls.scan(selection.expression, [ID, POSITION, VECTOR], query.deadline)
             rows = [
                 Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
                 for row in every
@@ -167,7 +167,7 @@ def numeric_values(
 ) -> dict[str, Float64Array]:
     """The values of the numeric fields `names` of `chosen` (NaN: none), by field name."""
     columns = {name: milvus_field(name) for name in dict.fromkeys(names)}
-    rows = store._rows([one.item_id for one in chosen], list(columns.values()), deadline)
+    rows = store.calls.rows([one.item_id for one in chosen], list(columns.values()), deadline)
     return {
         name: np.asarray([float(rows.get(one.item_id, {}).get(column, math.nan)) for one in chosen], dtype=np.float64)
         for name, column in columns.items()

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.catalog.store import Selection
+
 DEFAULT_CHUNK_ROWS = 32_768
 # Scores held at a time: q queries score SCORE_BUFFER_VALUES / q rows per chunk (4 MiB of scores).
 SCORE_BUFFER_VALUES = 1 << 20
@@ -35,7 +37,7 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
-class RowFilter:
+class RowFilter(Selection):
     """Which rows one query may return: not in `excluded_rows`, not True in `blocked` (a mask
     over all rows, e.g. the hidden items), and, when `allowed_codes` is given, whose entry in
     `row_codes` (one code per matrix row) is one of `allowed_codes`."""
@@ -113,24 +115,38 @@ def top_k(
         )  # (rows, q)
         if prior is not None:
             scores = scores.astype(np.float64) + prior[start:stop, None]
-        # A row that only ties a query's current k-th best has a higher row index: it loses.
-        passing = scores > best.kth_scores[None, :]
-        # flatnonzero on the block is several times faster than a 2-D nonzero.
-        flat = np.flatnonzero(passing)
-        local, query_of = np.divmod(flat, query_count)
-        rows = local.astype(np.int64) + start
-        kept = eligibility.keep(query_of, rows)
-        if not kept.all():
-            flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
-        values = scores.ravel()[flat]
-        if query_count > 1:  # group candidates by query (np.flatnonzero gives them by row)
-            by_query = np.argsort(query_of, kind="stable")
-            query_of, rows, values = query_of[by_query], rows[by_query], values[by_query]
-        if query_of.size > 4 * k * query_count:  # early chunks: first cut each query to its own k best
-            query_of, rows, values = _cut_to_k(query_of, rows, values, k, query_count)
+        query_of, rows, values = _candidates(scores, start, best, eligibility, k, query_count)
         if query_of.size:
             best.merge(query_of, rows, values)
     return best.results()
+
+
+def _candidates(
+    scores: npt.NDArray[np.floating],
+    start: int,
+    best: BestSoFar,
+    eligibility: Eligibility,
+    k: int,
+    query_count: int,
+) -> tuple[IndexArray, IndexArray, npt.NDArray[np.floating]]:
+    """The (query, row, score) entries of one chunk's `scores` (rows from `start`, one column per
+    query) that beat the query's k-th best so far and are eligible, grouped by query."""
+    # A row that only ties a query's current k-th best has a higher row index: it loses.
+    passing = scores > best.kth_scores[None, :]
+    # flatnonzero on the block is several times faster than a 2-D nonzero.
+    flat = np.flatnonzero(passing)
+    local, query_of = np.divmod(flat, query_count)
+    rows = local.astype(np.int64) + start
+    kept = eligibility.keep(query_of, rows)
+    if not kept.all():
+        flat, query_of, rows = flat[kept], query_of[kept], rows[kept]
+    values = scores.ravel()[flat]
+    if query_count > 1:  # group candidates by query (np.flatnonzero gives them by row)
+        by_query = np.argsort(query_of, kind="stable")
+        query_of, rows, values = query_of[by_query], rows[by_query], values[by_query]
+    if query_of.size > 4 * k * query_count:  # early chunks: first cut each query to its own k best
+        query_of, rows, values = _cut_to_k(query_of, rows, values, k, query_count)
+    return query_of, rows, values
 
 
 def checked_queries(

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedrec.results import VisibilityResult
-from embedrec.server.catalog.codes import codes_for
+from embedrec.server.catalog.exact import exact_scores_of
 from embedrec.server.catalog.fields import (
     CategoricalColumn,
     Column,
@@ -27,21 +27,24 @@ from embedrec.server.catalog.fields import (
     load_columns,
     unmatched_warnings,
 )
-from embedrec.server.catalog.hidden import HiddenItems
-from embedrec.server.catalog.item_ids import ItemIds
-from embedrec.server.catalog.item_texts import ItemTexts
-from embedrec.server.catalog.milvus_index import FLAT, NO_EFFORT, SearchEffort, check_effort
-from embedrec.server.catalog.scan import PackedCodes, ScanKind, ScanStats, exact_scores_of, exact_top_k
+from embedrec.server.catalog.mmap.codes import codes_for
+from embedrec.server.catalog.mmap.hidden import HiddenItems
+from embedrec.server.catalog.mmap.item_ids import ItemIds
+from embedrec.server.catalog.mmap.item_texts import ItemTexts
+from embedrec.server.catalog.mmap.scan import PackedCodes, ScanKind, ScanStats, exact_top_k
+from embedrec.server.catalog.mmap.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 from embedrec.server.catalog.score_formula import Float64Array, PriorCache, ScoreFormula
 from embedrec.server.catalog.store import (
+    NO_EFFORT,
     History,
     Query,
     Recommendation,
+    SearchEffort,
     StoreDescription,
     check_distinct,
+    refuse_effort,
     unknown_ids_error,
 )
-from embedrec.server.catalog.topk import CodeArray, FloatArray, IndexArray, RowFilter, top_k
 from embedrec.server.errors import ConfigurationError, InvalidArgument, quoted
 from embedrec.server.manifest import (
     ITEMS_FILTER_CODES,
@@ -65,7 +68,7 @@ logger = logging.getLogger(__name__)
 class ItemIndex:
     """An item matrix directory (written by `embedrec export-items`) opened for search: the
     memory-mapped item store (embedrec.server.catalog.store.ItemStore). Searches are exact
-    whichever `scan` (embedrec.server.catalog.scan): "int8" reads the codes first and rescores
+    whichever `scan` (embedrec.server.catalog.mmap.scan): "int8" reads the codes first and rescores
     the few rows that may enter the top k, "float32" reads the whole matrix."""
 
     def __init__(self, items_dir: Path, *, scan: ScanKind = "int8", stats: ScanStats | None = None) -> None:
@@ -186,7 +189,7 @@ class ItemIndex:
     ) -> RowFilter:
         """The RowFilter of one query (see ItemStore.selection); an effort is refused: the
         matrix is always searched exactly."""
-        check_effort(effort, FLAT, field=effort_field, exact_reason="the memory-mapped matrix")
+        refuse_effort(effort, field=effort_field, reason="the memory-mapped matrix")
         history_rows = np.asarray(history.handle if history.handle is not None else (), dtype=np.int64)
         excluded = np.concatenate([self.known_rows(exclude_ids), history_rows])
         return self.row_filter(
@@ -301,7 +304,8 @@ class ItemIndex:
         if self._filter_codes is None:
             raise InvalidArgument(
                 f"{field} given, but the served items have no filter field "
-                "(build them with embedrec export-items --filter-field NAME)"
+                "(build them with embedrec export-items --filter-field NAME)",
+                field=field,
             )
         allowed = np.asarray([self._code_of[value] for value in filter_values if value in self._code_of], np.int32)
         return RowFilter(excluded_rows, self._filter_codes, allowed, blocked, compiled)
@@ -312,7 +316,8 @@ class ItemIndex:
         if not isinstance(column, CategoricalColumn):
             known = ", ".join(sorted(key for key, value in self.columns.items() if value.kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})",
+                field=field,
             )
         return column
 

@@ -13,7 +13,7 @@ dim, matrix checksum, its own checksum) is refused with a message naming it.
 
 The bound (see `QueryCodes`): for a float32 query q the code score base(q) + s·D, with D the
 int8 kernel's exact integer dot product of the query's codes with the item's codes, is within
-ε(q) of the item's exact score (embedrec.server.catalog.scan.exact_scores), for every item.
+ε(q) of the item's exact score (embedrec.server.catalog.exact.exact_scores), for every item.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embedrec.server.catalog.exact import FLOAT32_ROUNDOFF, FLOAT64_ROUNDOFF, FLOAT64_SLACK, Float64Array
 from embedrec.server.errors import ConfigurationError
 
 ITEM_CODES = "item_codes.npy"
@@ -37,15 +38,8 @@ ITEM_CODES_META = "item_codes.json"
 CODES_FORMAT = 1
 # Rows coded at a time when building: bounded temporaries (a few float64 copies of a chunk).
 BUILD_CHUNK_ROWS = 8_192
-# The unit roundoff of float32 and of float64.
-FLOAT32_ROUNDOFF = 2.0**-24
-FLOAT64_ROUNDOFF = 2.0**-53
-# Relative slack on quantities computed in float64 (sums of a few thousand terms carry
-# ~1e-13 relative error at worst): far above the real error, far below anything that matters.
-FLOAT64_SLACK = 1e-9
 
 CodeMatrix = npt.NDArray[np.int8]
-Float64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -315,15 +309,3 @@ def _sha256(path: Path) -> str:
         while block := stream.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
-
-
-def float32_error_bound(queries: npt.NDArray[np.float32], row_norm: float) -> Float64Array:
-    """Per query, how far a float32 inner product with any row (norm at most `row_norm`),
-    accumulated in any order (BLAS, MLAS), can be from the exact score: gamma(dim+1)·‖q‖·row_norm
-    for the float32 sum plus the exact score's own rounding (R3 of QueryCodes)."""
-    dim = queries.shape[1]
-    gamma = (dim + 1) * FLOAT32_ROUNDOFF / (1.0 - (dim + 1) * FLOAT32_ROUNDOFF)
-    exact = np.asarray(queries, dtype=np.float64)
-    norms = np.sqrt((exact * exact).sum(axis=1))
-    bound: Float64Array = (gamma + FLOAT32_ROUNDOFF + dim * 2 * FLOAT64_ROUNDOFF) * norms * row_norm * (1.0 + 1e-6)
-    return bound

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedrec.server.catalog.milvus_filters import MilvusSelection
+from embedrec.server.catalog.milvus.filters import MilvusSelection
 
-if TYPE_CHECKING:  # store.py imports milvus_filters: only the type checker follows the loop
+if TYPE_CHECKING:  # store.py imports this module: only the type checker follows the loop
     from embedrec.server.catalog.store import Recommendation
 
 # Milvus 2.3 (knowhere) brute-forces a segment whose filter admits under ~7% of its rows: one

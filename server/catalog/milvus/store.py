@@ -31,30 +31,45 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from embedrec.results import DeleteResult, UpsertResult, VisibilityResult
-from embedrec.server.catalog.codes import float32_error_bound
+from embedrec.server.catalog.exact import float32_error_bound
 from embedrec.server.catalog.fields import ConditionSpec, check_conditions
+from embedrec.server.catalog.live import ItemRow
 from embedrec.server.catalog.live_recall import LiveRecall
-from embedrec.server.catalog.milvus_filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
-from embedrec.server.catalog.milvus_filters import MilvusSelection, condition_expressions, literal
-from embedrec.server.catalog.milvus_formula import FieldRanges, formula_search, numeric_values
-from embedrec.server.catalog.milvus_index import (
-    DEFAULT_EF,
-    DEFAULT_NPROBE,
+from embedrec.server.catalog.milvus.calls import (
+    ID_BATCH,
+    MilvusCalls,
+    MilvusUnreachableError,
+    connect,
+    error_message,
+    milvus_errors,
+)
+from embedrec.server.catalog.milvus.filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
+from embedrec.server.catalog.milvus.filters import MilvusSelection, condition_expressions, literal
+from embedrec.server.catalog.milvus.formula import FieldRanges, formula_search, numeric_values
+from embedrec.server.catalog.milvus.index import (
     MAX_EF,
-    NO_EFFORT,
-    SearchEffort,
     VectorIndex,
     check_effort,
+    harder_effort,
     search_params,
+    server_effort,
 )
-from embedrec.server.catalog.milvus_readiness import index_readiness, is_milvus_server
-from embedrec.server.catalog.milvus_schema import (
+from embedrec.server.catalog.milvus.ranking import (
+    MAX_TOPK,
+    TIE_MARGIN,
+    best_score,
+    exact_scores_for,
+    rescored,
+    selection_of,
+    sorted_hits,
+)
+from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server
+from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
     ID,
@@ -64,63 +79,28 @@ from embedrec.server.catalog.milvus_schema import (
     TEXT,
     VECTOR,
     CollectionInfo,
-    ItemRow,
     alter_properties,
     entity,
     milvus_field,
 )
-from embedrec.server.catalog.scan import exact_scores_of
 from embedrec.server.catalog.score_formula import Float64Array, ScoreFormula
 from embedrec.server.catalog.store import (
+    NO_EFFORT,
     History,
     Query,
     Recommendation,
+    SearchEffort,
     StoreDescription,
     check_distinct,
     stored_vectors,
     unknown_ids_error,
 )
 from embedrec.server.catalog.store_health import StoreHealth
-from embedrec.server.catalog.topk import FloatArray
 from embedrec.server.errors import ConfigurationError, DeadlineExpired, InvalidArgument, Unavailable, quoted
+from embedrec.server.inference.pooling import FloatArray
 
-# Milvus answers at most this many results per query vector (topk + offset).
-MAX_TOPK = 16_384
-# Results fetched past the k wanted, so equal scores at the cut can be ordered by position.
-TIE_MARGIN = 16
 # Rows are unit vectors (export-items and UpsertItems normalise them); the margin covers rounding.
 UNIT_ROW_NORM = 1.001
-# Ids per query/upsert/delete request.
-ID_BATCH = 4_096
-_T = TypeVar("_T")
-
-
-def connect(uri: str, token: str, timeout: float) -> Any:
-    """A MilvusClient on `uri` (a file path: Milvus Lite; http(s)://: a server). Raises
-    MilvusUnreachableError when it cannot be reached, ConfigurationError when pymilvus is missing."""
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise ConfigurationError("the milvus item store needs pymilvus (pip install 'embedrec[milvus]')") from None
-    try:
-        return MilvusClient(uri=uri, token=token, timeout=timeout)
-    except milvus_errors() as error:
-        raise MilvusUnreachableError(f"Milvus at {uri} unreachable: {_message(error)}") from None
-
-
-@functools.cache
-def milvus_errors() -> tuple[type[BaseException], ...]:
-    """What a failing Milvus call raises: pymilvus's exceptions, gRPC's, socket errors."""
-    # pymilvus speaks gRPC to Milvus and lets grpc.RpcError through: the Milvus client's transport,
-    # imported with pymilvus (this is not embedrec's own gRPC, which only the edge speaks).
-    import grpc
-    from pymilvus.exceptions import MilvusException
-
-    return (MilvusException, grpc.RpcError, OSError)
-
-
-class MilvusUnreachableError(ConfigurationError):
-    """Milvus did not answer (at start: the server waits and retries, NOT_SERVING meanwhile)."""
 
 
 class MilvusItems:
@@ -140,7 +120,7 @@ class MilvusItems:
         exact_check_rows: int = 100_000,
     ) -> None:
         """Connect, read the collection's properties and load it. `effort`: the search effort of
-        an approximate index when a request sets none (unset: milvus_index's defaults); `health`
+        an approximate index when a request sets none (unset: milvus.index's defaults); `health`
         records every call's outcome (the server's, kept across reloads); `live_recall` samples the
         searches of an approximate index for an exact re-check by a scan of at most
         `exact_check_rows` eligible rows (exact_ids). Raises
@@ -150,10 +130,30 @@ class MilvusItems:
         self.collection = collection
         self.timeout = timeout
         self.health = health if health is not None else StoreHealth()
-        self._in_flight = 0
-        self._idle = threading.Condition()
         self.client = connect(uri, token, timeout)
         self.location = f"milvus {uri} collection {collection}"
+        self.calls = MilvusCalls(self.client, collection, self.location, timeout, self.health)
+        self._open_collection()
+        self.filter_field = self.info.filter_field
+        self.live_recall = live_recall if self.index.approximate else None
+        self.exact_check_rows = exact_check_rows
+        self._admitted = AdmittedCounts(lambda expression: self.calls.count(expression, None))
+        self.effort = server_effort(effort, self.index)  # every selection's effort falls back on it
+        self._changes = threading.Lock()
+        self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
+        self._item_count = 0
+        self._hidden_count = 0
+        # Milvus Lite cannot tell whether its index serves (and needs not: it has no interim one).
+        self._tells_readiness = self.index.approximate and is_milvus_server(uri)
+        try:
+            self.refresh_counts()
+            self.check_index()
+        except Unavailable as error:
+            raise MilvusUnreachableError(str(error)) from None
+
+    def _open_collection(self) -> None:
+        """Read the collection's properties (its model, layout and index) and load it."""
+        collection, timeout = self.collection, self.timeout
         try:
             if not self.client.has_collection(collection, timeout=timeout):
                 raise ConfigurationError(
@@ -171,23 +171,7 @@ class MilvusItems:
             self.client.load_collection(collection, timeout=timeout)
             self.server_version = str(self.client.get_server_version(timeout=timeout))
         except milvus_errors() as error:
-            raise MilvusUnreachableError(f"{self.location} unreachable: {_message(error)}") from None
-        self.filter_field = self.info.filter_field
-        self.live_recall = live_recall if self.index.approximate else None
-        self.exact_check_rows = exact_check_rows
-        self._admitted = AdmittedCounts(lambda expression: self._count(expression, None))
-        self.effort = _server_effort(effort, self.index)  # every selection's effort falls back on it
-        self._changes = threading.Lock()
-        self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
-        self._item_count = 0
-        self._hidden_count = 0
-        # Milvus Lite cannot tell whether its index serves (and needs not: it has no interim one).
-        self._tells_readiness = self.index.approximate and is_milvus_server(uri)
-        try:
-            self.refresh_counts()
-            self.check_index()
-        except Unavailable as error:
-            raise MilvusUnreachableError(str(error)) from None
+            raise MilvusUnreachableError(f"{self.location} unreachable: {error_message(error)}") from None
 
     # -- ItemStore ------------------------------------------------------------------------------
 
@@ -225,15 +209,15 @@ class MilvusItems:
     def refresh_counts(self, deadline: float | None = None) -> None:
         """Re-count the items and the hidden ones (Info reports the counts of the last refresh:
         at open, after this server's changes, and on ReloadItems)."""
-        self._item_count = self._count("", deadline)
-        self._hidden_count = self._count(f"{HIDDEN} == true", deadline)
+        self._item_count = self.calls.count("", deadline)
+        self._hidden_count = self.calls.count(f"{HIDDEN} == true", deadline)
 
     def history(
         self, item_ids: Sequence[str], *, field: str, ignore_unknown: bool, deadline: float | None = None
     ) -> History:
         """The vectors of `item_ids` (ItemStore.history); the handle is the known ids."""
         check_distinct(item_ids, field)
-        found = self._rows(item_ids, [VECTOR], deadline)
+        found = self.calls.rows(item_ids, [VECTOR], deadline)
         unknown = [position for position, item_id in enumerate(item_ids) if item_id not in found]
         if unknown and not ignore_unknown:
             raise unknown_ids_error(field, [item_ids[position] for position in unknown])
@@ -269,7 +253,8 @@ class MilvusItems:
             if not self.filter_field:
                 raise InvalidArgument(
                     f"{field} given, but the served items have no filter field "
-                    "(build them with embedrec export-items --filter-field NAME)"
+                    "(build them with embedrec export-items --filter-field NAME)",
+                    field=field,
                 )
             restrictions.append(
                 f"ARRAY_CONTAINS_ANY({milvus_field(self.filter_field)}, {literal(list(filter_values))})"
@@ -283,7 +268,8 @@ class MilvusItems:
         if self.info.fields.get(name) != "categorical":
             known = ", ".join(sorted(key for key, kind in self.info.fields.items() if kind == "categorical"))
             raise InvalidArgument(
-                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})"
+                f"{field}: {quoted(name)} is not a categorical field of the items (they have: {known or 'none'})",
+                field=field,
             )
 
     def unmatched_values(
@@ -295,7 +281,7 @@ class MilvusItems:
     def field_values(self, chosen: Sequence[Recommendation], name: str) -> list[Sequence[Hashable]]:
         """The values of the categorical field `name` of each of `chosen` (one query)."""
         column = milvus_field(name)
-        found = self._rows([one.item_id for one in chosen], [column], None)
+        found = self.calls.rows([one.item_id for one in chosen], [column], None)
         return [tuple(found.get(one.item_id, {}).get(column) or ()) for one in chosen]
 
     def search(self, queries: Sequence[Query], k: int, *, threads: int = 0) -> list[list[Recommendation]]:
@@ -305,11 +291,11 @@ class MilvusItems:
         groups: dict[MilvusSelection, list[int]] = {}
         for position, query in enumerate(queries):
             if query.formula is not None:
-                found[position] = formula_search(self, self._field_ranges, query, k, _exact_scores_of)
+                found[position] = formula_search(self, self._field_ranges, query, k, exact_scores_for)
             elif query.scorer is not None:
-                found[position] = self._best_score(query, k)
+                found[position] = best_score(self, query, k)
             else:
-                groups.setdefault(_selection_of(query), []).append(position)
+                groups.setdefault(selection_of(query), []).append(position)
         for selection, positions in groups.items():
             deadlines = [deadline for p in positions if (deadline := queries[p].deadline) is not None]
             ranked = self._ranked(
@@ -333,7 +319,7 @@ class MilvusItems:
         return stored_vectors(chosen, self.info.dim)
 
     def prepare_formula(self, formula: ScoreFormula, *, field: str) -> None:
-        """Nothing ahead: the formula's bound is computed by its searches (milvus_formula)."""
+        """Nothing ahead: the formula's bound is computed by its searches (milvus.formula)."""
 
     def numeric_values(self, chosen: Sequence[Recommendation], name: str) -> Float64Array:
         """The values of the numeric field `name` of `chosen` (NaN: none; one query)."""
@@ -343,7 +329,7 @@ class MilvusItems:
         """The stored texts of `chosen` (None for a collection built before texts were stored)."""
         if not self.has_texts:
             return None
-        found = self._rows([one.item_id for one in chosen], [TEXT], deadline)
+        found = self.calls.rows([one.item_id for one in chosen], [TEXT], deadline)
         return [str(found.get(one.item_id, {}).get(TEXT) or "") for one in chosen]
 
     def hide(self, item_ids: Sequence[str]) -> VisibilityResult:
@@ -356,7 +342,7 @@ class MilvusItems:
 
     def hidden_ids(self) -> Sequence[str]:
         """Every hidden id, sorted."""
-        return sorted(row[ID] for row in self._scan(f"{HIDDEN} == true", [ID], None))
+        return sorted(row[ID] for row in self.calls.scan(f"{HIDDEN} == true", [ID], None))
 
     def live(self) -> MilvusItems:
         """This collection: it takes upserts and deletes while serving."""
@@ -368,7 +354,7 @@ class MilvusItems:
         """Whether Milvus answers a count of the collection within `timeout`, recorded in
         `health` (a call's own deadline passing is not the store's failure; the probe's is)."""
         try:
-            self._count("", time.monotonic() + timeout)
+            self.calls.count("", time.monotonic() + timeout)
             self.check_index(time.monotonic() + timeout)
             return True
         except Unavailable:
@@ -379,11 +365,11 @@ class MilvusItems:
 
     def check_index(self, deadline: float | None = None) -> None:
         """Record in `health` whether Milvus searches the built index for every row yet
-        (milvus_readiness; at open, and on every background probe). Raises Unavailable."""
+        (milvus.readiness; at open, and on every background probe). Raises Unavailable."""
         if not self._tells_readiness:
             self.health.index_loading("")
             return
-        readiness = self._call(lambda timeout: index_readiness(self.client, self.collection, timeout), deadline)
+        readiness = self.calls.call(lambda timeout: index_readiness(self.client, self.collection, timeout), deadline)
         if readiness is None:
             self._tells_readiness = False
         self.health.index_loading(readiness.describe() if readiness is not None else "")
@@ -392,9 +378,7 @@ class MilvusItems:
         """Close the Milvus client once the calls running now are done (at most `timeout`
         seconds): a reloaded store's old client. pymilvus shares one connection per address
         among its clients, so the new store's connection stays open."""
-        with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-        self.client.close()
+        self.calls.close_when_idle(timeout)
 
     # -- live changes ---------------------------------------------------------------------------
 
@@ -403,7 +387,7 @@ class MilvusItems:
         A replaced item keeps its position and hidden flag; new items go to the end of the
         catalog order."""
         with self._changes:
-            existing = self._rows([row.item_id for row in rows], [POSITION, HIDDEN], deadline)
+            existing = self.calls.rows([row.item_id for row in rows], [POSITION, HIDDEN], deadline)
             next_position = self.info.next_position
             records = []
             for row in rows:
@@ -421,8 +405,8 @@ class MilvusItems:
                 self._set_next_position(next_position, deadline)
             for start in range(0, len(records), ID_BATCH):
                 batch = records[start : start + ID_BATCH]
-                self._call(functools.partial(self.client.upsert, self.collection, batch), deadline)
-            self._flush(deadline)
+                self.calls.call(functools.partial(self.client.upsert, self.collection, batch), deadline)
+            self.calls.flush(deadline)
             self._field_ranges.invalidate()  # new values may widen a field's range
             self.refresh_counts(deadline)
             return UpsertResult(len(rows) - len(existing), len(existing), self._item_count)
@@ -430,13 +414,13 @@ class MilvusItems:
     def delete(self, item_ids: Sequence[str], deadline: float | None = None) -> DeleteResult:
         """Remove `item_ids`; unknown ids are reported, not an error."""
         with self._changes:
-            existing = self._rows(item_ids, [ID], deadline)
+            existing = self.calls.rows(item_ids, [ID], deadline)
             known = [item_id for item_id in dict.fromkeys(item_ids) if item_id in existing]
             for start in range(0, len(known), ID_BATCH):
                 batch = known[start : start + ID_BATCH]
-                self._call(functools.partial(self.client.delete, self.collection, ids=batch), deadline)
+                self.calls.call(functools.partial(self.client.delete, self.collection, ids=batch), deadline)
             if known:
-                self._flush(deadline)
+                self.calls.flush(deadline)
             self.refresh_counts(deadline)
             unknown = [item_id for item_id in item_ids if item_id not in existing]
             return DeleteResult(len(known), unknown, self._item_count)
@@ -446,7 +430,7 @@ class MilvusItems:
     def _ranked(
         self, profiles: FloatArray, selection: MilvusSelection, wanted: int, deadline: float | None
     ) -> list[list[Recommendation]]:
-        """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.scan,
+        """Each profile's `wanted` best items by their exact score (embedrec.server.catalog.mmap.scan,
         recomputed from the vectors Milvus returns), ordered by (score desc, position, id):
         fetched past `wanted` until the last fetched item cannot beat the wanted-th (or all were
         fetched). An approximate index that returns fewer than `wanted` (IVF_FLAT's probed
@@ -466,7 +450,7 @@ class MilvusItems:
             search = functools.partial(self._ranked_raw, profiles, limit=limit, deadline=deadline)
             for index, raw in enumerate(searched_in_parts(search, selection, POSITION, plan.parts, limit)):
                 short |= len(raw) < wanted
-                ranked = self._rescored(raw, functools.partial(_exact_scores_of, profiles[index]), None)
+                ranked = rescored(raw, functools.partial(exact_scores_for, profiles[index]), None)
                 cut_ties = (
                     len(ranked) == limit
                     and len(ranked) > wanted
@@ -474,7 +458,7 @@ class MilvusItems:
                 )
                 deeper |= cut_ties and limit < MAX_TOPK
                 results.append(ranked[:wanted])
-            harder = self._harder(selection.effort) if short else None
+            harder = harder_effort(selection.effort, self.index) if short else None
             if harder is not None:
                 selection = MilvusSelection(selection.expression, harder)
                 continue
@@ -483,54 +467,20 @@ class MilvusItems:
             limit = min(4 * limit, MAX_TOPK)
 
     def _filter_plan(self, selection: MilvusSelection) -> FilterPlan:
-        """How a search with `selection` runs on an HNSW index (milvus_filtered); unplanned
+        """How a search with `selection` runs on an HNSW index (milvus.filtered); unplanned
         otherwise or without a restriction."""
         if self.index.kind != "HNSW" or not selection.restriction:
             return UNPLANNED
         admitted = self._admitted.admitted(f"{HIDDEN} == false and {selection.restriction}")
         return plan_for(admitted, self._item_count - self._hidden_count)
 
-    def _harder(self, effort: SearchEffort) -> SearchEffort | None:
-        """4x `effort` (a selection's: the server's defaults filled) on the served approximate
-        index, None when it is exact or at its maximum."""
-        if self.index.kind == "HNSW":
-            return SearchEffort(ef=min(4 * effort.ef, MAX_EF)) if effort.ef < MAX_EF else None
-        if self.index.kind == "IVF_FLAT":
-            nlist = self.index.params["nlist"]
-            return SearchEffort(nprobe=min(4 * effort.nprobe, nlist)) if effort.nprobe < nlist else None
-        return None
-
-    def _best_score(self, query: Query, k: int) -> list[Recommendation]:
-        """The k best items by `query.scorer` (best_score), exact (see the module docstring)."""
-        assert query.scorer is not None and query.liked is not None
-        selection = _selection_of(query)
-        probes = [query.liked] + ([-query.disliked] if query.disliked is not None and len(query.disliked) else [])
-        depth = min(k + TIE_MARGIN, MAX_TOPK)
-        while True:
-            candidates: dict[str, Recommendation] = {}
-            bound, complete = 0.0, False
-            for vectors in probes:
-                lists = self._ranked_raw(vectors, selection, limit=depth, deadline=query.deadline)
-                complete |= any(len(one) < depth for one in lists)
-                bound += max(one[-1].score if one else -math.inf for one in lists)
-                for one in lists:
-                    for hit in one:
-                        candidates.setdefault(hit.item_id, hit)
-            ranked = self._rescored(list(candidates.values()), query.scorer, query.min_score)
-            if complete or (len(ranked) >= k and ranked[k - 1].score > bound + 1e-6):
-                return ranked[:k]
-            if depth == MAX_TOPK:  # the walk cannot go deeper: score every eligible item
-                every = self._every(selection.expression, query.deadline)
-                return self._rescored(every, query.scorer, query.min_score)[:k]
-            depth = min(4 * depth, MAX_TOPK)
-
     def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
         """The exact top-k ids of `profile` among the rows `selection` admits, ordered as a search
         orders them, by a scan of those rows; None when they are more than `exact_check_rows`."""
-        if self._count(selection.expression, None) > self.exact_check_rows:
+        if self.calls.count(selection.expression, None) > self.exact_check_rows:
             return None
         every = self._every(selection.expression, None)
-        return [one.item_id for one in self._rescored(every, functools.partial(_exact_scores_of, profile), None)[:k]]
+        return [one.item_id for one in rescored(every, functools.partial(exact_scores_for, profile), None)[:k]]
 
     def _exact_check(self, profile: object, selection: object, k: int) -> list[str] | None:
         assert isinstance(selection, MilvusSelection)
@@ -540,13 +490,13 @@ class MilvusItems:
         """Every row `expression` admits, with its vector (score 0: the caller scores them)."""
         return [
             Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
-            for row in self._scan(expression, [ID, POSITION, VECTOR], deadline)
+            for row in self.calls.scan(expression, [ID, POSITION, VECTOR], deadline)
         ]
 
     def _ranked_raw(
         self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
     ) -> list[list[Recommendation]]:
-        hits = self._call(
+        hits = self.calls.call(
             lambda timeout: self.client.search(
                 self.collection,
                 data=np.asarray(profiles, dtype=np.float32).tolist(),
@@ -559,156 +509,30 @@ class MilvusItems:
             ),
             deadline,
         )
-        return [_sorted_hits(one) for one in hits]
-
-    @staticmethod
-    def _rescored(
-        candidates: list[Recommendation], scorer: Callable[[FloatArray], FloatArray], floor: float | None
-    ) -> list[Recommendation]:
-        if not candidates:
-            return []
-        scores = scorer(stored_vectors(candidates, len(candidates[0].vector)))  # type: ignore[arg-type]
-        rescored = [
-            Recommendation(one.item_id, float(score), one.row, vector=one.vector)
-            for one, score in zip(candidates, scores.tolist(), strict=True)
-            if floor is None or np.float32(score) >= np.float32(floor)
-        ]
-        rescored.sort(key=lambda one: (-np.float32(one.score), one.row, one.item_id))
-        return rescored
-
-    def _rows(self, item_ids: Sequence[str], fields: list[str], deadline: float | None) -> dict[str, dict[str, Any]]:
-        """The rows of the `item_ids` the collection has, by id, with `fields`."""
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(item_ids))
-        for start in range(0, len(unique), ID_BATCH):
-            batch = unique[start : start + ID_BATCH]
-            rows = self._call(
-                functools.partial(self.client.query, self.collection, ids=batch, output_fields=[ID, *fields]), deadline
-            )
-            found.update({row[ID]: row for row in rows})
-        return found
-
-    def _scan(self, expression: str, fields: list[str], deadline: float | None) -> Iterable[dict[str, Any]]:
-        """Every row matching `expression`, with `fields`."""
-        iterator = self._call(
-            lambda timeout: self.client.query_iterator(
-                self.collection, batch_size=ID_BATCH, filter=expression, output_fields=fields, timeout=timeout
-            ),
-            deadline,
-        )
-        rows: list[dict[str, Any]] = []
-        while True:
-            batch = self._call(lambda timeout: iterator.next(), deadline)
-            if not batch:
-                iterator.close()
-                return rows
-            rows.extend(batch)
-
-    def _count(self, expression: str, deadline: float | None) -> int:
-        rows = self._call(
-            lambda timeout: self.client.query(
-                self.collection, filter=expression, output_fields=["count(*)"], timeout=timeout
-            ),
-            deadline,
-        )
-        return int(rows[0]["count(*)"])
+        return [sorted_hits(one) for one in hits]
 
     def _set_hidden(self, item_ids: Sequence[str], hidden: bool) -> VisibilityResult:
         with self._changes:
             fields = [POSITION, HIDDEN, VECTOR, CONTENT_HASH, *(milvus_field(name) for name in self.info.fields)]
             fields += [TEXT] if self.has_texts else []
-            existing = self._rows(item_ids, fields, None)
+            existing = self.calls.rows(item_ids, fields, None)
             changing = [row for item_id, row in existing.items() if bool(row[HIDDEN]) != hidden]
             for row in changing:
                 row[HIDDEN] = hidden
                 row[VECTOR] = np.asarray(row[VECTOR], dtype=np.float32).tolist()
             for start in range(0, len(changing), ID_BATCH):
                 batch = changing[start : start + ID_BATCH]
-                self._call(functools.partial(self.client.upsert, self.collection, batch), None)
+                self.calls.call(functools.partial(self.client.upsert, self.collection, batch), None)
             if changing:
-                self._flush(None)
+                self.calls.flush(None)
             self.refresh_counts()
             unknown = [item_id for item_id in item_ids if item_id not in existing]
             return VisibilityResult(len(changing), unknown, self._hidden_count)
 
     def _set_next_position(self, next_position: int, deadline: float | None) -> None:
         key = PROPERTY_PREFIX + "next_position"
-        self._call(
+        self.calls.call(
             lambda timeout: alter_properties(self.client, self.collection, {key: str(next_position)}, timeout),
             deadline,
         )
         self.info = CollectionInfo.from_properties({**self.info.properties(), key: str(next_position)}, self.location)
-
-    def _flush(self, deadline: float | None) -> None:
-        # Sealed segments are searched ~30x faster than growing ones (measured with Milvus Lite).
-        self._call(lambda timeout: self.client.flush(self.collection, timeout=timeout), deadline)
-
-    def _call(self, operation: Callable[..., _T], deadline: float | None) -> _T:
-        """Run one Milvus call bounded by `deadline` (else the store's timeout); Milvus errors
-        become Unavailable, a passed deadline DeadlineExpired."""
-        timeout = self.timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
-            if timeout <= 0:
-                raise DeadlineExpired("the deadline passed before the item store answered")
-        with self._idle:
-            self._in_flight += 1
-        try:
-            answer = operation(timeout=timeout)
-        except milvus_errors() as error:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExpired("the deadline passed before the item store answered") from None
-            self.health.failed(_message(error))
-            raise Unavailable(f"item store unavailable ({self.location}): {_message(error)}") from None
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
-        self.health.succeeded()
-        return answer
-
-
-def _server_effort(effort: SearchEffort, index: VectorIndex) -> SearchEffort:
-    """The server's effort for `index`, the one place its defaults are filled: HNSW's ef (unset:
-    DEFAULT_EF), IVF_FLAT's nprobe (unset: DEFAULT_NPROBE, at most the index's nlist), the other
-    setting ignored (one configuration serves collections with either index); ConfigurationError
-    when out of range."""
-    kept = NO_EFFORT
-    if index.kind == "HNSW":
-        kept = SearchEffort(ef=effort.ef or DEFAULT_EF)
-    elif index.kind == "IVF_FLAT":
-        kept = SearchEffort(nprobe=effort.nprobe or min(DEFAULT_NPROBE, index.params["nlist"]))
-    try:
-        return check_effort(kept, index, field="--milvus-ef/--milvus-nprobe")
-    except InvalidArgument as error:
-        raise ConfigurationError(str(error)) from None
-
-
-def _exact_scores_of(profile: FloatArray, vectors: FloatArray) -> FloatArray:
-    """The exact scores of `vectors` (n, dim) for `profile`, as the memory-mapped store has them."""
-    return exact_scores_of(vectors, np.arange(vectors.shape[0], dtype=np.int64), profile)
-
-
-def _sorted_hits(hits: Iterable[dict[str, Any]]) -> list[Recommendation]:
-    ranked = [
-        Recommendation(
-            hit[ID] if ID in hit else hit["entity"][ID],
-            float(hit["distance"]),
-            int(hit["entity"][POSITION]),
-            vector=np.asarray(hit["entity"][VECTOR], dtype=np.float32),
-        )
-        for hit in hits
-    ]
-    ranked.sort(key=lambda one: (-np.float32(one.score), one.row, one.item_id))
-    return ranked
-
-
-def _selection_of(query: Query) -> MilvusSelection:
-    if not isinstance(query.row_filter, MilvusSelection):
-        raise TypeError(f"a query on the Milvus store needs a MilvusSelection, got {type(query.row_filter).__name__}")
-    return query.row_filter
-
-
-def _message(error: BaseException) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return " ".join(str(message).split())[:300]

@@ -8,19 +8,19 @@ import math
 from dataclasses import dataclass
 
 from embedrec.server.catalog.fields import CheckedCondition
-from embedrec.server.catalog.milvus_index import NO_EFFORT, SearchEffort
-from embedrec.server.catalog.milvus_schema import milvus_field
+from embedrec.server.catalog.milvus.schema import milvus_field
+from embedrec.server.catalog.store import NO_EFFORT, SearchEffort, Selection
 
 
 @dataclass(frozen=True)
-class MilvusSelection:
+class MilvusSelection(Selection):
     """What one query may return, as a Milvus filter expression, and how far an approximate
     index's search walks for it."""
 
     expression: str
     effort: SearchEffort = NO_EFFORT
     # The part of `expression` that filters by the catalog's fields (filter values, `where`), for
-    # estimating the share of rows it admits (milvus_filtered); empty: none.
+    # estimating the share of rows it admits (milvus.filtered); empty: none.
     restriction: str = ""
 
 

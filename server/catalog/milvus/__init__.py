@@ -1,0 +1,1 @@
+"""The Milvus item store: a Milvus collection's schema, filters, index, readiness and searches."""

@@ -1,0 +1,94 @@
+"""How the Milvus store ranks what Milvus returns: exactly, as the memory-mapped store does.
+
+Milvus's float32 distances only pick candidates; each is rescored exactly from the vector Milvus
+returns (embedrec.server.catalog.exact), and equal scores go by (position, id). best_score runs
+a threshold walk over the neighbours of every liked and disliked part (see the store's module
+docstring).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedrec.server.catalog.exact import exact_scores_of
+from embedrec.server.catalog.milvus.filters import MilvusSelection
+from embedrec.server.catalog.milvus.schema import ID, POSITION, VECTOR
+from embedrec.server.catalog.store import Query, Recommendation, stored_vectors
+from embedrec.server.inference.pooling import FloatArray
+
+if TYPE_CHECKING:  # the store calls this module: only the type checker follows the loop
+    from embedrec.server.catalog.milvus.store import MilvusItems
+
+# Milvus answers at most this many results per query vector (topk + offset).
+MAX_TOPK = 16_384
+# Results fetched past the k wanted, so equal scores at the cut can be ordered by position.
+TIE_MARGIN = 16
+
+
+def best_score(store: MilvusItems, query: Query, k: int) -> list[Recommendation]:
+    """The k best items by `query.scorer` (best_score), exact (see the module docstring)."""
+    assert query.scorer is not None and query.liked is not None
+    selection = selection_of(query)
+    probes = [query.liked] + ([-query.disliked] if query.disliked is not None and len(query.disliked) else [])
+    depth = min(k + TIE_MARGIN, MAX_TOPK)
+    while True:
+        candidates: dict[str, Recommendation] = {}
+        bound, complete = 0.0, False
+        for vectors in probes:
+            lists = store._ranked_raw(vectors, selection, limit=depth, deadline=query.deadline)
+            complete |= any(len(one) < depth for one in lists)
+            bound += max(one[-1].score if one else -math.inf for one in lists)
+            for one in lists:
+                for hit in one:
+                    candidates.setdefault(hit.item_id, hit)
+        ranked = rescored(list(candidates.values()), query.scorer, query.min_score)
+        if complete or (len(ranked) >= k and ranked[k - 1].score > bound + 1e-6):
+            return ranked[:k]
+        if depth == MAX_TOPK:  # the walk cannot go deeper: score every eligible item
+            every = store._every(selection.expression, query.deadline)
+            return rescored(every, query.scorer, query.min_score)[:k]
+        depth = min(4 * depth, MAX_TOPK)
+
+
+def rescored(
+    candidates: list[Recommendation], scorer: Callable[[FloatArray], FloatArray], floor: float | None
+) -> list[Recommendation]:
+    if not candidates:
+        return []
+    scores = scorer(stored_vectors(candidates, len(candidates[0].vector)))  # type: ignore[arg-type]
+    rescored = [
+        Recommendation(one.item_id, float(score), one.row, vector=one.vector)
+        for one, score in zip(candidates, scores.tolist(), strict=True)
+        if floor is None or np.float32(score) >= np.float32(floor)
+    ]
+    rescored.sort(key=lambda one: (-np.float32(one.score), one.row, one.item_id))
+    return rescored
+
+
+def exact_scores_for(profile: FloatArray, vectors: FloatArray) -> FloatArray:
+    """The exact scores of `vectors` (n, dim) for `profile`, as the memory-mapped store has them."""
+    return exact_scores_of(vectors, np.arange(vectors.shape[0], dtype=np.int64), profile)
+
+
+def sorted_hits(hits: Iterable[dict[str, Any]]) -> list[Recommendation]:
+    ranked = [
+        Recommendation(
+            hit[ID] if ID in hit else hit["entity"][ID],
+            float(hit["distance"]),
+            int(hit["entity"][POSITION]),
+            vector=np.asarray(hit["entity"][VECTOR], dtype=np.float32),
+        )
+        for hit in hits
+    ]
+    ranked.sort(key=lambda one: (-np.float32(one.score), one.row, one.item_id))
+    return ranked
+
+
+def selection_of(query: Query) -> MilvusSelection:
+    if not isinstance(query.row_filter, MilvusSelection):
+        raise TypeError(f"a query on the Milvus store needs a MilvusSelection, got {type(query.row_filter).__name__}")
+    return query.row_filter
