@@ -1,9 +1,7 @@
-"""The exact scan: int8 codes first, a proven bound, exact rescoring; the same answer as float32.
-
-Every result (ids, order, scores) must equal the brute force over the exact score (float64 sum of
-the products, rounded to float32), whichever scan, on catalogs built to break the bound: exact
-ties, near-duplicates, constant dimensions, one dimension with a huge range, non-unit vectors, k
-near N, filters admitting one row. A bound cut in half must be caught.
+"""The exact scan through the server: both scans answer every Recommend alike, Info and the
+metrics name the serving scan, codes of another matrix are refused on reload, and a missing int8
+kernel is refused naming the package. (The scan's own properties, on catalogs built to break its
+bound: tests/unit/server/catalog/test_exact_scan.py.)
 """
 
 from __future__ import annotations
@@ -14,118 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedrec.server.catalog.exact import exact_scores_of
 from embedrec.server.catalog.mmap.codes import (
     ITEM_CODES,
     ITEM_CODES_META,
-    ItemCodes,
-    build_codes,
     write_codes,
 )
-from embedrec.server.catalog.mmap.scan import PackedCodes, exact_top_k
-from embedrec.server.catalog.mmap.topk import RowFilter
 from embedrec.server.errors import ConfigurationError
-
-
-def brute_force(matrix: np.ndarray, query: np.ndarray, k: int, row_filter: RowFilter, floor: float | None):  # type: ignore[no-untyped-def]
-    """Every row's exact score, filtered, best first (equal scores by row), the first k."""
-    rows = np.arange(matrix.shape[0], dtype=np.int64)
-    scores = exact_scores_of(matrix, rows, query)
-    keep = row_filter.keep(rows)
-    if floor is not None:
-        keep &= scores >= np.float32(floor)
-    rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))[:k]
-    return rows[order], scores[order]
 
 
 def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
     matrix = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-def packed(matrix: np.ndarray, block_rows: int | None = None) -> PackedCodes:
-    codes, book = build_codes(matrix)
-    return PackedCodes(ItemCodes(codes, book), block_rows=block_rows)
-
-
-def search(matrix: np.ndarray, queries: np.ndarray, k: int, scan: str, codes: PackedCodes, **options):  # type: ignore[no-untyped-def]
-    return exact_top_k(
-        matrix,
-        queries,
-        k,
-        scan=scan,  # type: ignore[arg-type]
-        row_norm=codes.book.row_norm,
-        packed=codes if scan == "int8" else None,
-        **options,
-    )
-
-
-def adversarial_catalog(kind: str, count: int, dim: int, seed: int) -> np.ndarray:
-    """A catalog of one hard kind (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    matrix = unit_rows(count, dim, seed)
-    if kind == "exact ties":
-        matrix[1::2] = matrix[0::2][: matrix[1::2].shape[0]]
-    elif kind == "near duplicates":
-        base = matrix[rng.integers(0, min(3, count), count)]
-        matrix = (base + rng.standard_normal(base.shape).astype(np.float32) * 1e-6).astype(np.float32)
-    elif kind == "constant dimensions":
-        matrix[:, : dim // 2] = 0.25
-    elif kind == "one huge dimension":
-        matrix[:, 0] *= 1e4
-    elif kind == "non-unit":
-        matrix *= np.exp(rng.uniform(-6, 6, (count, 1))).astype(np.float32)
-    elif kind == "tiny values":
-        matrix *= np.float32(1e-20)
-    elif kind == "grid":  # many exactly equal scores: small integers
-        matrix = rng.integers(-2, 3, (count, dim)).astype(np.float32)
-    return np.ascontiguousarray(matrix, dtype=np.float32)
-
-
-KINDS = [
-    "random",
-    "exact ties",
-    "near duplicates",
-    "constant dimensions",
-    "one huge dimension",
-    "non-unit",
-    "tiny values",
-    "grid",
-]
-
-
-def halving_catalog() -> tuple[np.ndarray, np.ndarray, RowFilter]:
-    """Two dimensions coded in steps of delta = 1/255. Item A = (g + 0.49 delta) in both dimensions
-    is coded 0.98 delta / sqrt(2) below its true score for q = (1, 1)/sqrt(2), the largest error the bound
-    allows; item B = (g + 0.51 delta, g) scores lower but is coded higher. Only a bound at least
-    ~0.76 of the true one keeps A from being ruled out by B."""
-    delta = 1.0 / 255.0
-    grid = 100 * delta
-    matrix = np.asarray(
-        [
-            [0.0, 0.0],  # the range's ends (excluded from the results)
-            [1.0, 1.0],
-            [grid + 0.49 * delta, grid + 0.49 * delta],  # A
-            [grid + 0.51 * delta, grid],  # B
-            *[[0.0, 0.0]] * 6,  # low scores: enough candidates that B's exact score is used to prune
-        ],
-        dtype=np.float32,
-    )
-    query = np.asarray([[1.0, 1.0]], dtype=np.float32) / np.float32(np.sqrt(2.0))
-    return matrix, query, RowFilter(np.asarray([0, 1]))
-
-
-# The files: written beside the matrix, checked against it at load.
-
-
-def write_matrix(directory: Path, matrix: np.ndarray, sha: str = "a" * 64) -> None:
-    directory.mkdir(exist_ok=True)
-    np.save(directory / "items.npy", matrix)
-    write_codes(directory, np.load(directory / "items.npy", mmap_mode="r"), sha)
-
-
-# Through the real server: --scan int8 and --scan float32 answer every Recommend identically.
 
 
 def synthetic_items(source: Path, directory: Path, count: int, seed: int) -> Path:

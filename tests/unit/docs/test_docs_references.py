@@ -34,6 +34,8 @@ SKIPPED_DIRS = {
     "__pycache__",
     "build",
     "dist",
+    "models",  # exported models and built items: run-time outputs (.gitignore), absent on a fresh clone
+    "items",
     "embedrec.egg-info",
     ".mypy_cache",
     ".ruff_cache",
