@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeVar
 
 from embedrec.server.batching.lanes import Lane
 from embedrec.server.batching.observer import BatcherStats, BatchObserver, NullObserver
-from embedrec.server.batching.policy import BatchPolicy as BatchPolicy  # callers import it from here
+from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 from embedrec.server.observability.tracing import BatchTracer
 

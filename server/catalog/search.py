@@ -9,7 +9,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.batcher import MicroBatcher
+from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.catalog.profiles import BestScore, Profile, ProfilePart, combine_profile
 from embedrec.server.catalog.score_formula import ScoreFormula
 from embedrec.server.catalog.store import ItemStore, Query, Recommendation, Selection

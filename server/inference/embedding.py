@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
+from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.errors import InvalidArgument
 from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.inference.pooling import FloatArray, l2_normalize

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.batcher import MicroBatcher
 from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
+from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.inference.encoder import InferenceOutput, OnnxEncoder
 from embedrec.server.inference.scoring import relevance_scores
 from embedrec.server.inference.tokenization import TokenizedText

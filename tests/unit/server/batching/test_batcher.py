@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from embedrec.server.batching.batcher import BatchPolicy, MicroBatcher
+from embedrec.server.batching.batcher import MicroBatcher
+from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 
 
