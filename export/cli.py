@@ -10,7 +10,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedrec.export.int8_defaults import CATALOG_SAMPLE, DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
+from embedrec.export.int8_defaults import (
+    CATALOG_SAMPLE,
+    DEFAULT_KEEP_FP32,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_PER_TOKEN,
+    DEFAULT_SMOOTHING,
+    MATMUL_GROUPS,
+)
 from embedrec.export.source import BUNDLED_MODEL
 from embedrec.server.catalog.milvus.index import INDEX_KINDS, VectorIndex
 from embedrec.server.inference.cpu_features import INT8_TARGET_CHOICES
@@ -49,7 +56,8 @@ def export_model_main(argv: Sequence[str]) -> int:
         validation_catalog=arguments.validation_catalog,
         min_agreement=arguments.min_agreement,
         int8_smoothing=arguments.int8_smoothing if arguments.int8_smoothing >= 0 else None,
-        int8_keep_fp32=[group for group in arguments.int8_keep_fp32 or DEFAULT_KEEP_FP32 if group != "none"],
+        int8_per_token=_groups(arguments.int8_per_token, DEFAULT_PER_TOKEN),
+        int8_keep_fp32=_groups(arguments.int8_keep_fp32, DEFAULT_KEEP_FP32),
     )
     summary = {
         "output": str(arguments.output),
@@ -141,15 +149,7 @@ def _add_int8_arguments(parser: argparse.ArgumentParser) -> None:
         f"default {DEFAULT_SMOOTHING}; "
         "a negative value: none)",
     )
-    parser.add_argument(
-        "--int8-keep-fp32",
-        action="append",
-        default=None,
-        choices=("ffn-output", "first-ffn-output", "none"),
-        help="--quantize int8: MatMuls kept in fp32 (repeatable): the FFN output projections (the most "
-        "sensitive, by per-layer measurement) of every layer (slower, closer to fp32), or of the first layer "
-        f"only; none: quantise them all (default: {', '.join(DEFAULT_KEEP_FP32)})",
-    )
+    _add_int8_group_arguments(parser)
     parser.add_argument(
         "--min-agreement",
         type=float,
@@ -157,6 +157,36 @@ def _add_int8_arguments(parser: argparse.ArgumentParser) -> None:
         help="--quantize int8: fail when the int8 queries on fp32 items return less of fp32's top-10 than this "
         f"(reranker: of its top-5; default {DEFAULT_MIN_AGREEMENT})",
     )
+
+
+def _add_int8_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which MatMuls get a scale per token and which stay fp32."""
+    parser.add_argument(
+        "--int8-per-token",
+        action="append",
+        default=None,
+        choices=(*MATMUL_GROUPS, "none"),
+        help="--quantize int8: MatMuls whose inputs get an int8 scale per token instead of one per tensor "
+        "(repeatable): the FFN output projections (the most sensitive, by per-layer measurement) of every "
+        f"layer or of the first only; none: one scale per tensor everywhere (default: {_listed(DEFAULT_PER_TOKEN)})",
+    )
+    parser.add_argument(
+        "--int8-keep-fp32",
+        action="append",
+        default=None,
+        choices=(*MATMUL_GROUPS, "none"),
+        help="--quantize int8: MatMuls kept in fp32 (repeatable; slower, closer to fp32): the same groups; "
+        f"none: quantise them all (default: {_listed(DEFAULT_KEEP_FP32)})",
+    )
+
+
+def _groups(chosen: list[str] | None, default: tuple[str, ...]) -> list[str]:
+    """The MatMul groups of a repeatable option: `default` when not given, none for "none"."""
+    return [group for group in chosen or default if group != "none"]
+
+
+def _listed(groups: tuple[str, ...]) -> str:
+    return ", ".join(groups) or "none"
 
 
 def _add_model_output_arguments(parser: argparse.ArgumentParser) -> None:

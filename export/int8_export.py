@@ -76,13 +76,15 @@ def fp32_base(staging: Path) -> Iterator[Int8Base]:
 def quantize_staging(staging: Path, options: dict[str, Any], *, max_length: int, pad_token_id: int) -> dict[str, Any]:
     """Quantise `staging/model.onnx` in place for options["int8_target"], calibrated on
     options["calibration_catalog"] (else generated texts) when options["int8_smoothing"] asks
-    for smoothing, keeping options["int8_keep_fp32"] groups in fp32; the recipe's report."""
+    for smoothing, quantising options["int8_per_token"] groups per token and keeping
+    options["int8_keep_fp32"] groups in fp32; the recipe's report."""
     calibration = options.get("calibration_catalog")
     texts = catalog_texts(Path(calibration["path"]) if calibration else None) if options.get("int8_smoothing") else []
     tokenizer = TextTokenizer(staging / TOKENIZER_FILE, max_length=max_length, pad_token_id=pad_token_id)
     recipe = int8_recipe(
         options["int8_target"],
         smoothing_alpha=options.get("int8_smoothing"),
+        per_token=tuple(options.get("int8_per_token", ())),
         keep_fp32=tuple(options.get("int8_keep_fp32", ())),
     )
     return quantize_int8(staging / MODEL_FILE, recipe, texts, tokenizer)

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from embedrec.export.atomic import staged_directory
-from embedrec.export.int8_defaults import DEFAULT_KEEP_FP32, DEFAULT_MIN_AGREEMENT, DEFAULT_SMOOTHING
+from embedrec.export.int8_defaults import (
+    DEFAULT_KEEP_FP32,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_PER_TOKEN,
+    DEFAULT_SMOOTHING,
+)
 from embedrec.export.int8_export import (
     Int8Base,
     catalog_option,
@@ -67,6 +72,7 @@ def export_model(
     validation_catalog: Path | None = None,
     min_agreement: float | None = None,
     int8_smoothing: float | None = DEFAULT_SMOOTHING,
+    int8_per_token: Sequence[str] = DEFAULT_PER_TOKEN,
     int8_keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
 ) -> ModelManifest:
     """Export `source` to `output_dir` and return its manifest.
@@ -89,12 +95,10 @@ def export_model(
     `quantize="int8"` quantises for `int8_target` ("auto": this host's CPU, see
     server.inference.cpu_features), calibrated on `calibration_catalog` texts (else generated
     ones), and measures retrieval agreement with the fp32 base (reranker: top-N agreement) on
-    `validation_catalog` texts (else generated ones); `int8_smoothing` (alpha) and
-    `int8_keep_fp32` (export.quantization.KEEP_FP32 groups) trade speed for fidelity
-    (docs/int8.md). ExportValidationError below
-    `min_agreement` (default export.int8_defaults.DEFAULT_MIN_AGREEMENT). The manifest records
-    the target, the recipe, the agreement and the fp32 base's checksum (items built with that
-    base may be served with this variant).
+    `validation_catalog` texts (else generated ones); `int8_smoothing` (alpha), `int8_per_token`
+    and `int8_keep_fp32` (MATMUL_GROUPS given a scale per token, kept fp32) trade speed for
+    fidelity. ExportValidationError below `min_agreement` (default DEFAULT_MIN_AGREEMENT). The
+    manifest records the target, recipe, agreement and fp32 base's checksum (for its items).
     """
     variant = variant_name(optimize, quantize, fp16)
     _check_task(variant, task, activation)
@@ -105,7 +109,8 @@ def export_model(
         options.update(task=task, activation=activation)
     if quantize:  # likewise absent for other variants
         int8 = _int8_options(int8_target, calibration_catalog, validation_catalog, min_agreement)
-        options.update(int8, int8_smoothing=int8_smoothing, int8_keep_fp32=list(int8_keep_fp32))
+        groups = {"int8_per_token": list(int8_per_token), "int8_keep_fp32": list(int8_keep_fp32)}
+        options.update(int8, int8_smoothing=int8_smoothing, **groups)
     return _export_unless_up_to_date(output_dir, model, options, force)
 
 

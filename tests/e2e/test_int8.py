@@ -67,12 +67,30 @@ def test_every_target_exports_with_its_recipe_and_the_fp32_base_checksum(
     assert (manifest.variant, manifest.int8_target) == ("int8", target)
     assert manifest.base_onnx_sha256 == fp32.onnx_sha256 != manifest.onnx_sha256
     assert manifest.quantization["weights"].startswith("int8 7-bit" if target == "avx2" else "int8 full-range")
-    assert manifest.quantization["kept_fp32"] == ["/encoder/layer.0/output/dense/MatMul"]
+    ffn_outputs = [f"/encoder/layer.{layer}/output/dense/MatMul" for layer in (0, 1)]
+    assert manifest.quantization["quantized_per_token"] == ffn_outputs and manifest.quantization["kept_fp32"] == []
+    assert manifest.quantization["activations"] == "uint8, dynamic, per tensor; per token for ffn-output"
     assert manifest.quantization["smoothed"] > 0
     agreement = manifest.agreement
     assert agreement["sample"] == "generated texts" and agreement["k"] == 10
     assert 0.3 <= agreement["variant_vs_fp32_items"] <= 1.0 and 0.0 <= agreement["variant_vs_variant"] <= 1.0
     assert manifest.export_options["int8_target"] == target
+
+
+def test_matmul_groups_are_chosen_per_token_or_fp32_and_an_unknown_group_is_refused(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from embedrec.export.cli import export_model_main
+    from embedrec.export.onnx_model import export_model
+
+    flags = ["--quantize", "int8", "--int8-per-token", "none", "--int8-keep-fp32", "first-ffn-output"]
+    flags += ["--min-cosine", "0.5", "--min-agreement", "0.3"]
+    assert export_model_main(["--model", str(tiny_bert_dir), "--output", str(tmp_path / "g"), *flags]) == 0
+    manifest = read_model_manifest(tmp_path / "g")
+    assert manifest.quantization["quantized_per_token"] == []
+    assert manifest.quantization["kept_fp32"] == ["/encoder/layer.0/output/dense/MatMul"]
+    with pytest.raises(ValueError, match="per-token group must be one of"):
+        export_model(str(tiny_bert_dir), tmp_path / "u", quantize="int8", int8_per_token=("attention",), **LOOSE)  # type: ignore[arg-type]
 
 
 def test_a_floor_above_the_measured_agreement_fails_the_export(tiny_bert_dir: Path, tmp_path: Path) -> None:
