@@ -64,6 +64,8 @@ class MilvusServerProcess:
         self.ports = {flag: free_port() for flag in PORT_FLAGS}
         self.uri = f"http://127.0.0.1:{self.ports['--proxy-port']}"
         self.log_path = directory / "milvus-server.log"
+        # More of milvus.yaml (keys the launcher's template has), set before the first start.
+        self.extra_config: dict[str, str] = {"common.session.ttl": str(SESSION_TTL_S)}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -84,7 +86,8 @@ class MilvusServerProcess:
                 )
             else:
                 command = [self.executable, "--data", str(self.data)]
-                command += ["--extra-config", f"common.session.ttl={SESSION_TTL_S}"]
+                for key, value in self.extra_config.items():
+                    command += ["--extra-config", f"{key}={value}"]
                 for flag, port in self.ports.items():
                     command += [flag, str(port)]
                 self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)

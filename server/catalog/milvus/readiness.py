@@ -84,6 +84,16 @@ def index_readiness(client: Any, collection: str, timeout: float) -> IndexReadin
     return IndexReadiness(sum(int(one.num_rows) for one in waiting), total, len(waiting))
 
 
+def segment_rows(client: Any, collection: str, timeout: float) -> list[int] | None:
+    """The row counts of `collection`'s flushed segments; None when Milvus cannot tell (Lite)."""
+    try:
+        return [int(one.num_rows) for one in client.list_persistent_segments(collection, timeout=timeout)]
+    except Exception as error:  # pymilvus raises grpc.RpcError or MilvusException: the caller maps them
+        if _unimplemented(error):
+            return None
+        raise
+
+
 def wait_until_serving(
     client: Any,
     collection: str,

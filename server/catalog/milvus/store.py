@@ -48,7 +48,14 @@ from embedrec.server.catalog.milvus.calls import (
     error_message,
     milvus_errors,
 )
-from embedrec.server.catalog.milvus.filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
+from embedrec.server.catalog.milvus.filtered import (
+    UNPLANNED,
+    AdmittedCounts,
+    FilterPlan,
+    SegmentSizes,
+    plan_for,
+    searched_in_parts,
+)
 from embedrec.server.catalog.milvus.filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus.formula import FieldRanges, formula_search, numeric_values
 from embedrec.server.catalog.milvus.index import (
@@ -68,7 +75,7 @@ from embedrec.server.catalog.milvus.ranking import (
     selection_of,
     sorted_hits,
 )
-from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server
+from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server, segment_rows
 from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -138,6 +145,9 @@ class MilvusItems:
         self.live_recall = live_recall if self.index.approximate else None
         self.exact_check_rows = exact_check_rows
         self._admitted = AdmittedCounts(lambda expression: self.calls.count(expression, None))
+        self._segments = SegmentSizes(
+            lambda: self.calls.call(functools.partial(segment_rows, self.client, collection), None)
+        )
         self.effort = server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
         self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
@@ -438,6 +448,8 @@ class MilvusItems:
         the effort, up to its maximum (IVF_FLAT: every cluster, exact)."""
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
         plan = self._filter_plan(selection)
+        if plan.exact:
+            return self._scored_here(profiles, selection, wanted, deadline)
         if plan.ef_scale != 1.0:
             selection = dataclasses.replace(
                 selection, effort=SearchEffort(ef=min(math.ceil(selection.effort.ef * plan.ef_scale), MAX_EF))
@@ -467,12 +479,21 @@ class MilvusItems:
             limit = min(4 * limit, MAX_TOPK)
 
     def _filter_plan(self, selection: MilvusSelection) -> FilterPlan:
-        """How a search with `selection` runs on an HNSW index (milvus.filtered); unplanned
-        otherwise or without a restriction."""
-        if self.index.kind != "HNSW" or not selection.restriction:
+        """How a search with `selection` runs on an approximate index (milvus.filtered: slices and
+        ef on HNSW only); unplanned on FLAT or without a restriction."""
+        if not self.index.approximate or not selection.restriction:
             return UNPLANNED
         admitted = self._admitted.admitted(f"{HIDDEN} == false and {selection.restriction}")
-        return plan_for(admitted, self._item_count - self._hidden_count)
+        plan = plan_for(admitted, self._item_count - self._hidden_count, self._segments.smallest_indexed())
+        return plan if plan.exact or self.index.kind == "HNSW" else UNPLANNED
+
+    def _scored_here(
+        self, profiles: FloatArray, selection: MilvusSelection, wanted: int, deadline: float | None
+    ) -> list[list[Recommendation]]:
+        """Each profile's `wanted` best among every row `selection` admits, scored here (a
+        restriction admitting few rows: milvus.filtered's FilterPlan.exact)."""
+        every = self._every(selection.expression, deadline)
+        return [rescored(every, functools.partial(exact_scores_for, profile), None)[:wanted] for profile in profiles]
 
     def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
         """The exact top-k ids of `profile` among the rows `selection` admits, ordered as a search
