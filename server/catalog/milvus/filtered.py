@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedrec.server.catalog.milvus.filters import MilvusSelection
+from embedrec.server.catalog.milvus.index import MAX_EF
 from embedrec.server.catalog.milvus.readiness import MIN_INDEXED_ROWS
+from embedrec.server.catalog.store import SearchEffort
 
 if TYPE_CHECKING:  # store.py imports this module: only the type checker follows the loop
     from embedrec.server.catalog.store import Recommendation
@@ -94,6 +96,14 @@ def plan_for(admitted: int, total: int, segment_rows: int = 0) -> FilterPlan:
     if share < SPLIT_BELOW:
         return FilterPlan(parts=min(math.ceil(worst / SLICE_SHARE), MAX_PARTS))
     return FilterPlan(ef_scale=min(1.0 / share, MAX_EF_SCALE))
+
+
+def planned_effort(selection: MilvusSelection, plan: FilterPlan) -> MilvusSelection:
+    """`selection` with its ef scaled by `plan.ef_scale` (at most MAX_EF)."""
+    if plan.ef_scale == 1.0:
+        return selection
+    ef = min(math.ceil(selection.effort.ef * plan.ef_scale), MAX_EF)
+    return dataclasses.replace(selection, effort=SearchEffort(ef=ef))
 
 
 def part_expression(expression: str, column: str, part: int, parts: int) -> str:

@@ -26,9 +26,7 @@ keeps working.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -54,12 +52,12 @@ from embedrec.server.catalog.milvus.filtered import (
     FilterPlan,
     SegmentSizes,
     plan_for,
+    planned_effort,
     searched_in_parts,
 )
 from embedrec.server.catalog.milvus.filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus.formula import FieldRanges, formula_search, numeric_values
 from embedrec.server.catalog.milvus.index import (
-    MAX_EF,
     VectorIndex,
     check_effort,
     harder_effort,
@@ -70,8 +68,10 @@ from embedrec.server.catalog.milvus.ranking import (
     MAX_TOPK,
     TIE_MARGIN,
     best_score,
+    every_row,
     exact_scores_for,
     rescored,
+    scored_here,
     selection_of,
     sorted_hits,
 )
@@ -449,11 +449,8 @@ class MilvusItems:
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
         plan = self._filter_plan(selection)
         if plan.exact:
-            return self._scored_here(profiles, selection, wanted, deadline)
-        if plan.ef_scale != 1.0:
-            selection = dataclasses.replace(
-                selection, effort=SearchEffort(ef=min(math.ceil(selection.effort.ef * plan.ef_scale), MAX_EF))
-            )
+            return scored_here(self, profiles, selection.expression, wanted, deadline)
+        selection = planned_effort(selection, plan)
         # Milvus's float32 scores differ from the exact score (rescored here, the memory-mapped
         # store's) by at most this: an item not fetched could still beat the wanted-th by 2x it.
         slack = 2 * float32_error_bound(profiles, UNIT_ROW_NORM)
@@ -487,32 +484,17 @@ class MilvusItems:
         plan = plan_for(admitted, self._item_count - self._hidden_count, self._segments.smallest_indexed())
         return plan if plan.exact or self.index.kind == "HNSW" else UNPLANNED
 
-    def _scored_here(
-        self, profiles: FloatArray, selection: MilvusSelection, wanted: int, deadline: float | None
-    ) -> list[list[Recommendation]]:
-        """Each profile's `wanted` best among every row `selection` admits, scored here (a
-        restriction admitting few rows: milvus.filtered's FilterPlan.exact)."""
-        every = self._every(selection.expression, deadline)
-        return [rescored(every, functools.partial(exact_scores_for, profile), None)[:wanted] for profile in profiles]
-
     def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
         """The exact top-k ids of `profile` among the rows `selection` admits, ordered as a search
         orders them, by a scan of those rows; None when they are more than `exact_check_rows`."""
         if self.calls.count(selection.expression, None) > self.exact_check_rows:
             return None
-        every = self._every(selection.expression, None)
+        every = every_row(self, selection.expression, None)
         return [one.item_id for one in rescored(every, functools.partial(exact_scores_for, profile), None)[:k]]
 
     def _exact_check(self, profile: object, selection: object, k: int) -> list[str] | None:
         assert isinstance(selection, MilvusSelection)
         return self.exact_ids(np.asarray(profile, dtype=np.float32), selection, k)
-
-    def _every(self, expression: str, deadline: float | None) -> list[Recommendation]:
-        """Every row `expression` admits, with its vector (score 0: the caller scores them)."""
-        return [
-            Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
-            for row in self.calls.scan(expression, [ID, POSITION, VECTOR], deadline)
-        ]
 
     def _ranked_raw(
         self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
