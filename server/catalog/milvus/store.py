@@ -387,7 +387,10 @@ class MilvusItems:
     def close_when_idle(self, timeout: float) -> None:
         """Close the Milvus client once the calls running now are done (at most `timeout`
         seconds): a reloaded store's old client. pymilvus shares one connection per address
-        among its clients, so the new store's connection stays open."""
+        among its clients, so the new store's connection stays open. Its live recall thread
+        ends first (the new store samples with its own)."""
+        if self.live_recall is not None:
+            self.live_recall.close(timeout)
         self.calls.close_when_idle(timeout)
 
     # -- live changes ---------------------------------------------------------------------------
