@@ -16,7 +16,10 @@ index they were loaded with, and the data coordinator's flushed segments
 (`list_persistent_segments`) are every row's home. A flushed segment that the query node has not
 loaded as a sealed segment with an index is being answered from a growing one. So the built
 index serves every row when every flushed segment of at least MIN_INDEXED_ROWS rows is loaded
-sealed with an index (smaller segments get no index in Milvus 2.3 and are scanned exactly).
+sealed with an index. Smaller segments get no index in Milvus 2.3. Growing, they are
+scanned exactly. Loaded sealed, they are searched through the interim index. No sync can wait that
+out (only compaction ends it), so they do not count as waiting: milvus.filtered scores the
+restrictions of few rows itself.
 A segment compacted from loaded ones counts as waiting until it is loaded itself: conservative
 (its rows are served well meanwhile), and brief.
 
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Milvus 2.3's indexCoord.segment.minSegmentNumRowsToEnableIndex: smaller segments stay unindexed
-# (scanned exactly), so they never wait for an index.
+# (growing: scanned exactly; sealed: the interim index, see the module docstring) and never wait
+# for an index.
 MIN_INDEXED_ROWS = 1024
 POLL_S = 1.0
 
