@@ -17,9 +17,11 @@ bench.milvus_filter_recall, 10,000 standard-library docstrings by MiniLM, the mo
   searched through Milvus's *interim* IVF index (nlist 128, nprobe 16: server settings no request
   changes), not exactly. A filter whose rows sit there misses them: recall@10 0.64 for a module of
   5 items, 0.987 over the catalog's categories, where a single 10,000-row segment gave 1.000.
-  Hence restrictions admitting at most EXACT_ROWS rows are not searched by Milvus at all: embedrec
-  fetches those rows and scores them itself (exact whatever the segments, fewer than k rows and
-  ties included; about the cost of one fetch of the rows).
+  Hence, while the collection has such a segment, restrictions admitting at most EXACT_ROWS rows
+  are not searched by Milvus: embedrec fetches those rows and scores them itself (exact whatever
+  the segments, fewer than k rows and ties included). It costs one fetch of the rows with their
+  vectors, ~0.1 ms a row (688 rows: 68 ms against 7 ms for one search, on 2 busy cores), so a
+  collection whose segments all have an index keeps the single search.
 - knowhere decides the exact scan per segment: a category filling some segments (catalog order
   groups it) admits far more than its share there. The slices are sized for the worst case, the
   smallest indexed segment (admitted / its rows, at most 1), at most MAX_PARTS.
@@ -27,7 +29,8 @@ bench.milvus_filter_recall, 10,000 standard-library docstrings by MiniLM, the mo
 The rule (plan): the admitted count is a count of the query's restriction (its filter values and
 `where` conditions; hidden items and exclusions barely move it), cached per restriction for
 COUNT_TTL_S; s is its share of the rows, w the worst segment's share (above).
-admitted <= EXACT_ROWS: scored by embedrec; w <= EXACT_SHARE: one search (exact inside Milvus);
+admitted <= EXACT_ROWS while a segment is unindexed (or Milvus cannot tell): scored by
+embedrec; w <= EXACT_SHARE: one search (exact inside Milvus);
 s < SPLIT_BELOW (52%): ceil(w / SLICE_SHARE) searches merged, at most MAX_PARTS (exact); else
 one search with ef scaled by 1/s (at most 2x). A search without a restriction is not planned. The
 slices cost about one exact scan of the admitted rows in all (50,000 rows, 50% admitted: 12.6 ms
@@ -82,15 +85,28 @@ class FilterPlan:
 UNPLANNED = FilterPlan()
 
 
-def plan_for(admitted: int, total: int, segment_rows: int = 0) -> FilterPlan:
-    """The plan for a restriction admitting `admitted` of `total` rows, `segment_rows` the rows
-    of the smallest indexed segment (0: unknown, the whole collection's share is used)."""
+@dataclass(frozen=True)
+class SegmentLayout:
+    """What the plan needs of a collection's flushed segments: the rows of the smallest indexed
+    one (0: none or unknown), and whether any is too small for an index (True when unknown)."""
+
+    smallest_indexed: int = 0
+    unindexed: bool = True
+
+
+UNKNOWN_LAYOUT = SegmentLayout()
+
+
+def plan_for(admitted: int, total: int, layout: SegmentLayout = UNKNOWN_LAYOUT) -> FilterPlan:
+    """The plan for a restriction admitting `admitted` of `total` rows in segments laid out as
+    `layout` (module docstring)."""
     if total <= 0 or admitted <= 0:
         return UNPLANNED
-    if admitted <= EXACT_ROWS:
+    if admitted <= EXACT_ROWS and layout.unindexed:
         return FilterPlan(exact=True)
     share = admitted / total
-    worst = max(share, min(admitted / segment_rows, 1.0)) if segment_rows > 0 else share
+    smallest = layout.smallest_indexed
+    worst = max(share, min(admitted / smallest, 1.0)) if smallest > 0 else share
     if worst <= EXACT_SHARE:
         return UNPLANNED
     if share < SPLIT_BELOW:
@@ -161,22 +177,34 @@ class AdmittedCounts:
 
 
 class SegmentSizes:
-    """The rows of the smallest indexed segment (0: unknown), cached for COUNT_TTL_S
-    (thread-safe); `rows()` lists the flushed segments' row counts (None: Milvus cannot tell)."""
+    """The collection's SegmentLayout, cached for COUNT_TTL_S (thread-safe). `sizes()` gives the
+    flushed segments' row counts and (rows, has an index) of the loaded ones (None: Milvus cannot
+    tell). A loaded segment without an index counts as unindexed whatever its size: while a
+    compaction's merged segment waits for its index, the query node still serves the small ones."""
 
-    def __init__(self, rows: Callable[[], list[int] | None]) -> None:
-        self._rows = rows
+    def __init__(self, sizes: Callable[[], tuple[list[int], list[tuple[int, bool]]] | None]) -> None:
+        self._sizes = sizes
         self._lock = threading.Lock()
-        self._cached: tuple[float, int] | None = None
+        self._cached: tuple[float, SegmentLayout] | None = None
 
-    def smallest_indexed(self) -> int:
+    def invalidate(self) -> None:
+        """Forget the cached layout (this process changed rows: they land in a new segment)."""
+        with self._lock:
+            self._cached = None
+
+    def layout(self) -> SegmentLayout:
         now = time.monotonic()
         with self._lock:
             cached = self._cached
         if cached is not None and now - cached[0] < COUNT_TTL_S:
             return cached[1]
-        rows = self._rows()
-        smallest = min((one for one in rows or () if one >= MIN_INDEXED_ROWS), default=0)
+        sizes = self._sizes()
+        layout = UNKNOWN_LAYOUT
+        if sizes is not None:
+            flushed, loaded = sizes
+            indexed = [one for one in flushed if one >= MIN_INDEXED_ROWS]
+            unloaded_index = any(rows > 0 and not has_index for rows, has_index in loaded)
+            layout = SegmentLayout(min(indexed, default=0), len(indexed) < len(flushed) or unloaded_index)
         with self._lock:
-            self._cached = (now, smallest)
-        return smallest
+            self._cached = (now, layout)
+        return layout

@@ -88,14 +88,17 @@ def index_readiness(client: Any, collection: str, timeout: float) -> IndexReadin
     return IndexReadiness(sum(int(one.num_rows) for one in waiting), total, len(waiting))
 
 
-def segment_rows(client: Any, collection: str, timeout: float) -> list[int] | None:
-    """The row counts of `collection`'s flushed segments; None when Milvus cannot tell (Lite)."""
+def segment_sizes(client: Any, collection: str, timeout: float) -> tuple[list[int], list[tuple[int, bool]]] | None:
+    """The row counts of `collection`'s flushed segments, and (rows, whether it has an index) of
+    each segment the query node has loaded; None when Milvus cannot tell (Milvus Lite)."""
     try:
-        return [int(one.num_rows) for one in client.list_persistent_segments(collection, timeout=timeout)]
+        flushed = client.list_persistent_segments(collection, timeout=timeout)
+        loaded = client.list_loaded_segments(collection, timeout=timeout)
     except Exception as error:  # pymilvus raises grpc.RpcError or MilvusException: the caller maps them
         if _unimplemented(error):
             return None
         raise
+    return [int(one.num_rows) for one in flushed], [(int(one.num_rows), bool(one.index_id)) for one in loaded]
 
 
 def wait_until_serving(

@@ -75,7 +75,7 @@ from embedrec.server.catalog.milvus.ranking import (
     selection_of,
     sorted_hits,
 )
-from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server, segment_rows
+from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server, segment_sizes
 from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -146,7 +146,7 @@ class MilvusItems:
         self.exact_check_rows = exact_check_rows
         self._admitted = AdmittedCounts(lambda expression: self.calls.count(expression, None))
         self._segments = SegmentSizes(
-            lambda: self.calls.call(functools.partial(segment_rows, self.client, collection), None)
+            lambda: self.calls.call(functools.partial(segment_sizes, self.client, collection), None)
         )
         self.effort = server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
@@ -420,6 +420,7 @@ class MilvusItems:
                 batch = records[start : start + ID_BATCH]
                 self.calls.call(functools.partial(self.client.upsert, self.collection, batch), deadline)
             self.calls.flush(deadline)
+            self._segments.invalidate()  # the rows' new segment: small, unindexed
             self._field_ranges.invalidate()  # new values may widen a field's range
             self.refresh_counts(deadline)
             return UpsertResult(len(rows) - len(existing), len(existing), self._item_count)
@@ -484,7 +485,7 @@ class MilvusItems:
         if not self.index.approximate or not selection.restriction:
             return UNPLANNED
         admitted = self._admitted.admitted(f"{HIDDEN} == false and {selection.restriction}")
-        plan = plan_for(admitted, self._item_count - self._hidden_count, self._segments.smallest_indexed())
+        plan = plan_for(admitted, self._item_count - self._hidden_count, self._segments.layout())
         return plan if plan.exact or self.index.kind == "HNSW" else UNPLANNED
 
     def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
@@ -531,6 +532,7 @@ class MilvusItems:
                 self.calls.call(functools.partial(self.client.upsert, self.collection, batch), None)
             if changing:
                 self.calls.flush(None)
+                self._segments.invalidate()
             self.refresh_counts()
             unknown = [item_id for item_id in item_ids if item_id not in existing]
             return VisibilityResult(len(changing), unknown, self._hidden_count)
