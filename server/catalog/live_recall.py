@@ -66,7 +66,7 @@ def estimate_of(recalls: Sequence[float], k: int) -> tuple[float, float]:
 
 class LiveRecall:
     """Samples searches and re-checks them exactly in a background thread (module docstring).
-    Thread-safe; one per server, kept across reloads (`check` is the current store's)."""
+    Thread-safe; one per store: a replaced store's is closed (close)."""
 
     def __init__(self, share: float, window: int, cpu_share: float, *, seed: int | None = None) -> None:
         self.share = share
@@ -74,15 +74,16 @@ class LiveRecall:
         self._recalls: deque[float] = deque(maxlen=max(window, 1))
         self._k = 0
         self._random = random.Random(seed)
-        self._queue: queue.Queue[tuple[ExactCheck, object, object, int, list[str]]] = queue.Queue(QUEUE_BOUND)
+        self._queue: queue.Queue[tuple[ExactCheck, object, object, int, list[str]] | None] = queue.Queue(QUEUE_BOUND)
         self._lock = threading.Lock()
         self._dropped = self._skipped = self._checked = 0
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def offer(self, check: ExactCheck, profile: object, selection: object, k: int, found: Sequence[str]) -> None:
         """On the hot path, after a search returned `found` for `profile`: sample it with
         probability `share` for an exact re-check by `check` (cheap: no work when not sampled)."""
-        if self.share <= 0 or self._random.random() >= self.share:
+        if self.share <= 0 or self._closed or self._random.random() >= self.share:
             return
         try:
             self._queue.put_nowait((check, profile, selection, k, list(found)))
@@ -103,6 +104,27 @@ class LiveRecall:
         """Whether no sampled search waits for its check (for tests and shutdown)."""
         return self._queue.unfinished_tasks == 0
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop sampling and end the thread (a replaced store's: a reload gives the new store a
+        LiveRecall of its own): the check running now finishes, the waiting ones are dropped;
+        waits at most `timeout` seconds for the thread to end."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+        try:
+            self._queue.put(None, timeout=timeout)  # the thread ends when it takes this
+        except queue.Full:  # an offer raced the close and refilled the queue: the thread is daemon
+            return
+        thread.join(timeout)
+
     def record(self, found: Sequence[str], exact: Sequence[str], k: int) -> None:
         """One checked search: `found` against the `exact` top k (an empty exact answer: no
         eligible item, nothing to miss, not counted)."""
@@ -122,7 +144,11 @@ class LiveRecall:
 
     def _run(self) -> None:
         while True:
-            check, profile, selection, k, found = self._queue.get()
+            item = self._queue.get()
+            if item is None:  # close()
+                self._queue.task_done()
+                return
+            check, profile, selection, k, found = item
             started = time.monotonic()
             try:
                 exact = check(profile, selection, k)

@@ -15,6 +15,12 @@ What the embedded standalone needs to restart (measured, Milvus 2.3.5):
   default): until they expire the restarted coordinators wait for the old query node and
   searches time out. Here the TTL is 5 s; Milvus then serves ~1-2 s after listening again and
   reloads the collections that were loaded.
+- Its embedded etcd ignores `--etcd-port` (that only sets the address Milvus would dial) and
+  listens on etcd's defaults, 2379 and 2380, as its metrics do on 9091: a second server on the
+  machine failed to start. Milvus reads an etcd configuration file named by `etcd.config.path`,
+  which the launcher's template lacks but the environment variable ETCD_CONFIG_PATH sets (Milvus
+  reads its settings from the environment too); here it gives etcd free ports, and METRICS_PORT
+  the metrics.
 """
 
 from __future__ import annotations
@@ -62,8 +68,11 @@ class MilvusServerProcess:
         directory.mkdir(parents=True, exist_ok=True)
         self.data = directory / "data"
         self.ports = {flag: free_port() for flag in PORT_FLAGS}
+        self.environment = self._etcd_environment(directory, self.ports["--etcd-port"])
         self.uri = f"http://127.0.0.1:{self.ports['--proxy-port']}"
         self.log_path = directory / "milvus-server.log"
+        # More of milvus.yaml (keys the launcher's template has), set before the first start.
+        self.extra_config: dict[str, str] = {"common.session.ttl": str(SESSION_TTL_S)}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -72,9 +81,8 @@ class MilvusServerProcess:
         with self.log_path.open("ab") as log:
             if (self.data / "configs" / "milvus.yaml").exists():
                 environment = dict(
-                    os.environ,
+                    self.environment,
                     DEPLOY_MODE="STANDALONE",
-                    METRICS_PORT=str(free_port()),
                     MILVUS_RUN_DIR=str(self.data / "run"),
                     LD_LIBRARY_PATH=str(self.data / "bin"),
                 )
@@ -84,15 +92,31 @@ class MilvusServerProcess:
                 )
             else:
                 command = [self.executable, "--data", str(self.data)]
-                command += ["--extra-config", f"common.session.ttl={SESSION_TTL_S}"]
+                for key, value in self.extra_config.items():
+                    command += ["--extra-config", f"{key}={value}"]
                 for flag, port in self.ports.items():
                     command += [flag, str(port)]
-                self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+                self.process = subprocess.Popen(
+                    command, env=self.environment, stdout=log, stderr=log, start_new_session=True
+                )
         try:
             self.wait_listening(timeout_s)
         except BaseException:
-            self.kill()  # never leave a half-started Milvus behind (it would hold port 2379)
+            self.kill()  # never leave a half-started Milvus behind (it would hold its etcd ports)
             raise
+
+    @staticmethod
+    def _etcd_environment(directory: Path, client_port: int) -> dict[str, str]:
+        """The environment that gives the embedded etcd `client_port` and a free peer port, and
+        the metrics a free port (see the module docstring)."""
+        peer = f"http://127.0.0.1:{free_port()}"
+        client = f"http://127.0.0.1:{client_port}"
+        config = directory / "embed-etcd.yaml"
+        config.write_text(
+            f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+            f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\ninitial-cluster: default={peer}\n"
+        )
+        return dict(os.environ, ETCD_CONFIG_PATH=str(config), METRICS_PORT=str(free_port()))
 
     def stop(self) -> None:
         """Stop Milvus (Ctrl+C to the launcher, or to the binary) and wait for every process of it."""

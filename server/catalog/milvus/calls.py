@@ -93,6 +93,17 @@ class MilvusCalls:
                 return rows
             rows.extend(batch)
 
+    def first(self, expression: str, fields: list[str], limit: int, deadline: float | None) -> list[dict[str, Any]]:
+        """At most `limit` rows matching `expression`, with `fields`, in one call (no iterator)."""
+        return list(
+            self.call(
+                lambda timeout: self.client.query(
+                    self.collection, filter=expression, output_fields=fields, limit=limit, timeout=timeout
+                ),
+                deadline,
+            )
+        )
+
     def count(self, expression: str, deadline: float | None) -> int:
         rows = self.call(
             lambda timeout: self.client.query(

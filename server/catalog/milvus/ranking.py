@@ -8,6 +8,7 @@ docstring).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedrec.server.catalog.exact import exact_scores_of
+from embedrec.server.catalog.milvus.filtered import planned_effort, searched_in_parts
 from embedrec.server.catalog.milvus.filters import MilvusSelection
 from embedrec.server.catalog.milvus.schema import ID, POSITION, VECTOR
 from embedrec.server.catalog.store import Query, Recommendation, stored_vectors
@@ -30,16 +32,24 @@ TIE_MARGIN = 16
 
 
 def best_score(store: MilvusItems, query: Query, k: int) -> list[Recommendation]:
-    """The k best items by `query.scorer` (best_score), exact (see the module docstring)."""
+    """The k best items by `query.scorer` (best_score), exact (see the module docstring); a
+    restriction is searched by milvus.filtered's plan, as a plain search's is."""
     assert query.scorer is not None and query.liked is not None
     selection = selection_of(query)
+    plan = store._filter_plan(selection)
+    if plan.exact:
+        return rescored(
+            every_row(store, selection.expression, query.deadline, few=True), query.scorer, query.min_score
+        )[:k]
+    selection = planned_effort(selection, plan)
     probes = [query.liked] + ([-query.disliked] if query.disliked is not None and len(query.disliked) else [])
     depth = min(k + TIE_MARGIN, MAX_TOPK)
     while True:
         candidates: dict[str, Recommendation] = {}
         bound, complete = 0.0, False
         for vectors in probes:
-            lists = store._ranked_raw(vectors, selection, limit=depth, deadline=query.deadline)
+            search = functools.partial(store._ranked_raw, vectors, limit=depth, deadline=query.deadline)
+            lists = searched_in_parts(search, selection, POSITION, plan.parts, depth)
             complete |= any(len(one) < depth for one in lists)
             bound += max(one[-1].score if one else -math.inf for one in lists)
             for one in lists:
@@ -49,9 +59,32 @@ def best_score(store: MilvusItems, query: Query, k: int) -> list[Recommendation]
         if complete or (len(ranked) >= k and ranked[k - 1].score > bound + 1e-6):
             return ranked[:k]
         if depth == MAX_TOPK:  # the walk cannot go deeper: score every eligible item
-            every = store._every(selection.expression, query.deadline)
+            every = every_row(store, selection.expression, query.deadline)
             return rescored(every, query.scorer, query.min_score)[:k]
         depth = min(4 * depth, MAX_TOPK)
+
+
+def every_row(
+    store: MilvusItems, expression: str, deadline: float | None, *, few: bool = False
+) -> list[Recommendation]:
+    """Every row `expression` admits, with its vector (score 0: the caller scores them); `few`:
+    expected to be few, fetched in one call (by an iterator only when they are not)."""
+    fields = [ID, POSITION, VECTOR]
+    rows = store.calls.first(expression, fields, MAX_TOPK, deadline) if few else []
+    if not few or len(rows) == MAX_TOPK:
+        rows = list(store.calls.scan(expression, fields, deadline))
+    return [
+        Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32)) for row in rows
+    ]
+
+
+def scored_here(
+    store: MilvusItems, profiles: FloatArray, expression: str, wanted: int, deadline: float | None
+) -> list[list[Recommendation]]:
+    """Each profile's `wanted` best among every row `expression` admits, scored here (a
+    restriction admitting few rows: milvus.filtered's FilterPlan.exact), in the store's order."""
+    every = every_row(store, expression, deadline, few=True)
+    return [rescored(every, functools.partial(exact_scores_for, profile), None)[:wanted] for profile in profiles]
 
 
 def rescored(

@@ -16,7 +16,10 @@ index they were loaded with, and the data coordinator's flushed segments
 (`list_persistent_segments`) are every row's home. A flushed segment that the query node has not
 loaded as a sealed segment with an index is being answered from a growing one. So the built
 index serves every row when every flushed segment of at least MIN_INDEXED_ROWS rows is loaded
-sealed with an index (smaller segments get no index in Milvus 2.3 and are scanned exactly).
+sealed with an index. Smaller segments get no index in Milvus 2.3. Growing, they are
+scanned exactly. Loaded sealed, they are searched through the interim index. No sync can wait that
+out (only compaction ends it), so they do not count as waiting: milvus.filtered scores the
+restrictions of few rows itself.
 A segment compacted from loaded ones counts as waiting until it is loaded itself: conservative
 (its rows are served well meanwhile), and brief.
 
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Milvus 2.3's indexCoord.segment.minSegmentNumRowsToEnableIndex: smaller segments stay unindexed
-# (scanned exactly), so they never wait for an index.
+# (growing: scanned exactly; sealed: the interim index, see the module docstring) and never wait
+# for an index.
 MIN_INDEXED_ROWS = 1024
 POLL_S = 1.0
 
@@ -82,6 +86,19 @@ def index_readiness(client: Any, collection: str, timeout: float) -> IndexReadin
     total = sum(int(one.num_rows) for one in flushed)
     waiting = [one for one in flushed if int(one.num_rows) >= MIN_INDEXED_ROWS and one.segment_id not in indexed]
     return IndexReadiness(sum(int(one.num_rows) for one in waiting), total, len(waiting))
+
+
+def segment_sizes(client: Any, collection: str, timeout: float) -> tuple[list[int], list[tuple[int, bool]]] | None:
+    """The row counts of `collection`'s flushed segments, and (rows, whether it has an index) of
+    each segment the query node has loaded; None when Milvus cannot tell (Milvus Lite)."""
+    try:
+        flushed = client.list_persistent_segments(collection, timeout=timeout)
+        loaded = client.list_loaded_segments(collection, timeout=timeout)
+    except Exception as error:  # pymilvus raises grpc.RpcError or MilvusException: the caller maps them
+        if _unimplemented(error):
+            return None
+        raise
+    return [int(one.num_rows) for one in flushed], [(int(one.num_rows), bool(one.index_id)) for one in loaded]
 
 
 def wait_until_serving(

@@ -26,9 +26,7 @@ keeps working.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -48,11 +46,18 @@ from embedrec.server.catalog.milvus.calls import (
     error_message,
     milvus_errors,
 )
-from embedrec.server.catalog.milvus.filtered import UNPLANNED, AdmittedCounts, FilterPlan, plan_for, searched_in_parts
+from embedrec.server.catalog.milvus.filtered import (
+    UNPLANNED,
+    AdmittedCounts,
+    FilterPlan,
+    SegmentSizes,
+    plan_for,
+    planned_effort,
+    searched_in_parts,
+)
 from embedrec.server.catalog.milvus.filters import MilvusSelection, condition_expressions, literal
 from embedrec.server.catalog.milvus.formula import FieldRanges, formula_search, numeric_values
 from embedrec.server.catalog.milvus.index import (
-    MAX_EF,
     VectorIndex,
     check_effort,
     harder_effort,
@@ -63,12 +68,14 @@ from embedrec.server.catalog.milvus.ranking import (
     MAX_TOPK,
     TIE_MARGIN,
     best_score,
+    every_row,
     exact_scores_for,
     rescored,
+    scored_here,
     selection_of,
     sorted_hits,
 )
-from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server
+from embedrec.server.catalog.milvus.readiness import index_readiness, is_milvus_server, segment_sizes
 from embedrec.server.catalog.milvus.schema import (
     CONTENT_HASH,
     HIDDEN,
@@ -138,6 +145,9 @@ class MilvusItems:
         self.live_recall = live_recall if self.index.approximate else None
         self.exact_check_rows = exact_check_rows
         self._admitted = AdmittedCounts(lambda expression: self.calls.count(expression, None))
+        self._segments = SegmentSizes(
+            lambda: self.calls.call(functools.partial(segment_sizes, self.client, collection), None)
+        )
         self.effort = server_effort(effort, self.index)  # every selection's effort falls back on it
         self._changes = threading.Lock()
         self._field_ranges = FieldRanges()  # a score formula's bound; forgotten on every change
@@ -377,7 +387,10 @@ class MilvusItems:
     def close_when_idle(self, timeout: float) -> None:
         """Close the Milvus client once the calls running now are done (at most `timeout`
         seconds): a reloaded store's old client. pymilvus shares one connection per address
-        among its clients, so the new store's connection stays open."""
+        among its clients, so the new store's connection stays open. Its live recall thread
+        ends first (the new store samples with its own)."""
+        if self.live_recall is not None:
+            self.live_recall.close(timeout)
         self.calls.close_when_idle(timeout)
 
     # -- live changes ---------------------------------------------------------------------------
@@ -407,6 +420,7 @@ class MilvusItems:
                 batch = records[start : start + ID_BATCH]
                 self.calls.call(functools.partial(self.client.upsert, self.collection, batch), deadline)
             self.calls.flush(deadline)
+            self._segments.invalidate()  # the rows' new segment: small, unindexed
             self._field_ranges.invalidate()  # new values may widen a field's range
             self.refresh_counts(deadline)
             return UpsertResult(len(rows) - len(existing), len(existing), self._item_count)
@@ -438,10 +452,9 @@ class MilvusItems:
         the effort, up to its maximum (IVF_FLAT: every cluster, exact)."""
         limit = min(wanted + TIE_MARGIN, MAX_TOPK)
         plan = self._filter_plan(selection)
-        if plan.ef_scale != 1.0:
-            selection = dataclasses.replace(
-                selection, effort=SearchEffort(ef=min(math.ceil(selection.effort.ef * plan.ef_scale), MAX_EF))
-            )
+        if plan.exact:
+            return scored_here(self, profiles, selection.expression, wanted, deadline)
+        selection = planned_effort(selection, plan)
         # Milvus's float32 scores differ from the exact score (rescored here, the memory-mapped
         # store's) by at most this: an item not fetched could still beat the wanted-th by 2x it.
         slack = 2 * float32_error_bound(profiles, UNIT_ROW_NORM)
@@ -467,31 +480,25 @@ class MilvusItems:
             limit = min(4 * limit, MAX_TOPK)
 
     def _filter_plan(self, selection: MilvusSelection) -> FilterPlan:
-        """How a search with `selection` runs on an HNSW index (milvus.filtered); unplanned
-        otherwise or without a restriction."""
-        if self.index.kind != "HNSW" or not selection.restriction:
+        """How a search with `selection` runs on an approximate index (milvus.filtered: slices and
+        ef on HNSW only); unplanned on FLAT or without a restriction."""
+        if not self.index.approximate or not selection.restriction:
             return UNPLANNED
         admitted = self._admitted.admitted(f"{HIDDEN} == false and {selection.restriction}")
-        return plan_for(admitted, self._item_count - self._hidden_count)
+        plan = plan_for(admitted, self._item_count - self._hidden_count, self._segments.layout())
+        return plan if plan.exact or self.index.kind == "HNSW" else UNPLANNED
 
     def exact_ids(self, profile: FloatArray, selection: MilvusSelection, k: int) -> list[str] | None:
         """The exact top-k ids of `profile` among the rows `selection` admits, ordered as a search
         orders them, by a scan of those rows; None when they are more than `exact_check_rows`."""
         if self.calls.count(selection.expression, None) > self.exact_check_rows:
             return None
-        every = self._every(selection.expression, None)
+        every = every_row(self, selection.expression, None)
         return [one.item_id for one in rescored(every, functools.partial(exact_scores_for, profile), None)[:k]]
 
     def _exact_check(self, profile: object, selection: object, k: int) -> list[str] | None:
         assert isinstance(selection, MilvusSelection)
         return self.exact_ids(np.asarray(profile, dtype=np.float32), selection, k)
-
-    def _every(self, expression: str, deadline: float | None) -> list[Recommendation]:
-        """Every row `expression` admits, with its vector (score 0: the caller scores them)."""
-        return [
-            Recommendation(row[ID], 0.0, int(row[POSITION]), vector=np.asarray(row[VECTOR], np.float32))
-            for row in self.calls.scan(expression, [ID, POSITION, VECTOR], deadline)
-        ]
 
     def _ranked_raw(
         self, profiles: FloatArray, selection: MilvusSelection, *, limit: int, deadline: float | None
@@ -525,6 +532,7 @@ class MilvusItems:
                 self.calls.call(functools.partial(self.client.upsert, self.collection, batch), None)
             if changing:
                 self.calls.flush(None)
+                self._segments.invalidate()
             self.refresh_counts()
             unknown = [item_id for item_id in item_ids if item_id not in existing]
             return VisibilityResult(len(changing), unknown, self._hidden_count)

@@ -32,3 +32,16 @@ def test_a_sample_is_dropped_not_waited_for_when_the_checks_fall_behind() -> Non
         live.offer(slow, None, None, 1, ["a"])
     assert time.monotonic() - started < 0.5  # the hot path never waited for a check
     assert live.estimate().dropped >= 20 - 9  # a queue of 8, one in the thread
+
+
+def test_close_ends_the_thread_and_stops_sampling() -> None:
+    live = LiveRecall(1.0, 10, 1.0, seed=0)
+    live.offer(lambda profile, selection, k: ["a"], None, None, 1, ["a"])
+    thread = live._thread
+    assert thread is not None and thread.is_alive()
+    while not live.idle():
+        time.sleep(0.01)
+    live.close()
+    assert not thread.is_alive()
+    live.offer(lambda profile, selection, k: ["a"], None, None, 1, ["a"])  # closed: not sampled
+    assert live._thread is thread and live.estimate().checked == 1
