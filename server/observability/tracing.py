@@ -78,11 +78,14 @@ class _OpenTelemetry:
     """The OpenTelemetry names used per call, imported once when tracing is turned on."""
 
     def __init__(self) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.trace import Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.trace = trace
+        self.attach, self.detach, self.current = context.attach, context.detach, context.get_current
+        self.set_span_in_context = trace.set_span_in_context
+        self.no_parent = context.Context()  # what extract returns for a carrier without a traceparent
         self.Status, self.StatusCode = Status, StatusCode
         self.INTERNAL, self.SERVER = trace.SpanKind.INTERNAL, trace.SpanKind.SERVER
         self.propagator = TraceContextTextMapPropagator()
@@ -152,15 +155,19 @@ class _LeafSpan(_NoSpan):
 
 
 class _Span(_LeafSpan):
-    """A live span, current for the duration of its `with` block (its children's parent)."""
+    """A live span, current for the duration of its `with` block (its children's parent). What
+    `trace.use_span(span, end_on_exit=True, record_exception=False)` does, without its generator:
+    an exception leaving the block marks the span ERROR with the exception's type and text."""
 
     def __enter__(self) -> _Span:
-        self._scope = _otel.trace.use_span(self._span, end_on_exit=True, record_exception=False)
-        self._scope.__enter__()
+        self._token = _otel.attach(_otel.set_span_in_context(self._span))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._scope.__exit__(*exc)
+        _otel.detach(self._token)
+        if len(exc) > 1 and isinstance(error := exc[1], Exception):
+            self._span.set_status(_otel.Status(_otel.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        self._span.end()
 
 
 def server_span(
@@ -170,8 +177,9 @@ def server_span(
     `carrier` (gRPC metadata pairs or HTTP header pairs, str or bytes); NO_SPAN while off."""
     if _tracer is None:
         return NO_SPAN
-    headers = {_text(key).lower(): _text(value) for key, value in carrier}
-    parent = _otel.propagator.extract(headers)
+    # Only the W3C headers matter to the propagator; without a traceparent the call starts a trace.
+    headers = {header: _text(value) for key, value in carrier if (header := _text(key).lower()) in _W3C_HEADERS}
+    parent = _otel.propagator.extract(headers) if "traceparent" in headers else _otel.no_parent
     values = {"rpc.system": system, "rpc.method": name, "embedrec.request_id": request_id}
     values.update(attributes)
     return _Span(name, kind=_otel.SERVER, context=parent, attributes=values)
@@ -183,6 +191,9 @@ def span(name: str, **attributes: Any) -> _NoSpan:
     if _tracer is None:
         return NO_SPAN
     return _LeafSpan(name, attributes={"embedrec." + key: value for key, value in attributes.items()})
+
+
+_W3C_HEADERS = frozenset(("traceparent", "tracestate"))
 
 
 def _text(value: Any) -> str:
@@ -198,8 +209,10 @@ class BatchTracer:
     finish_span: str | None = None
 
     def capture(self) -> Any:
-        """The caller's span context (the parent of its queue span, the target of batch links)."""
-        return _otel.trace.get_current_span().get_span_context()
+        """The caller's context, whose current span (the call's) is the parent of its queue span
+        and the target of the batch's link; None when that span is not valid (nothing to trace)."""
+        context = _otel.current()
+        return context if _otel.trace.get_current_span(context).get_span_context().is_valid else None
 
     def batch_ran(
         self,
@@ -212,22 +225,22 @@ class BatchTracer:
         padded_cost: int,
         error: BaseException | None = None,
     ) -> None:
-        """Spans of one batch: `requests` holds (captured context, enqueued at ns, items of that
+        """Spans of one batch: `requests` holds (`capture`'s context, enqueued at ns, items of that
         request in the batch), one entry per request."""
         trace = _otel.trace
         size = sum(items for _, _, items in requests)
+        links = []
         for context, enqueued_ns, items in requests:
-            if context is None or not context.is_valid:
+            if context is None:
                 continue
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(context))
             queue = _tracer.start_span(
                 f"embedrec.{self.batcher}.queue",
-                context=parent,
+                context=context,
                 start_time=enqueued_ns,
                 attributes={"embedrec.queue_ms": (started_ns - enqueued_ns) / 1e6, "embedrec.batch.items": items},
             )
             queue.end(end_time=started_ns)
-        links = [trace.Link(context) for context, _, _ in requests if context is not None and context.is_valid]
+            links.append(trace.Link(trace.get_current_span(context).get_span_context()))
         batch = _tracer.start_span(
             f"embedrec.{self.batcher}.batch",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
