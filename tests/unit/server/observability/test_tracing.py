@@ -11,6 +11,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import StatusCode
 
 from embedrec.server.errors import ConfigurationError
@@ -110,3 +111,36 @@ def test_a_batch_links_to_the_calls_captured_in_it_and_parents_their_queue_spans
     assert batch.attributes is not None and batch.attributes["embedrec.batch.size"] == 3
     assert named["embedrec.pooling"].parent is not None
     assert named["embedrec.pooling"].parent.span_id == batch.context.span_id
+
+
+def test_the_providers_sampler_decides_and_children_follow_an_unsampled_caller() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        tracer = tracing.batch_tracer("inference")
+        assert tracer is not None
+        with tracing.server_span("Embed", (), request_id="r"):  # a new trace: the root sampler drops it
+            with tracing.span("embedrec.admission"):
+                pass
+        unsampled = [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN_ID}-00")]
+        with tracing.server_span("Embed", unsampled, request_id="r") as call:
+            call.refused("OK")
+            captured = tracer.capture()
+        assert captured is not None  # still linked and propagated, just not recorded
+        tracer.batch_ran([(captured, 1, 1)], started_ns=2, inferred_ns=3, finished_ns=4, cost=1, padded_cost=1)
+        assert exporter.get_finished_spans() == ()
+    finally:
+        tracing.uninstall()
+
+
+def test_a_refusal_keeps_its_status_when_the_abort_leaves_the_span(memory: InMemorySpanExporter) -> None:
+    with pytest.raises(RuntimeError), tracing.server_span("Embed", (), request_id="r") as call:
+        call.refused("RESOURCE_EXHAUSTED")
+        raise RuntimeError("abort")
+    (span,) = memory.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR and span.status.description == "RESOURCE_EXHAUSTED"
+    assert span.attributes is not None and span.attributes["rpc.grpc.status_code_name"] == "RESOURCE_EXHAUSTED"
+    assert span.kind is otel_trace.SpanKind.SERVER and span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == tracing.TRACER_NAME
