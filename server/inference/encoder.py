@@ -41,6 +41,7 @@ class OnnxEncoder:
         intra_op_threads: int = 0,
         device_id: int = 0,
         spinning: bool = True,
+        spinning_in_runs: bool = False,
         cuda_memory_limit_mb: int = 0,
         io_binding: bool | None = None,
         sessions: int = 1,
@@ -49,6 +50,7 @@ class OnnxEncoder:
         `intra_op_threads` threads; on CUDA they share the device). A session may run several
         batches at once (ONNX Runtime sessions are thread-safe); separate sessions give each
         concurrent batch threads of its own, at the cost of a copy of the weights each.
+        `spinning` and `spinning_in_runs`: see `server.inference.providers.create_session`.
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -71,6 +73,7 @@ class OnnxEncoder:
                 intra_op_threads=intra_op_threads,
                 device_id=device_id,
                 spinning=spinning,
+                spinning_in_runs=spinning_in_runs,
                 cuda_memory_limit_mb=cuda_memory_limit_mb,
             )
             for _ in range(sessions)

@@ -97,8 +97,7 @@ class SpanRecorder:
             result = self._sampler.should_sample(parent, trace_id, name, kind, attributes, links)
             recording, trace_state = result.decision.is_recording(), result.trace_state
             flags = _SAMPLED if result.decision.is_sampled() else _NOT_SAMPLED
-            if result.attributes:
-                attributes = {**result.attributes, **attributes}
+            attributes = dict(result.attributes)  # as the SDK does: the sampler's attributes are the span's
         if random_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
         context = SpanContext(

@@ -78,6 +78,12 @@ class ModelSettings:
         "searches and the event loop (1-text Embed p50 under Recommend c=4: 37 ms spinning, 17 ms not; "
         "Embed c=32 throughput unchanged; BENCHMARKS.md)",
     )
+    intra_op_spinning_in_runs: bool = setting(
+        False,
+        "with --intra-op-spinning off: let the intra-op threads spin between the operators of one run and stop "
+        "the moment the last run returns (ONNX Runtime's force_spinning_stop), so a batch pays no thread wake-up "
+        "per operator and idle threads leave the cores at once; false: they never spin",
+    )
 
     def __post_init__(self) -> None:
         check_minimums(self)
