@@ -73,6 +73,7 @@ class _Launch:
     started: float  # loop time
     started_ns: int  # wall clock
     queue_seconds: list[float]
+    idle: bool = False  # formed while no other batch ran or waited
     inferred_ns: int = 0
 
 
@@ -100,6 +101,7 @@ class MicroBatcher(Generic[Item, Result]):
         observer: BatchObserver | None = None,
         niceness: int = 0,
         tracer: BatchTracer | None = None,
+        infer_idle: Sequence[Callable[[list[Item]], Any]] = (),
     ) -> None:
         """`infer(items)` does the work of a batch (an instance's lane); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). A sequence of `infer`
@@ -115,11 +117,16 @@ class MicroBatcher(Generic[Item, Result]):
         `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a
         runtime creates from them), so that under contention they yield the cores to the rest.
         `tracer`, when given, captures each caller's trace context at submit and hears about every
-        batch with wall-clock times (None, the default, costs nothing).
+        batch with wall-clock times (None, the default, costs nothing). `infer_idle`, when given,
+        is one callable per instance like `infer`, for a batch formed while no other batch runs or
+        waits (an idle runtime: e.g. a session whose threads spin); `infer` runs every other batch.
         """
         self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
         if not self._infers:
             raise ValueError("infer: give at least one instance")
+        self._idle_infers = list(infer_idle)
+        if self._idle_infers and len(self._idle_infers) != len(self._infers):
+            raise ValueError("infer_idle: give one per instance, as for infer")
         self._finish = finish
         self._cost = cost
         self.policy = policy
@@ -286,6 +293,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _launch(self, instance: int, batch: list[_Slot], now: float) -> None:
         """Start `batch` on `instance`'s lane; it reports back through `_inferred`."""
+        idle = self._in_progress == 0 and not self._queue
         self._in_progress += 1
         self._settled.clear()
         launch = _Launch(
@@ -295,6 +303,7 @@ class MicroBatcher(Generic[Item, Result]):
             now,
             time.time_ns(),
             [now - slot.request.enqueued_at for slot in batch],
+            idle,
         )
         self._lanes[instance].submit(functools.partial(self._infer_in_lane, launch))
 
@@ -304,7 +313,8 @@ class MicroBatcher(Generic[Item, Result]):
         one hand-back to the loop."""
         finished = self._finish is None
         try:
-            output = self._infers[launch.instance](launch.items)
+            infers = self._idle_infers if launch.idle and self._idle_infers else self._infers
+            output = infers[launch.instance](launch.items)
             launch.inferred_ns = time.time_ns()
             if not finished and self._queued_items == 0:
                 assert self._finish is not None

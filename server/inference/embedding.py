@@ -93,8 +93,8 @@ def create_batcher(
     nothing else waits (else in the finishing lane, overlapping the next batch's inference), so
     each item's result is its final vector and the event loop only stacks them."""
 
-    def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
-        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count)
+    def infer_on(instance: int, items: list[BatchItem], idle: bool = False) -> InferenceOutput:
+        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count, idle=idle)
 
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return shaped_vectors(encoder.pool_batch(output, [shape.pooling for _, shape in items]), items)
@@ -102,6 +102,9 @@ def create_batcher(
     return MicroBatcher(
         [functools.partial(infer_on, instance) for instance in range(instances)],
         finish,
+        infer_idle=[functools.partial(infer_on, instance, idle=True) for instance in range(instances)]
+        if getattr(encoder, "idle_sessions", None)
+        else (),
         tracer=batch_tracer("inference", finish_span="embedrec.pooling"),
         policy=policy,
         cost=lambda item: item[0].length,

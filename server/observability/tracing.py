@@ -21,6 +21,11 @@ What a call records (never request text, only sizes and timings):
 - per batch one "embedrec.<batcher>.batch" span (its own trace, linked to the server span of every
   call in the batch; attributes embedrec.batch.size, .cost, .padded_cost) with, for inference, a
   child "embedrec.pooling".
+
+The spans go to the provider's span processors as finished spans, recorded by
+`server.observability.spans.SpanRecorder` rather than the SDK's `start_span` (a fraction of its
+Python per span; the sampler, ids, resource and scope are the tracer's). While a call runs its
+server span's context is current (as a non-recording span: propagation and children see it).
 """
 
 from __future__ import annotations

@@ -85,6 +85,13 @@ class ModelSettings:
         "per operator and idle threads leave the cores at once; false: they never spin",
     )
 
+    idle_spinning_sessions: bool = setting(
+        False,
+        "a second ONNX Runtime session per session, its threads spinning in runs, for batches formed while "
+        "nothing else runs or waits (an idle call); the first sessions run every other batch, spinning as "
+        "--intra-op-spinning-in-runs says (another copy of the weights each, ~90 MiB for MiniLM)",
+    )
+
     def __post_init__(self) -> None:
         check_minimums(self)
         self.extra_models  # noqa: B018 (raises ValueError naming --model on a malformed entry)
