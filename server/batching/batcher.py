@@ -114,12 +114,11 @@ class MicroBatcher(Generic[Item, Result]):
         formation itself fails (a bug, not a failed batch), every waiting request fails with
         Unavailable ("worker restarted") and the next request is served as usual: health does
         not flip (a probe could act on nothing in between).
-        `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a
-        runtime creates from them), so that under contention they yield the cores to the rest.
+        `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a runtime
+        creates from them): under contention they yield the cores to the rest.
         `tracer`, when given, captures each caller's trace context at submit and hears about every
-        batch with wall-clock times (None, the default, costs nothing). `infer_idle`, when given,
-        is one callable per instance like `infer`, for a batch formed while no other batch runs or
-        waits (an idle runtime: e.g. a session whose threads spin); `infer` runs every other batch.
+        batch with wall-clock times (None, the default, costs nothing). `infer_idle`: one per instance
+        like `infer`, runs a batch formed while no other batch runs or waits (an idle runtime).
         """
         self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
         if not self._infers:

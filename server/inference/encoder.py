@@ -9,6 +9,7 @@ by the item build and by tests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,30 +70,18 @@ class OnnxEncoder:
         )
         if sessions < 1:
             raise ValueError(f"sessions must be >= 1, got {sessions}")
-        self.sessions = [
-            create_session(
-                model_dir / MODEL_FILE,
-                provider=provider,
-                intra_op_threads=intra_op_threads,
-                device_id=device_id,
-                spinning=spinning,
-                spinning_in_runs=spinning_in_runs,
-                cuda_memory_limit_mb=cuda_memory_limit_mb,
-            )
-            for _ in range(sessions)
-        ]
-        self.idle_sessions = [
-            create_session(
-                model_dir / MODEL_FILE,
-                provider=provider,
-                intra_op_threads=intra_op_threads,
-                device_id=device_id,
-                spinning=False,
-                spinning_in_runs=True,
-                cuda_memory_limit_mb=cuda_memory_limit_mb,
-            )
-            for _ in range(sessions if idle_sessions else 0)
-        ]
+
+        make = functools.partial(
+            create_session,
+            model_dir / MODEL_FILE,
+            provider=provider,
+            intra_op_threads=intra_op_threads,
+            device_id=device_id,
+            cuda_memory_limit_mb=cuda_memory_limit_mb,
+        )
+        self.sessions = [make(spinning=spinning, spinning_in_runs=spinning_in_runs) for _ in range(sessions)]
+        twins = sessions if idle_sessions else 0
+        self.idle_sessions = [make(spinning=False, spinning_in_runs=True) for _ in range(twins)]
         self.session = self.sessions[0]
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
