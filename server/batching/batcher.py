@@ -78,6 +78,17 @@ class _Launch:
 
 
 @dataclass(frozen=True)
+class IdlePath:
+    """Another way to run a batch that finds the whole server idle: `infers`, one per instance like
+    the batcher's `infer` (e.g. sessions whose threads spin, faster alone but greedy under load),
+    run a batch formed while no other batch of this batcher runs or waits and `quiet()` holds
+    (e.g. no other call in flight); every other batch runs on `infer`."""
+
+    infers: Sequence[Callable[[list[Any]], Any]]
+    quiet: Callable[[], bool] = lambda: True
+
+
+@dataclass(frozen=True)
 class _Slot:
     request: _Request[Any, Any]
     index: int
@@ -101,7 +112,7 @@ class MicroBatcher(Generic[Item, Result]):
         observer: BatchObserver | None = None,
         niceness: int = 0,
         tracer: BatchTracer | None = None,
-        infer_idle: Sequence[Callable[[list[Item]], Any]] = (),
+        idle_path: IdlePath | None = None,
     ) -> None:
         """`infer(items)` does the work of a batch (an instance's lane); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). A sequence of `infer`
@@ -117,15 +128,14 @@ class MicroBatcher(Generic[Item, Result]):
         `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a runtime
         creates from them): under contention they yield the cores to the rest.
         `tracer`, when given, captures each caller's trace context at submit and hears about every
-        batch with wall-clock times (None, the default, costs nothing). `infer_idle`: one per instance
-        like `infer`, runs a batch formed while no other batch runs or waits (an idle runtime).
+        batch with wall-clock times (None, the default, costs nothing). `idle_path`: see `IdlePath`.
         """
         self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
         if not self._infers:
             raise ValueError("infer: give at least one instance")
-        self._idle_infers = list(infer_idle)
-        if self._idle_infers and len(self._idle_infers) != len(self._infers):
-            raise ValueError("infer_idle: give one per instance, as for infer")
+        if idle_path is not None and len(idle_path.infers) != len(self._infers):
+            raise ValueError("idle_path: give one infer per instance, as for infer")
+        self._idle_path = idle_path
         self._finish = finish
         self._cost = cost
         self.policy = policy
@@ -292,7 +302,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _launch(self, instance: int, batch: list[_Slot], now: float) -> None:
         """Start `batch` on `instance`'s lane; it reports back through `_inferred`."""
-        idle = self._in_progress == 0 and not self._queue
+        idle = self._idle_path is not None and self._in_progress == 0 and not self._queue and self._idle_path.quiet()
         self._in_progress += 1
         self._settled.clear()
         launch = _Launch(
@@ -312,7 +322,7 @@ class MicroBatcher(Generic[Item, Result]):
         one hand-back to the loop."""
         finished = self._finish is None
         try:
-            infers = self._idle_infers if launch.idle and self._idle_infers else self._infers
+            infers = self._idle_path.infers if launch.idle and self._idle_path is not None else self._infers
             output = infers[launch.instance](launch.items)
             launch.inferred_ns = time.time_ns()
             if not finished and self._queued_items == 0:
