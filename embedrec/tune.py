@@ -140,7 +140,6 @@ def raw_floor(
             intra_op_threads=layout.threads,
             sessions=layout.sessions,
             spinning=False,
-            spinning_in_runs=True,  # as `embedrec serve` runs by default
         )
         used = encoder.provider
         for batch in RAW_BATCHES:
