@@ -344,7 +344,8 @@ def report(raw: dict[str, float], runs: dict[str, list[Step]], texts: int, token
         "(bench/grpc_load/load.js, one channel per 8 callers), HTTP `/v1/embeddings` from wrk "
         f"(bench/wrk_embed.lua); closed loop, {STEP_S:g} s per step after {WARMUP_S:g} s warm-up",
         "- naive server: bench/naive_server.py (asyncio queue, one executor call of encode per drained batch of "
-        "<= 32, nothing else); raw floor: the same encoder in process, intra-op spinning as the server runs it "
+        "<= 32, nothing else); raw floor: the same encoder in process, intra-op spinning as the server runs an idle "
+        "call "
         f"({SERVER_SPINNING}); batch 1 also under every spinning mode, the best of them the honest floor",
         "",
         "### Ratios (same run)",
