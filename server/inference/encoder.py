@@ -53,8 +53,8 @@ class OnnxEncoder:
         batches at once (ONNX Runtime sessions are thread-safe); separate sessions give each
         concurrent batch threads of its own, at the cost of a copy of the weights each.
         `spinning` and `spinning_in_runs`: see `server.inference.providers.create_session`.
-        `idle_sessions`: a twin of each session whose threads spin in runs, for `infer(idle=True)`
-        (batches formed while the runtime is idle), another copy of the weights each.
+        `idle_sessions`: on CPU, a twin of each session whose threads spin in runs, for
+        `infer(idle=True)` (batches formed while the runtime is idle), another copy of the weights each.
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -80,9 +80,9 @@ class OnnxEncoder:
             cuda_memory_limit_mb=cuda_memory_limit_mb,
         )
         self.sessions = [make(spinning=spinning, spinning_in_runs=spinning_in_runs) for _ in range(sessions)]
-        twins = sessions if idle_sessions else 0
-        self.idle_sessions = [make(spinning=False, spinning_in_runs=True) for _ in range(twins)]
         self.session = self.sessions[0]
+        twins = sessions if idle_sessions and self.provider == "CPUExecutionProvider" else 0  # spinning: CPU only
+        self.idle_sessions = [make(spinning=False, spinning_in_runs=True) for _ in range(twins)]
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
         on_cuda = self.provider == "CUDAExecutionProvider"
