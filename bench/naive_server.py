@@ -52,7 +52,8 @@ class NaiveEmbed(pb_grpc.EmbedRecServicer):  # type: ignore[misc]
 
 async def serve(model_dir: Path, port: int) -> None:
     """Serve Embed on 127.0.0.1:`port` until killed."""
-    servicer = NaiveEmbed(OnnxEncoder(model_dir, provider="cpu", spinning=False))
+    # The same intra-op spinning as embedrec serve runs with by default (in runs only).
+    servicer = NaiveEmbed(OnnxEncoder(model_dir, provider="cpu", spinning=False, spinning_in_runs=True))
     server = grpc.aio.server()
     pb_grpc.add_EmbedRecServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")

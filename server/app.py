@@ -159,10 +159,20 @@ class EmbedrecApp:
             also=self.metrics,
             int8_host_mismatch=bool(int8_host_warning(encoder.manifest)),
         )
-        batcher = create_batcher(encoder, settings.batching, instances=settings.model.instances, observer=observer)
+        batcher = create_batcher(
+            encoder,
+            settings.batching,
+            instances=settings.model.instances,
+            quiet=self._one_call_in_flight,
+            observer=observer,
+        )
         await batcher.start()
         embedders, rerankers = await self._serve_extra_models(extra, cpu)
         return ServedModels(encoder, Embedder(encoder, batcher, settings.limits, cpu), embedders, rerankers)
+
+    def _one_call_in_flight(self) -> bool:
+        """True while the call asking is the only one in flight (the idle path's condition)."""
+        return self.state.in_flight <= 1
 
     async def _serve_extra_models(
         self, encoders: dict[str, OnnxEncoder], cpu: CpuPool

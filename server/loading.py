@@ -65,6 +65,8 @@ def _encoder_of(settings: Settings, model_dir: Path) -> OnnxEncoder:
         sessions=settings.model.session_count,
         device_id=settings.model.device_id,
         spinning=settings.model.intra_op_spinning,
+        spinning_in_runs=settings.model.intra_op_spinning_in_runs,
+        idle_sessions=settings.model.idle_spinning_sessions,
         cuda_memory_limit_mb=settings.model.cuda_memory_limit_mb,
         io_binding=None if settings.model.io_binding == "auto" else settings.model.io_binding == "on",
     )

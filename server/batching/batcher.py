@@ -73,7 +73,19 @@ class _Launch:
     started: float  # loop time
     started_ns: int  # wall clock
     queue_seconds: list[float]
+    idle: bool = False  # formed while no other batch ran or waited
     inferred_ns: int = 0
+
+
+@dataclass(frozen=True)
+class IdlePath:
+    """Another way to run a batch that finds the whole server idle: `infers`, one per instance like
+    the batcher's `infer` (e.g. sessions whose threads spin, faster alone but greedy under load),
+    run a batch formed while no other batch of this batcher runs or waits and `quiet()` holds
+    (e.g. no other call in flight); every other batch runs on `infer`."""
+
+    infers: Sequence[Callable[[list[Any]], Any]]
+    quiet: Callable[[], bool] = lambda: True
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ class MicroBatcher(Generic[Item, Result]):
         observer: BatchObserver | None = None,
         niceness: int = 0,
         tracer: BatchTracer | None = None,
+        idle_path: IdlePath | None = None,
     ) -> None:
         """`infer(items)` does the work of a batch (an instance's lane); `finish(items, raw)` turns its
         output into one result per item, in order (finishing thread). A sequence of `infer`
@@ -112,14 +125,17 @@ class MicroBatcher(Generic[Item, Result]):
         formation itself fails (a bug, not a failed batch), every waiting request fails with
         Unavailable ("worker restarted") and the next request is served as usual: health does
         not flip (a probe could act on nothing in between).
-        `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a
-        runtime creates from them), so that under contention they yield the cores to the rest.
+        `niceness` > 0 lowers the OS priority of the lanes' threads (and of the threads a runtime
+        creates from them): under contention they yield the cores to the rest.
         `tracer`, when given, captures each caller's trace context at submit and hears about every
-        batch with wall-clock times (None, the default, costs nothing).
+        batch with wall-clock times (None, the default, costs nothing). `idle_path`: see `IdlePath`.
         """
         self._infers = list(infer) if isinstance(infer, Sequence) else [infer]
         if not self._infers:
             raise ValueError("infer: give at least one instance")
+        if idle_path is not None and len(idle_path.infers) != len(self._infers):
+            raise ValueError("idle_path: give one infer per instance, as for infer")
+        self._idle_path = idle_path
         self._finish = finish
         self._cost = cost
         self.policy = policy
@@ -286,6 +302,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _launch(self, instance: int, batch: list[_Slot], now: float) -> None:
         """Start `batch` on `instance`'s lane; it reports back through `_inferred`."""
+        idle = self._idle_path is not None and self._in_progress == 0 and not self._queue and self._idle_path.quiet()
         self._in_progress += 1
         self._settled.clear()
         launch = _Launch(
@@ -295,6 +312,7 @@ class MicroBatcher(Generic[Item, Result]):
             now,
             time.time_ns(),
             [now - slot.request.enqueued_at for slot in batch],
+            idle,
         )
         self._lanes[instance].submit(functools.partial(self._infer_in_lane, launch))
 
@@ -304,7 +322,8 @@ class MicroBatcher(Generic[Item, Result]):
         one hand-back to the loop."""
         finished = self._finish is None
         try:
-            output = self._infers[launch.instance](launch.items)
+            infers = self._idle_path.infers if launch.idle and self._idle_path is not None else self._infers
+            output = infers[launch.instance](launch.items)
             launch.inferred_ns = time.time_ns()
             if not finished and self._queued_items == 0:
                 assert self._finish is not None

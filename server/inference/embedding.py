@@ -4,13 +4,13 @@ loop, the inference batcher, Matryoshka truncation and normalisation; cosine sim
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from embedrec.server.batching.batcher import MicroBatcher
+from embedrec.server.batching.batcher import IdlePath, MicroBatcher
 from embedrec.server.batching.offload import INLINE_TOKENIZE_MAX_CHARS, CpuPool
 from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.errors import InvalidArgument
@@ -85,16 +85,22 @@ class EmbedResult:
 
 
 def create_batcher(
-    encoder: OnnxEncoder, policy: BatchPolicy, *, instances: int = 1, **hooks: Any
+    encoder: OnnxEncoder,
+    policy: BatchPolicy,
+    *,
+    instances: int = 1,
+    quiet: Callable[[], bool] = lambda: True,
+    **hooks: Any,
 ) -> MicroBatcher[BatchItem, FloatArray]:
     """A micro-batcher running `encoder` on (tokens, shape) items: padding and inference in the
     lane of whichever of the `instances` is free (instance i runs on session i modulo the
     encoder's sessions); pooling, truncation and normalisation after it, in the same lane when
     nothing else waits (else in the finishing lane, overlapping the next batch's inference), so
-    each item's result is its final vector and the event loop only stacks them."""
+    each item's result is its final vector and the event loop only stacks them. With the encoder's
+    idle twin sessions, a batch that finds the runtime idle and `quiet()` true runs on a twin."""
 
-    def infer_on(instance: int, items: list[BatchItem]) -> InferenceOutput:
-        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count)
+    def infer_on(instance: int, items: list[BatchItem], idle: bool = False) -> InferenceOutput:
+        return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count, idle=idle)
 
     def finish(items: list[BatchItem], output: InferenceOutput) -> Sequence[FloatArray]:
         return shaped_vectors(encoder.pool_batch(output, [shape.pooling for _, shape in items]), items)
@@ -102,6 +108,9 @@ def create_batcher(
     return MicroBatcher(
         [functools.partial(infer_on, instance) for instance in range(instances)],
         finish,
+        idle_path=IdlePath([functools.partial(infer_on, instance, idle=True) for instance in range(instances)], quiet)
+        if getattr(encoder, "idle_sessions", None)
+        else None,
         tracer=batch_tracer("inference", finish_span="embedrec.pooling"),
         policy=policy,
         cost=lambda item: item[0].length,

@@ -9,6 +9,7 @@ by the item build and by tests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,14 +42,19 @@ class OnnxEncoder:
         intra_op_threads: int = 0,
         device_id: int = 0,
         spinning: bool = True,
+        spinning_in_runs: bool = False,
         cuda_memory_limit_mb: int = 0,
         io_binding: bool | None = None,
         sessions: int = 1,
+        idle_sessions: bool = False,
     ) -> None:
         """Load the manifest, tokenizer and `sessions` ONNX sessions of `model_dir` (each with
         `intra_op_threads` threads; on CUDA they share the device). A session may run several
         batches at once (ONNX Runtime sessions are thread-safe); separate sessions give each
         concurrent batch threads of its own, at the cost of a copy of the weights each.
+        `spinning` and `spinning_in_runs`: see `server.inference.providers.create_session`.
+        `idle_sessions`: on CPU, a twin of each session whose threads spin in runs, for
+        `infer(idle=True)` (batches formed while the runtime is idle), another copy of the weights each.
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -64,18 +70,19 @@ class OnnxEncoder:
         )
         if sessions < 1:
             raise ValueError(f"sessions must be >= 1, got {sessions}")
-        self.sessions = [
-            create_session(
-                model_dir / MODEL_FILE,
-                provider=provider,
-                intra_op_threads=intra_op_threads,
-                device_id=device_id,
-                spinning=spinning,
-                cuda_memory_limit_mb=cuda_memory_limit_mb,
-            )
-            for _ in range(sessions)
-        ]
+
+        make = functools.partial(
+            create_session,
+            model_dir / MODEL_FILE,
+            provider=provider,
+            intra_op_threads=intra_op_threads,
+            device_id=device_id,
+            cuda_memory_limit_mb=cuda_memory_limit_mb,
+        )
+        self.sessions = [make(spinning=spinning, spinning_in_runs=spinning_in_runs) for _ in range(sessions)]
         self.session = self.sessions[0]
+        twins = sessions if idle_sessions and self.provider == "CPUExecutionProvider" else 0  # spinning: CPU only
+        self.idle_sessions = [make(spinning=False, spinning_in_runs=True) for _ in range(twins)]
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
         on_cuda = self.provider == "CUDAExecutionProvider"
@@ -120,15 +127,16 @@ class OnnxEncoder:
         """How many ONNX Runtime sessions there are (`infer`'s `session` is below this)."""
         return len(self.sessions)
 
-    def infer(self, batch: Sequence[TokenizedText], session: int = 0) -> InferenceOutput:
-        """Pad `batch` to its longest text and run the model on session number `session`:
-        (attention mask, token vectors).
+    def infer(self, batch: Sequence[TokenizedText], session: int = 0, *, idle: bool = False) -> InferenceOutput:
+        """Pad `batch` to its longest text and run the model on session number `session` (its
+        idle twin when `idle` and there are twins): (attention mask, token vectors).
 
         Blocking (ONNX Runtime releases the GIL while it runs); thread-safe.
         """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
-        hidden = np.asarray(self._run_session(self.sessions[session], feed), dtype=np.float32)
+        runner = self.idle_sessions[session] if idle and self.idle_sessions else self.sessions[session]
+        hidden = np.asarray(self._run_session(runner, feed), dtype=np.float32)
         return inputs["attention_mask"], hidden
 
     def _run_session(self, session: onnxruntime.InferenceSession, feed: dict[str, IntArray]) -> np.ndarray:

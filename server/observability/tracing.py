@@ -21,10 +21,16 @@ What a call records (never request text, only sizes and timings):
 - per batch one "embedrec.<batcher>.batch" span (its own trace, linked to the server span of every
   call in the batch; attributes embedrec.batch.size, .cost, .padded_cost) with, for inference, a
   child "embedrec.pooling".
+
+The spans go to the provider's span processors as finished spans, recorded by
+`server.observability.spans.SpanRecorder` rather than the SDK's `start_span` (a fraction of its
+Python per span; the sampler, ids, resource and scope are the tracer's). While a call runs its
+server span's context is current (as a non-recording span: propagation and children see it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,14 +83,21 @@ def configure(environ: Mapping[str, str]) -> str:
 class _OpenTelemetry:
     """The OpenTelemetry names used per call, imported once when tracing is turned on."""
 
-    def __init__(self) -> None:
-        from opentelemetry import trace
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry import context, trace
         from opentelemetry.trace import Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+        from embedrec.server.observability.spans import SpanRecorder
+
+        if not SpanRecorder.usable(tracer):
+            raise ConfigurationError(f"tracing needs the OpenTelemetry SDK's tracer provider, not {type(tracer)}")
+        self.recorder = SpanRecorder(tracer)
         self.trace = trace
-        self.Status, self.StatusCode = Status, StatusCode
-        self.INTERNAL, self.SERVER = trace.SpanKind.INTERNAL, trace.SpanKind.SERVER
+        self.attach, self.detach, self.current = context.attach, context.detach, context.get_current
+        self.no_parent = context.Context()  # what extract returns for a carrier without a traceparent
+        self.Status, self.StatusCode, self.UNSET = Status, StatusCode, StatusCode.UNSET
+        self.SERVER = trace.SpanKind.SERVER
         self.propagator = TraceContextTextMapPropagator()
 
 
@@ -92,12 +105,12 @@ _otel: Any = None
 
 
 def install(provider: Any) -> None:
-    """Trace with `provider` (an OpenTelemetry TracerProvider) from now on: servers and batchers
-    created afterwards record spans. Tests install one with an in-memory exporter."""
+    """Trace with `provider` (an OpenTelemetry SDK TracerProvider) from now on: servers and
+    batchers created afterwards record spans. Tests install one with an in-memory exporter."""
     global _tracer, _provider, _otel
-    _otel = _OpenTelemetry()
-    _provider = provider
-    _tracer = provider.get_tracer(TRACER_NAME)
+    tracer = provider.get_tracer(TRACER_NAME)
+    _otel = _OpenTelemetry(tracer)
+    _provider, _tracer = provider, tracer
 
 
 def uninstall() -> None:
@@ -134,33 +147,40 @@ NO_SPAN = _NoSpan()
 
 class _LeafSpan(_NoSpan):
     """A live span with no children: a child of the current span, never current itself (a
-    context switch less than `_Span`)."""
+    context switch less than `_Span`). Begun when made, ended when its `with` block ends."""
 
-    def __init__(self, name: str, *, kind: Any = None, context: Any = None, attributes: Mapping[str, Any]) -> None:
-        self._span = _tracer.start_span(name, context=context, kind=kind or _otel.INTERNAL, attributes=attributes)
+    def __init__(self, name: str, attributes: dict[str, Any], *, kind: Any = None, parent: Any = None) -> None:
+        extra = {} if kind is None else {"kind": kind}
+        self._span = _otel.recorder.begin(
+            name, _otel.current() if parent is None else parent, time.time_ns(), attributes, **extra
+        )
 
     def __exit__(self, *exc: object) -> None:
-        self._span.end()
+        _otel.recorder.end(self._span, time.time_ns())
 
     def set(self, **attributes: Any) -> None:
-        self._span.set_attributes({"embedrec." + key: value for key, value in attributes.items()})
+        self._span.attributes.update({"embedrec." + key: value for key, value in attributes.items()})
 
     def refused(self, status: str) -> None:
-        self._span.set_attribute("rpc.grpc.status_code_name", status)
+        self._span.attributes["rpc.grpc.status_code_name"] = status
         if status != "OK":
-            self._span.set_status(_otel.Status(_otel.StatusCode.ERROR, status))
+            self._span.status = _otel.Status(_otel.StatusCode.ERROR, status)
 
 
 class _Span(_LeafSpan):
-    """A live span, current for the duration of its `with` block (its children's parent)."""
+    """A live span, current for the duration of its `with` block (its children's parent), as
+    `trace.use_span(span, end_on_exit=True, record_exception=False)` would make it: an exception
+    leaving the block marks it ERROR with the exception's type and text, unless a status was set."""
 
     def __enter__(self) -> _Span:
-        self._scope = _otel.trace.use_span(self._span, end_on_exit=True, record_exception=False)
-        self._scope.__enter__()
+        self._token = _otel.attach(self._span.as_parent())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._scope.__exit__(*exc)
+        _otel.detach(self._token)
+        if len(exc) > 1 and isinstance(error := exc[1], Exception) and self._span.status.status_code is _otel.UNSET:
+            self._span.status = _otel.Status(_otel.StatusCode.ERROR, f"{type(error).__name__}: {error}")
+        _otel.recorder.end(self._span, time.time_ns())
 
 
 def server_span(
@@ -170,11 +190,12 @@ def server_span(
     `carrier` (gRPC metadata pairs or HTTP header pairs, str or bytes); NO_SPAN while off."""
     if _tracer is None:
         return NO_SPAN
-    headers = {_text(key).lower(): _text(value) for key, value in carrier}
-    parent = _otel.propagator.extract(headers)
+    # Only the W3C headers matter to the propagator; without a traceparent the call starts a trace.
+    headers = {header: _text(value) for key, value in carrier if (header := _text(key).lower()) in _W3C_HEADERS}
+    parent = _otel.propagator.extract(headers) if "traceparent" in headers else _otel.no_parent
     values = {"rpc.system": system, "rpc.method": name, "embedrec.request_id": request_id}
     values.update(attributes)
-    return _Span(name, kind=_otel.SERVER, context=parent, attributes=values)
+    return _Span(name, values, kind=_otel.SERVER, parent=parent)
 
 
 def span(name: str, **attributes: Any) -> _NoSpan:
@@ -182,7 +203,10 @@ def span(name: str, **attributes: Any) -> _NoSpan:
     prefixed "embedrec."; NO_SPAN while off."""
     if _tracer is None:
         return NO_SPAN
-    return _LeafSpan(name, attributes={"embedrec." + key: value for key, value in attributes.items()})
+    return _LeafSpan(name, {"embedrec." + key: value for key, value in attributes.items()})
+
+
+_W3C_HEADERS = frozenset(("traceparent", "tracestate"))
 
 
 def _text(value: Any) -> str:
@@ -198,8 +222,10 @@ class BatchTracer:
     finish_span: str | None = None
 
     def capture(self) -> Any:
-        """The caller's span context (the parent of its queue span, the target of batch links)."""
-        return _otel.trace.get_current_span().get_span_context()
+        """The caller's context, whose current span (the call's) is the parent of its queue span
+        and the target of the batch's link; None when that span is not valid (nothing to trace)."""
+        context = _otel.current()
+        return context if _otel.trace.get_current_span(context).get_span_context().is_valid else None
 
     def batch_ran(
         self,
@@ -212,42 +238,35 @@ class BatchTracer:
         padded_cost: int,
         error: BaseException | None = None,
     ) -> None:
-        """Spans of one batch: `requests` holds (captured context, enqueued at ns, items of that
+        """Spans of one batch: `requests` holds (`capture`'s context, enqueued at ns, items of that
         request in the batch), one entry per request."""
-        trace = _otel.trace
+        trace, recorder = _otel.trace, _otel.recorder
         size = sum(items for _, _, items in requests)
+        links = []
         for context, enqueued_ns, items in requests:
-            if context is None or not context.is_valid:
+            if context is None:
                 continue
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(context))
-            queue = _tracer.start_span(
+            queue_ms = (started_ns - enqueued_ns) / 1e6
+            queue = recorder.begin(
                 f"embedrec.{self.batcher}.queue",
-                context=parent,
-                start_time=enqueued_ns,
-                attributes={"embedrec.queue_ms": (started_ns - enqueued_ns) / 1e6, "embedrec.batch.items": items},
+                context,
+                enqueued_ns,
+                {"embedrec.queue_ms": queue_ms, "embedrec.batch.items": items},
             )
-            queue.end(end_time=started_ns)
-        links = [trace.Link(context) for context, _, _ in requests if context is not None and context.is_valid]
-        batch = _tracer.start_span(
-            f"embedrec.{self.batcher}.batch",
-            context=trace.set_span_in_context(trace.INVALID_SPAN),
-            links=links,
-            start_time=started_ns,
-            attributes={
-                "embedrec.batch.size": size,
-                "embedrec.batch.requests": len(requests),
-                "embedrec.batch.cost": cost,
-                "embedrec.batch.padded_cost": padded_cost,
-            },
-        )
+            recorder.end(queue, started_ns)
+            links.append(trace.Link(trace.get_current_span(context).get_span_context()))
+        attributes = {
+            "embedrec.batch.size": size,
+            "embedrec.batch.requests": len(requests),
+            "embedrec.batch.cost": cost,
+            "embedrec.batch.padded_cost": padded_cost,
+        }
+        batch = recorder.begin(f"embedrec.{self.batcher}.batch", _otel.no_parent, started_ns, attributes, links=links)
         if error is not None:
-            batch.set_status(_otel.Status(_otel.StatusCode.ERROR, type(error).__name__))
+            batch.status = _otel.Status(_otel.StatusCode.ERROR, type(error).__name__)
         if self.finish_span is not None and error is None:
-            finish = _tracer.start_span(
-                self.finish_span, context=trace.set_span_in_context(batch), start_time=inferred_ns
-            )
-            finish.end(end_time=finished_ns)
-        batch.end(end_time=finished_ns)
+            recorder.end(recorder.begin(self.finish_span, batch.as_parent(), inferred_ns, {}), finished_ns)
+        recorder.end(batch, finished_ns)
 
 
 def batch_tracer(batcher: str, *, finish_span: str | None = None) -> BatchTracer | None:

@@ -78,6 +78,19 @@ class ModelSettings:
         "searches and the event loop (1-text Embed p50 under Recommend c=4: 37 ms spinning, 17 ms not; "
         "Embed c=32 throughput unchanged; BENCHMARKS.md)",
     )
+    intra_op_spinning_in_runs: bool = setting(
+        False,
+        "with --intra-op-spinning off: let the intra-op threads spin between the operators of one run and stop "
+        "the moment the last run returns (ONNX Runtime's force_spinning_stop), so a batch pays no thread wake-up "
+        "per operator and idle threads leave the cores at once; false: they never spin",
+    )
+
+    idle_spinning_sessions: bool = setting(
+        True,
+        "on CPU, a twin of each ONNX Runtime session whose threads spin in runs, for a batch formed while it is the "
+        "server's only call (1-text Embed c=1 p50 ~1 ms lower); every other batch runs on the first sessions, "
+        "spinning as --intra-op-spinning-in-runs says. Another copy of the weights each (~90 MiB for MiniLM)",
+    )
 
     def __post_init__(self) -> None:
         check_minimums(self)

@@ -4,6 +4,7 @@ stay contained, and the server can be watched (metrics, logs) without leaking re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -277,6 +278,8 @@ class GatedInference:
         self.batches: list[list[str]] = []
         self.tokenizer = server.app.state.service.models.encoder.tokenizer._tokenizer  # type: ignore[union-attr]
         self.batcher._infers[0] = self
+        if self.batcher._idle_path is not None:  # a lone call's batch too (it would run on the idle twin)
+            self.batcher._idle_path = dataclasses.replace(self.batcher._idle_path, infers=[self])
 
     def __call__(self, items: list[Any]) -> Any:
         texts = [self.tokenizer.decode(tokens.input_ids.tolist()) for tokens, _ in items]

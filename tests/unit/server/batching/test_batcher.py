@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from embedrec.server.batching.batcher import MicroBatcher
+from embedrec.server.batching.batcher import IdlePath, MicroBatcher
 from embedrec.server.batching.policy import BatchPolicy
 from embedrec.server.errors import DeadlineExpired, Overloaded, Unavailable
 
@@ -439,3 +439,34 @@ async def test_deadlines_hold_with_several_instances() -> None:
     await asyncio.gather(*running)
     assert [9] not in first.batches + second.batches  # expired while queued: never computed
     await batcher.stop()
+
+
+async def test_a_batch_formed_at_an_idle_quiet_runtime_runs_on_the_idle_path_the_rest_on_infer() -> None:
+    idle_runs: list[list[int]] = []
+
+    def idle_infer(items: list[int]) -> list[int]:
+        idle_runs.append(list(items))
+        return [item * 2 for item in items]
+
+    runtime = GatedRuntime()
+    settings = BatchPolicy(max_batch_size=4, max_wait_ms=0.0, max_queued_texts=100, min_batch_efficiency=0.0)
+    quiet = [True]
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        [runtime], policy=settings, cost=lambda item: item, idle_path=IdlePath([idle_infer], lambda: quiet[0])
+    )
+    await batcher.start()
+    assert await batcher.submit([1]) == [2]  # nothing else ran or waited: the idle instance
+    assert idle_runs == [[1]] and runtime.batches == []
+    runtime.gate.set()
+    idle_runs.clear()
+    # Two calls arriving together: the first finds the runtime idle; the second's batch forms when
+    # the first hands back, while that batch is still in progress: not idle.
+    first, second = await asyncio.gather(batcher.submit([3]), batcher.submit([40]))
+    assert (first, second) == ([6], [80])
+    assert idle_runs == [[3]] and runtime.batches == [[40]]
+    quiet[0] = False  # an idle runtime, but other calls in flight elsewhere in the server
+    assert await batcher.submit([5]) == [10]
+    assert idle_runs == [[3]] and runtime.batches == [[40], [5]]
+    await batcher.stop()
+    with pytest.raises(ValueError, match="one infer per instance"):
+        MicroBatcher([runtime, runtime], policy=settings, idle_path=IdlePath([idle_infer]))
