@@ -75,13 +75,10 @@ SERVING = IndexReadiness(0, 0, 0)
 def index_readiness(client: Any, collection: str, timeout: float) -> IndexReadiness | None:
     """The readiness of `collection`'s built index (see the module docstring); None when Milvus
     cannot tell (Milvus Lite: UNIMPLEMENTED). Milvus's other errors propagate."""
-    try:
-        flushed = client.list_persistent_segments(collection, timeout=timeout)
-        loaded = client.list_loaded_segments(collection, timeout=timeout)
-    except Exception as error:  # pymilvus raises grpc.RpcError or MilvusException: the caller maps them
-        if _unimplemented(error):
-            return None
-        raise
+    segments = _segments(client, collection, timeout)
+    if segments is None:
+        return None
+    flushed, loaded = segments
     indexed = {one.segment_id for one in loaded if one.index_id and _state(one) == "Sealed"}
     total = sum(int(one.num_rows) for one in flushed)
     waiting = [one for one in flushed if int(one.num_rows) >= MIN_INDEXED_ROWS and one.segment_id not in indexed]
@@ -91,6 +88,16 @@ def index_readiness(client: Any, collection: str, timeout: float) -> IndexReadin
 def segment_sizes(client: Any, collection: str, timeout: float) -> tuple[list[int], list[tuple[int, bool]]] | None:
     """The row counts of `collection`'s flushed segments, and (rows, whether it has an index) of
     each segment the query node has loaded; None when Milvus cannot tell (Milvus Lite)."""
+    segments = _segments(client, collection, timeout)
+    if segments is None:
+        return None
+    flushed, loaded = segments
+    return [int(one.num_rows) for one in flushed], [(int(one.num_rows), bool(one.index_id)) for one in loaded]
+
+
+def _segments(client: Any, collection: str, timeout: float) -> tuple[list[Any], list[Any]] | None:
+    """(flushed segments, loaded segments) of `collection`; None when Milvus cannot tell (Milvus
+    Lite: UNIMPLEMENTED). Milvus's other errors propagate."""
     try:
         flushed = client.list_persistent_segments(collection, timeout=timeout)
         loaded = client.list_loaded_segments(collection, timeout=timeout)
@@ -98,7 +105,7 @@ def segment_sizes(client: Any, collection: str, timeout: float) -> tuple[list[in
         if _unimplemented(error):
             return None
         raise
-    return [int(one.num_rows) for one in flushed], [(int(one.num_rows), bool(one.index_id)) for one in loaded]
+    return list(flushed), list(loaded)
 
 
 def wait_until_serving(
