@@ -53,8 +53,10 @@ class OnnxEncoder:
         batches at once (ONNX Runtime sessions are thread-safe); separate sessions give each
         concurrent batch threads of its own, at the cost of a copy of the weights each.
         `spinning` and `spinning_in_runs`: see `server.inference.providers.create_session`.
-        `idle_sessions`: on CPU, a twin of each session whose threads spin in runs, for
-        `infer(idle=True)` (batches formed while the runtime is idle), another copy of the weights each.
+        `idle_sessions`: on CPU, one more session (the idle twin) whose threads spin in runs, for
+        `infer(idle=True)` (a batch formed while the runtime is idle), another copy of the weights;
+        it has the threads of all the sessions together (ONNX Runtime's default when
+        `intra_op_threads` is 0), since the batch it runs is the only one.
 
         `io_binding` (default: on exactly when CUDA runs the model) binds inputs and outputs to
         the provider's device: inputs are copied there once, the output is allocated there and
@@ -81,8 +83,10 @@ class OnnxEncoder:
         )
         self.sessions = [make(spinning=spinning, spinning_in_runs=spinning_in_runs) for _ in range(sessions)]
         self.session = self.sessions[0]
-        twins = sessions if idle_sessions and self.provider == "CPUExecutionProvider" else 0  # spinning: CPU only
-        self.idle_sessions = [make(spinning=False, spinning_in_runs=True) for _ in range(twins)]
+        twin = idle_sessions and self.provider == "CPUExecutionProvider"  # spinning: CPU only
+        self.idle_sessions = (
+            [make(spinning=False, spinning_in_runs=True, intra_op_threads=intra_op_threads * sessions)] if twin else []
+        )
         self._input_names = {graph_input.name for graph_input in self.session.get_inputs()}
         self._output_name = self.session.get_outputs()[0].name
         on_cuda = self.provider == "CUDAExecutionProvider"
@@ -128,14 +132,14 @@ class OnnxEncoder:
         return len(self.sessions)
 
     def infer(self, batch: Sequence[TokenizedText], session: int = 0, *, idle: bool = False) -> InferenceOutput:
-        """Pad `batch` to its longest text and run the model on session number `session` (its
-        idle twin when `idle` and there are twins): (attention mask, token vectors).
+        """Pad `batch` to its longest text and run the model on session number `session` (on the
+        idle twin instead when `idle` and there is one): (attention mask, token vectors).
 
         Blocking (ONNX Runtime releases the GIL while it runs); thread-safe.
         """
         inputs = self.tokenizer.pad_batch(batch)
         feed = {name: array for name, array in inputs.items() if name in self._input_names}
-        runner = self.idle_sessions[session] if idle and self.idle_sessions else self.sessions[session]
+        runner = self.idle_sessions[0] if idle and self.idle_sessions else self.sessions[session]
         hidden = np.asarray(self._run_session(runner, feed), dtype=np.float32)
         return inputs["attention_mask"], hidden
 

@@ -87,9 +87,10 @@ class ModelSettings:
 
     idle_spinning_sessions: bool = setting(
         True,
-        "on CPU, a twin of each ONNX Runtime session whose threads spin in runs, for a batch formed while it is the "
-        "server's only call (1-text Embed c=1 p50 ~1 ms lower); every other batch runs on the first sessions, "
-        "spinning as --intra-op-spinning-in-runs says. Another copy of the weights each (~90 MiB for MiniLM)",
+        "on CPU, one more ONNX Runtime session (the idle twin) whose threads spin in runs, with the threads of all "
+        "the sessions together, for a batch formed while it is the server's only call (1-text Embed c=1 p50 ~1 ms "
+        "lower); every other batch runs on the first sessions, spinning as --intra-op-spinning-in-runs says. "
+        "Another copy of the weights (~90 MiB for MiniLM)",
     )
 
     def __post_init__(self) -> None:

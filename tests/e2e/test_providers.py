@@ -59,15 +59,19 @@ def test_io_binding_is_off_on_cpu_by_default_and_gives_the_same_vectors_when_for
     np.testing.assert_array_equal(bound.encode(texts), plain.encode(texts))
 
 
-def test_every_spinning_mode_and_the_idle_twins_give_the_same_vectors(tiny_model_dir: Path) -> None:
+def test_every_spinning_mode_and_the_idle_twin_give_the_same_vectors(tiny_model_dir: Path) -> None:
     texts = ["red shoes", "a much longer text about coffee, kitchens and the family"]
     plain = OnnxEncoder(tiny_model_dir, provider="cpu", spinning=False)
     expected = plain.encode(texts)
     for spinning, in_runs in ((True, False), (False, True)):
         encoder = OnnxEncoder(tiny_model_dir, provider="cpu", spinning=spinning, spinning_in_runs=in_runs)
         np.testing.assert_allclose(encoder.encode(texts), expected, rtol=1e-5, atol=1e-6)
-    twins = OnnxEncoder(tiny_model_dir, provider="cpu", spinning=False, sessions=2, idle_sessions=True)
-    assert len(twins.idle_sessions) == len(twins.sessions) == 2 and not plain.idle_sessions
-    batch = twins.tokenize(texts)
-    idle, busy = twins.infer(batch, 1, idle=True), twins.infer(batch, 1)
+    twin = OnnxEncoder(
+        tiny_model_dir, provider="cpu", spinning=False, sessions=2, intra_op_threads=1, idle_sessions=True
+    )
+    assert len(twin.sessions) == 2 and len(twin.idle_sessions) == 1 and not plain.idle_sessions
+    # The twin runs the server's only batch: it gets the threads of both sessions.
+    assert twin.idle_sessions[0].get_session_options().intra_op_num_threads == 2
+    batch = twin.tokenize(texts)
+    idle, busy = twin.infer(batch, 1, idle=True), twin.infer(batch, 1)
     np.testing.assert_allclose(idle[1], busy[1], rtol=1e-5, atol=1e-6)
