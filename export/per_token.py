@@ -79,21 +79,7 @@ def _per_token_matmul(node: Any, weight: np.ndarray, weight_scale: np.ndarray) -
     from onnx import TensorProto, helper, numpy_helper
 
     prefix = f"{node.name}/per_token"
-    constants = {
-        "weight": weight,
-        "weight_scale": weight_scale,
-        "inverse_levels": np.array(1.0 / 127.0, np.float32),
-        "smallest": np.array(1e-12, np.float32),
-        "unit_scale": np.array(1.0, np.float32),
-        "zero_point": np.array(ACTIVATION_ZERO_POINT, np.uint8),
-        "last_axis": np.array([-1], np.int64),
-        "rows_by_channels": np.array([-1, weight.shape[0]], np.int64),
-        "rows": np.array([-1], np.int64),
-        "rows_by_one": np.array([-1, 1], np.int64),
-        "all_but_last": np.array([0], np.int64),
-        "last": np.array([-1], np.int64),
-        "channels": np.array([weight.shape[1]], np.int64),
-    }
+    constants = _constants(weight, weight_scale)
     zero_points = helper.make_tensor("value", TensorProto.UINT8, [1], [ACTIVATION_ZERO_POINT])
     source, target = node.input[0], node.output[0]
     steps: list[tuple[str, list[str], str, dict[str, Any]]] = [
@@ -132,3 +118,22 @@ def _per_token_matmul(node: Any, weight: np.ndarray, weight_scale: np.ndarray) -
         for index, (op, inputs, output, attrs) in enumerate(steps)
     ]
     return initializers, nodes
+
+
+def _constants(weight: np.ndarray, weight_scale: np.ndarray) -> dict[str, np.ndarray]:
+    """The initializers of one per-token MatMul, by their name within its prefix."""
+    return {
+        "weight": weight,
+        "weight_scale": weight_scale,
+        "inverse_levels": np.array(1.0 / 127.0, np.float32),
+        "smallest": np.array(1e-12, np.float32),
+        "unit_scale": np.array(1.0, np.float32),
+        "zero_point": np.array(ACTIVATION_ZERO_POINT, np.uint8),
+        "last_axis": np.array([-1], np.int64),
+        "rows_by_channels": np.array([-1, weight.shape[0]], np.int64),
+        "rows": np.array([-1], np.int64),
+        "rows_by_one": np.array([-1, 1], np.int64),
+        "all_but_last": np.array([0], np.int64),
+        "last": np.array([-1], np.int64),
+        "channels": np.array([weight.shape[1]], np.int64),
+    }
