@@ -97,7 +97,8 @@ def create_batcher(
     encoder's sessions); pooling, truncation and normalisation after it, in the same lane when
     nothing else waits (else in the finishing lane, overlapping the next batch's inference), so
     each item's result is its final vector and the event loop only stacks them. With the encoder's
-    idle twin sessions, a batch that finds the runtime idle and `quiet()` true runs on a twin."""
+    idle twin, a batch that finds the runtime idle and `quiet()` true runs on the twin, whichever
+    instance's lane forms it."""
 
     def infer_on(instance: int, items: list[BatchItem], idle: bool = False) -> InferenceOutput:
         return encoder.infer([tokens for tokens, _ in items], instance % encoder.session_count, idle=idle)
